@@ -1,0 +1,148 @@
+//! The access-log emitter: the proxy hands each [`AccessRecord`] to a bounded channel with
+//! `try_send` (never blocking the request path); a dedicated writer thread drains it in
+//! batches into an [`AccessLogSink`]. A full channel drops the record, counts it in
+//! `apus_gateway_access_log_dropped_total` and logs (rate-limited) — never silently.
+
+use std::io::{BufWriter, Write};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::Duration;
+
+use apus_ingest::schema::AccessRecord;
+
+use crate::metrics as m;
+use crate::GatewayError;
+
+/// Where access-log batches go.
+pub trait AccessLogSink: Send + 'static {
+    /// Write a batch; called from the writer thread only.
+    fn write_batch(&mut self, batch: &[AccessRecord]) -> std::io::Result<()>;
+}
+
+/// JSON lines to any writer (stdout, a file).
+pub struct JsonLinesSink<W: Write + Send + 'static>(pub BufWriter<W>);
+
+impl<W: Write + Send + 'static> AccessLogSink for JsonLinesSink<W> {
+    fn write_batch(&mut self, batch: &[AccessRecord]) -> std::io::Result<()> {
+        for r in batch {
+            serde_json::to_writer(&mut self.0, r)?;
+            self.0.write_all(b"\n")?;
+        }
+        self.0.flush()
+    }
+}
+
+/// The proxy-side handle: cheap to clone, never blocks.
+#[derive(Clone)]
+pub struct AccessLog {
+    tx: Option<SyncSender<AccessRecord>>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl AccessLog {
+    /// A handle that discards records (access logging off).
+    pub fn off() -> Self {
+        AccessLog {
+            tx: None,
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Start a writer thread over `sink` with a channel of `capacity` records.
+    pub fn start(sink: Box<dyn AccessLogSink>, capacity: usize) -> Self {
+        let (tx, rx) = sync_channel(capacity.max(1));
+        std::thread::Builder::new()
+            .name("apus-access-log".into())
+            .spawn(move || writer(rx, sink))
+            .expect("spawn access-log writer thread");
+        AccessLog {
+            tx: Some(tx),
+            dropped: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    /// Open the sink named by the config's `access_log` value.
+    pub fn from_config(target: &str, capacity: usize) -> Result<Self, GatewayError> {
+        Ok(match target {
+            "off" | "" => Self::off(),
+            "stdout" => Self::start(
+                Box::new(JsonLinesSink(BufWriter::new(std::io::stdout()))),
+                capacity,
+            ),
+            path => {
+                let f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)?;
+                Self::start(Box::new(JsonLinesSink(BufWriter::new(f))), capacity)
+            }
+        })
+    }
+
+    /// Hand a record over without blocking; count and log it if the channel is full.
+    pub fn emit(&self, rec: AccessRecord) {
+        let Some(tx) = &self.tx else { return };
+        match tx.try_send(rec) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) | Err(TrySendError::Disconnected(_)) => {
+                metrics::counter!(m::ACCESS_LOG_DROPPED).increment(1);
+                let n = self.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped_total = n + 1, "access-log channel full, dropping records");
+                }
+            }
+        }
+    }
+}
+
+fn writer(rx: Receiver<AccessRecord>, mut sink: Box<dyn AccessLogSink>) {
+    let mut batch = Vec::with_capacity(1024);
+    while let Ok(first) = rx.recv() {
+        batch.push(first);
+        while batch.len() < 1024 {
+            match rx.try_recv() {
+                Ok(r) => batch.push(r),
+                Err(_) => break,
+            }
+        }
+        let n = batch.len() as u64;
+        if let Err(e) = sink.write_batch(&batch) {
+            tracing::error!(error = %e, records = n, "access-log sink failed; batch lost");
+            std::thread::sleep(Duration::from_millis(100));
+        } else {
+            metrics::counter!(m::ACCESS_LOG_WRITTEN).increment(n);
+        }
+        batch.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Mutex;
+
+    struct Slow(Arc<Mutex<usize>>);
+    impl AccessLogSink for Slow {
+        fn write_batch(&mut self, b: &[AccessRecord]) -> std::io::Result<()> {
+            std::thread::sleep(Duration::from_millis(50));
+            *self.0.lock().unwrap() += b.len();
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn saturation_drops_are_counted_not_blocking() {
+        let written = Arc::new(Mutex::new(0));
+        let log = AccessLog::start(Box::new(Slow(written.clone())), 4);
+        let t = std::time::Instant::now();
+        for _ in 0..1000 {
+            log.emit(AccessRecord::default());
+        }
+        assert!(t.elapsed() < Duration::from_millis(40), "emit must not block");
+        let dropped = log.dropped.load(Ordering::Relaxed);
+        assert!(dropped > 900, "dropped {dropped}");
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(*written.lock().unwrap() as u64 + dropped, 1000);
+    }
+}

@@ -1,0 +1,292 @@
+//! The gateway's configuration file (TOML): listeners, pools, routes with gray rules, and
+//! admin tokens. Parsing is strict (`deny_unknown_fields`); [`GatewayConfig::validate`]
+//! compiles the rules against the pools so a bad file is refused before anything starts.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use apus_rules::{RouteSpec, RuleSet};
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::GatewayError;
+
+/// Top-level gateway configuration.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Public proxy listener.
+    #[serde(default = "default_listen")]
+    pub listen: String,
+    /// Admin API listener (release control, `/metrics`); never the public one.
+    #[serde(default = "default_admin")]
+    pub admin_listen: String,
+    /// Proxy worker threads (compare with nginx `worker_processes`).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Header carrying the lane tag to upstreams (and back to clients).
+    #[serde(default = "default_tag_header")]
+    pub tag_header: String,
+    /// Key of the W3C baggage entry carrying the tag (`env=gray`).
+    #[serde(default = "default_baggage_key")]
+    pub baggage_key: String,
+    /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses).
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Where access-log records go: `stdout`, `off`, a file path, or `http://host:port` of
+    /// an ingest node.
+    #[serde(default = "default_access_log")]
+    pub access_log: String,
+    /// Capacity of the access-log channel; records beyond it are dropped and counted.
+    #[serde(default = "default_access_log_capacity")]
+    pub access_log_capacity: usize,
+    /// How many servers of a pool to try when connecting fails.
+    #[serde(default = "default_max_tries")]
+    pub max_tries: usize,
+    /// Upstream connect timeout in milliseconds.
+    #[serde(default = "default_connect_timeout_ms")]
+    pub connect_timeout_ms: u64,
+    /// Where rule-change history is persisted (JSON lines); none = memory only.
+    #[serde(default)]
+    pub history_file: Option<PathBuf>,
+    /// Upstream pools.
+    #[serde(default)]
+    pub pools: Vec<PoolConfig>,
+    /// Routes and their gray rules.
+    #[serde(default)]
+    pub routes: Vec<RouteSpec>,
+    /// Admin API bearer tokens.
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// An upstream pool.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Unique pool name (rules refer to it).
+    pub name: String,
+    /// Servers as `ip:port`.
+    #[serde(default)]
+    pub servers: Vec<String>,
+    /// Health check of the pool's servers.
+    #[serde(default)]
+    pub health_check: HealthCheckConfig,
+}
+
+/// How a pool's servers are checked.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckConfig {
+    /// `http` (service pools: GET `path` must answer 2xx) or `tcp` (caches, databases:
+    /// the connection must open).
+    #[serde(default = "default_hc_kind")]
+    pub kind: HealthCheckKind,
+    /// HTTP path to probe.
+    #[serde(default = "default_hc_path")]
+    pub path: String,
+    /// Probe interval in milliseconds.
+    #[serde(default = "default_hc_interval")]
+    pub interval_ms: u64,
+    /// Probe timeout in milliseconds.
+    #[serde(default = "default_hc_timeout")]
+    pub timeout_ms: u64,
+    /// Consecutive failures that take a server out of rotation.
+    #[serde(default = "default_threshold")]
+    pub unhealthy_threshold: usize,
+    /// Consecutive successes that bring it back.
+    #[serde(default = "default_threshold")]
+    pub healthy_threshold: usize,
+}
+
+/// Health-check protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthCheckKind {
+    /// HTTP GET, 2xx is healthy.
+    Http,
+    /// TCP connect.
+    Tcp,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            kind: default_hc_kind(),
+            path: default_hc_path(),
+            interval_ms: default_hc_interval(),
+            timeout_ms: default_hc_timeout(),
+            unhealthy_threshold: default_threshold(),
+            healthy_threshold: default_threshold(),
+        }
+    }
+}
+
+/// An admin API token.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it (recorded as the actor of changes).
+    pub name: String,
+    /// The bearer token.
+    pub token: String,
+    /// `admin`, `release_manager` or `viewer`.
+    pub role: Role,
+    /// For release managers: the environments and/or projects they may change
+    /// (`prod`, `shop`, or `shop/prod`); `*` = all.
+    #[serde(default)]
+    pub scopes: Vec<String>,
+}
+
+/// Admin API roles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Everything, everywhere.
+    Admin,
+    /// Change routes within its scopes.
+    ReleaseManager,
+    /// Read only.
+    Viewer,
+}
+
+fn default_listen() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_admin() -> String {
+    "127.0.0.1:9901".into()
+}
+fn default_threads() -> usize {
+    2
+}
+fn default_tag_header() -> String {
+    "x-env-tag".into()
+}
+fn default_baggage_key() -> String {
+    "env".into()
+}
+fn default_access_log() -> String {
+    "stdout".into()
+}
+fn default_access_log_capacity() -> usize {
+    65_536
+}
+fn default_max_tries() -> usize {
+    3
+}
+fn default_connect_timeout_ms() -> u64 {
+    1000
+}
+fn default_hc_kind() -> HealthCheckKind {
+    HealthCheckKind::Http
+}
+fn default_hc_path() -> String {
+    "/health".into()
+}
+fn default_hc_interval() -> u64 {
+    1000
+}
+fn default_hc_timeout() -> u64 {
+    500
+}
+fn default_threshold() -> usize {
+    1
+}
+
+/// Reads tenant files relative to the config file's folder.
+pub fn file_loader(base: Option<&Path>) -> impl Fn(&str) -> Result<String, String> + '_ {
+    move |p: &str| {
+        let path = Path::new(p);
+        let full = match base {
+            Some(b) if path.is_relative() => b.join(path),
+            _ => path.to_path_buf(),
+        };
+        std::fs::read_to_string(&full).map_err(|e| format!("{}: {e}", full.display()))
+    }
+}
+
+impl GatewayConfig {
+    /// Parse TOML text (no validation beyond the shape).
+    pub fn from_toml(s: &str) -> Result<Self, GatewayError> {
+        toml::from_str(s).map_err(|e| GatewayError::Config(e.to_string()))
+    }
+
+    /// Read, parse and validate a config file.
+    pub fn load(path: &Path) -> Result<(Self, RuleSet), GatewayError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| GatewayError::Config(format!("{}: {e}", path.display())))?;
+        let cfg = Self::from_toml(&text)?;
+        let rules = cfg.validate(path.parent())?;
+        Ok((cfg, rules))
+    }
+
+    /// Names of the configured pools.
+    pub fn pool_names(&self) -> Vec<&str> {
+        self.pools.iter().map(|p| p.name.as_str()).collect()
+    }
+
+    /// Check everything that can be checked offline and compile the routes.
+    pub fn validate(&self, base: Option<&Path>) -> Result<RuleSet, GatewayError> {
+        let bad = |m: String| Err(GatewayError::Config(m));
+        for (field, addr) in [("listen", &self.listen), ("admin_listen", &self.admin_listen)] {
+            if addr.parse::<SocketAddr>().is_err() {
+                return bad(format!("{field}: `{addr}` is not ip:port"));
+            }
+        }
+        if self.listen == self.admin_listen {
+            return bad("admin_listen must differ from listen".into());
+        }
+        if self.threads == 0 || self.max_tries == 0 {
+            return bad("threads and max_tries must be at least 1".into());
+        }
+        if http::HeaderName::from_bytes(self.tag_header.as_bytes()).is_err() {
+            return bad(format!("tag_header: `{}` is not a header name", self.tag_header));
+        }
+        for t in &self.trusted_proxies {
+            if t.parse::<IpNet>().is_err() && t.parse::<std::net::IpAddr>().is_err() {
+                return bad(format!("trusted_proxies: bad CIDR `{t}`"));
+            }
+        }
+        let mut names = std::collections::HashSet::new();
+        for p in &self.pools {
+            if !names.insert(p.name.as_str()) {
+                return bad(format!("pool `{}`: duplicate name", p.name));
+            }
+            for s in &p.servers {
+                if s.parse::<SocketAddr>().is_err() {
+                    return bad(format!("pool `{}`: server `{s}` is not ip:port", p.name));
+                }
+            }
+            let hc = &p.health_check;
+            if hc.interval_ms == 0 || hc.healthy_threshold == 0 || hc.unhealthy_threshold == 0 {
+                return bad(format!(
+                    "pool `{}`: health_check interval and thresholds must be at least 1",
+                    p.name
+                ));
+            }
+        }
+        let mut tokens = std::collections::HashSet::new();
+        for t in &self.tokens {
+            if t.token.len() < 8 {
+                return bad(format!("token `{}`: shorter than 8 characters", t.name));
+            }
+            if !tokens.insert(t.token.as_str()) {
+                return bad(format!("token `{}`: duplicate token", t.name));
+            }
+        }
+        let loader = file_loader(base);
+        Ok(RuleSet::compile(&self.routes, &self.pool_names(), &loader)?)
+    }
+
+    /// Trusted proxies as networks (validated by [`Self::validate`]).
+    pub fn trusted_nets(&self) -> Vec<IpNet> {
+        self.trusted_proxies
+            .iter()
+            .filter_map(|t| {
+                t.parse::<IpNet>()
+                    .ok()
+                    .or_else(|| t.parse::<std::net::IpAddr>().ok().map(IpNet::from))
+            })
+            .collect()
+    }
+}

@@ -1,0 +1,104 @@
+//! The Apus gateway: a Pingora proxy that routes each request to a stable or gray pool by
+//! the gray rules of its route, tags it (`x-request-id`, the tag header, W3C `baggage`),
+//! health-checks pools, and exposes release control on a separate admin listener.
+//!
+//! Main types: [`GatewayProxy`] (the `ProxyHttp` impl), [`ReleaseState`] (rules in force,
+//! versions, change history), [`Pool`] (a load balancer with health checks and runtime
+//! shelf operations). [`build`] wires them into a Pingora `Server`.
+
+pub mod access_log;
+pub mod admin;
+pub mod config;
+mod error;
+pub mod metrics;
+pub mod pools;
+mod proxy;
+pub mod state;
+pub mod tagging;
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apus_rules::{CidrSet, RuleSet};
+use metrics_exporter_prometheus::PrometheusHandle;
+use pingora::proxy::http_proxy_service;
+use pingora::server::configuration::ServerConf;
+use pingora::server::Server;
+use pingora::services::background::background_service;
+
+pub use access_log::{AccessLog, AccessLogSink};
+pub use config::GatewayConfig;
+pub use error::GatewayError;
+pub use pools::Pool;
+pub use proxy::GatewayProxy;
+pub use state::ReleaseState;
+
+/// A gateway ready to run, with handles to its shared state.
+pub struct Gateway {
+    /// The Pingora server with the proxy, health checks and admin services added.
+    pub server: Server,
+    /// Release state (for wiring the change feed).
+    pub release: Arc<ReleaseState>,
+}
+
+/// Build the Pingora server for `cfg` (already validated into `rules`).
+pub fn build(
+    cfg: &GatewayConfig,
+    rules: RuleSet,
+    base_dir: Option<&Path>,
+    access_log: AccessLog,
+    prometheus: Option<PrometheusHandle>,
+) -> Result<Gateway, GatewayError> {
+    metrics::describe();
+    let conf = ServerConf {
+        threads: cfg.threads,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None::<pingora::server::configuration::Opt>, conf);
+    server.bootstrap();
+
+    let mut pools = HashMap::new();
+    for p in &cfg.pools {
+        let (pool, hc) = Pool::new(p)?;
+        pools.insert(p.name.clone(), pool);
+        server.add_service(hc);
+    }
+    let pools = Arc::new(pools);
+    let release = Arc::new(ReleaseState::new(
+        rules,
+        cfg.pools.iter().map(|p| p.name.clone()).collect(),
+        base_dir,
+        cfg.history_file.clone(),
+    ));
+    let tag_header = http::HeaderName::from_bytes(cfg.tag_header.as_bytes())
+        .map_err(|e| GatewayError::Config(format!("tag_header: {e}")))?;
+    let proxy = GatewayProxy {
+        state: release.clone(),
+        pools: pools.clone(),
+        trusted: CidrSet::new(&cfg.trusted_nets()),
+        tag_header,
+        baggage_key: cfg.baggage_key.clone(),
+        max_tries: cfg.max_tries,
+        connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
+        access_log,
+    };
+    let mut svc = http_proxy_service(&server.configuration, proxy);
+    svc.add_tcp(&cfg.listen);
+    server.add_service(svc);
+
+    let admin = admin::AdminService::bind(
+        &cfg.admin_listen,
+        admin::router(admin::AdminState {
+            release: release.clone(),
+            pools,
+            tokens: Arc::new(cfg.tokens.clone()),
+            prometheus,
+        }),
+    )?;
+    server.add_service(background_service("admin api", admin));
+    Ok(Gateway { server, release })
+}

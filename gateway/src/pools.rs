@@ -1,0 +1,268 @@
+//! Upstream pools: a Pingora [`LoadBalancer`] per pool with active health checks, plus the
+//! runtime shelf operations (自动上下架): add, drain, undrain, remove servers without a
+//! restart.
+//!
+//! Invariants: a server added at runtime is *pending* and takes no traffic until its first
+//! passing health check; a drained server takes no new requests (in-flight ones finish);
+//! a removed server leaves the balancer's membership.
+
+use std::collections::{BTreeSet, HashMap, HashSet};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use async_trait::async_trait;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::prelude::RequestHeader;
+use pingora::services::background::{background_service, GenBackgroundService};
+use serde::Serialize;
+
+use crate::config::{HealthCheckKind, PoolConfig};
+use crate::metrics as m;
+use crate::GatewayError;
+
+type PendingSet = ArcSwap<HashSet<SocketAddr>>;
+
+/// Service discovery whose membership the admin API edits.
+struct Membership(Arc<ArcSwap<BTreeSet<Backend>>>);
+
+#[async_trait]
+impl ServiceDiscovery for Membership {
+    async fn discover(&self) -> pingora::Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        Ok((BTreeSet::clone(&self.0.load()), HashMap::new()))
+    }
+}
+
+/// Wraps the real check: a pending server is admitted on its first pass, and health flips
+/// are exported as a gauge.
+struct AdmittingCheck {
+    inner: Box<dyn HealthCheck + Send + Sync>,
+    pending: Arc<PendingSet>,
+    pool: String,
+}
+
+fn inet(b: &Backend) -> Option<SocketAddr> {
+    b.addr.as_inet().copied()
+}
+
+#[async_trait]
+impl HealthCheck for AdmittingCheck {
+    async fn check(&self, target: &Backend) -> pingora::Result<()> {
+        let r = self.inner.check(target).await;
+        if r.is_ok() {
+            if let Some(a) = inet(target) {
+                if self.pending.load().contains(&a) {
+                    self.pending.rcu(|p| {
+                        let mut p = HashSet::clone(p);
+                        p.remove(&a);
+                        p
+                    });
+                    tracing::info!(pool = %self.pool, server = %a, "server passed its first check, admitted");
+                }
+            }
+        }
+        r
+    }
+
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        let server = target.addr.to_string();
+        metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => self.pool.clone(), "server" => server.clone())
+            .set(if healthy { 1.0 } else { 0.0 });
+        tracing::warn!(pool = %self.pool, server, healthy, "upstream health changed");
+    }
+
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
+    }
+}
+
+/// A server's state as the admin API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerStatus {
+    pub addr: String,
+    /// `healthy`, `unhealthy`, `pending` (awaiting first passing check) or `drained`.
+    pub state: &'static str,
+}
+
+/// One upstream pool.
+pub struct Pool {
+    /// Pool name.
+    pub name: String,
+    lb: Arc<LoadBalancer<RoundRobin>>,
+    members: Arc<ArcSwap<BTreeSet<Backend>>>,
+    pending: Arc<PendingSet>,
+    drained: Mutex<HashSet<SocketAddr>>,
+    /// Serialises membership updates (Pingora requires updates not to overlap).
+    update_lock: tokio::sync::Mutex<()>,
+}
+
+impl Pool {
+    /// Build a pool and the background service that health-checks it.
+    pub fn new(cfg: &PoolConfig) -> Result<(Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>), GatewayError> {
+        let mut set = BTreeSet::new();
+        for s in &cfg.servers {
+            set.insert(Backend::new(s).map_err(|e| GatewayError::Config(format!("pool `{}`: {e}", cfg.name)))?);
+        }
+        let members = Arc::new(ArcSwap::from_pointee(set));
+        let pending: Arc<PendingSet> = Arc::new(ArcSwap::from_pointee(HashSet::new()));
+        let hc = &cfg.health_check;
+        let timeout = Duration::from_millis(hc.timeout_ms);
+        let inner: Box<dyn HealthCheck + Send + Sync> = match hc.kind {
+            HealthCheckKind::Tcp => {
+                let mut c = TcpHealthCheck::new();
+                c.consecutive_success = hc.healthy_threshold;
+                c.consecutive_failure = hc.unhealthy_threshold;
+                c.peer_template.options.connection_timeout = Some(timeout);
+                c
+            }
+            HealthCheckKind::Http => {
+                let mut c = HttpHealthCheck::new("localhost", false);
+                c.consecutive_success = hc.healthy_threshold;
+                c.consecutive_failure = hc.unhealthy_threshold;
+                c.peer_template.options.connection_timeout = Some(timeout);
+                c.peer_template.options.read_timeout = Some(timeout);
+                let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
+                    .map_err(|e| GatewayError::Config(format!("pool `{}`: health path: {e}", cfg.name)))?;
+                req.insert_header("Host", "localhost")
+                    .and_then(|_| req.insert_header("User-Agent", "apus-health-check"))
+                    .map_err(|e| GatewayError::Config(e.to_string()))?;
+                c.req = req;
+                Box::new(c)
+            }
+        };
+        let backends = Backends::new(Box::new(Membership(members.clone())));
+        let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+        lb.set_health_check(Box::new(AdmittingCheck {
+            inner,
+            pending: pending.clone(),
+            pool: cfg.name.clone(),
+        }));
+        lb.health_check_frequency = Some(Duration::from_millis(hc.interval_ms));
+        lb.parallel_health_check = true;
+        // Membership changes come from the admin API, which calls `update` itself.
+        lb.update_frequency = None;
+        for s in &cfg.servers {
+            metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => cfg.name.clone(), "server" => s.clone()).set(1.0);
+        }
+        let bg = background_service(&format!("health check {}", cfg.name), lb);
+        let pool = Arc::new(Pool {
+            name: cfg.name.clone(),
+            lb: bg.task(),
+            members,
+            pending,
+            drained: Mutex::new(HashSet::new()),
+            update_lock: tokio::sync::Mutex::new(()),
+        });
+        Ok((pool, bg))
+    }
+
+    /// Pick a ready server (healthy, admitted, not drained), skipping `exclude`.
+    #[inline]
+    pub fn select(&self, exclude: &[SocketAddr]) -> Option<Backend> {
+        let pending = self.pending.load();
+        self.lb.select_with(b"", 256, |b, ready| {
+            ready
+                && match inet(b) {
+                    Some(a) => !exclude.contains(&a) && (pending.is_empty() || !pending.contains(&a)),
+                    None => true,
+                }
+        })
+    }
+
+    /// The pool's servers and their states.
+    pub fn status(&self) -> Vec<ServerStatus> {
+        let pending = self.pending.load();
+        let drained = self.drained.lock().unwrap_or_else(|p| p.into_inner());
+        self.members
+            .load()
+            .iter()
+            .map(|b| {
+                let a = inet(b);
+                let state = if a.is_some_and(|a| drained.contains(&a)) {
+                    "drained"
+                } else if a.is_some_and(|a| pending.contains(&a)) {
+                    "pending"
+                } else if self.lb.backends().ready(b) {
+                    "healthy"
+                } else {
+                    "unhealthy"
+                };
+                ServerStatus {
+                    addr: b.addr.to_string(),
+                    state,
+                }
+            })
+            .collect()
+    }
+
+    fn parse(&self, addr: &str) -> Result<(SocketAddr, Backend), GatewayError> {
+        let a: SocketAddr = addr
+            .parse()
+            .map_err(|_| GatewayError::BadRequest(format!("`{addr}` is not ip:port")))?;
+        Ok((a, Backend::new(&a.to_string()).map_err(|e| GatewayError::BadRequest(e.to_string()))?))
+    }
+
+    fn find(&self, addr: &str) -> Result<(SocketAddr, Backend), GatewayError> {
+        let (a, b) = self.parse(addr)?;
+        if !self.members.load().contains(&b) {
+            return Err(GatewayError::NotFound(format!("server {a} in pool {}", self.name)));
+        }
+        Ok((a, b))
+    }
+
+    async fn apply(&self) -> Result<(), GatewayError> {
+        let _g = self.update_lock.lock().await;
+        self.lb
+            .update()
+            .await
+            .map_err(|e| GatewayError::Proxy(e.to_string()))
+    }
+
+    /// Put a server on the shelf; it takes traffic after its first passing check.
+    pub async fn add(&self, addr: &str) -> Result<(), GatewayError> {
+        let (a, b) = self.parse(addr)?;
+        if self.members.load().contains(&b) {
+            return Err(GatewayError::BadRequest(format!("server {a} is already in pool {}", self.name)));
+        }
+        self.pending.rcu(|p| {
+            let mut p = HashSet::clone(p);
+            p.insert(a);
+            p
+        });
+        self.members.rcu(|m| {
+            let mut m = BTreeSet::clone(m);
+            m.insert(b.clone());
+            m
+        });
+        self.apply().await
+    }
+
+    /// Stop sending new requests to a server (or resume with `drain = false`).
+    pub fn set_drained(&self, addr: &str, drain: bool) -> Result<(), GatewayError> {
+        let (a, b) = self.find(addr)?;
+        self.lb.backends().set_enable(&b, !drain);
+        let mut d = self.drained.lock().unwrap_or_else(|p| p.into_inner());
+        if drain {
+            d.insert(a);
+        } else {
+            d.remove(&a);
+        }
+        Ok(())
+    }
+
+    /// Take a server off the shelf entirely.
+    pub async fn remove(&self, addr: &str) -> Result<(), GatewayError> {
+        let (a, b) = self.find(addr)?;
+        self.members.rcu(|m| {
+            let mut m = BTreeSet::clone(m);
+            m.remove(&b);
+            m
+        });
+        self.drained.lock().unwrap_or_else(|p| p.into_inner()).remove(&a);
+        self.apply().await
+    }
+}

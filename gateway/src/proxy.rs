@@ -1,0 +1,292 @@
+//! The Pingora `ProxyHttp` implementation: route once per request, keep the decision in
+//! the context (so retries see the same one), tag the upstream request, retry connect
+//! failures on another server of the same pool, and emit one access record per request.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apus_ingest::schema::AccessRecord;
+use apus_rules::{CidrSet, Decision, Headers, RequestView};
+use async_trait::async_trait;
+use bytes::Bytes;
+use http::HeaderMap;
+use pingora::prelude::*;
+use pingora::proxy::FailToProxy;
+use pingora::{ErrorSource, ErrorType};
+
+use crate::access_log::AccessLog;
+use crate::metrics as m;
+use crate::pools::Pool;
+use crate::state::{now_us, Current, ReleaseState};
+use crate::tagging::{client_ip, merge_baggage, new_request_id, valid_request_id};
+
+/// Per-request state. The decision and the rule set it came from live here so that a
+/// retry, the response and the access log all see one decision.
+pub struct Ctx {
+    start: Instant,
+    ts_us: i64,
+    rules: Option<Arc<Current>>,
+    decision: Option<Decision>,
+    pool: Option<Arc<Pool>>,
+    tenant: String,
+    client: IpAddr,
+    request_id: String,
+    upstream: Option<SocketAddr>,
+    failed: Vec<SocketAddr>,
+    upstream_start: Option<Instant>,
+    upstream_latency: Option<Duration>,
+    status: u16,
+}
+
+struct HeaderView<'a>(&'a HeaderMap);
+
+impl Headers for HeaderView<'_> {
+    #[inline]
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+/// The gateway proxy.
+pub struct GatewayProxy {
+    pub(crate) state: Arc<ReleaseState>,
+    pub(crate) pools: Arc<HashMap<String, Arc<Pool>>>,
+    pub(crate) trusted: CidrSet,
+    pub(crate) tag_header: http::HeaderName,
+    pub(crate) baggage_key: String,
+    pub(crate) max_tries: usize,
+    pub(crate) connect_timeout: Duration,
+    pub(crate) access_log: AccessLog,
+}
+
+impl GatewayProxy {
+    fn tag<'c>(ctx: &'c Ctx) -> &'c str {
+        match (&ctx.rules, ctx.decision) {
+            (Some(c), Some(d)) => c.rules.tag(d),
+            _ => "",
+        }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for GatewayProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx {
+            start: Instant::now(),
+            ts_us: now_us(),
+            rules: None,
+            decision: None,
+            pool: None,
+            tenant: String::new(),
+            client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
+            request_id: String::new(),
+            upstream: None,
+            failed: Vec::new(),
+            upstream_start: None,
+            upstream_latency: None,
+            status: 0,
+        }
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        let cur = self.state.load_full();
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip())
+            .unwrap_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+        let decided = {
+            let req = session.req_header();
+            let hv = HeaderView(&req.headers);
+            ctx.client = client_ip(peer, hv.get("x-forwarded-for"), &self.trusted);
+            ctx.request_id = match hv.get("x-request-id") {
+                Some(id) if valid_request_id(id) => id.to_string(),
+                _ => new_request_id(),
+            };
+            let view = RequestView {
+                host: hv.get("host").or_else(|| req.uri.host()),
+                path: req.uri.path(),
+                query: req.uri.query(),
+                client_ip: ctx.client,
+                headers: &hv,
+            };
+            cur.rules
+                .decide(&view)
+                .map(|(d, t)| (d, t.map(str::to_string)))
+        };
+        let Some((d, tenant)) = decided else {
+            ctx.status = 404;
+            let body = format!("apus: no route for {}\n", session.req_header().uri.path());
+            session.respond_error_with_body(404, Bytes::from(body)).await?;
+            return Ok(true);
+        };
+        if let Some(t) = tenant {
+            ctx.tenant = t;
+        }
+        let pool_name = cur.rules.pool(d);
+        ctx.pool = self.pools.get(pool_name).cloned();
+        ctx.decision = Some(d);
+        ctx.rules = Some(cur);
+        Ok(false)
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let pool = ctx
+            .pool
+            .as_ref()
+            .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "route has no pool"))?;
+        let Some(b) = pool.select(&ctx.failed) else {
+            metrics::counter!(m::NO_HEALTHY, "pool" => pool.name.clone()).increment(1);
+            return Err(Error::explain(
+                ErrorType::HTTPStatus(503),
+                format!("no healthy server in pool {}", pool.name),
+            ));
+        };
+        let addr = b
+            .addr
+            .as_inet()
+            .copied()
+            .ok_or_else(|| Error::explain(ErrorType::InternalError, "non-inet backend"))?;
+        ctx.upstream = Some(addr);
+        ctx.upstream_start = Some(Instant::now());
+        let mut peer = HttpPeer::new(addr, false, String::new());
+        peer.options.connection_timeout = Some(self.connect_timeout);
+        Ok(Box::new(peer))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream_request: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        let tag = Self::tag(ctx).to_string();
+        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream_request.insert_header(self.tag_header.clone(), tag.as_str())?;
+        let existing = session
+            .req_header()
+            .headers
+            .get("baggage")
+            .and_then(|v| v.to_str().ok());
+        let baggage = merge_baggage(existing, &self.baggage_key, &tag);
+        upstream_request.insert_header("baggage", baggage)?;
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        upstream_response: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
+        ctx.status = upstream_response.status.as_u16();
+        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
+        let tag = Self::tag(ctx).to_string();
+        upstream_response.insert_header(self.tag_header.clone(), tag)?;
+        Ok(())
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+        if let Some(a) = ctx.upstream.take() {
+            ctx.failed.push(a);
+        }
+        if ctx.failed.len() < self.max_tries {
+            if let Some(p) = &ctx.pool {
+                metrics::counter!(m::RETRIES, "pool" => p.name.clone()).increment(1);
+            }
+            e.set_retry(true);
+        }
+        e
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(c) => *c,
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        ctx.status = code;
+        if code > 0 {
+            let reason = e
+                .context
+                .as_ref()
+                .map(|c| c.as_str().to_string())
+                .unwrap_or_else(|| e.etype().as_str().to_string());
+            let body = Bytes::from(format!("apus: {reason}\n"));
+            if let Err(err) = session.respond_error_with_body(code, body).await {
+                tracing::debug!(error = %err, "could not send error response");
+            }
+        }
+        FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.status);
+        let latency = ctx.start.elapsed();
+        let (route, pool, tag, project, env) = match (&ctx.rules, ctx.decision) {
+            (Some(c), Some(d)) => {
+                let r = c.rules.route(d);
+                (r.name.as_str(), c.rules.pool(d), c.rules.tag(d), r.project.as_str(), r.env.as_str())
+            }
+            _ => ("", "", "", "", ""),
+        };
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "other",
+        };
+        metrics::counter!(m::REQUESTS, "route" => route.to_string(), "pool" => pool.to_string(),
+            "tag" => tag.to_string(), "status" => class)
+        .increment(1);
+        metrics::histogram!(m::LATENCY, "route" => route.to_string(), "pool" => pool.to_string(),
+            "tag" => tag.to_string())
+        .record(latency.as_secs_f64());
+        let req = session.req_header();
+        let host = req
+            .headers
+            .get("host")
+            .and_then(|v| v.to_str().ok())
+            .or_else(|| req.uri.host())
+            .unwrap_or("");
+        self.access_log.emit(AccessRecord {
+            ts: ctx.ts_us,
+            request_id: std::mem::take(&mut ctx.request_id),
+            project: project.to_string(),
+            env: env.to_string(),
+            route: route.to_string(),
+            pool: pool.to_string(),
+            upstream: ctx.upstream.map(|a| a.to_string()).unwrap_or_default(),
+            tag: tag.to_string(),
+            tenant: std::mem::take(&mut ctx.tenant),
+            client_ip: ctx.client.to_string(),
+            method: req.method.as_str().to_string(),
+            host: host.to_string(),
+            path: req.uri.path().to_string(),
+            status,
+            latency_us: latency.as_micros() as u64,
+            upstream_latency_us: ctx.upstream_latency.map_or(0, |d| d.as_micros() as u64),
+            bytes_in: session.body_bytes_read() as u64,
+            bytes_out: session.body_bytes_sent() as u64,
+        });
+    }
+}

@@ -1,0 +1,112 @@
+//! The `apus` binary: command-line parsing and wiring only. Each role lives in its crate.
+
+mod demo;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "apus", version, about = "Gray-release gateway and observability pipeline")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the gateway alone (proxy + admin API).
+    Gateway {
+        /// Gateway config file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
+    /// Start demo upstreams (stable and gray), a gateway in front of them and demo traffic.
+    Demo {
+        /// Stop after this many seconds (default: run until interrupted).
+        #[arg(long)]
+        seconds: Option<u64>,
+    },
+    /// A tiny echo upstream (for demos and tests): answers JSON naming itself and echoing
+    /// the lane headers; `GET /health` answers `ok`.
+    Upstream {
+        /// Address to listen on.
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+        /// Name it reports.
+        #[arg(long)]
+        name: String,
+    },
+    /// Rule files.
+    Rules {
+        #[command(subcommand)]
+        cmd: RulesCmd,
+    },
+}
+
+#[derive(Subcommand)]
+enum RulesCmd {
+    /// Validate a gateway config / rule file offline; exit 1 with the reason if invalid.
+    Check {
+        /// The file to check.
+        file: PathBuf,
+    },
+}
+
+fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("APUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
+    metrics_exporter_prometheus::PrometheusBuilder::new()
+        .install_recorder()
+        .context("install metrics recorder")
+}
+
+fn run_gateway(config: &Path) -> Result<()> {
+    let (cfg, rules) = apus_gateway::GatewayConfig::load(config)?;
+    let access_log = apus_gateway::AccessLog::from_config(&cfg.access_log, cfg.access_log_capacity)?;
+    let gw = apus_gateway::build(&cfg, rules, config.parent(), access_log, Some(install_metrics()?))?;
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "gateway starting");
+    gw.server.run_forever()
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Gateway { config } => {
+            init_tracing();
+            run_gateway(&config)
+        }
+        Cmd::Demo { seconds } => {
+            init_tracing();
+            demo::run(seconds)
+        }
+        Cmd::Upstream { listen, name } => tokio::runtime::Runtime::new()?
+            .block_on(demo::serve_echo(listen, name)),
+        Cmd::Rules {
+            cmd: RulesCmd::Check { file },
+        } => match apus_gateway::GatewayConfig::load(&file) {
+            Ok((cfg, rules)) => {
+                let n_rules: usize = rules.routes().map(|r| r.gray_rules.len()).sum();
+                println!(
+                    "ok: {} pools, {} routes, {} gray rules",
+                    cfg.pools.len(),
+                    rules.routes().count(),
+                    n_rules
+                );
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("invalid: {e}");
+                std::process::exit(1);
+            }
+        },
+    }
+}
