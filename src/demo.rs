@@ -127,7 +127,11 @@ fn traffic(seconds: Option<u64>) {
                 .send()
                 .and_then(|r| r.json::<Value>());
             let key = match r {
-                Ok(v) => format!("{} ({})", v["upstream"].as_str().unwrap_or("?"), v["x-env-tag"].as_str().unwrap_or("?")),
+                Ok(v) => format!(
+                    "{} ({})",
+                    v["upstream"].as_str().unwrap_or("?"),
+                    v["x-env-tag"].as_str().unwrap_or("?")
+                ),
                 Err(e) => format!("error: {e}"),
             };
             *counts.entry(key).or_default() += 1;

@@ -8,7 +8,11 @@ use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "apus", version, about = "Gray-release gateway and observability pipeline")]
+#[command(
+    name = "apus",
+    version,
+    about = "Gray-release gateway and observability pipeline"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -71,8 +75,15 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
 
 fn run_gateway(config: &Path) -> Result<()> {
     let (cfg, rules) = apus_gateway::GatewayConfig::load(config)?;
-    let access_log = apus_gateway::AccessLog::from_config(&cfg.access_log, cfg.access_log_capacity)?;
-    let gw = apus_gateway::build(&cfg, rules, config.parent(), access_log, Some(install_metrics()?))?;
+    let access_log =
+        apus_gateway::AccessLog::from_config(&cfg.access_log, cfg.access_log_capacity)?;
+    let gw = apus_gateway::build(
+        &cfg,
+        rules,
+        config.parent(),
+        access_log,
+        Some(install_metrics()?),
+    )?;
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "gateway starting");
     gw.server.run_forever()
 }
@@ -88,8 +99,9 @@ fn main() -> Result<()> {
             init_tracing();
             demo::run(seconds)
         }
-        Cmd::Upstream { listen, name } => tokio::runtime::Runtime::new()?
-            .block_on(demo::serve_echo(listen, name)),
+        Cmd::Upstream { listen, name } => {
+            tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name))
+        }
         Cmd::Rules {
             cmd: RulesCmd::Check { file },
         } => match apus_gateway::GatewayConfig::load(&file) {

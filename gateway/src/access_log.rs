@@ -89,7 +89,10 @@ impl AccessLog {
                 metrics::counter!(m::ACCESS_LOG_DROPPED).increment(1);
                 let n = self.dropped.fetch_add(1, Ordering::Relaxed);
                 if n.is_power_of_two() {
-                    tracing::warn!(dropped_total = n + 1, "access-log channel full, dropping records");
+                    tracing::warn!(
+                        dropped_total = n + 1,
+                        "access-log channel full, dropping records"
+                    );
                 }
             }
         }
@@ -139,7 +142,10 @@ mod tests {
         for _ in 0..1000 {
             log.emit(AccessRecord::default());
         }
-        assert!(t.elapsed() < Duration::from_millis(40), "emit must not block");
+        assert!(
+            t.elapsed() < Duration::from_millis(40),
+            "emit must not block"
+        );
         let dropped = log.dropped.load(Ordering::Relaxed);
         assert!(dropped > 900, "dropped {dropped}");
         std::thread::sleep(Duration::from_millis(300));

@@ -49,7 +49,10 @@ impl IntoResponse for GatewayError {
     }
 }
 
-fn authenticate<'t>(headers: &HeaderMap, tokens: &'t [TokenConfig]) -> Result<&'t TokenConfig, GatewayError> {
+fn authenticate<'t>(
+    headers: &HeaderMap,
+    tokens: &'t [TokenConfig],
+) -> Result<&'t TokenConfig, GatewayError> {
     let presented = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
@@ -69,7 +72,10 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 fn may_change(t: &TokenConfig, project: &str, env: &str) -> Result<(), GatewayError> {
     match t.role {
         Role::Admin => Ok(()),
-        Role::Viewer => Err(GatewayError::Forbidden(format!("token `{}` is a viewer", t.name))),
+        Role::Viewer => Err(GatewayError::Forbidden(format!(
+            "token `{}` is a viewer",
+            t.name
+        ))),
         Role::ReleaseManager => {
             let ok = t.scopes.iter().any(|s| match s.split_once('/') {
                 Some((p, e)) => (p == "*" || p == project) && (e == "*" || e == env),
@@ -135,7 +141,12 @@ struct SetRules {
     reason: String,
 }
 
-async fn set_rules(State(s): State<AdminState>, h: HeaderMap, Path(route): Path<String>, Json(body): Json<SetRules>) -> ApiResult {
+async fn set_rules(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Path(route): Path<String>,
+    Json(body): Json<SetRules>,
+) -> ApiResult {
     let r = (|| {
         let t = authenticate(&h, &s.tokens)?;
         let cur = s.release.load_full();
@@ -145,7 +156,8 @@ async fn set_rules(State(s): State<AdminState>, h: HeaderMap, Path(route): Path<
             .find(|r| r.name == route)
             .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
         may_change(t, &spec.project, &spec.env)?;
-        s.release.set_route_rules(&route, body.rules, &t.name, &body.reason)
+        s.release
+            .set_route_rules(&route, body.rules, &t.name, &body.reason)
     })();
     count("gray_rules", &r);
     Ok(Json(json!({ "change": r? })))
@@ -159,7 +171,11 @@ struct Rollback {
     reason: String,
 }
 
-async fn rollback(State(s): State<AdminState>, h: HeaderMap, Json(body): Json<Rollback>) -> ApiResult {
+async fn rollback(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Json(body): Json<Rollback>,
+) -> ApiResult {
     let r = (|| {
         let t = authenticate(&h, &s.tokens)?;
         let target = s.release.snapshot(body.version)?;
@@ -170,14 +186,22 @@ async fn rollback(State(s): State<AdminState>, h: HeaderMap, Json(body): Json<Ro
             .routes()
             .filter(|r| !target.iter().any(|t| t == *r))
             .map(|r| (r.project.clone(), r.env.clone(), r.name.clone()))
-            .chain(target.iter().map(|r| (r.project.clone(), r.env.clone(), r.name.clone())))
+            .chain(
+                target
+                    .iter()
+                    .map(|r| (r.project.clone(), r.env.clone(), r.name.clone())),
+            )
             .collect();
         for (p, e, _) in &changed {
             may_change(t, p, e)?;
         }
-        let (p, e) = changed.first().map(|(p, e, _)| (p.clone(), e.clone())).unwrap_or_default();
+        let (p, e) = changed
+            .first()
+            .map(|(p, e, _)| (p.clone(), e.clone()))
+            .unwrap_or_default();
         let reason = format!("rollback to v{}: {}", body.version, body.reason);
-        s.release.replace_routes(target, "rollback", &t.name, &reason, (&p, &e, "*"))
+        s.release
+            .replace_routes(target, "rollback", &t.name, &reason, (&p, &e, "*"))
     })();
     count("rollback", &r);
     Ok(Json(json!({ "change": r? })))
@@ -191,7 +215,11 @@ struct AddServer {
     reason: String,
 }
 
-fn pool_scope<'p>(s: &'p AdminState, t: &TokenConfig, pool: &str) -> Result<&'p Arc<Pool>, GatewayError> {
+fn pool_scope<'p>(
+    s: &'p AdminState,
+    t: &TokenConfig,
+    pool: &str,
+) -> Result<&'p Arc<Pool>, GatewayError> {
     let p = s
         .pools
         .get(pool)
@@ -199,18 +227,29 @@ fn pool_scope<'p>(s: &'p AdminState, t: &TokenConfig, pool: &str) -> Result<&'p 
     if t.role != Role::Admin {
         // A release manager may change a pool only if every route using it is in scope.
         let cur = s.release.load_full();
-        let mut users = cur.rules.routes().filter(|r| {
-            r.stable_pool == pool || r.gray_rules.iter().any(|g| g.pool == pool)
-        });
+        let mut users = cur
+            .rules
+            .routes()
+            .filter(|r| r.stable_pool == pool || r.gray_rules.iter().any(|g| g.pool == pool));
         if t.role == Role::Viewer {
-            return Err(GatewayError::Forbidden(format!("token `{}` is a viewer", t.name)));
+            return Err(GatewayError::Forbidden(format!(
+                "token `{}` is a viewer",
+                t.name
+            )));
         }
         users.try_for_each(|r| may_change(t, &r.project, &r.env))?;
     }
     Ok(p)
 }
 
-fn server_change(s: &AdminState, kind: &str, actor: &str, pool: &str, addr: &str, reason: &str) -> ChangeRecord {
+fn server_change(
+    s: &AdminState,
+    kind: &str,
+    actor: &str,
+    pool: &str,
+    addr: &str,
+    reason: &str,
+) -> ChangeRecord {
     let v = s.release.load().version;
     let rec = ChangeRecord {
         ts: now_us(),
@@ -227,12 +266,24 @@ fn server_change(s: &AdminState, kind: &str, actor: &str, pool: &str, addr: &str
     rec
 }
 
-async fn add_server(State(s): State<AdminState>, h: HeaderMap, Path(pool): Path<String>, Json(body): Json<AddServer>) -> ApiResult {
+async fn add_server(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Path(pool): Path<String>,
+    Json(body): Json<AddServer>,
+) -> ApiResult {
     let r = async {
         let t = authenticate(&h, &s.tokens)?;
         let p = pool_scope(&s, t, &pool)?;
         p.add(&body.addr).await?;
-        Ok::<_, GatewayError>(server_change(&s, "server_add", &t.name, &pool, &body.addr, &body.reason))
+        Ok::<_, GatewayError>(server_change(
+            &s,
+            "server_add",
+            &t.name,
+            &pool,
+            &body.addr,
+            &body.reason,
+        ))
     }
     .await;
     count("server_add", &r);
@@ -246,7 +297,14 @@ struct Reason {
     reason: String,
 }
 
-async fn server_op(s: AdminState, h: HeaderMap, pool: String, addr: String, op: &'static str, reason: String) -> ApiResult {
+async fn server_op(
+    s: AdminState,
+    h: HeaderMap,
+    pool: String,
+    addr: String,
+    op: &'static str,
+    reason: String,
+) -> ApiResult {
     let r = async {
         let t = authenticate(&h, &s.tokens)?;
         let p = pool_scope(&s, t, &pool)?;
@@ -266,15 +324,29 @@ fn reason_of(body: Option<Json<Reason>>) -> String {
     body.map(|b| b.0.reason).unwrap_or_default()
 }
 
-async fn drain(State(s): State<AdminState>, h: HeaderMap, Path((pool, addr)): Path<(String, String)>, body: Option<Json<Reason>>) -> ApiResult {
+async fn drain(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Path((pool, addr)): Path<(String, String)>,
+    body: Option<Json<Reason>>,
+) -> ApiResult {
     server_op(s, h, pool, addr, "server_drain", reason_of(body)).await
 }
 
-async fn undrain(State(s): State<AdminState>, h: HeaderMap, Path((pool, addr)): Path<(String, String)>, body: Option<Json<Reason>>) -> ApiResult {
+async fn undrain(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Path((pool, addr)): Path<(String, String)>,
+    body: Option<Json<Reason>>,
+) -> ApiResult {
     server_op(s, h, pool, addr, "server_undrain", reason_of(body)).await
 }
 
-async fn remove(State(s): State<AdminState>, h: HeaderMap, Path((pool, addr)): Path<(String, String)>) -> ApiResult {
+async fn remove(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Path((pool, addr)): Path<(String, String)>,
+) -> ApiResult {
     server_op(s, h, pool, addr, "server_remove", String::new()).await
 }
 
@@ -294,9 +366,15 @@ pub fn router(state: AdminState) -> Router {
         .route("/admin/v1/routes/{route}/rules", put(set_rules))
         .route("/admin/v1/pools", get(list_pools))
         .route("/admin/v1/pools/{pool}/servers", post(add_server))
-        .route("/admin/v1/pools/{pool}/servers/{addr}", axum::routing::delete(remove))
+        .route(
+            "/admin/v1/pools/{pool}/servers/{addr}",
+            axum::routing::delete(remove),
+        )
         .route("/admin/v1/pools/{pool}/servers/{addr}/drain", post(drain))
-        .route("/admin/v1/pools/{pool}/servers/{addr}/undrain", post(undrain))
+        .route(
+            "/admin/v1/pools/{pool}/servers/{addr}/undrain",
+            post(undrain),
+        )
         .route("/admin/v1/changes", get(list_changes))
         .route("/admin/v1/rollback", post(rollback))
         .with_state(state)
@@ -325,7 +403,12 @@ impl AdminService {
 #[async_trait]
 impl BackgroundService for AdminService {
     async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Some(l) = self.listener.lock().unwrap_or_else(|p| p.into_inner()).take() else {
+        let Some(l) = self
+            .listener
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        else {
             return;
         };
         let l = match tokio::net::TcpListener::from_std(l) {

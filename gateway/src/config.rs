@@ -228,7 +228,10 @@ impl GatewayConfig {
     /// Check everything that can be checked offline and compile the routes.
     pub fn validate(&self, base: Option<&Path>) -> Result<RuleSet, GatewayError> {
         let bad = |m: String| Err(GatewayError::Config(m));
-        for (field, addr) in [("listen", &self.listen), ("admin_listen", &self.admin_listen)] {
+        for (field, addr) in [
+            ("listen", &self.listen),
+            ("admin_listen", &self.admin_listen),
+        ] {
             if addr.parse::<SocketAddr>().is_err() {
                 return bad(format!("{field}: `{addr}` is not ip:port"));
             }
@@ -240,7 +243,10 @@ impl GatewayConfig {
             return bad("threads and max_tries must be at least 1".into());
         }
         if http::HeaderName::from_bytes(self.tag_header.as_bytes()).is_err() {
-            return bad(format!("tag_header: `{}` is not a header name", self.tag_header));
+            return bad(format!(
+                "tag_header: `{}` is not a header name",
+                self.tag_header
+            ));
         }
         for t in &self.trusted_proxies {
             if t.parse::<IpNet>().is_err() && t.parse::<std::net::IpAddr>().is_err() {

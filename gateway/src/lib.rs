@@ -58,7 +58,8 @@ pub fn build(
         graceful_shutdown_timeout_seconds: Some(1),
         ..ServerConf::default()
     };
-    let mut server = Server::new_with_opt_and_conf(None::<pingora::server::configuration::Opt>, conf);
+    let mut server =
+        Server::new_with_opt_and_conf(None::<pingora::server::configuration::Opt>, conf);
     server.bootstrap();
 
     let mut pools = HashMap::new();

@@ -23,13 +23,29 @@ pub const ADMIN_CHANGES: &str = "apus_gateway_admin_changes_total";
 
 /// Register descriptions with the installed recorder.
 pub fn describe() {
-    describe_counter!(REQUESTS, "requests proxied, by route, pool, tag and status class");
-    describe_histogram!(LATENCY, Unit::Seconds, "request latency through the gateway");
+    describe_counter!(
+        REQUESTS,
+        "requests proxied, by route, pool, tag and status class"
+    );
+    describe_histogram!(
+        LATENCY,
+        Unit::Seconds,
+        "request latency through the gateway"
+    );
     describe_gauge!(UPSTREAM_HEALTHY, "1 if the upstream server is in rotation");
     describe_gauge!(RULE_VERSION, "version of the rule set in force");
-    describe_counter!(ACCESS_LOG_DROPPED, "access-log records dropped (channel full)");
+    describe_counter!(
+        ACCESS_LOG_DROPPED,
+        "access-log records dropped (channel full)"
+    );
     describe_counter!(ACCESS_LOG_WRITTEN, "access-log records handed to the sink");
-    describe_counter!(RETRIES, "upstream connect failures retried on another server");
+    describe_counter!(
+        RETRIES,
+        "upstream connect failures retried on another server"
+    );
     describe_counter!(NO_HEALTHY, "requests refused with 503: no healthy upstream");
-    describe_counter!(ADMIN_CHANGES, "admin API change attempts by kind and outcome");
+    describe_counter!(
+        ADMIN_CHANGES,
+        "admin API change attempts by kind and outcome"
+    );
 }

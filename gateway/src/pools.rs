@@ -102,10 +102,15 @@ pub struct Pool {
 
 impl Pool {
     /// Build a pool and the background service that health-checks it.
-    pub fn new(cfg: &PoolConfig) -> Result<(Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>), GatewayError> {
+    pub fn new(
+        cfg: &PoolConfig,
+    ) -> Result<(Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>), GatewayError> {
         let mut set = BTreeSet::new();
         for s in &cfg.servers {
-            set.insert(Backend::new(s).map_err(|e| GatewayError::Config(format!("pool `{}`: {e}", cfg.name)))?);
+            set.insert(
+                Backend::new(s)
+                    .map_err(|e| GatewayError::Config(format!("pool `{}`: {e}", cfg.name)))?,
+            );
         }
         let members = Arc::new(ArcSwap::from_pointee(set));
         let pending: Arc<PendingSet> = Arc::new(ArcSwap::from_pointee(HashSet::new()));
@@ -125,8 +130,10 @@ impl Pool {
                 c.consecutive_failure = hc.unhealthy_threshold;
                 c.peer_template.options.connection_timeout = Some(timeout);
                 c.peer_template.options.read_timeout = Some(timeout);
-                let mut req = RequestHeader::build("GET", hc.path.as_bytes(), None)
-                    .map_err(|e| GatewayError::Config(format!("pool `{}`: health path: {e}", cfg.name)))?;
+                let mut req =
+                    RequestHeader::build("GET", hc.path.as_bytes(), None).map_err(|e| {
+                        GatewayError::Config(format!("pool `{}`: health path: {e}", cfg.name))
+                    })?;
                 req.insert_header("Host", "localhost")
                     .and_then(|_| req.insert_header("User-Agent", "apus-health-check"))
                     .map_err(|e| GatewayError::Config(e.to_string()))?;
@@ -146,7 +153,8 @@ impl Pool {
         // Membership changes come from the admin API, which calls `update` itself.
         lb.update_frequency = None;
         for s in &cfg.servers {
-            metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => cfg.name.clone(), "server" => s.clone()).set(1.0);
+            metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => cfg.name.clone(), "server" => s.clone())
+                .set(1.0);
         }
         let bg = background_service(&format!("health check {}", cfg.name), lb);
         let pool = Arc::new(Pool {
@@ -167,7 +175,9 @@ impl Pool {
         self.lb.select_with(b"", 256, |b, ready| {
             ready
                 && match inet(b) {
-                    Some(a) => !exclude.contains(&a) && (pending.is_empty() || !pending.contains(&a)),
+                    Some(a) => {
+                        !exclude.contains(&a) && (pending.is_empty() || !pending.contains(&a))
+                    }
                     None => true,
                 }
         })
@@ -203,13 +213,19 @@ impl Pool {
         let a: SocketAddr = addr
             .parse()
             .map_err(|_| GatewayError::BadRequest(format!("`{addr}` is not ip:port")))?;
-        Ok((a, Backend::new(&a.to_string()).map_err(|e| GatewayError::BadRequest(e.to_string()))?))
+        Ok((
+            a,
+            Backend::new(&a.to_string()).map_err(|e| GatewayError::BadRequest(e.to_string()))?,
+        ))
     }
 
     fn find(&self, addr: &str) -> Result<(SocketAddr, Backend), GatewayError> {
         let (a, b) = self.parse(addr)?;
         if !self.members.load().contains(&b) {
-            return Err(GatewayError::NotFound(format!("server {a} in pool {}", self.name)));
+            return Err(GatewayError::NotFound(format!(
+                "server {a} in pool {}",
+                self.name
+            )));
         }
         Ok((a, b))
     }
@@ -226,7 +242,10 @@ impl Pool {
     pub async fn add(&self, addr: &str) -> Result<(), GatewayError> {
         let (a, b) = self.parse(addr)?;
         if self.members.load().contains(&b) {
-            return Err(GatewayError::BadRequest(format!("server {a} is already in pool {}", self.name)));
+            return Err(GatewayError::BadRequest(format!(
+                "server {a} is already in pool {}",
+                self.name
+            )));
         }
         self.pending.rcu(|p| {
             let mut p = HashSet::clone(p);
@@ -262,7 +281,10 @@ impl Pool {
             m.remove(&b);
             m
         });
-        self.drained.lock().unwrap_or_else(|p| p.into_inner()).remove(&a);
+        self.drained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&a);
         self.apply().await
     }
 }

@@ -121,7 +121,9 @@ impl ProxyHttp for GatewayProxy {
         let Some((d, tenant)) = decided else {
             ctx.status = 404;
             let body = format!("apus: no route for {}\n", session.req_header().uri.path());
-            session.respond_error_with_body(404, Bytes::from(body)).await?;
+            session
+                .respond_error_with_body(404, Bytes::from(body))
+                .await?;
             return Ok(true);
         };
         if let Some(t) = tenant {
@@ -191,7 +193,13 @@ impl ProxyHttp for GatewayProxy {
         Ok(())
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut Ctx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         if let Some(a) = ctx.upstream.take() {
             ctx.failed.push(a);
         }
@@ -243,7 +251,13 @@ impl ProxyHttp for GatewayProxy {
         let (route, pool, tag, project, env) = match (&ctx.rules, ctx.decision) {
             (Some(c), Some(d)) => {
                 let r = c.rules.route(d);
-                (r.name.as_str(), c.rules.pool(d), c.rules.tag(d), r.project.as_str(), r.env.as_str())
+                (
+                    r.name.as_str(),
+                    c.rules.pool(d),
+                    c.rules.tag(d),
+                    r.project.as_str(),
+                    r.env.as_str(),
+                )
             }
             _ => ("", "", "", "", ""),
         };

@@ -55,7 +55,12 @@ pub fn now_us() -> i64 {
 
 impl ReleaseState {
     /// Start at version 1 with the config file's rules.
-    pub fn new(rules: RuleSet, pools: Vec<String>, base_dir: Option<&Path>, history_file: Option<PathBuf>) -> Self {
+    pub fn new(
+        rules: RuleSet,
+        pools: Vec<String>,
+        base_dir: Option<&Path>,
+        history_file: Option<PathBuf>,
+    ) -> Self {
         let routes: Vec<RouteSpec> = rules.routes().cloned().collect();
         metrics::gauge!(m::RULE_VERSION).set(1.0);
         ReleaseState {
@@ -84,12 +89,19 @@ impl ReleaseState {
 
     /// Call `f` for every future change (the pipeline's change feed).
     pub fn on_change(&self, f: Box<dyn Fn(&ChangeRecord) + Send>) {
-        self.listeners.lock().unwrap_or_else(|p| p.into_inner()).push(f);
+        self.listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(f);
     }
 
     /// Change history, oldest first.
     pub fn changes(&self) -> Vec<ChangeRecord> {
-        self.history.lock().unwrap_or_else(|p| p.into_inner()).changes.clone()
+        self.history
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .changes
+            .clone()
     }
 
     /// Versions available for rollback.
@@ -149,7 +161,13 @@ impl ReleaseState {
     }
 
     /// Replace one route's gray rules.
-    pub fn set_route_rules(&self, route: &str, rules: Vec<GrayRuleSpec>, actor: &str, reason: &str) -> Result<ChangeRecord, GatewayError> {
+    pub fn set_route_rules(
+        &self,
+        route: &str,
+        rules: Vec<GrayRuleSpec>,
+        actor: &str,
+        reason: &str,
+    ) -> Result<ChangeRecord, GatewayError> {
         let cur = self.load_full();
         let mut routes: Vec<RouteSpec> = cur.rules.routes().cloned().collect();
         let r = routes
@@ -191,7 +209,12 @@ impl ReleaseState {
                 tracing::error!(error = %e, path = %path.display(), "could not persist change history");
             }
         }
-        for l in self.listeners.lock().unwrap_or_else(|p| p.into_inner()).iter() {
+        for l in self
+            .listeners
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+        {
             l(&rec);
         }
         h.changes.push(rec);

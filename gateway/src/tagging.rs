@@ -94,15 +94,24 @@ mod tests {
 
     #[test]
     fn client_ip_through_trusted_proxies() {
-        let trusted = CidrSet::new(&["127.0.0.0/8".parse().unwrap(), "10.0.0.0/8".parse().unwrap()]);
+        let trusted = CidrSet::new(&[
+            "127.0.0.0/8".parse().unwrap(),
+            "10.0.0.0/8".parse().unwrap(),
+        ]);
         let lo: IpAddr = "127.0.0.1".parse().unwrap();
         let ext: IpAddr = "203.0.113.5".parse().unwrap();
-        assert_eq!(client_ip(lo, Some("198.51.100.1, 203.0.113.5, 10.1.1.1"), &trusted), ext);
+        assert_eq!(
+            client_ip(lo, Some("198.51.100.1, 203.0.113.5, 10.1.1.1"), &trusted),
+            ext
+        );
         assert_eq!(client_ip(lo, None, &trusted), lo);
         assert_eq!(client_ip(lo, Some("garbage"), &trusted), lo);
         // An untrusted peer's header is ignored.
         assert_eq!(client_ip(ext, Some("1.2.3.4"), &trusted), ext);
-        assert_eq!(client_ip(lo, Some("10.0.0.2"), &trusted), "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(
+            client_ip(lo, Some("10.0.0.2"), &trusted),
+            "10.0.0.2".parse::<IpAddr>().unwrap()
+        );
         assert_eq!(client_ip(lo, Some("1.2.3.4"), &CidrSet::default()), lo);
     }
 }

@@ -87,13 +87,21 @@ mod tests {
 
     #[test]
     fn v4_membership_and_merge() {
-        let s = set(&["10.0.0.0/8", "10.1.0.0/16", "192.168.1.0/24", "192.168.2.0/24"]);
+        let s = set(&[
+            "10.0.0.0/8",
+            "10.1.0.0/16",
+            "192.168.1.0/24",
+            "192.168.2.0/24",
+        ]);
         assert_eq!(s.intervals(), 2, "nested and adjacent ranges merge");
         assert!(s.contains("10.200.3.4".parse().unwrap()));
         assert!(s.contains("192.168.2.255".parse().unwrap()));
         assert!(!s.contains("192.168.3.0".parse().unwrap()));
         assert!(!s.contains("9.255.255.255".parse().unwrap()));
-        assert!(s.contains("::ffff:10.0.0.1".parse().unwrap()), "v4-mapped v6");
+        assert!(
+            s.contains("::ffff:10.0.0.1".parse().unwrap()),
+            "v4-mapped v6"
+        );
     }
 
     #[test]

@@ -133,7 +133,12 @@ fn compile_test(
     lowercase_name: bool,
 ) -> Result<NamedTest, RuleError> {
     if m.name.trim().is_empty() {
-        return Err(RuleError::invalid(route, Some(rule), field, "name is empty"));
+        return Err(RuleError::invalid(
+            route,
+            Some(rule),
+            field,
+            "name is empty",
+        ));
     }
     let test = match (&m.value, &m.regex) {
         (Some(v), None) => ValueTest::Exact(v.clone()),
@@ -367,8 +372,7 @@ impl RuleSet {
 
     /// A one-line summary per route of what differs between `self` (old) and `new`.
     pub fn diff(&self, new: &RuleSet) -> Vec<String> {
-        let old: HashMap<&str, &RouteSpec> =
-            self.routes().map(|r| (r.name.as_str(), r)).collect();
+        let old: HashMap<&str, &RouteSpec> = self.routes().map(|r| (r.name.as_str(), r)).collect();
         let newm: HashMap<&str, &RouteSpec> = new.routes().map(|r| (r.name.as_str(), r)).collect();
         let mut out = Vec::new();
         for r in new.routes() {
@@ -388,8 +392,11 @@ impl RuleSet {
 }
 
 fn diff_route(old: &RouteSpec, new: &RouteSpec) -> String {
-    let on: HashMap<&str, &GrayRuleSpec> =
-        old.gray_rules.iter().map(|r| (r.name.as_str(), r)).collect();
+    let on: HashMap<&str, &GrayRuleSpec> = old
+        .gray_rules
+        .iter()
+        .map(|r| (r.name.as_str(), r))
+        .collect();
     let nn: HashSet<&str> = new.gray_rules.iter().map(|r| r.name.as_str()).collect();
     let mut parts = Vec::new();
     for r in &new.gray_rules {
@@ -426,7 +433,10 @@ fn diff_route(old: &RouteSpec, new: &RouteSpec) -> String {
         }
     }
     if old.stable_pool != new.stable_pool {
-        parts.push(format!("stable_pool {}→{}", old.stable_pool, new.stable_pool));
+        parts.push(format!(
+            "stable_pool {}→{}",
+            old.stable_pool, new.stable_pool
+        ));
     }
     if parts.is_empty() {
         parts.push("settings".into());

@@ -26,17 +26,15 @@ pub fn extract_tenant<'a>(
     query: Option<&'a str>,
     headers: &'a dyn Headers,
 ) -> Option<&'a str> {
-    sources
-        .iter()
-        .find_map(|s| {
-            match s {
-                TenantSource::Header(h) => headers.get(h),
-                TenantSource::Query(q) => query.and_then(|qs| query_value(qs, q)),
-                TenantSource::Cookie(c) => headers.get("cookie").and_then(|v| cookie_value(v, c)),
-                TenantSource::PathSegment(i) => path.split('/').filter(|s| !s.is_empty()).nth(*i),
-            }
-            .filter(|v| !v.is_empty())
-        })
+    sources.iter().find_map(|s| {
+        match s {
+            TenantSource::Header(h) => headers.get(h),
+            TenantSource::Query(q) => query.and_then(|qs| query_value(qs, q)),
+            TenantSource::Cookie(c) => headers.get("cookie").and_then(|v| cookie_value(v, c)),
+            TenantSource::PathSegment(i) => path.split('/').filter(|s| !s.is_empty()).nth(*i),
+        }
+        .filter(|v| !v.is_empty())
+    })
 }
 
 #[cfg(test)]
@@ -66,7 +64,10 @@ mod tests {
             extract_tenant(&srcs, "/t/p7/x", Some("x=1&orgId=q5"), &h),
             Some("q5")
         );
-        assert_eq!(extract_tenant(&srcs, "/t/p7/x", Some("orgId="), &h), Some("c9"));
+        assert_eq!(
+            extract_tenant(&srcs, "/t/p7/x", Some("orgId="), &h),
+            Some("c9")
+        );
         let h = H(vec![("X-Tenant-Id", "h1")]);
         assert_eq!(extract_tenant(&srcs, "/t/p7", None, &h), Some("h1"));
         let h = H(vec![]);

@@ -22,8 +22,16 @@ fn compile(toml: &str) -> Result<RuleSet, RuleError> {
     RuleSet::compile(&f.routes, POOLS, &no_files)
 }
 
-fn decide(rs: &RuleSet, path: &str, ip: &str, headers: Vec<(&'static str, String)>) -> (String, String) {
-    let (p, q) = path.split_once('?').map(|(p, q)| (p, Some(q))).unwrap_or((path, None));
+fn decide(
+    rs: &RuleSet,
+    path: &str,
+    ip: &str,
+    headers: Vec<(&'static str, String)>,
+) -> (String, String) {
+    let (p, q) = path
+        .split_once('?')
+        .map(|(p, q)| (p, Some(q)))
+        .unwrap_or((path, None));
     let h = H(headers);
     let req = RequestView {
         host: Some("api.example.com:8080"),
@@ -69,17 +77,41 @@ cookie = { name = "lane", regex = "^gr[a-z]+$" }
 fn each_match_kind() {
     let rs = compile(BASE).unwrap();
     let t = |h: &'static str, v: &str| vec![(h, v.to_string())];
-    assert_eq!(decide(&rs, "/x", "1.2.3.4", vec![]), ("stable".into(), "stable".into()));
-    assert_eq!(decide(&rs, "/x", "1.2.3.4", t("x-tenant-id", "t1")).0, "gray");
+    assert_eq!(
+        decide(&rs, "/x", "1.2.3.4", vec![]),
+        ("stable".into(), "stable".into())
+    );
+    assert_eq!(
+        decide(&rs, "/x", "1.2.3.4", t("x-tenant-id", "t1")).0,
+        "gray"
+    );
     assert_eq!(decide(&rs, "/x?a=b&orgId=t2", "1.2.3.4", vec![]).0, "gray");
-    assert_eq!(decide(&rs, "/x", "1.2.3.4", t("cookie", "tenant=t2")).0, "gray");
-    assert_eq!(decide(&rs, "/x", "10.9.8.7", vec![]), ("gray2".into(), "canary".into()));
+    assert_eq!(
+        decide(&rs, "/x", "1.2.3.4", t("cookie", "tenant=t2")).0,
+        "gray"
+    );
+    assert_eq!(
+        decide(&rs, "/x", "10.9.8.7", vec![]),
+        ("gray2".into(), "canary".into())
+    );
     assert_eq!(decide(&rs, "/x", "2001:db8::5", vec![]).0, "gray2");
     assert_eq!(decide(&rs, "/x", "2001:db9::5", vec![]).0, "stable");
-    assert_eq!(decide(&rs, "/x", "1.1.1.1", t("x-canary", "always")).0, "gray");
-    assert_eq!(decide(&rs, "/x", "1.1.1.1", t("x-canary", "never")).0, "stable");
-    assert_eq!(decide(&rs, "/x", "1.1.1.1", t("cookie", "a=1; lane=gray")).0, "gray");
-    assert_eq!(decide(&rs, "/x", "1.1.1.1", t("cookie", "lane=blue")).0, "stable");
+    assert_eq!(
+        decide(&rs, "/x", "1.1.1.1", t("x-canary", "always")).0,
+        "gray"
+    );
+    assert_eq!(
+        decide(&rs, "/x", "1.1.1.1", t("x-canary", "never")).0,
+        "stable"
+    );
+    assert_eq!(
+        decide(&rs, "/x", "1.1.1.1", t("cookie", "a=1; lane=gray")).0,
+        "gray"
+    );
+    assert_eq!(
+        decide(&rs, "/x", "1.1.1.1", t("cookie", "lane=blue")).0,
+        "stable"
+    );
 }
 
 #[test]
@@ -87,7 +119,10 @@ fn first_matching_rule_wins() {
     let rs = compile(BASE).unwrap();
     // Tenant t1 from the office network: beta-tenants is listed first.
     let h = vec![("x-tenant-id", "t1".to_string())];
-    assert_eq!(decide(&rs, "/", "10.0.0.1", h), ("gray".into(), "gray".into()));
+    assert_eq!(
+        decide(&rs, "/", "10.0.0.1", h),
+        ("gray".into(), "gray".into())
+    );
 }
 
 #[test]
@@ -162,8 +197,14 @@ fn percent_without_tenant_uses_client_ip() {
     let b = sticky_bucket("ramp", b"10.0.0.1");
     assert_eq!(decide(&rs, "/", "10.0.0.1", vec![]).0 == "gray", b <= 50);
     assert_eq!(percent_rules(0.0).routes().count(), 1);
-    assert_eq!(decide(&percent_rules(0.0), "/", "10.0.0.1", vec![]).0, "stable");
-    assert_eq!(decide(&percent_rules(100.0), "/", "10.0.0.1", vec![]).0, "gray");
+    assert_eq!(
+        decide(&percent_rules(0.0), "/", "10.0.0.1", vec![]).0,
+        "stable"
+    );
+    assert_eq!(
+        decide(&percent_rules(100.0), "/", "10.0.0.1", vec![]).0,
+        "gray"
+    );
 }
 
 #[test]
@@ -197,10 +238,15 @@ fn err(toml: &str) -> String {
 fn validation_errors_name_rule_and_field() {
     let route = "[[routes]]\nname = \"api\"\nstable_pool = \"stable\"\n[[routes.gray_rules]]\nname = \"g\"\n";
     let e = err(&format!("{route}pool = \"nope\""));
-    assert!(e.contains("route `api` rule `g`: field `pool`: unknown pool `nope`"), "{e}");
+    assert!(
+        e.contains("route `api` rule `g`: field `pool`: unknown pool `nope`"),
+        "{e}"
+    );
     let e = err(&format!("{route}pool = \"gray\"\ncidrs = [\"10.0.0/33\"]"));
     assert!(e.contains("field `cidrs`: bad CIDR"), "{e}");
-    let e = err(&format!("{route}pool = \"gray\"\nheader = {{ name = \"x\", regex = \"(\" }}"));
+    let e = err(&format!(
+        "{route}pool = \"gray\"\nheader = {{ name = \"x\", regex = \"(\" }}"
+    ));
     assert!(e.contains("field `header`: bad regex"), "{e}");
     let e = err(&format!("{route}pool = \"gray\"\npercent = 101"));
     assert!(e.contains("field `percent`: 101 is outside 0-100"), "{e}");
@@ -216,9 +262,13 @@ fn validation_errors_name_rule_and_field() {
     assert!(e.contains("field `stable_pool`: unknown pool `zzz`"), "{e}");
     let e = err("[[routes]]\nname = \"a\"\nstable_pool = \"stable\"\nbogus = 1");
     assert!(e.contains("unknown field `bogus`"), "{e}");
-    let e = err(&format!("{route}pool = \"gray\"\ntenants_file = \"/nonexistent\""));
+    let e = err(&format!(
+        "{route}pool = \"gray\"\ntenants_file = \"/nonexistent\""
+    ));
     assert!(e.contains("tenants_file `/nonexistent`"), "{e}");
-    let e = err(&format!("{route}pool = \"gray\"\nheader = {{ name = \"x\" }}"));
+    let e = err(&format!(
+        "{route}pool = \"gray\"\nheader = {{ name = \"x\" }}"
+    ));
     assert!(e.contains("exactly one of"), "{e}");
 }
 
@@ -236,7 +286,10 @@ fn tenants_file_is_loaded_through_the_loader() {
     assert_eq!(decide(&rs, "/globex/x", "1.1.1.1", vec![]).0, "gray");
     assert_eq!(decide(&rs, "/acme", "1.1.1.1", vec![]).0, "gray");
     assert_eq!(decide(&rs, "/initech", "1.1.1.1", vec![]).0, "stable");
-    assert!(matches!(f.routes[0].tenant_sources[0], TenantSource::PathSegment(0)));
+    assert!(matches!(
+        f.routes[0].tenant_sources[0],
+        TenantSource::PathSegment(0)
+    ));
 }
 
 #[test]
@@ -244,6 +297,9 @@ fn diff_summarises_changes() {
     let a = percent_rules(10.0);
     let b = percent_rules(20.0);
     let d = a.diff(&b);
-    assert_eq!(d, vec!["route r: ~ramp(percent Some(10.0)→Some(20.0))".to_string()]);
+    assert_eq!(
+        d,
+        vec!["route r: ~ramp(percent Some(10.0)→Some(20.0))".to_string()]
+    );
     assert!(a.diff(&percent_rules(10.0)).is_empty());
 }

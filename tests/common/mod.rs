@@ -1,0 +1,181 @@
+//! Shared harness for end-to-end tests: real `apus` processes on loopback ports.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_apus");
+
+/// A free loopback port (bound then released).
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped.
+pub struct Proc(pub Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+impl Proc {
+    pub fn kill(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if f() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("timed out after {timeout:?} waiting for {what}");
+}
+
+/// Start an echo upstream named `name` on `port`, and wait until it answers.
+pub fn upstream(port: u16, name: &str) -> Proc {
+    let child = Command::new(BIN)
+        .args([
+            "upstream",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--name",
+            name,
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn upstream");
+    let p = Proc(child);
+    let c = client();
+    wait_until(&format!("upstream {name}"), Duration::from_secs(10), || {
+        c.get(format!("http://127.0.0.1:{port}/health"))
+            .send()
+            .is_ok()
+    });
+    p
+}
+
+pub fn client() -> reqwest::blocking::Client {
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap()
+}
+
+/// A running gateway with its ports and working directory.
+pub struct Gateway {
+    pub proc: Proc,
+    pub port: u16,
+    pub admin: u16,
+    pub dir: PathBuf,
+}
+
+impl Gateway {
+    /// Start `apus gateway` with `body` (pools, routes, tokens) appended to the listener
+    /// settings; waits until the proxy and admin ports answer.
+    pub fn start(body: &str) -> Gateway {
+        let port = free_port();
+        let admin = free_port();
+        let dir = std::env::temp_dir().join(format!("apus-test-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\naccess_log = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\n{body}\n{TOKENS}",
+            dir.join("access.jsonl").display()
+        );
+        let path = dir.join("gateway.toml");
+        std::fs::write(&path, cfg).unwrap();
+        let child = Command::new(BIN)
+            .args(["gateway", "--config", path.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
+            .spawn()
+            .expect("spawn gateway");
+        let g = Gateway {
+            proc: Proc(child),
+            port,
+            admin,
+            dir,
+        };
+        let c = client();
+        wait_until("gateway admin", Duration::from_secs(20), || {
+            c.get(g.admin_url("/health")).send().is_ok()
+        });
+        wait_until("gateway proxy", Duration::from_secs(20), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        g
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin)
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("gateway.log")).unwrap_or_default()
+    }
+}
+
+pub const ADMIN: &str = "test-admin-token";
+pub const RM_PROD: &str = "rm-prod-token";
+pub const VIEWER: &str = "viewer-token";
+
+const TOKENS: &str = r#"
+[[tokens]]
+name = "alice"
+token = "test-admin-token"
+role = "admin"
+
+[[tokens]]
+name = "bob"
+token = "rm-prod-token"
+role = "release_manager"
+scopes = ["shop/prod"]
+
+[[tokens]]
+name = "carol"
+token = "viewer-token"
+role = "viewer"
+"#;
+
+/// GET through the gateway; returns (status, upstream name, tag header, json body).
+pub fn get(
+    c: &reqwest::blocking::Client,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (u16, String, String, serde_json::Value) {
+    let mut rb = c.get(url);
+    for (k, v) in headers {
+        rb = rb.header(*k, *v);
+    }
+    let r = rb.send().expect("request");
+    let status = r.status().as_u16();
+    let tag = r
+        .headers()
+        .get("x-env-tag")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_string();
+    let text = r.text().unwrap_or_default();
+    let v: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    let up = v["upstream"].as_str().unwrap_or("").to_string();
+    (status, up, tag, v)
+}
