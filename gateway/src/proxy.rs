@@ -62,7 +62,7 @@ pub struct GatewayProxy {
 }
 
 impl GatewayProxy {
-    fn tag<'c>(ctx: &'c Ctx) -> &'c str {
+    fn tag(ctx: &Ctx) -> &str {
         match (&ctx.rules, ctx.decision) {
             (Some(c), Some(d)) => c.rules.tag(d),
             _ => "",

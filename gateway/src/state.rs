@@ -36,13 +36,16 @@ struct History {
     file: Option<PathBuf>,
 }
 
+/// A subscriber to the change feed.
+pub type ChangeListener = Box<dyn Fn(&ChangeRecord) + Send>;
+
 /// Shared release state.
 pub struct ReleaseState {
     current: ArcSwap<Current>,
     pools: Vec<String>,
     base_dir: Option<PathBuf>,
     history: Mutex<History>,
-    listeners: Mutex<Vec<Box<dyn Fn(&ChangeRecord) + Send>>>,
+    listeners: Mutex<Vec<ChangeListener>>,
 }
 
 /// Microseconds since the epoch.
@@ -88,7 +91,7 @@ impl ReleaseState {
     }
 
     /// Call `f` for every future change (the pipeline's change feed).
-    pub fn on_change(&self, f: Box<dyn Fn(&ChangeRecord) + Send>) {
+    pub fn on_change(&self, f: ChangeListener) {
         self.listeners
             .lock()
             .unwrap_or_else(|p| p.into_inner())

@@ -355,7 +355,7 @@ impl RuleSet {
     /// Route the request and return the decision plus the tenant ID found (borrowed from the
     /// request). `None` when no route covers the request. No heap allocation.
     pub fn decide<'a>(&self, req: &RequestView<'a>) -> Option<(Decision, Option<&'a str>)> {
-        let host = req.host.map(|h| strip_port(h));
+        let host = req.host.map(strip_port);
         let (ri, route) = self.routes.iter().enumerate().find(|(_, r)| {
             r.spec
                 .host
