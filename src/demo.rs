@@ -43,21 +43,25 @@ pub async fn serve_echo(addr: SocketAddr, name: String) -> Result<()> {
 }
 
 const DEMO_CONFIG: &str = r#"
+[ingest]
+listen = "127.0.0.1:9200"
+
+[gateway]
 listen = "127.0.0.1:8080"
 admin_listen = "127.0.0.1:9901"
-access_log = "off"
+access_log = "in-process"
 
-[[pools]]
+[[gateway.pools]]
 name = "stable"
 servers = ["127.0.0.1:7001", "127.0.0.1:7002"]
 health_check = { kind = "http", path = "/health", interval_ms = 1000 }
 
-[[pools]]
+[[gateway.pools]]
 name = "gray"
 servers = ["127.0.0.1:7003"]
 health_check = { kind = "http", path = "/health", interval_ms = 1000 }
 
-[[routes]]
+[[gateway.routes]]
 name = "api"
 path_prefix = "/api"
 project = "shop"
@@ -65,32 +69,33 @@ env = "prod"
 stable_pool = "stable"
 tenant_sources = [{ header = "x-tenant-id" }, { query = "orgId" }, { cookie = "tenant" }]
 
-[[routes.gray_rules]]
+[[gateway.routes.gray_rules]]
 name = "beta-tenants"
 pool = "gray"
 tenants = ["acme", "globex"]
 
-[[routes.gray_rules]]
+[[gateway.routes.gray_rules]]
 name = "office-network"
 pool = "gray"
 cidrs = ["10.0.0.0/8", "fd00::/8"]
 
-[[routes.gray_rules]]
+[[gateway.routes.gray_rules]]
 name = "ramp"
 pool = "gray"
 percent = 10
 
-[[tokens]]
+[[gateway.tokens]]
 name = "demo-admin"
 token = "demo-admin-token"
 role = "admin"
 "#;
 
-/// Run the demo: upstreams, gateway, traffic. Stops after `seconds` if given.
-pub fn run(seconds: Option<u64>) -> Result<()> {
+/// Run the demo: upstreams, `apus run` (gateway + ingest), traffic. Stops after `seconds`
+/// if given.
+pub fn run(seconds: Option<u64>, data_dir: std::path::PathBuf, prom: metrics_exporter_prometheus::PrometheusHandle) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("apus-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let cfg_path = dir.join("gateway.toml");
+    let cfg_path = dir.join("apus.toml");
     std::fs::write(&cfg_path, DEMO_CONFIG)?;
     let rt = tokio::runtime::Runtime::new()?;
     for (port, name) in [(7001, "stable-1"), (7002, "stable-2"), (7003, "gray-1")] {
@@ -107,7 +112,7 @@ pub fn run(seconds: Option<u64>) -> Result<()> {
     });
     println!("demo: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901 (token demo-admin-token)");
     println!("demo: config written to {}", cfg_path.display());
-    super::run_gateway(&cfg_path)
+    super::run::run(&cfg_path, Some(data_dir), prom)
 }
 
 fn traffic(seconds: Option<u64>) {
@@ -137,6 +142,19 @@ fn traffic(seconds: Option<u64>) {
             *counts.entry(key).or_default() += 1;
         }
         println!("demo traffic round {round}: {counts:?}");
+        let logs: String = (0..50)
+            .map(|i| {
+                let (pool, level, msg) = if i % 10 == 0 {
+                    ("gray", "ERROR", format!("payment {i} failed: timeout after 3000 ms"))
+                } else {
+                    ("stable", "INFO", format!("order {} created for tenant-{i}", round * 50 + i))
+                };
+                format!("{}\n", json!({"message": msg, "level": level, "pool": pool, "project": "shop", "env": "prod", "host": "demo"}))
+            })
+            .collect();
+        if let Err(e) = client.post("http://127.0.0.1:9200/ingest/v1/logs").body(logs).send() {
+            println!("demo: posting app logs failed: {e}");
+        }
         round += 1;
         if seconds.is_some_and(|s| start.elapsed() >= Duration::from_secs(s)) {
             std::process::exit(0);

@@ -1,6 +1,9 @@
 //! The `apus` binary: command-line parsing and wiring only. Each role lives in its crate.
 
 mod demo;
+mod run;
+mod logs_cmd;
+mod slowlog_cmd;
 
 use std::path::{Path, PathBuf};
 
@@ -20,6 +23,27 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Cmd {
+    /// All in one: gateway + ingest (embedded store) in one process.
+    Run {
+        /// `apus run` config (TOML with `[gateway]` and `[ingest]` sections).
+        #[arg(long)]
+        config: PathBuf,
+        /// Data directory (WAL, Parquet store, search index); overrides `[ingest] data_dir`.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+    },
+    /// Run the ingest tier alone (HTTP receivers, WAL, embedded store, search index).
+    Ingest {
+        /// Ingest config (TOML, the `[ingest]` fields at top level).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Data directory; overrides the config.
+        #[arg(long)]
+        data_dir: Option<PathBuf>,
+        /// Listener, e.g. 127.0.0.1:9200; overrides the config.
+        #[arg(long)]
+        listen: Option<String>,
+    },
     /// Run the gateway alone (proxy + admin API).
     Gateway {
         /// Gateway config file (TOML).
@@ -31,6 +55,9 @@ enum Cmd {
         /// Stop after this many seconds (default: run until interrupted).
         #[arg(long)]
         seconds: Option<u64>,
+        /// Data directory of the embedded store.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
     },
     /// A tiny echo upstream (for demos and tests): answers JSON naming itself and echoing
     /// the lane headers; `GET /health` answers `ok`.
@@ -46,6 +73,16 @@ enum Cmd {
     Rules {
         #[command(subcommand)]
         cmd: RulesCmd,
+    },
+    /// Log files offline.
+    Logs {
+        #[command(subcommand)]
+        cmd: logs_cmd::LogsCmd,
+    },
+    /// Slow query logs offline.
+    Slowlog {
+        #[command(subcommand)]
+        cmd: slowlog_cmd::SlowlogCmd,
     },
 }
 
@@ -91,17 +128,27 @@ fn run_gateway(config: &Path) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
+        Cmd::Run { config, data_dir } => {
+            init_tracing();
+            run::run(&config, data_dir, install_metrics()?)
+        }
+        Cmd::Ingest { config, data_dir, listen } => {
+            init_tracing();
+            run::ingest(config.as_deref(), data_dir, listen, install_metrics()?)
+        }
         Cmd::Gateway { config } => {
             init_tracing();
             run_gateway(&config)
         }
-        Cmd::Demo { seconds } => {
+        Cmd::Demo { seconds, data_dir } => {
             init_tracing();
-            demo::run(seconds)
+            demo::run(seconds, data_dir, install_metrics()?)
         }
         Cmd::Upstream { listen, name } => {
             tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name))
         }
+        Cmd::Logs { cmd } => logs_cmd::run(cmd),
+        Cmd::Slowlog { cmd } => slowlog_cmd::run(cmd),
         Cmd::Rules {
             cmd: RulesCmd::Check { file },
         } => match apus_gateway::GatewayConfig::load(&file) {

@@ -33,6 +33,55 @@ impl<W: Write + Send + 'static> AccessLogSink for JsonLinesSink<W> {
     }
 }
 
+/// Ships batches to an ingest node (`POST {base}/ingest/v1/access`, JSON lines), retrying
+/// with backoff while the node is down or overloaded; a batch is dropped (and counted) only
+/// after the retries are exhausted, so the writer thread — not the proxy — absorbs outages.
+pub struct HttpSink {
+    url: String,
+    client: reqwest::blocking::Client,
+}
+
+impl HttpSink {
+    /// A sink posting to the ingest node at `base` (`http://host:port`).
+    pub fn new(base: &str) -> Self {
+        HttpSink {
+            url: format!("{}/ingest/v1/access", base.trim_end_matches('/')),
+            client: reqwest::blocking::Client::builder()
+                .timeout(Duration::from_secs(10))
+                .build()
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl AccessLogSink for HttpSink {
+    fn write_batch(&mut self, batch: &[AccessRecord]) -> std::io::Result<()> {
+        let mut body = Vec::with_capacity(batch.len() * 256);
+        for r in batch {
+            serde_json::to_writer(&mut body, r)?;
+            body.push(b'\n');
+        }
+        post_with_retry(&self.client, &self.url, body)
+    }
+}
+
+/// POST `body`, retrying 429/5xx/connection errors with exponential backoff (about 30 s).
+pub fn post_with_retry(client: &reqwest::blocking::Client, url: &str, body: Vec<u8>) -> std::io::Result<()> {
+    let mut delay = Duration::from_millis(100);
+    let mut last = String::new();
+    for _ in 0..10 {
+        match client.post(url).body(body.clone()).send() {
+            Ok(r) if r.status().is_success() => return Ok(()),
+            Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => last = format!("{}", r.status()),
+            Ok(r) => return Err(std::io::Error::other(format!("{url}: {}", r.status()))),
+            Err(e) => last = e.to_string(),
+        }
+        std::thread::sleep(delay);
+        delay = (delay * 2).min(Duration::from_secs(5));
+    }
+    Err(std::io::Error::other(format!("{url}: gave up after retries: {last}")))
+}
+
 /// The proxy-side handle: cheap to clone, never blocks.
 #[derive(Clone)]
 pub struct AccessLog {
@@ -66,6 +115,9 @@ impl AccessLog {
     pub fn from_config(target: &str, capacity: usize) -> Result<Self, GatewayError> {
         Ok(match target {
             "off" | "" => Self::off(),
+            url if url.starts_with("http://") || url.starts_with("https://") => {
+                Self::start(Box::new(HttpSink::new(url)), capacity)
+            }
             "stdout" => Self::start(
                 Box::new(JsonLinesSink(BufWriter::new(std::io::stdout()))),
                 capacity,
@@ -78,6 +130,11 @@ impl AccessLog {
                 Self::start(Box::new(JsonLinesSink(BufWriter::new(f))), capacity)
             }
         })
+    }
+
+    /// Whether records are wanted at all (skip building them when off).
+    pub fn is_on(&self) -> bool {
+        self.tx.is_some()
     }
 
     /// Hand a record over without blocking; count and log it if the channel is full.

@@ -6,7 +6,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use apus_ingest::schema::ChangeRecord;
+use apus_ingest::schema::{ChangeRecord, Micros};
 use apus_rules::GrayRuleSpec;
 use async_trait::async_trait;
 use axum::extract::{Path, State};
@@ -252,7 +252,7 @@ fn server_change(
 ) -> ChangeRecord {
     let v = s.release.load().version;
     let rec = ChangeRecord {
-        ts: now_us(),
+        ts: Micros(now_us()),
         kind: kind.into(),
         actor: actor.into(),
         project: String::new(),

@@ -49,6 +49,10 @@ pub struct GatewayConfig {
     /// Where rule-change history is persisted (JSON lines); none = memory only.
     #[serde(default)]
     pub history_file: Option<PathBuf>,
+    /// Base URL of an ingest node (`http://host:9200`) that receives change events when
+    /// the gateway runs alone; inside `apus run` they go in-process.
+    #[serde(default)]
+    pub changes_url: Option<String>,
     /// Upstream pools.
     #[serde(default)]
     pub pools: Vec<PoolConfig>,

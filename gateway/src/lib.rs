@@ -101,5 +101,8 @@ pub fn build(
         }),
     )?;
     server.add_service(background_service("admin api", admin));
+    if let Some(url) = &cfg.changes_url {
+        release.ship_changes_to(url);
+    }
     Ok(Gateway { server, release })
 }

@@ -49,3 +49,41 @@ pub fn describe() {
         "admin API change attempts by kind and outcome"
     );
 }
+
+/// Status classes in the order [`LaneMetrics::requests`] keeps them.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+/// The index of a status code's class in [`STATUS_CLASSES`].
+pub fn status_class(status: u16) -> usize {
+    match status {
+        100..=599 => usize::from(status / 100) - 1,
+        _ => 5,
+    }
+}
+
+/// Metric handles of one lane (route × pool × tag), registered once per rule version so
+/// the request path only bumps atomics instead of hashing labels.
+pub struct LaneMetrics {
+    requests: [metrics::Counter; 6],
+    latency: metrics::Histogram,
+}
+
+impl LaneMetrics {
+    /// Register the handles of a lane.
+    pub fn new(route: &str, pool: &str, tag: &str) -> Self {
+        let (r, p, t) = (route.to_string(), pool.to_string(), tag.to_string());
+        LaneMetrics {
+            requests: STATUS_CLASSES.map(|c| {
+                metrics::counter!(REQUESTS, "route" => r.clone(), "pool" => p.clone(), "tag" => t.clone(), "status" => c)
+            }),
+            latency: metrics::histogram!(LATENCY, "route" => r, "pool" => p, "tag" => t),
+        }
+    }
+
+    /// Count one request.
+    #[inline]
+    pub fn record(&self, status: u16, seconds: f64) {
+        self.requests[status_class(status)].increment(1);
+        self.latency.record(seconds);
+    }
+}

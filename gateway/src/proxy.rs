@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apus_ingest::schema::AccessRecord;
+use apus_ingest::schema::{AccessRecord, Micros};
 use apus_rules::{CidrSet, Decision, Headers, RequestView};
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -261,20 +261,12 @@ impl ProxyHttp for GatewayProxy {
             }
             _ => ("", "", "", "", ""),
         };
-        let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "other",
-        };
-        metrics::counter!(m::REQUESTS, "route" => route.to_string(), "pool" => pool.to_string(),
-            "tag" => tag.to_string(), "status" => class)
-        .increment(1);
-        metrics::histogram!(m::LATENCY, "route" => route.to_string(), "pool" => pool.to_string(),
-            "tag" => tag.to_string())
-        .record(latency.as_secs_f64());
+        if let (Some(c), Some(d)) = (&ctx.rules, ctx.decision) {
+            c.lane(d).record(status, latency.as_secs_f64());
+        }
+        if !self.access_log.is_on() {
+            return;
+        }
         let req = session.req_header();
         let host = req
             .headers
@@ -283,7 +275,7 @@ impl ProxyHttp for GatewayProxy {
             .or_else(|| req.uri.host())
             .unwrap_or("");
         self.access_log.emit(AccessRecord {
-            ts: ctx.ts_us,
+            ts: Micros(ctx.ts_us),
             request_id: std::mem::take(&mut ctx.request_id),
             project: project.to_string(),
             env: env.to_string(),

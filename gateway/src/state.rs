@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use apus_ingest::schema::ChangeRecord;
+use apus_ingest::schema::{ChangeRecord, Micros};
 use apus_rules::{GrayRuleSpec, RouteSpec, RuleSet};
 use arc_swap::ArcSwap;
 
@@ -28,6 +28,28 @@ pub struct Current {
     pub version: u64,
     /// The compiled rules.
     pub rules: RuleSet,
+    /// Metric handles per route and lane: `lanes[route][0]` is stable, `[i + 1]` rule `i`.
+    lanes: Vec<Vec<m::LaneMetrics>>,
+}
+
+impl Current {
+    /// Wrap a rule set, registering its lanes' metric handles.
+    pub fn new(version: u64, rules: RuleSet) -> Self {
+        let lanes = rules
+            .routes()
+            .map(|r| {
+                std::iter::once(m::LaneMetrics::new(&r.name, &r.stable_pool, apus_rules::STABLE_TAG))
+                    .chain(r.gray_rules.iter().map(|g| m::LaneMetrics::new(&r.name, &g.pool, &g.tag)))
+                    .collect()
+            })
+            .collect();
+        Current { version, rules, lanes }
+    }
+
+    /// The metric handles of a decision's lane.
+    pub fn lane(&self, d: apus_rules::Decision) -> &m::LaneMetrics {
+        &self.lanes[d.route][d.rule.map_or(0, |i| i + 1)]
+    }
 }
 
 struct History {
@@ -67,7 +89,7 @@ impl ReleaseState {
         let routes: Vec<RouteSpec> = rules.routes().cloned().collect();
         metrics::gauge!(m::RULE_VERSION).set(1.0);
         ReleaseState {
-            current: ArcSwap::from_pointee(Current { version: 1, rules }),
+            current: ArcSwap::from_pointee(Current::new(1, rules)),
             pools,
             base_dir: base_dir.map(Path::to_path_buf),
             history: Mutex::new(History {
@@ -96,6 +118,27 @@ impl ReleaseState {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(f);
+    }
+
+    /// Send every future change to an ingest node (`POST {base}/ingest/v1/changes`) from a
+    /// background thread, so the admin API never waits on the network.
+    pub fn ship_changes_to(&self, base: &str) {
+        let url = format!("{}/ingest/v1/changes", base.trim_end_matches('/'));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<ChangeRecord>(10_000);
+        std::thread::spawn(move || {
+            let client = reqwest::blocking::Client::new();
+            while let Ok(rec) = rx.recv() {
+                let body = serde_json::to_vec(&rec).unwrap_or_default();
+                if let Err(e) = crate::access_log::post_with_retry(&client, &url, body) {
+                    tracing::error!(error = %e, "change event not delivered to ingest");
+                }
+            }
+        });
+        self.on_change(Box::new(move |rec| {
+            if tx.try_send(rec.clone()).is_err() {
+                tracing::error!("change feed queue full; change event not shipped");
+            }
+        }));
     }
 
     /// Change history, oldest first.
@@ -133,10 +176,7 @@ impl ReleaseState {
         let old = self.current.load_full();
         let diff = old.rules.diff(&new_rules);
         let version = old.version + 1;
-        self.current.store(Arc::new(Current {
-            version,
-            rules: new_rules,
-        }));
+        self.current.store(Arc::new(Current::new(version, new_rules)));
         metrics::gauge!(m::RULE_VERSION).set(version as f64);
         h.snapshots.push_back((version, routes));
         while h.snapshots.len() > KEEP_VERSIONS {
@@ -149,7 +189,7 @@ impl ReleaseState {
         };
         let (project, env, scope) = scope;
         let rec = ChangeRecord {
-            ts: now_us(),
+            ts: Micros(now_us()),
             kind: kind.into(),
             actor: actor.into(),
             project: project.into(),

@@ -1,51 +1,355 @@
-//! Row types of the tables in DESIGN.md §Tables. Field names are column names; timestamps
-//! are microseconds since the Unix epoch (UTC).
+//! The tables of DESIGN.md §Tables: one row struct per table and its Arrow schema, both
+//! generated from one column list by [`define_table!`], so the Parquet layout, the
+//! ClickHouse DDL and the query layer's column names cannot drift apart.
+//!
+//! Timestamps are microseconds since the Unix epoch (UTC) in the row structs and Arrow
+//! `Timestamp(Microsecond, "UTC")` in batches.
 
+use std::sync::Arc;
+
+use datafusion::arrow::array::{
+    ArrayRef, Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder,
+    UInt16Builder, UInt64Builder,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef, TimeUnit};
+use datafusion::arrow::error::ArrowError;
+use datafusion::arrow::record_batch::RecordBatch;
 use serde::{Deserialize, Serialize};
 
-/// One request through the gateway (`access_log` table).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct AccessRecord {
-    /// Request start, µs since the epoch.
-    pub ts: i64,
-    pub request_id: String,
-    pub project: String,
-    pub env: String,
-    pub route: String,
-    pub pool: String,
-    /// `ip:port` of the upstream server that answered, empty if none.
-    pub upstream: String,
-    /// Lane tag: `stable`, `gray`, ...
-    pub tag: String,
-    pub tenant: String,
-    pub client_ip: String,
-    pub method: String,
-    pub host: String,
-    pub path: String,
-    pub status: u16,
-    pub latency_us: u64,
-    pub upstream_latency_us: u64,
-    pub bytes_in: u64,
-    pub bytes_out: u64,
+/// How a column is stored: Rust type in the row, Arrow type in batches.
+pub trait Column: Sized {
+    /// The Arrow builder for this column kind.
+    type Builder;
+    /// A builder with room for `n` values.
+    fn builder(n: usize) -> Self::Builder;
+    /// Append one value.
+    fn append(b: &mut Self::Builder, v: &Self);
+    /// Finish into an array.
+    fn finish(b: Self::Builder) -> ArrayRef;
 }
 
-/// One change: gray flip, config release, rollout step, rollback, server on/off the shelf
-/// (`changes` table).
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct ChangeRecord {
-    /// When it took effect, µs since the epoch.
-    pub ts: i64,
-    /// `gray_rules`, `rollback`, `server_add`, `server_drain`, `server_undrain`,
-    /// `server_remove`, ...
-    pub kind: String,
-    /// Who made it (token name).
-    pub actor: String,
-    pub project: String,
-    pub env: String,
-    /// What it touched: a route or pool name, or `route/rule`.
-    pub scope: String,
-    pub from_version: u64,
-    pub to_version: u64,
-    /// Human summary: the diff and the reason.
-    pub summary: String,
+/// A timestamp column value (µs since the epoch, UTC).
+pub type Ts = i64;
+
+macro_rules! column {
+    ($t:ty, $builder:ty, $append:expr, $finish:expr) => {
+        impl Column for $t {
+            type Builder = $builder;
+            fn builder(n: usize) -> $builder {
+                <$builder>::with_capacity(n)
+            }
+            fn append(b: &mut $builder, v: &$t) {
+                $append(b, v)
+            }
+            fn finish(b: $builder) -> ArrayRef {
+                $finish(b)
+            }
+        }
+    };
+}
+
+column!(u16, UInt16Builder, |b: &mut UInt16Builder, v: &u16| b.append_value(*v), |mut b: UInt16Builder| Arc::new(b.finish()) as ArrayRef);
+column!(u64, UInt64Builder, |b: &mut UInt64Builder, v: &u64| b.append_value(*v), |mut b: UInt64Builder| Arc::new(b.finish()) as ArrayRef);
+column!(f64, Float64Builder, |b: &mut Float64Builder, v: &f64| b.append_value(*v), |mut b: Float64Builder| Arc::new(b.finish()) as ArrayRef);
+
+/// Strings: the builder is sized by rows only; Arrow grows the value buffer.
+impl Column for String {
+    type Builder = StringBuilder;
+    fn builder(n: usize) -> StringBuilder {
+        StringBuilder::with_capacity(n, n * 16)
+    }
+    fn append(b: &mut StringBuilder, v: &String) {
+        b.append_value(v)
+    }
+    fn finish(mut b: StringBuilder) -> ArrayRef {
+        Arc::new(b.finish())
+    }
+}
+
+/// Wrapper so `i64` columns can be either plain Int64 or timestamps.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Micros(pub i64);
+
+impl Column for Micros {
+    type Builder = TimestampMicrosecondBuilder;
+    fn builder(n: usize) -> Self::Builder {
+        TimestampMicrosecondBuilder::with_capacity(n)
+    }
+    fn append(b: &mut Self::Builder, v: &Micros) {
+        b.append_value(v.0)
+    }
+    fn finish(mut b: Self::Builder) -> ArrayRef {
+        Arc::new(b.finish().with_timezone("UTC"))
+    }
+}
+
+column!(i64, Int64Builder, |b: &mut Int64Builder, v: &i64| b.append_value(*v), |mut b: Int64Builder| Arc::new(b.finish()) as ArrayRef);
+
+fn arrow_type<T: 'static>() -> DataType {
+    use std::any::TypeId;
+    let t = TypeId::of::<T>();
+    if t == TypeId::of::<Micros>() {
+        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+    } else if t == TypeId::of::<String>() {
+        DataType::Utf8
+    } else if t == TypeId::of::<u16>() {
+        DataType::UInt16
+    } else if t == TypeId::of::<u64>() {
+        DataType::UInt64
+    } else if t == TypeId::of::<f64>() {
+        DataType::Float64
+    } else {
+        DataType::Int64
+    }
+}
+
+/// A table row type.
+pub trait Row: Sized + Send + 'static {
+    /// Table name.
+    const TABLE: Table;
+    /// The Arrow schema (cached).
+    fn schema() -> SchemaRef;
+    /// Build a batch from rows.
+    fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError>;
+}
+
+macro_rules! define_table {
+    ($(#[$m:meta])* $name:ident, $table:expr, { $($(#[$fm:meta])* $field:ident : $ty:ty),+ $(,)? }) => {
+        $(#[$m])*
+        #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+        pub struct $name {
+            $($(#[$fm])* pub $field: $ty,)+
+        }
+
+        impl Row for $name {
+            const TABLE: Table = $table;
+            fn schema() -> SchemaRef {
+                static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
+                S.get_or_init(|| {
+                    Arc::new(Schema::new(vec![
+                        $(Field::new(stringify!($field), arrow_type::<$ty>(), false),)+
+                    ]))
+                })
+                .clone()
+            }
+            fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
+                $(let mut $field = <$ty as Column>::builder(rows.len());)+
+                for r in rows {
+                    $(<$ty as Column>::append(&mut $field, &r.$field);)+
+                }
+                RecordBatch::try_new(Self::schema(), vec![$(<$ty as Column>::finish($field),)+])
+            }
+        }
+    };
+}
+
+/// The tables Apus stores.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Table {
+    AccessLog,
+    Logs,
+    SlowSql,
+    Metrics,
+    Changes,
+    Alarms,
+    DeadLetter,
+}
+
+impl Table {
+    /// Every table.
+    pub const ALL: [Table; 7] = [
+        Table::AccessLog,
+        Table::Logs,
+        Table::SlowSql,
+        Table::Metrics,
+        Table::Changes,
+        Table::Alarms,
+        Table::DeadLetter,
+    ];
+
+    /// The table's name in SQL and on disk.
+    pub fn name(self) -> &'static str {
+        match self {
+            Table::AccessLog => "access_log",
+            Table::Logs => "logs",
+            Table::SlowSql => "slow_sql",
+            Table::Metrics => "metrics",
+            Table::Changes => "changes",
+            Table::Alarms => "alarms",
+            Table::DeadLetter => "dead_letter",
+        }
+    }
+
+    /// Stable one-byte code used in the WAL.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// Inverse of [`Table::code`].
+    pub fn from_code(c: u8) -> Option<Table> {
+        Table::ALL.get(c as usize).copied()
+    }
+
+    /// The Arrow schema of the table.
+    pub fn schema(self) -> SchemaRef {
+        match self {
+            Table::AccessLog => AccessRecord::schema(),
+            Table::Logs => LogRecord::schema(),
+            Table::SlowSql => SlowSqlRecord::schema(),
+            Table::Metrics => MetricRecord::schema(),
+            Table::Changes => ChangeRecord::schema(),
+            Table::Alarms => AlarmRecord::schema(),
+            Table::DeadLetter => DeadLetterRecord::schema(),
+        }
+    }
+}
+
+define_table!(
+    /// One request through the gateway (`access_log`).
+    AccessRecord, Table::AccessLog, {
+    /// Request start.
+    ts: Micros,
+    request_id: String,
+    project: String,
+    env: String,
+    route: String,
+    pool: String,
+    /// `ip:port` of the upstream server that answered, empty if none.
+    upstream: String,
+    /// Lane tag: `stable`, `gray`, ...
+    tag: String,
+    tenant: String,
+    client_ip: String,
+    method: String,
+    host: String,
+    path: String,
+    status: u16,
+    latency_us: u64,
+    upstream_latency_us: u64,
+    bytes_in: u64,
+    bytes_out: u64,
+});
+
+define_table!(
+    /// An application log line (`logs`).
+    LogRecord, Table::Logs, {
+    ts: Micros,
+    project: String,
+    env: String,
+    pool: String,
+    host: String,
+    level: String,
+    logger: String,
+    message: String,
+    /// Stable id of the line's template (hex), see `templates`.
+    template_id: String,
+    template: String,
+    /// Exception class when the line carries a stack trace.
+    exception: String,
+    request_id: String,
+    tenant: String,
+    tag: String,
+    /// Fields not mapped to a column, as a JSON object.
+    attrs: String,
+});
+
+define_table!(
+    /// A slow-log entry (`slow_sql`).
+    SlowSqlRecord, Table::SlowSql, {
+    ts: Micros,
+    project: String,
+    env: String,
+    pool: String,
+    db: String,
+    user: String,
+    client: String,
+    fingerprint_id: String,
+    fingerprint: String,
+    sample: String,
+    query_time: f64,
+    lock_time: f64,
+    rows_sent: u64,
+    rows_examined: u64,
+});
+
+define_table!(
+    /// A metric sample (`metrics`).
+    MetricRecord, Table::Metrics, {
+    ts: Micros,
+    name: String,
+    /// All labels as a JSON object with sorted keys.
+    labels: String,
+    value: f64,
+    project: String,
+    env: String,
+    pool: String,
+    host: String,
+});
+
+define_table!(
+    /// A change: gray flip, config release, rollout step, rollback, server on/off the
+    /// shelf (`changes`).
+    ChangeRecord, Table::Changes, {
+    ts: Micros,
+    /// `gray_rules`, `rollback`, `server_add`, `server_drain`, ...
+    kind: String,
+    actor: String,
+    project: String,
+    env: String,
+    /// What it touched: a route, `pool/server`, ...
+    scope: String,
+    from_version: u64,
+    to_version: u64,
+    summary: String,
+});
+
+define_table!(
+    /// An alarm state change (`alarms`).
+    AlarmRecord, Table::Alarms, {
+    ts: Micros,
+    rule: String,
+    state: String,
+    labels: String,
+    value: f64,
+    message: String,
+});
+
+define_table!(
+    /// Input that could not be ingested, kept with its reason (`dead_letter`).
+    DeadLetterRecord, Table::DeadLetter, {
+    ts: Micros,
+    /// Receiver: `logs`, `bulk`, `slowlog`, `remote_write`, `metrics`.
+    source: String,
+    reason: String,
+    /// The raw input (truncated to 64 KiB).
+    raw: String,
+});
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn batches_follow_the_schema() {
+        let rows = vec![
+            AccessRecord {
+                ts: Micros(1_700_000_000_000_000),
+                route: "api".into(),
+                status: 200,
+                ..Default::default()
+            };
+            3
+        ];
+        let b = AccessRecord::to_batch(&rows).unwrap();
+        assert_eq!(b.num_rows(), 3);
+        assert_eq!(b.schema().field(0).name(), "ts");
+        assert!(matches!(b.schema().field(0).data_type(), DataType::Timestamp(TimeUnit::Microsecond, Some(_))));
+        assert_eq!(b.schema().index_of("status").unwrap(), 13);
+        for t in Table::ALL {
+            assert_eq!(Table::from_code(t.code()), Some(t));
+            assert!(t.schema().field_with_name("ts").is_ok(), "{}", t.name());
+        }
+    }
 }

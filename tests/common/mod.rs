@@ -179,3 +179,54 @@ pub fn get(
     let up = v["upstream"].as_str().unwrap_or("").to_string();
     (status, up, tag, v)
 }
+
+/// A running `apus ingest` on a free port over `data_dir`.
+pub struct Ingest {
+    pub proc: Proc,
+    pub port: u16,
+}
+
+impl Ingest {
+    pub fn start(data_dir: &std::path::Path) -> Ingest {
+        Self::start_on(data_dir, free_port())
+    }
+
+    pub fn start_on(data_dir: &std::path::Path, port: u16) -> Ingest {
+        let child = Command::new(BIN)
+            .args(["ingest", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .arg(data_dir)
+            .stdout(Stdio::null())
+            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log")).unwrap())
+            .spawn()
+            .expect("spawn ingest");
+        let i = Ingest { proc: Proc(child), port };
+        let c = client();
+        wait_until("ingest", Duration::from_secs(30), || c.get(i.url("/health")).send().is_ok());
+        i
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Open a data directory (as a restart would: WAL replay included) and run SQL over it.
+pub fn query(data_dir: &std::path::Path, sql: &str) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let cfg = apus_ingest::IngestConfig {
+            data_dir: data_dir.to_path_buf(),
+            ..Default::default()
+        };
+        let p = apus_ingest::Pipeline::open(cfg).unwrap();
+        let ctx = datafusion::prelude::SessionContext::new();
+        p.store().register(&ctx).await.unwrap();
+        ctx.sql(sql).await.unwrap().collect().await.unwrap()
+    })
+}
+
+/// First column of the first row as i64.
+pub fn scalar_i64(b: &[datafusion::arrow::record_batch::RecordBatch]) -> i64 {
+    use datafusion::arrow::array::AsArray;
+    b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
+}

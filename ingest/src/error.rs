@@ -1,0 +1,50 @@
+//! The ingest crate's error type and its one mapping to HTTP status codes.
+
+use axum::http::StatusCode;
+
+use crate::wal::WalError;
+
+/// Errors of the ingest tier.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The request or a record is malformed.
+    #[error("bad input: {0}")]
+    BadInput(String),
+    /// The body exceeds the configured limit.
+    #[error("payload too large: {0}")]
+    TooLarge(String),
+    /// Memory or queues are full; retry later.
+    #[error("overloaded: {0}")]
+    Overloaded(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("wal: {0}")]
+    Wal(#[source] WalError),
+    #[error("store: {0}")]
+    Store(String),
+    #[error("search: {0}")]
+    Search(String),
+}
+
+impl From<WalError> for IngestError {
+    fn from(e: WalError) -> Self {
+        match e {
+            WalError::Full => IngestError::Overloaded("write-ahead log queue is full".into()),
+            WalError::TooLarge(n) => IngestError::TooLarge(format!("a batch of {n} bytes")),
+            e => IngestError::Wal(e),
+        }
+    }
+}
+
+impl IngestError {
+    /// The HTTP status this error maps to (the only place that decides it).
+    pub fn status(&self) -> StatusCode {
+        match self {
+            IngestError::BadInput(_) => StatusCode::BAD_REQUEST,
+            IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Wal(WalError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
+            _ => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! The ingest pipeline: rows → Arrow batch → WAL (durable) → sinks (embedded store,
+//! Tantivy), plus the maintenance loop that flushes, compacts, expires and trims the WAL.
+//!
+//! Invariants: a write returns only after its batch is fsynced in the WAL and handed to
+//! the sinks; the WAL keeps every record some sink has not committed; memory is bounded
+//! (`max_memory_bytes`) and a full pipeline answers [`IngestError::Overloaded`] (429).
+
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use datafusion::arrow::ipc::reader::StreamReader;
+use datafusion::arrow::ipc::writer::StreamWriter;
+use datafusion::arrow::record_batch::RecordBatch;
+use serde::Deserialize;
+
+use crate::metrics as m;
+use crate::schema::{Row, Table};
+use crate::search::SearchIndex;
+use crate::store::LocalStore;
+use crate::time::now_us;
+use crate::wal::{Consumer, Wal};
+use crate::IngestError;
+
+/// Ingest configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Listener of the HTTP receivers.
+    pub listen: String,
+    /// Root of the WAL, store and search index.
+    pub data_dir: PathBuf,
+    /// Appends waiting for a group commit before 429.
+    pub wal_queue: usize,
+    /// Flush a table's memory to Parquet at least this often (ms).
+    pub flush_interval_ms: u64,
+    /// ... or when a table holds this many bytes in memory.
+    pub flush_bytes: usize,
+    /// Refuse writes (429) above this many bytes held in memory.
+    pub max_memory_bytes: usize,
+    /// Request body limit (413 above it); the slow-log receiver streams and is exempt.
+    pub max_body_bytes: usize,
+    /// Days of Parquet partitions kept.
+    pub retention_days: u32,
+    /// Merge a closed hour's files once it has this many.
+    pub compact_min_files: usize,
+    /// Seconds clients are told to wait in `Retry-After`.
+    pub retry_after_s: u64,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        IngestConfig {
+            listen: "127.0.0.1:9200".into(),
+            data_dir: PathBuf::from("data"),
+            wal_queue: 4096,
+            flush_interval_ms: 10_000,
+            flush_bytes: 64 << 20,
+            max_memory_bytes: 1 << 30,
+            max_body_bytes: 32 << 20,
+            retention_days: 7,
+            compact_min_files: 6,
+            retry_after_s: 1,
+        }
+    }
+}
+
+/// Encode a batch as an Arrow IPC stream (the WAL payload).
+pub fn encode(batch: &RecordBatch) -> Result<Bytes, IngestError> {
+    let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 256);
+    {
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema()).map_err(|e| IngestError::Store(e.to_string()))?;
+        w.write(batch).map_err(|e| IngestError::Store(e.to_string()))?;
+        w.finish().map_err(|e| IngestError::Store(e.to_string()))?;
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// Decode a WAL payload.
+pub fn decode(payload: &Bytes) -> Result<Vec<RecordBatch>, IngestError> {
+    let r = StreamReader::try_new(Cursor::new(payload.as_ref()), None).map_err(|e| IngestError::Store(e.to_string()))?;
+    r.collect::<Result<Vec<_>, _>>().map_err(|e| IngestError::Store(e.to_string()))
+}
+
+struct Fanout {
+    store: Arc<LocalStore>,
+    search: Arc<SearchIndex>,
+    /// Highest `logs` sequence handed to the search index.
+    search_sent: AtomicU64,
+}
+
+impl Fanout {
+    fn deliver(&self, seq: u64, table: Table, payload: &Bytes) {
+        match decode(payload) {
+            Ok(batches) => {
+                for b in batches {
+                    if table == Table::Logs && seq > self.search.checkpoint() {
+                        self.search.index(seq, b.clone());
+                        self.search_sent.fetch_max(seq, Ordering::Relaxed);
+                    }
+                    self.store.append(seq, table, b);
+                }
+            }
+            Err(e) => tracing::error!(seq, error = %e, "undecodable WAL record skipped"),
+        }
+    }
+}
+
+impl Consumer for Fanout {
+    fn durable(&self, seq: u64, table: Table, payload: &Bytes) {
+        self.deliver(seq, table, payload);
+    }
+}
+
+/// The running pipeline. Cheap to share behind an `Arc`.
+pub struct Pipeline {
+    /// Configuration in force.
+    pub cfg: IngestConfig,
+    wal: Wal,
+    store: Arc<LocalStore>,
+    search: Arc<SearchIndex>,
+    fanout: Arc<Fanout>,
+    last_seq: AtomicU64,
+    /// When each table was last flushed (also serialises maintenance passes).
+    maintenance: Mutex<HashMap<Table, Instant>>,
+}
+
+impl Pipeline {
+    /// Open the data directory: store, search index, then the WAL (replaying what the sinks
+    /// have not committed).
+    pub fn open(cfg: IngestConfig) -> Result<Arc<Pipeline>, IngestError> {
+        crate::metrics::describe();
+        let dir = cfg.data_dir.clone();
+        let store = Arc::new(LocalStore::open(&dir.join("store"))?);
+        let search = Arc::new(SearchIndex::open(&dir.join("search"))?);
+        let fanout = Arc::new(Fanout {
+            store: store.clone(),
+            search: search.clone(),
+            search_sent: AtomicU64::new(0),
+        });
+        let (s2, f2) = (store.clone(), fanout.clone());
+        let search_ckpt = search.checkpoint();
+        let (wal, report) = Wal::open(
+            &dir.join("wal"),
+            cfg.wal_queue,
+            |t| {
+                let c = s2.checkpoint(t);
+                if t == Table::Logs {
+                    c.min(search_ckpt)
+                } else {
+                    c
+                }
+            },
+            |seq, t, p| f2.deliver(seq, t, &p),
+            fanout.clone(),
+        )?;
+        tracing::info!(records = report.records, last_seq = report.last_seq, truncated = report.truncated_bytes, "WAL opened");
+        Ok(Arc::new(Pipeline {
+            cfg,
+            wal,
+            store,
+            search,
+            fanout,
+            last_seq: AtomicU64::new(report.last_seq),
+            maintenance: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// The embedded store.
+    pub fn store(&self) -> &Arc<LocalStore> {
+        &self.store
+    }
+
+    /// The log search index.
+    pub fn search(&self) -> &Arc<SearchIndex> {
+        &self.search
+    }
+
+    /// Data directory.
+    pub fn data_dir(&self) -> &Path {
+        &self.cfg.data_dir
+    }
+
+    /// Refuse new work while memory is over budget.
+    pub fn admit(&self) -> Result<(), IngestError> {
+        let used = self.store.mem_bytes();
+        if used > self.cfg.max_memory_bytes {
+            metrics::counter!(m::THROTTLED, "reason" => "memory").increment(1);
+            return Err(IngestError::Overloaded(format!(
+                "{used} bytes awaiting flush (limit {})",
+                self.cfg.max_memory_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Durably write `rows`; returns the WAL sequence number.
+    pub async fn write<R: Row>(&self, rows: &[R]) -> Result<u64, IngestError> {
+        if rows.is_empty() {
+            return Ok(0);
+        }
+        self.admit()?;
+        let batch = R::to_batch(rows).map_err(|e| IngestError::Store(e.to_string()))?;
+        self.write_batch(R::TABLE, &batch).await
+    }
+
+    /// Durably write a ready batch of `table`.
+    pub async fn write_batch(&self, table: Table, batch: &RecordBatch) -> Result<u64, IngestError> {
+        let payload = encode(batch)?;
+        let seq = self.wal.append(table, payload).await.inspect_err(|e| {
+            if matches!(e, crate::wal::WalError::Full) {
+                metrics::counter!(m::THROTTLED, "reason" => "wal_queue").increment(1);
+            }
+        })?;
+        self.last_seq.fetch_max(seq, Ordering::Relaxed);
+        metrics::counter!(m::ROWS, "table" => table.name()).increment(batch.num_rows() as u64);
+        Ok(seq)
+    }
+
+    /// One maintenance pass: flush due tables, trim the WAL; with `deep`, also compact and
+    /// expire. `force` flushes every table regardless of size.
+    pub fn maintain(&self, force: bool, deep: bool) -> Result<(), IngestError> {
+        let mut last_flush = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
+        let interval = Duration::from_millis(self.cfg.flush_interval_ms);
+        for t in Table::ALL {
+            let bytes = self.store.table_mem_bytes(t);
+            let due = last_flush.get(&t).is_none_or(|at| at.elapsed() >= interval);
+            if bytes > 0 && (force || due || bytes >= self.cfg.flush_bytes) {
+                self.store.flush(t)?;
+                last_flush.insert(t, Instant::now());
+            }
+        }
+        if deep {
+            for t in Table::ALL {
+                self.store.compact(t, self.cfg.compact_min_files, now_us())?;
+            }
+            self.store.expire(self.cfg.retention_days, now_us(), Duration::from_secs(60))?;
+        }
+        let last = self.last_seq.load(Ordering::Relaxed);
+        let mut safe = self.store.pending_min_seq().map_or(last, |s| s - 1);
+        let (ck, sent) = (self.search.checkpoint(), self.fanout.search_sent.load(Ordering::Relaxed));
+        if sent > ck {
+            safe = safe.min(ck);
+        }
+        self.wal.remove_upto(safe)?;
+        Ok(())
+    }
+
+    /// Run maintenance forever on the current Tokio runtime.
+    pub fn spawn_maintenance(self: &Arc<Self>) {
+        let p = self.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(p.cfg.flush_interval_ms.clamp(100, 1000)));
+            let mut n = 0u64;
+            loop {
+                tick.tick().await;
+                n += 1;
+                let p2 = p.clone();
+                let deep = n % 300 == 0;
+                match tokio::task::spawn_blocking(move || p2.maintain(false, deep)).await {
+                    Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
+                    Err(e) => tracing::error!(error = %e, "maintenance panicked"),
+                    Ok(Ok(())) => {}
+                }
+            }
+        });
+    }
+}

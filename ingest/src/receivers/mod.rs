@@ -1,0 +1,379 @@
+//! The HTTP receivers on the ingest listener (default `127.0.0.1:9200`):
+//!
+//! | path | input | table |
+//! |---|---|---|
+//! | `POST /ingest/v1/logs` | JSON lines | `logs` |
+//! | `POST /_bulk`, `POST /{index}/_bulk` | Elasticsearch bulk API | `logs` |
+//! | `POST /ingest/v1/slowlog` | raw MySQL/MariaDB slow log, streamed | `slow_sql` |
+//! | `POST /api/v1/write` | Prometheus remote_write | `metrics` |
+//! | `POST /ingest/v1/metrics` | Prometheus text format | `metrics` |
+//! | `POST /ingest/v1/access`, `/ingest/v1/changes` | JSON lines of the row types | `access_log`, `changes` |
+//!
+//! Hostile input: a malformed record is rejected with its reason, counted, and kept in
+//! `dead_letter` with the raw input, while the rest of the batch lands; bodies over the
+//! limit get 413; overload gets 429 with `Retry-After`. Every 2xx means durable.
+
+mod logs;
+mod prom;
+mod slowlog;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+
+pub use logs::{map_log, Dims};
+pub use prom::{decode_remote_write, parse_text_line, Label, Sample, TimeSeries, WriteRequest};
+
+use crate::metrics as m;
+use crate::pipeline::Pipeline;
+use crate::schema::{AccessRecord, ChangeRecord, DeadLetterRecord, Micros, Row};
+use crate::templates::{MinerConfig, TemplateMiner};
+use crate::time::now_us;
+use crate::IngestError;
+
+/// Renders the process's Prometheus metrics (installed by the binary).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Shared receiver state.
+#[derive(Clone)]
+pub struct Receivers {
+    pipeline: Arc<Pipeline>,
+    miner: Arc<Mutex<TemplateMiner>>,
+    render: Option<MetricsRender>,
+}
+
+impl IntoResponse for IngestError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        if status.is_server_error() {
+            tracing::error!(error = %self, "ingest request failed");
+        }
+        let mut r = (status, Json(json!({ "error": self.to_string() }))).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+        }
+        r
+    }
+}
+
+const MAX_RAW: usize = 64 * 1024;
+const MAX_REPORTED: usize = 100;
+
+fn truncate(s: &str) -> String {
+    if s.len() <= MAX_RAW {
+        return s.to_string();
+    }
+    let mut end = MAX_RAW;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// Rejected records of one request.
+#[derive(Default)]
+struct Rejects {
+    rows: Vec<DeadLetterRecord>,
+    report: Vec<Value>,
+}
+
+impl Rejects {
+    fn add(&mut self, source: &str, line: usize, reason: String, raw: &str) {
+        if self.report.len() < MAX_REPORTED {
+            self.report.push(json!({ "line": line, "reason": reason }));
+        }
+        self.rows.push(DeadLetterRecord {
+            ts: Micros(now_us()),
+            source: source.into(),
+            reason,
+            raw: truncate(raw),
+        });
+    }
+
+    async fn store(&self, p: &Pipeline, source: &'static str) -> Result<(), IngestError> {
+        if !self.rows.is_empty() {
+            metrics::counter!(m::REJECTED, "receiver" => source).increment(self.rows.len() as u64);
+            p.write(&self.rows).await?;
+        }
+        Ok(())
+    }
+
+    /// 200 when anything landed (or nothing was sent), 400 when every record was refused.
+    fn response(self, accepted: usize) -> Response {
+        let rejected = self.rows.len();
+        let status = if accepted == 0 && rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
+        (status, Json(json!({ "accepted": accepted, "rejected": rejected, "errors": self.report }))).into_response()
+    }
+}
+
+fn dims(q: &HashMap<String, String>, h: &HeaderMap) -> Dims {
+    let get = |k: &str| {
+        q.get(k)
+            .cloned()
+            .or_else(|| h.get(format!("x-apus-{k}")).and_then(|v| v.to_str().ok()).map(str::to_string))
+            .unwrap_or_default()
+    };
+    Dims {
+        project: get("project"),
+        env: get("env"),
+        pool: get("pool"),
+        host: get("host"),
+    }
+}
+
+fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
+    body.split(|b| *b == b'\n')
+        .enumerate()
+        .map(|(i, l)| (i + 1, l.strip_suffix(b"\r").unwrap_or(l)))
+        .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
+}
+
+async fn post_logs(State(s): State<Receivers>, Query(q): Query<HashMap<String, String>>, h: HeaderMap, body: Bytes) -> Result<Response, IngestError> {
+    s.pipeline.admit()?;
+    metrics::counter!(m::BYTES, "receiver" => "logs").increment(body.len() as u64);
+    let d = dims(&q, &h);
+    let miner = s.miner.clone();
+    let (rows, rejects) = tokio::task::spawn_blocking(move || {
+        let mut miner = miner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows = Vec::new();
+        let mut rej = Rejects::default();
+        for (n, line) in lines(&body) {
+            let text = String::from_utf8_lossy(line);
+            match serde_json::from_slice::<Value>(line) {
+                Ok(v) => match map_log(v, &d, &mut miner) {
+                    Ok(r) => rows.push(r),
+                    Err(e) => rej.add("logs", n, e, &text),
+                },
+                Err(e) => rej.add("logs", n, format!("invalid JSON: {e}"), &text),
+            }
+        }
+        (rows, rej)
+    })
+    .await
+    .map_err(|e| IngestError::Store(e.to_string()))?;
+    s.pipeline.write(&rows).await?;
+    rejects.store(&s.pipeline, "logs").await?;
+    Ok(rejects.response(rows.len()))
+}
+
+/// Elasticsearch bulk API: `index` and `create` actions, ES-shaped per-item results.
+async fn post_bulk(
+    State(s): State<Receivers>,
+    index: Option<Path<String>>,
+    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, IngestError> {
+    s.pipeline.admit()?;
+    let start = Instant::now();
+    metrics::counter!(m::BYTES, "receiver" => "bulk").increment(body.len() as u64);
+    let mut d = dims(&q, &h);
+    let default_index = index.map(|p| p.0).unwrap_or_default();
+    if d.project.is_empty() {
+        d.project = default_index.clone();
+    }
+    let miner = s.miner.clone();
+    let (rows, rej, items) = tokio::task::spawn_blocking(move || {
+        let mut miner = miner.lock().unwrap_or_else(|p| p.into_inner());
+        let mut rows = Vec::new();
+        let mut rej = Rejects::default();
+        let mut items = Vec::new();
+        let mut it = lines(&body);
+        let mut seq = 0u64;
+        while let Some((n, action_line)) = it.next() {
+            let item = |action: &str, idx: &str, id: &str, status: u16, err: Option<String>| {
+                let mut o = json!({ "_index": idx, "_id": id, "status": status });
+                match err {
+                    Some(reason) => o["error"] = json!({ "type": "mapper_parsing_exception", "reason": reason }),
+                    None => {
+                        o["result"] = json!("created");
+                        o["_version"] = json!(1);
+                    }
+                }
+                json!({ action: o })
+            };
+            let action: Value = match serde_json::from_slice(action_line) {
+                Ok(v) => v,
+                Err(e) => {
+                    let reason = format!("invalid action line: {e}");
+                    rej.add("bulk", n, reason.clone(), &String::from_utf8_lossy(action_line));
+                    items.push(item("index", &default_index, "", 400, Some(reason)));
+                    continue;
+                }
+            };
+            let Some((name, meta)) = action.as_object().and_then(|o| o.iter().next()) else {
+                rej.add("bulk", n, "empty action".into(), &String::from_utf8_lossy(action_line));
+                items.push(item("index", &default_index, "", 400, Some("empty action".into())));
+                continue;
+            };
+            let idx = meta.get("_index").and_then(Value::as_str).unwrap_or(&default_index).to_string();
+            seq += 1;
+            let id = meta
+                .get("_id")
+                .and_then(Value::as_str)
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("{:x}-{seq}", now_us()));
+            if name != "index" && name != "create" {
+                let reason = format!("action `{name}` is not supported (only index and create)");
+                rej.add("bulk", n, reason.clone(), &String::from_utf8_lossy(action_line));
+                items.push(item(name, &idx, &id, 400, Some(reason)));
+                if name != "delete" {
+                    it.next(); // update carries a document line
+                }
+                continue;
+            }
+            let Some((dn, doc)) = it.next() else {
+                let reason = "action without a document line".to_string();
+                rej.add("bulk", n, reason.clone(), &String::from_utf8_lossy(action_line));
+                items.push(item(name, &idx, &id, 400, Some(reason)));
+                break;
+            };
+            let mut dd = d.clone();
+            if dd.project.is_empty() {
+                dd.project = idx.clone();
+            }
+            let res = serde_json::from_slice::<Value>(doc)
+                .map_err(|e| format!("invalid JSON: {e}"))
+                .and_then(|v| map_log(v, &dd, &mut miner));
+            match res {
+                Ok(r) => {
+                    rows.push(r);
+                    items.push(item(name, &idx, &id, 201, None));
+                }
+                Err(reason) => {
+                    rej.add("bulk", dn, reason.clone(), &String::from_utf8_lossy(doc));
+                    items.push(item(name, &idx, &id, 400, Some(reason)));
+                }
+            }
+        }
+        (rows, rej, items)
+    })
+    .await
+    .map_err(|e| IngestError::Store(e.to_string()))?;
+    s.pipeline.write(&rows).await?;
+    rej.store(&s.pipeline, "bulk").await?;
+    let body = json!({ "took": start.elapsed().as_millis() as u64, "errors": !rej.rows.is_empty(), "items": items });
+    Ok(([("x-elastic-product", "Elasticsearch")], Json(body)).into_response())
+}
+
+/// JSON lines of a row type (from remote gateways: access logs and changes).
+async fn post_rows<R: Row + DeserializeOwned>(s: &Receivers, source: &'static str, body: &[u8]) -> Result<Response, IngestError> {
+    s.pipeline.admit()?;
+    metrics::counter!(m::BYTES, "receiver" => source).increment(body.len() as u64);
+    let mut rows: Vec<R> = Vec::new();
+    let mut rej = Rejects::default();
+    for (n, line) in lines(body) {
+        match serde_json::from_slice::<R>(line) {
+            Ok(r) => rows.push(r),
+            Err(e) => rej.add(source, n, format!("invalid record: {e}"), &String::from_utf8_lossy(line)),
+        }
+    }
+    s.pipeline.write(&rows).await?;
+    rej.store(&s.pipeline, source).await?;
+    Ok(rej.response(rows.len()))
+}
+
+async fn post_access(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
+    post_rows::<AccessRecord>(&s, "access", &body).await
+}
+
+async fn post_changes(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
+    post_rows::<ChangeRecord>(&s, "changes", &body).await
+}
+
+async fn post_metrics_text(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
+    s.pipeline.admit()?;
+    metrics::counter!(m::BYTES, "receiver" => "metrics").increment(body.len() as u64);
+    let text = String::from_utf8_lossy(&body);
+    let now = now_us();
+    let mut rows = Vec::new();
+    let mut rej = Rejects::default();
+    for (n, line) in text.lines().enumerate() {
+        match parse_text_line(line, now) {
+            None => {}
+            Some(Ok(r)) => rows.push(r),
+            Some(Err(e)) => rej.add("metrics", n + 1, e, line),
+        }
+    }
+    s.pipeline.write(&rows).await?;
+    rej.store(&s.pipeline, "metrics").await?;
+    Ok(rej.response(rows.len()))
+}
+
+async fn post_remote_write(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
+    s.pipeline.admit()?;
+    metrics::counter!(m::BYTES, "receiver" => "remote_write").increment(body.len() as u64);
+    match decode_remote_write(&body, s.pipeline.cfg.max_body_bytes * 8) {
+        Ok(rows) => {
+            s.pipeline.write(&rows).await?;
+            Ok(StatusCode::NO_CONTENT.into_response())
+        }
+        Err((413, e)) => Err(IngestError::TooLarge(e)),
+        Err((_, e)) => {
+            let mut rej = Rejects::default();
+            rej.add("remote_write", 0, e.clone(), &format!("<{} bytes of snappy protobuf>", body.len()));
+            rej.store(&s.pipeline, "remote_write").await?;
+            Err(IngestError::BadInput(e))
+        }
+    }
+}
+
+async fn post_slowlog(State(s): State<Receivers>, Query(q): Query<HashMap<String, String>>, h: HeaderMap, body: Body) -> Result<Response, IngestError> {
+    s.pipeline.admit()?;
+    let d = dims(&q, &h);
+    let n = slowlog::ingest_stream(&s.pipeline, &d, body).await?;
+    Ok(Json(json!({ "accepted": n, "rejected": 0, "errors": [] })).into_response())
+}
+
+async fn es_root() -> Response {
+    (
+        [("x-elastic-product", "Elasticsearch")],
+        Json(json!({
+            "name": "apus", "cluster_name": "apus", "cluster_uuid": "apus",
+            "version": { "number": "8.11.0", "build_flavor": "default", "lucene_version": "9.8.0",
+                         "minimum_wire_compatibility_version": "7.17.0", "minimum_index_compatibility_version": "7.0.0" },
+            "tagline": "You Know, for Search"
+        })),
+    )
+        .into_response()
+}
+
+async fn render_metrics(State(s): State<Receivers>) -> Response {
+    match &s.render {
+        Some(r) => ([("content-type", "text/plain; version=0.0.4")], r()).into_response(),
+        None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
+    }
+}
+
+/// The receivers' router.
+pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router {
+    let limit = pipeline.cfg.max_body_bytes;
+    let state = Receivers {
+        pipeline,
+        miner: Arc::new(Mutex::new(TemplateMiner::new(MinerConfig::default()))),
+        render,
+    };
+    Router::new()
+        .route("/", get(es_root).head(|| async { [("x-elastic-product", "Elasticsearch")] }))
+        .route("/health", get(|| async { "ok\n" }))
+        .route("/metrics", get(render_metrics))
+        .route("/ingest/v1/logs", post(post_logs))
+        .route("/_bulk", post(post_bulk))
+        .route("/{index}/_bulk", post(post_bulk))
+        .route("/api/v1/write", post(post_remote_write))
+        .route("/ingest/v1/metrics", post(post_metrics_text))
+        .route("/ingest/v1/access", post(post_access))
+        .route("/ingest/v1/changes", post(post_changes))
+        .route("/ingest/v1/slowlog", post(post_slowlog).layer(DefaultBodyLimit::disable()))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}

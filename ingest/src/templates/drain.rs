@@ -1,0 +1,532 @@
+//! The Drain prefix tree and cluster store behind [`TemplateMiner`].
+//!
+//! Layout: `roots[token count]` → up to `depth - 2` levels keyed by the line's leading
+//! tokens (a `<*>` child collects wildcards and overflow past `max_children`) → a leaf
+//! listing cluster slots. Clusters live in a slab (`slots`) threaded on an intrusive LRU
+//! list, so lookup, touch and eviction are O(1) apart from the leaf scan.
+//!
+//! Invariants: every live cluster is listed in exactly one leaf, the one its `path` names;
+//! `ids` maps exactly the live clusters' ids to their slots; `live <= max_clusters`.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
+
+use super::mask::{mask_token, WILDCARD};
+use super::{fnv1a64, Match, MinerConfig, TemplateId};
+
+const NIL: u32 = u32::MAX;
+
+/// FNV for the tree's small string-keyed maps: much cheaper than SipHash on short tokens,
+/// and flooding is bounded by `max_children` per node anyway.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for &b in bytes {
+            h ^= u64::from(b);
+            h = h.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = HashMap<K, V, BuildHasherDefault<Fnv>>;
+
+#[derive(Default)]
+struct Node {
+    children: FnvMap<Box<str>, Node>,
+    clusters: Vec<u32>,
+}
+
+struct Cluster {
+    id: TemplateId,
+    tokens: Vec<Box<str>>,
+    template: Arc<str>,
+    /// Routing keys below the token-count level, to find the leaf again on eviction.
+    path: Box<[Box<str>]>,
+    prev: u32,
+    next: u32,
+}
+
+/// Online template miner (Drain). See the module docs of [`crate::templates`].
+pub struct TemplateMiner {
+    cfg: MinerConfig,
+    roots: FnvMap<usize, Node>,
+    slots: Vec<Option<Cluster>>,
+    free: Vec<u32>,
+    ids: HashMap<TemplateId, u32>,
+    live: usize,
+    /// Most recently used cluster slot.
+    head: u32,
+    /// Least recently used cluster slot: the next to evict.
+    tail: u32,
+}
+
+impl TemplateMiner {
+    /// A miner with `cfg`, out-of-range values clamped (depth ≥ 3, similarity in 0..=1,
+    /// max_children ≥ 2, max_clusters ≥ 1 and < 2³², max_tokens ≥ 1).
+    pub fn new(mut cfg: MinerConfig) -> Self {
+        cfg.depth = cfg.depth.max(3);
+        cfg.similarity = if cfg.similarity.is_nan() {
+            MinerConfig::default().similarity
+        } else {
+            cfg.similarity.clamp(0.0, 1.0)
+        };
+        cfg.max_children = cfg.max_children.max(2);
+        cfg.max_clusters = cfg.max_clusters.clamp(1, (NIL - 1) as usize);
+        cfg.max_tokens = cfg.max_tokens.max(1);
+        Self {
+            cfg,
+            roots: FnvMap::default(),
+            slots: Vec::new(),
+            free: Vec::new(),
+            ids: HashMap::new(),
+            live: 0,
+            head: NIL,
+            tail: NIL,
+        }
+    }
+
+    /// The effective (clamped) configuration.
+    pub fn config(&self) -> &MinerConfig {
+        &self.cfg
+    }
+
+    /// Number of live clusters.
+    pub fn len(&self) -> usize {
+        self.live
+    }
+
+    /// True when no cluster exists yet.
+    pub fn is_empty(&self) -> bool {
+        self.live == 0
+    }
+
+    /// Live templates, in no particular order.
+    pub fn templates(&self) -> impl Iterator<Item = (TemplateId, &str)> {
+        self.slots
+            .iter()
+            .flatten()
+            .map(|c| (c.id, c.template.as_ref()))
+    }
+
+    /// Adds one log message (without its header fields) and returns its template.
+    pub fn add(&mut self, line: &str) -> Match {
+        let tokens = self.tokenize(line);
+        if let Some(slot) = self.search(&tokens) {
+            return self.absorb(slot, &tokens);
+        }
+        self.create(&tokens)
+    }
+
+    fn tokenize<'a>(&self, line: &'a str) -> Vec<Cow<'a, str>> {
+        let max = self.cfg.max_tokens;
+        let mut it = line.split_whitespace();
+        let mut out: Vec<_> = it.by_ref().take(max).map(mask_token).collect();
+        if out.len() == max && it.next().is_some() {
+            out[max - 1] = WILDCARD.into();
+        }
+        out
+    }
+
+    fn route_levels(&self, n_tokens: usize) -> usize {
+        n_tokens.min(self.cfg.depth - 2)
+    }
+
+    /// The best cluster for `tokens` in the leaf they route to, if similar enough.
+    fn search(&self, tokens: &[Cow<'_, str>]) -> Option<u32> {
+        let mut node = self.roots.get(&tokens.len())?;
+        for tok in &tokens[..self.route_levels(tokens.len())] {
+            node = node
+                .children
+                .get(route_key(tok))
+                .or_else(|| node.children.get(WILDCARD))?;
+        }
+        let mut best: Option<(u32, f64, usize)> = None;
+        for &slot in &node.clusters {
+            let Some(c) = self.slots[slot as usize].as_ref() else {
+                continue;
+            };
+            let (sim, params) = similarity(&c.tokens, tokens);
+            if best.is_none_or(|(_, bs, bp)| sim > bs || (sim == bs && params > bp)) {
+                best = Some((slot, sim, params));
+            }
+        }
+        best.filter(|&(_, sim, _)| sim >= self.cfg.similarity)
+            .map(|(slot, _, _)| slot)
+    }
+
+    fn absorb(&mut self, slot: u32, tokens: &[Cow<'_, str>]) -> Match {
+        self.touch(slot);
+        let Some(c) = self.slots[slot as usize].as_mut() else {
+            // `search` only returns live slots; degrade rather than panic if that breaks.
+            return self.create(tokens);
+        };
+        let mut changed = false;
+        for (t, l) in c.tokens.iter_mut().zip(tokens) {
+            if t.as_ref() != WILDCARD && t.as_ref() != l.as_ref() {
+                *t = WILDCARD.into();
+                changed = true;
+            }
+        }
+        if changed {
+            c.template = join(&c.tokens).into();
+        }
+        Match {
+            template_id: c.id,
+            template: c.template.clone(),
+            changed,
+        }
+    }
+
+    fn create(&mut self, tokens: &[Cow<'_, str>]) -> Match {
+        if self.live >= self.cfg.max_clusters {
+            self.evict_lru();
+        }
+        let text = join(tokens);
+        let mut id = fnv1a64(text.as_bytes());
+        while self.ids.contains_key(&id) {
+            id = fnv1a64(&id.to_le_bytes());
+        }
+        let path = self.insert_path(tokens);
+        let template: Arc<str> = text.into();
+        let cluster = Cluster {
+            id,
+            tokens: tokens.iter().map(|t| Box::from(t.as_ref())).collect(),
+            template: template.clone(),
+            path,
+            prev: NIL,
+            next: NIL,
+        };
+        let slot = match self.free.pop() {
+            Some(s) => {
+                self.slots[s as usize] = Some(cluster);
+                s
+            }
+            None => {
+                self.slots.push(Some(cluster));
+                (self.slots.len() - 1) as u32
+            }
+        };
+        self.leaf_mut(tokens.len(), slot).clusters.push(slot);
+        self.ids.insert(id, slot);
+        self.live += 1;
+        self.push_front(slot);
+        Match {
+            template_id: id,
+            template,
+            changed: true,
+        }
+    }
+
+    /// Chooses (and creates) the route for a new cluster, Drain's way: a token gets its own
+    /// child while the node has room, keeping the last place for the shared `<*>` child.
+    fn insert_path(&mut self, tokens: &[Cow<'_, str>]) -> Box<[Box<str>]> {
+        let levels = self.route_levels(tokens.len());
+        let max_children = self.cfg.max_children;
+        let mut node = self.roots.entry(tokens.len()).or_default();
+        let mut path = Vec::with_capacity(levels);
+        for tok in &tokens[..levels] {
+            let tok = route_key(tok);
+            let key: &str = if node.children.contains_key(tok) {
+                tok
+            } else if tok == WILDCARD {
+                WILDCARD
+            } else {
+                let has_wild = node.children.contains_key(WILDCARD);
+                let n = node.children.len();
+                if (has_wild && n < max_children) || (!has_wild && n + 1 < max_children) {
+                    tok
+                } else {
+                    WILDCARD
+                }
+            };
+            path.push(Box::<str>::from(key));
+            node = node.children.entry(key.into()).or_default();
+        }
+        path.into_boxed_slice()
+    }
+
+    fn leaf_mut(&mut self, len: usize, slot: u32) -> &mut Node {
+        let path = match self.slots[slot as usize].as_ref() {
+            Some(c) => c.path.clone(),
+            None => Box::default(),
+        };
+        let mut node = self.roots.entry(len).or_default();
+        for key in path.iter() {
+            node = node.children.entry(key.clone()).or_default();
+        }
+        node
+    }
+
+    fn evict_lru(&mut self) {
+        let slot = self.tail;
+        if slot == NIL {
+            return;
+        }
+        self.unlink(slot);
+        let Some(c) = self.slots[slot as usize].take() else {
+            return;
+        };
+        self.free.push(slot);
+        self.ids.remove(&c.id);
+        self.live -= 1;
+        let len = c.tokens.len();
+        if let Some(root) = self.roots.get_mut(&len) {
+            if remove_from(root, &c.path, slot) {
+                self.roots.remove(&len);
+            }
+        }
+    }
+
+    fn touch(&mut self, slot: u32) {
+        if self.head != slot {
+            self.unlink(slot);
+            self.push_front(slot);
+        }
+    }
+
+    fn push_front(&mut self, slot: u32) {
+        let old = self.head;
+        if let Some(c) = self.slots[slot as usize].as_mut() {
+            c.prev = NIL;
+            c.next = old;
+        }
+        if old != NIL {
+            if let Some(o) = self.slots[old as usize].as_mut() {
+                o.prev = slot;
+            }
+        } else {
+            self.tail = slot;
+        }
+        self.head = slot;
+    }
+
+    fn unlink(&mut self, slot: u32) {
+        let Some((prev, next)) = self.slots[slot as usize].as_ref().map(|c| (c.prev, c.next))
+        else {
+            return;
+        };
+        match prev {
+            NIL => self.head = next,
+            p => {
+                if let Some(c) = self.slots[p as usize].as_mut() {
+                    c.next = next;
+                }
+            }
+        }
+        match next {
+            NIL => self.tail = prev,
+            n => {
+                if let Some(c) = self.slots[n as usize].as_mut() {
+                    c.prev = prev;
+                }
+            }
+        }
+        if let Some(c) = self.slots[slot as usize].as_mut() {
+            c.prev = NIL;
+            c.next = NIL;
+        }
+    }
+}
+
+/// The tree key of a routing token. Tokens with digits or a masked part are likely
+/// variables (hostnames like `node-7.dc`, ids like `blk_<*>`): routing them to the shared
+/// `<*>` child keeps one kind of line on one branch, as Drain does.
+fn route_key(tok: &str) -> &str {
+    if tok.bytes().any(|b| b.is_ascii_digit()) || tok.contains(WILDCARD) {
+        WILDCARD
+    } else {
+        tok
+    }
+}
+
+/// Removes `slot` from the leaf at `path` below `node`, pruning nodes left empty so churn
+/// does not grow the tree. Returns whether `node` itself is now empty.
+fn remove_from(node: &mut Node, path: &[Box<str>], slot: u32) -> bool {
+    match path.split_first() {
+        None => node.clusters.retain(|&s| s != slot),
+        Some((key, rest)) => {
+            if let Some(child) = node.children.get_mut(key) {
+                if remove_from(child, rest, slot) {
+                    node.children.remove(key);
+                }
+            }
+        }
+    }
+    node.clusters.is_empty() && node.children.is_empty()
+}
+
+/// Drain's sequence similarity: the fraction of positions where the template has the
+/// line's token (wildcards do not count), and the template's wildcard count as tie-break.
+fn similarity(template: &[Box<str>], tokens: &[Cow<'_, str>]) -> (f64, usize) {
+    if template.is_empty() {
+        return (1.0, 0);
+    }
+    let mut same = 0usize;
+    let mut params = 0usize;
+    for (t, l) in template.iter().zip(tokens) {
+        if t.as_ref() == l.as_ref() {
+            // Includes a masked token meeting a wildcard: a masked value is a known
+            // variable, which is as good as an equal constant.
+            same += 1;
+        } else if t.as_ref() == WILDCARD {
+            params += 1;
+        }
+    }
+    (same as f64 / template.len() as f64, params)
+}
+
+fn join<S: AsRef<str>>(tokens: &[S]) -> String {
+    let mut s = String::with_capacity(tokens.iter().map(|t| t.as_ref().len() + 1).sum());
+    for (i, t) in tokens.iter().enumerate() {
+        if i > 0 {
+            s.push(' ');
+        }
+        s.push_str(t.as_ref());
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn miner() -> TemplateMiner {
+        TemplateMiner::new(MinerConfig::default())
+    }
+
+    #[test]
+    fn groups_and_generalises() {
+        let mut m = miner();
+        let a = m.add("Invalid user admin from 1.2.3.4");
+        assert!(a.changed);
+        assert_eq!(&*a.template, "Invalid user admin from <*>");
+        let b = m.add("Invalid user oracle from 5.6.7.8");
+        assert_eq!(b.template_id, a.template_id);
+        assert!(b.changed);
+        assert_eq!(&*b.template, "Invalid user <*> from <*>");
+        let c = m.add("Invalid user bob from 9.9.9.9");
+        assert!(!c.changed);
+        assert_eq!(m.len(), 1);
+        let d = m.add("Connection closed by 1.2.3.4 [preauth]");
+        assert_ne!(d.template_id, a.template_id);
+        assert_eq!(m.len(), 2);
+        assert_eq!(m.templates().count(), 2);
+    }
+
+    #[test]
+    fn ids_are_stable_across_miners() {
+        let mut a = miner();
+        let mut b = miner();
+        b.add("something else entirely");
+        let x = a.add("Accepted password for root from 1.2.3.4 port 22 ssh2");
+        let y = b.add("Accepted password for root from 9.9.9.9 port 2222 ssh2");
+        assert_eq!(x.template_id, y.template_id);
+    }
+
+    #[test]
+    fn lru_bounds_clusters_and_keeps_tree_consistent() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_clusters: 3,
+            ..MinerConfig::default()
+        });
+        let words = ["alpha", "beta", "gamma", "delta", "epsilon", "zeta", "eta"];
+        for (i, w) in words.iter().enumerate() {
+            m.add(&format!("{w} happened once"));
+            assert!(m.len() <= 3, "after {i}");
+        }
+        // The most recent ones survive and still match.
+        let before = m.len();
+        let r = m.add("eta happened once");
+        assert!(!r.changed);
+        assert_eq!(m.len(), before);
+        // Evicted clusters come back with the same id (same founding text).
+        let again = m.add("alpha happened once");
+        assert_eq!(again.template_id, fnv1a64(b"alpha happened once"));
+        assert_eq!(m.ids.len(), m.len());
+        assert_tree_lists_each_live_cluster_once(&m);
+    }
+
+    #[test]
+    fn long_and_empty_lines() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_tokens: 4,
+            ..MinerConfig::default()
+        });
+        let r = m.add("a b c d e f g");
+        assert_eq!(&*r.template, "a b c <*>");
+        let e = m.add("");
+        assert_eq!(&*e.template, "");
+        assert_eq!(m.add("   ").template_id, e.template_id);
+    }
+
+    #[test]
+    fn random_input_never_panics_and_stays_bounded() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_clusters: 50,
+            max_tokens: 16,
+            ..MinerConfig::default()
+        });
+        let alphabet: Vec<char> = "ab0123456789 :./-_=[]()<>*,\"\t\u{e9}\u{4e2d}xX"
+            .chars()
+            .collect();
+        let mut seed: u64 = 0x2545_f491_4f6c_dd1d;
+        for _ in 0..5_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let len = (seed % 60) as usize;
+            let line: String = (0..len)
+                .map(|i| alphabet[((seed >> (i % 50)) as usize + i * 7) % alphabet.len()])
+                .collect();
+            let r = m.add(&line);
+            assert!(m.len() <= 50);
+            assert!(m.ids.contains_key(&r.template_id));
+        }
+        assert_eq!(m.ids.len(), m.len());
+        assert_eq!(m.templates().count(), m.len());
+        assert_tree_lists_each_live_cluster_once(&m);
+    }
+
+    fn assert_tree_lists_each_live_cluster_once(m: &TemplateMiner) {
+        fn walk(n: &Node, out: &mut Vec<u32>) {
+            out.extend(&n.clusters);
+            n.children.values().for_each(|c| walk(c, out));
+        }
+        let mut listed = Vec::new();
+        m.roots.values().for_each(|r| walk(r, &mut listed));
+        listed.sort_unstable();
+        let mut live: Vec<u32> = (0..m.slots.len() as u32)
+            .filter(|&s| m.slots[s as usize].is_some())
+            .collect();
+        live.sort_unstable();
+        assert_eq!(listed, live);
+    }
+
+    #[test]
+    fn overflowing_children_share_a_wildcard() {
+        let mut m = TemplateMiner::new(MinerConfig {
+            max_children: 3,
+            ..MinerConfig::default()
+        });
+        for w in ["a", "b", "c", "d", "e"] {
+            m.add(&format!("{w} x y z"));
+        }
+        // c, d and e route through the shared `<*>` child and so may merge there.
+        assert!(m.len() <= 5);
+        let root = &m.roots[&4];
+        assert!(root.children.len() <= 3);
+    }
+}

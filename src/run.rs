@@ -1,0 +1,133 @@
+//! Wiring of the long-running roles: `apus ingest` alone, and `apus run` (gateway +
+//! ingest in one process, the gateway's access log and change feed going in-process).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use apus_gateway::{AccessLog, AccessLogSink, GatewayConfig};
+use apus_ingest::receivers::MetricsRender;
+use apus_ingest::schema::AccessRecord;
+use apus_ingest::{IngestConfig, IngestError, Pipeline};
+use serde::Deserialize;
+
+/// `apus run` configuration: `[gateway]` and `[ingest]` sections.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunConfig {
+    /// The gateway (listeners, pools, routes, tokens).
+    pub gateway: GatewayConfig,
+    /// The ingest tier (listener, data dir, limits).
+    #[serde(default)]
+    pub ingest: IngestConfig,
+}
+
+/// Start the ingest tier on its own runtime: open the data dir (replaying the WAL), start
+/// maintenance and the HTTP receivers.
+pub fn start_ingest(cfg: IngestConfig, render: Option<MetricsRender>) -> Result<(tokio::runtime::Runtime, Arc<Pipeline>)> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("apus-ingest")
+        .enable_all()
+        .build()?;
+    let listener = std::net::TcpListener::bind(&cfg.listen).with_context(|| format!("ingest listen {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let pipeline = Pipeline::open(cfg).context("open ingest data dir")?;
+    let p = pipeline.clone();
+    rt.block_on(async move {
+        p.spawn_maintenance();
+        let l = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(addr = ?l.local_addr().ok(), data_dir = %p.data_dir().display(), "ingest listening");
+        let app = apus_ingest::receivers::router(p, render);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "ingest server stopped");
+            }
+        });
+        Ok::<_, anyhow::Error>(())
+    })?;
+    Ok((rt, pipeline))
+}
+
+/// Hands the gateway's access-log batches to the in-process pipeline, waiting out
+/// overload (429) instead of dropping.
+struct InProcessSink {
+    pipeline: Arc<Pipeline>,
+    rt: tokio::runtime::Handle,
+}
+
+impl AccessLogSink for InProcessSink {
+    fn write_batch(&mut self, batch: &[AccessRecord]) -> std::io::Result<()> {
+        let mut delay = Duration::from_millis(50);
+        for _ in 0..40 {
+            match self.rt.block_on(self.pipeline.write(batch)) {
+                Ok(_) => return Ok(()),
+                Err(IngestError::Overloaded(_)) => {
+                    std::thread::sleep(delay);
+                    delay = (delay * 2).min(Duration::from_secs(2));
+                }
+                Err(e) => return Err(std::io::Error::other(e.to_string())),
+            }
+        }
+        Err(std::io::Error::other("ingest overloaded for too long"))
+    }
+}
+
+fn render(h: metrics_exporter_prometheus::PrometheusHandle) -> MetricsRender {
+    Arc::new(move || h.render())
+}
+
+/// `apus ingest`.
+pub fn ingest(config: Option<&Path>, data_dir: Option<PathBuf>, listen: Option<String>, prom: metrics_exporter_prometheus::PrometheusHandle) -> Result<()> {
+    let mut cfg: IngestConfig = match config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p)?).with_context(|| format!("{}", p.display()))?,
+        None => IngestConfig::default(),
+    };
+    if let Some(d) = data_dir {
+        cfg.data_dir = d;
+    }
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    let (rt, _p) = start_ingest(cfg, Some(render(prom)))?;
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    Ok(())
+}
+
+/// `apus run`: gateway + ingest in one process.
+pub fn run(config: &Path, data_dir: Option<PathBuf>, prom: metrics_exporter_prometheus::PrometheusHandle) -> Result<()> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("{}", config.display()))?;
+    let mut cfg: RunConfig = toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
+    if let Some(d) = data_dir {
+        cfg.ingest.data_dir = d;
+    }
+    let rules = cfg.gateway.validate(config.parent())?;
+    let (rt, pipeline) = start_ingest(cfg.ingest, Some(render(prom.clone())))?;
+    let access_log = if cfg.gateway.access_log == "off" {
+        AccessLog::off()
+    } else {
+        AccessLog::start(
+            Box::new(InProcessSink {
+                pipeline: pipeline.clone(),
+                rt: rt.handle().clone(),
+            }),
+            cfg.gateway.access_log_capacity,
+        )
+    };
+    let gw = apus_gateway::build(&cfg.gateway, rules, config.parent(), access_log, Some(prom))?;
+    let (p, h) = (pipeline.clone(), rt.handle().clone());
+    gw.release.on_change(Box::new(move |rec| {
+        let (p, rec) = (p.clone(), rec.clone());
+        h.spawn(async move {
+            if let Err(e) = p.write(&[rec]).await {
+                tracing::error!(error = %e, "change event not stored");
+            }
+        });
+    }));
+    tracing::info!(listen = %cfg.gateway.listen, admin = %cfg.gateway.admin_listen, "apus run: gateway starting");
+    let _keep = rt;
+    gw.server.run_forever()
+}
