@@ -92,7 +92,11 @@ role = "admin"
 
 /// Run the demo: upstreams, `apus run` (gateway + ingest), traffic. Stops after `seconds`
 /// if given.
-pub fn run(seconds: Option<u64>, data_dir: std::path::PathBuf, prom: metrics_exporter_prometheus::PrometheusHandle) -> Result<()> {
+pub fn run(
+    seconds: Option<u64>,
+    data_dir: std::path::PathBuf,
+    prom: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("apus-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg_path = dir.join("apus.toml");
@@ -152,7 +156,11 @@ fn traffic(seconds: Option<u64>) {
                 format!("{}\n", json!({"message": msg, "level": level, "pool": pool, "project": "shop", "env": "prod", "host": "demo"}))
             })
             .collect();
-        if let Err(e) = client.post("http://127.0.0.1:9200/ingest/v1/logs").body(logs).send() {
+        if let Err(e) = client
+            .post("http://127.0.0.1:9200/ingest/v1/logs")
+            .body(logs)
+            .send()
+        {
             println!("demo: posting app logs failed: {e}");
         }
         round += 1;

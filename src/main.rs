@@ -1,8 +1,8 @@
 //! The `apus` binary: command-line parsing and wiring only. Each role lives in its crate.
 
 mod demo;
-mod run;
 mod logs_cmd;
+mod run;
 mod slowlog_cmd;
 
 use std::path::{Path, PathBuf};
@@ -132,7 +132,11 @@ fn main() -> Result<()> {
             init_tracing();
             run::run(&config, data_dir, install_metrics()?)
         }
-        Cmd::Ingest { config, data_dir, listen } => {
+        Cmd::Ingest {
+            config,
+            data_dir,
+            listen,
+        } => {
             init_tracing();
             run::ingest(config.as_deref(), data_dir, listen, install_metrics()?)
         }

@@ -25,13 +25,17 @@ pub struct RunConfig {
 
 /// Start the ingest tier on its own runtime: open the data dir (replaying the WAL), start
 /// maintenance and the HTTP receivers.
-pub fn start_ingest(cfg: IngestConfig, render: Option<MetricsRender>) -> Result<(tokio::runtime::Runtime, Arc<Pipeline>)> {
+pub fn start_ingest(
+    cfg: IngestConfig,
+    render: Option<MetricsRender>,
+) -> Result<(tokio::runtime::Runtime, Arc<Pipeline>)> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("apus-ingest")
         .enable_all()
         .build()?;
-    let listener = std::net::TcpListener::bind(&cfg.listen).with_context(|| format!("ingest listen {}", cfg.listen))?;
+    let listener = std::net::TcpListener::bind(&cfg.listen)
+        .with_context(|| format!("ingest listen {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
     let pipeline = Pipeline::open(cfg).context("open ingest data dir")?;
     let p = pipeline.clone();
@@ -79,9 +83,15 @@ fn render(h: metrics_exporter_prometheus::PrometheusHandle) -> MetricsRender {
 }
 
 /// `apus ingest`.
-pub fn ingest(config: Option<&Path>, data_dir: Option<PathBuf>, listen: Option<String>, prom: metrics_exporter_prometheus::PrometheusHandle) -> Result<()> {
+pub fn ingest(
+    config: Option<&Path>,
+    data_dir: Option<PathBuf>,
+    listen: Option<String>,
+    prom: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<()> {
     let mut cfg: IngestConfig = match config {
-        Some(p) => toml::from_str(&std::fs::read_to_string(p)?).with_context(|| format!("{}", p.display()))?,
+        Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
+            .with_context(|| format!("{}", p.display()))?,
         None => IngestConfig::default(),
     };
     if let Some(d) = data_dir {
@@ -98,9 +108,14 @@ pub fn ingest(config: Option<&Path>, data_dir: Option<PathBuf>, listen: Option<S
 }
 
 /// `apus run`: gateway + ingest in one process.
-pub fn run(config: &Path, data_dir: Option<PathBuf>, prom: metrics_exporter_prometheus::PrometheusHandle) -> Result<()> {
+pub fn run(
+    config: &Path,
+    data_dir: Option<PathBuf>,
+    prom: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("{}", config.display()))?;
-    let mut cfg: RunConfig = toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
+    let mut cfg: RunConfig =
+        toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
     if let Some(d) = data_dir {
         cfg.ingest.data_dir = d;
     }

@@ -26,14 +26,20 @@ pub enum SlowlogCmd {
     },
 }
 
+/// Runs the command; on failure prints the reason and exits 1.
 pub fn run(cmd: SlowlogCmd) -> Result<()> {
-    match cmd {
+    let result = match cmd {
         SlowlogCmd::Digest {
             file,
             limit,
             format,
         } => digest(&file, limit, &format),
+    };
+    if let Err(e) = result {
+        eprintln!("apus slowlog: {e:#}");
+        std::process::exit(1);
     }
+    Ok(())
 }
 
 fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
@@ -45,6 +51,7 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
     let mut digest = Digest::new();
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
+    let mut bytes = 0u64;
     loop {
         let n = match file.read(&mut buf) {
             Ok(0) => break,
@@ -52,6 +59,7 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
             Err(e) if e.kind() == ErrorKind::Interrupted => continue,
             Err(e) => return Err(e).with_context(|| format!("read {}", path.display())),
         };
+        bytes += n as u64;
         parser.push(&buf[..n], &mut entries);
         for e in entries.drain(..) {
             digest.add(&e);
@@ -60,6 +68,12 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
     parser.finish(&mut entries);
     for e in entries.drain(..) {
         digest.add(&e);
+    }
+    if bytes > 0 && digest.is_empty() && !parser.saw_slow_log() {
+        bail!(
+            "{}: no slow-log entries (not a MySQL/MariaDB slow query log?)",
+            path.display()
+        );
     }
     let rows = digest.rows((limit > 0).then_some(limit));
     let out = match format {

@@ -14,12 +14,17 @@ use prost::Message;
 use serde_json::{json, Value};
 
 fn tmpdir(name: &str) -> std::path::PathBuf {
-    let d = std::env::temp_dir().join(format!("apus-ingest-{name}-{}-{}", std::process::id(), free_port()));
+    let d = std::env::temp_dir().join(format!(
+        "apus-ingest-{name}-{}-{}",
+        std::process::id(),
+        free_port()
+    ));
     std::fs::create_dir_all(&d).unwrap();
     d
 }
 
-const SLOWLOG: &str = "/usr/sbin/mysqld, Version: 8.0.35 (MySQL Community Server - GPL). started with:
+const SLOWLOG: &str =
+    "/usr/sbin/mysqld, Version: 8.0.35 (MySQL Community Server - GPL). started with:
 Tcp port: 3306  Unix socket: /var/run/mysqld/mysqld.sock
 Time                 Id Command    Argument
 # Time: 2024-01-02T03:04:05.123456Z
@@ -46,21 +51,44 @@ fn every_receiver_lands_rows_and_rejects_bad_input() {
                 {not json\n\
                 {\"level\":\"warn\"}\n\
                 {\"log\":\"disk 93% full\"}\n";
-    let r = c.post(ing.url("/ingest/v1/logs?project=shop&env=prod")).body(body).send().unwrap();
+    let r = c
+        .post(ing.url("/ingest/v1/logs?project=shop&env=prod"))
+        .body(body)
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     let v: Value = r.json().unwrap();
-    assert_eq!((v["accepted"].as_u64(), v["rejected"].as_u64()), (Some(3), Some(2)), "{v}");
+    assert_eq!(
+        (v["accepted"].as_u64(), v["rejected"].as_u64()),
+        (Some(3), Some(2)),
+        "{v}"
+    );
     assert_eq!(v["errors"][0]["line"], 3);
-    assert!(v["errors"][1]["reason"].as_str().unwrap().contains("no `message`"), "{v}");
+    assert!(
+        v["errors"][1]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("no `message`"),
+        "{v}"
+    );
     // All bad: 400.
-    let r = c.post(ing.url("/ingest/v1/logs")).body("[1]\n").send().unwrap();
+    let r = c
+        .post(ing.url("/ingest/v1/logs"))
+        .body("[1]\n")
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
     // Elasticsearch bulk.
     let bulk = "{\"index\":{\"_index\":\"shop-logs\"}}\n{\"message\":\"payment failed\",\"log.level\":\"error\"}\n\
                 {\"create\":{\"_id\":\"x1\"}}\n{\"message\":\"payment ok\"}\n\
                 {\"index\":{}}\n{\"nomessage\":true}\n\
                 {\"delete\":{\"_id\":\"x1\"}}\n";
-    let r = c.post(ing.url("/shop-logs/_bulk")).header("content-type", "application/x-ndjson").body(bulk).send().unwrap();
+    let r = c
+        .post(ing.url("/shop-logs/_bulk"))
+        .header("content-type", "application/x-ndjson")
+        .body(bulk)
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.headers()["x-elastic-product"], "Elasticsearch");
     let v: Value = r.json().unwrap();
@@ -69,60 +97,119 @@ fn every_receiver_lands_rows_and_rejects_bad_input() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|i| i.as_object().unwrap().values().next().unwrap()["status"].as_u64().unwrap())
+        .map(|i| {
+            i.as_object().unwrap().values().next().unwrap()["status"]
+                .as_u64()
+                .unwrap()
+        })
         .collect();
     assert_eq!(statuses, [201, 201, 400, 400], "{v}");
     assert_eq!(v["items"][1]["create"]["_id"], "x1");
     // Slow log (streamed).
-    let r = c.post(ing.url("/ingest/v1/slowlog?pool=db-main")).body(SLOWLOG).send().unwrap();
+    let r = c
+        .post(ing.url("/ingest/v1/slowlog?pool=db-main"))
+        .body(SLOWLOG)
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 200);
     assert_eq!(r.json::<Value>().unwrap()["accepted"], 2);
     // Prometheus remote_write and text format.
     let req = apus_ingest::receivers::WriteRequest {
         timeseries: vec![apus_ingest::receivers::TimeSeries {
             labels: vec![
-                apus_ingest::receivers::Label { name: "__name__".into(), value: "node_load1".into() },
-                apus_ingest::receivers::Label { name: "pool".into(), value: "gray".into() },
+                apus_ingest::receivers::Label {
+                    name: "__name__".into(),
+                    value: "node_load1".into(),
+                },
+                apus_ingest::receivers::Label {
+                    name: "pool".into(),
+                    value: "gray".into(),
+                },
             ],
             samples: vec![
-                apus_ingest::receivers::Sample { value: 0.5, timestamp: 1_700_000_000_000 },
-                apus_ingest::receivers::Sample { value: 0.7, timestamp: 1_700_000_015_000 },
+                apus_ingest::receivers::Sample {
+                    value: 0.5,
+                    timestamp: 1_700_000_000_000,
+                },
+                apus_ingest::receivers::Sample {
+                    value: 0.7,
+                    timestamp: 1_700_000_015_000,
+                },
             ],
         }],
     };
-    let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
-    let r = c.post(ing.url("/api/v1/write")).header("content-encoding", "snappy").body(body).send().unwrap();
+    let body = snap::raw::Encoder::new()
+        .compress_vec(&req.encode_to_vec())
+        .unwrap();
+    let r = c
+        .post(ing.url("/api/v1/write"))
+        .header("content-encoding", "snappy")
+        .body(body)
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 204);
-    let r = c.post(ing.url("/api/v1/write")).body("not snappy").send().unwrap();
+    let r = c
+        .post(ing.url("/api/v1/write"))
+        .body("not snappy")
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 400);
-    let r = c.post(ing.url("/ingest/v1/metrics")).body("# TYPE up gauge\nup{host=\"h1\"} 1\nbad line here\n").send().unwrap();
+    let r = c
+        .post(ing.url("/ingest/v1/metrics"))
+        .body("# TYPE up gauge\nup{host=\"h1\"} 1\nbad line here\n")
+        .send()
+        .unwrap();
     assert_eq!(r.json::<Value>().unwrap()["accepted"], 1);
     // Access logs from a remote gateway.
     let rec = json!({"ts": 1700000000000000i64, "request_id": "r1", "project": "shop", "env": "prod", "route": "api", "pool": "gray",
         "upstream": "127.0.0.1:1", "tag": "gray", "tenant": "acme", "client_ip": "1.2.3.4", "method": "GET", "host": "h", "path": "/",
         "status": 200, "latency_us": 10, "upstream_latency_us": 5, "bytes_in": 0, "bytes_out": 10});
-    let r = c.post(ing.url("/ingest/v1/access")).body(format!("{rec}\n")).send().unwrap();
+    let r = c
+        .post(ing.url("/ingest/v1/access"))
+        .body(format!("{rec}\n"))
+        .send()
+        .unwrap();
     assert_eq!(r.json::<Value>().unwrap()["accepted"], 1);
     // Oversized body: 413.
-    let r = c.post(ing.url("/ingest/v1/logs")).body(vec![b' '; 33 << 20]).send().unwrap();
+    let r = c
+        .post(ing.url("/ingest/v1/logs"))
+        .body(vec![b' '; 33 << 20])
+        .send()
+        .unwrap();
     assert_eq!(r.status().as_u16(), 413);
     // ES handshake.
     let v: Value = c.get(ing.url("/")).send().unwrap().json().unwrap();
     assert!(v["version"]["number"].as_str().unwrap().starts_with('8'));
 
     drop(ing);
-    let n = |sql: &str| scalar_i64(&query(&dir, sql));
+    let data = DataDir::open(&dir);
+    let n = |sql: &str| data.count(sql);
     assert_eq!(n("SELECT count(*) FROM logs"), 5);
-    assert_eq!(n("SELECT count(*) FROM logs WHERE project = 'shop-logs' AND level = 'ERROR'"), 1);
-    assert_eq!(n("SELECT count(DISTINCT template_id) FROM logs WHERE message LIKE 'user % logged in'"), 1);
-    assert_eq!(n("SELECT count(*) FROM slow_sql WHERE pool = 'db-main' AND db = 'shop'"), 2);
+    assert_eq!(
+        n("SELECT count(*) FROM logs WHERE project = 'shop-logs' AND level = 'ERROR'"),
+        1
+    );
+    assert_eq!(
+        n("SELECT count(DISTINCT template_id) FROM logs WHERE message LIKE 'user % logged in'"),
+        1
+    );
+    assert_eq!(
+        n("SELECT count(*) FROM slow_sql WHERE pool = 'db-main' AND db = 'shop'"),
+        2
+    );
     assert_eq!(n("SELECT count(DISTINCT fingerprint_id) FROM slow_sql"), 1);
-    assert_eq!(n("SELECT count(*) FROM metrics WHERE name = 'node_load1' AND pool = 'gray'"), 2);
+    assert_eq!(
+        n("SELECT count(*) FROM metrics WHERE name = 'node_load1' AND pool = 'gray'"),
+        2
+    );
     assert_eq!(n("SELECT count(*) FROM metrics WHERE name = 'up'"), 1);
-    assert_eq!(n("SELECT count(*) FROM access_log WHERE tenant = 'acme'"), 1);
+    assert_eq!(
+        n("SELECT count(*) FROM access_log WHERE tenant = 'acme'"),
+        1
+    );
     // 2 from logs, 1 all-bad, 2 from bulk, 1 remote_write, 1 metrics line.
     assert_eq!(n("SELECT count(*) FROM dead_letter"), 7);
-    let b = query(&dir, "SELECT raw FROM dead_letter WHERE source = 'logs' ORDER BY raw LIMIT 1");
+    let b = data.sql("SELECT raw FROM dead_letter WHERE source = 'logs' ORDER BY raw LIMIT 1");
     assert_eq!(b[0].column(0).as_string::<i32>().value(0), "[1]");
 }
 
@@ -132,22 +219,30 @@ fn sigkill_loses_no_acknowledged_record() {
     let port = free_port();
     let acked = Arc::new(Mutex::new(Vec::<String>::new()));
     let stop = Arc::new(AtomicBool::new(false));
-    let post_loop = |acked: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>, prefix: &'static str| {
-        std::thread::spawn(move || {
-            let c = client();
-            let mut i = 0;
-            while !stop.load(Ordering::Relaxed) {
-                let ids: Vec<String> = (0..20).map(|j| format!("{prefix}-{i}-{j}")).collect();
-                let body: String = ids.iter().map(|id| format!("{{\"message\":\"{id}\"}}\n")).collect();
-                if let Ok(r) = c.post(format!("http://127.0.0.1:{port}/ingest/v1/logs")).body(body).send() {
-                    if r.status().is_success() {
-                        acked.lock().unwrap().extend(ids);
+    let post_loop =
+        |acked: Arc<Mutex<Vec<String>>>, stop: Arc<AtomicBool>, prefix: &'static str| {
+            std::thread::spawn(move || {
+                let c = client();
+                let mut i = 0;
+                while !stop.load(Ordering::Relaxed) {
+                    let ids: Vec<String> = (0..20).map(|j| format!("{prefix}-{i}-{j}")).collect();
+                    let body: String = ids
+                        .iter()
+                        .map(|id| format!("{{\"message\":\"{id}\"}}\n"))
+                        .collect();
+                    if let Ok(r) = c
+                        .post(format!("http://127.0.0.1:{port}/ingest/v1/logs"))
+                        .body(body)
+                        .send()
+                    {
+                        if r.status().is_success() {
+                            acked.lock().unwrap().extend(ids);
+                        }
                     }
+                    i += 1;
                 }
-                i += 1;
-            }
-        })
-    };
+            })
+        };
     let mut ing = Ingest::start_on(&dir, port);
     let t = post_loop(acked.clone(), stop.clone(), "a");
     std::thread::sleep(Duration::from_millis(1500));
@@ -156,7 +251,10 @@ fn sigkill_loses_no_acknowledged_record() {
     stop.store(true, Ordering::Relaxed);
     t.join().unwrap();
     let before = acked.lock().unwrap().len();
-    assert!(before > 100, "only {before} records acknowledged before the kill");
+    assert!(
+        before > 100,
+        "only {before} records acknowledged before the kill"
+    );
     // Restart on the same data dir and keep writing.
     let ing = Ingest::start_on(&dir, port);
     let stop2 = Arc::new(AtomicBool::new(false));
@@ -166,16 +264,29 @@ fn sigkill_loses_no_acknowledged_record() {
     t.join().unwrap();
     drop(ing);
 
-    let b = query(&dir, "SELECT message, count(*) AS n FROM logs GROUP BY message");
+    let b = DataDir::open(&dir).sql("SELECT message, count(*) AS n FROM logs GROUP BY message");
     let mut seen = HashSet::new();
     for batch in &b {
-        let (m, n) = (batch.column(0).as_string::<i32>(), batch.column(1).as_primitive::<datafusion::arrow::datatypes::Int64Type>());
+        let (m, n) = (
+            batch.column(0).as_string::<i32>(),
+            batch
+                .column(1)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>(),
+        );
         for i in 0..batch.num_rows() {
             assert_eq!(n.value(i), 1, "{} stored {} times", m.value(i), n.value(i));
             seen.insert(m.value(i).to_string());
         }
     }
     let acked = acked.lock().unwrap();
-    let missing: Vec<_> = acked.iter().filter(|id| !seen.contains(*id)).take(5).collect();
-    assert!(missing.is_empty(), "acknowledged but lost: {missing:?} (of {})", acked.len());
+    let missing: Vec<_> = acked
+        .iter()
+        .filter(|id| !seen.contains(*id))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged but lost: {missing:?} (of {})",
+        acked.len()
+    );
 }

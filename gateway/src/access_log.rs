@@ -66,20 +66,28 @@ impl AccessLogSink for HttpSink {
 }
 
 /// POST `body`, retrying 429/5xx/connection errors with exponential backoff (about 30 s).
-pub fn post_with_retry(client: &reqwest::blocking::Client, url: &str, body: Vec<u8>) -> std::io::Result<()> {
+pub fn post_with_retry(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    body: Vec<u8>,
+) -> std::io::Result<()> {
     let mut delay = Duration::from_millis(100);
     let mut last = String::new();
     for _ in 0..10 {
         match client.post(url).body(body.clone()).send() {
             Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => last = format!("{}", r.status()),
+            Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
+                last = format!("{}", r.status())
+            }
             Ok(r) => return Err(std::io::Error::other(format!("{url}: {}", r.status()))),
             Err(e) => last = e.to_string(),
         }
         std::thread::sleep(delay);
         delay = (delay * 2).min(Duration::from_secs(5));
     }
-    Err(std::io::Error::other(format!("{url}: gave up after retries: {last}")))
+    Err(std::io::Error::other(format!(
+        "{url}: gave up after retries: {last}"
+    )))
 }
 
 /// The proxy-side handle: cheap to clone, never blocks.

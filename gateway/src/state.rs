@@ -38,12 +38,24 @@ impl Current {
         let lanes = rules
             .routes()
             .map(|r| {
-                std::iter::once(m::LaneMetrics::new(&r.name, &r.stable_pool, apus_rules::STABLE_TAG))
-                    .chain(r.gray_rules.iter().map(|g| m::LaneMetrics::new(&r.name, &g.pool, &g.tag)))
-                    .collect()
+                std::iter::once(m::LaneMetrics::new(
+                    &r.name,
+                    &r.stable_pool,
+                    apus_rules::STABLE_TAG,
+                ))
+                .chain(
+                    r.gray_rules
+                        .iter()
+                        .map(|g| m::LaneMetrics::new(&r.name, &g.pool, &g.tag)),
+                )
+                .collect()
             })
             .collect();
-        Current { version, rules, lanes }
+        Current {
+            version,
+            rules,
+            lanes,
+        }
     }
 
     /// The metric handles of a decision's lane.
@@ -176,7 +188,8 @@ impl ReleaseState {
         let old = self.current.load_full();
         let diff = old.rules.diff(&new_rules);
         let version = old.version + 1;
-        self.current.store(Arc::new(Current::new(version, new_rules)));
+        self.current
+            .store(Arc::new(Current::new(version, new_rules)));
         metrics::gauge!(m::RULE_VERSION).set(version as f64);
         h.snapshots.push_back((version, routes));
         while h.snapshots.len() > KEEP_VERSIONS {

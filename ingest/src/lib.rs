@@ -7,8 +7,8 @@
 //! hands it to the sinks ([`store::LocalStore`] memory + Parquet, [`search::SearchIndex`])
 //! → the client gets its 2xx. Parsers ([`slowlog`], [`fingerprint`], [`templates`]) are pure.
 
-mod error;
 pub mod digest;
+mod error;
 pub mod fingerprint;
 pub mod metrics;
 pub mod pipeline;

@@ -27,11 +27,17 @@ pub const TANTIVY_COMMITS: &str = "apus_ingest_tantivy_commits_total";
 pub fn describe() {
     describe_counter!(ROWS, "rows accepted (durable) per table");
     describe_counter!(BYTES, "request body bytes received per receiver");
-    describe_counter!(REJECTED, "malformed records sent to the dead-letter table per receiver");
+    describe_counter!(
+        REJECTED,
+        "malformed records sent to the dead-letter table per receiver"
+    );
     describe_counter!(THROTTLED, "requests refused with 429 per reason");
     describe_counter!(WAL_FSYNCS, "WAL group commits (fsyncs)");
     describe_histogram!(WAL_GROUP_SIZE, "appends per WAL group commit");
-    describe_counter!(WAL_TRUNCATED_BYTES, "bytes cut from torn WAL tails at start-up");
+    describe_counter!(
+        WAL_TRUNCATED_BYTES,
+        "bytes cut from torn WAL tails at start-up"
+    );
     describe_counter!(PARQUET_FILES, "parquet files written per table");
     describe_gauge!(MEM_BYTES, "bytes of rows held in memory awaiting Parquet");
     describe_counter!(TANTIVY_COMMITS, "tantivy index commits");

@@ -5,9 +5,9 @@
 //! the sinks; the WAL keeps every record some sink has not committed; memory is bounded
 //! (`max_memory_bytes`) and a full pipeline answers [`IngestError::Overloaded`] (429).
 
+use std::collections::HashMap;
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -73,8 +73,10 @@ impl Default for IngestConfig {
 pub fn encode(batch: &RecordBatch) -> Result<Bytes, IngestError> {
     let mut buf = Vec::with_capacity(batch.get_array_memory_size() / 2 + 256);
     {
-        let mut w = StreamWriter::try_new(&mut buf, &batch.schema()).map_err(|e| IngestError::Store(e.to_string()))?;
-        w.write(batch).map_err(|e| IngestError::Store(e.to_string()))?;
+        let mut w = StreamWriter::try_new(&mut buf, &batch.schema())
+            .map_err(|e| IngestError::Store(e.to_string()))?;
+        w.write(batch)
+            .map_err(|e| IngestError::Store(e.to_string()))?;
         w.finish().map_err(|e| IngestError::Store(e.to_string()))?;
     }
     Ok(Bytes::from(buf))
@@ -82,8 +84,10 @@ pub fn encode(batch: &RecordBatch) -> Result<Bytes, IngestError> {
 
 /// Decode a WAL payload.
 pub fn decode(payload: &Bytes) -> Result<Vec<RecordBatch>, IngestError> {
-    let r = StreamReader::try_new(Cursor::new(payload.as_ref()), None).map_err(|e| IngestError::Store(e.to_string()))?;
-    r.collect::<Result<Vec<_>, _>>().map_err(|e| IngestError::Store(e.to_string()))
+    let r = StreamReader::try_new(Cursor::new(payload.as_ref()), None)
+        .map_err(|e| IngestError::Store(e.to_string()))?;
+    r.collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IngestError::Store(e.to_string()))
 }
 
 struct Fanout {
@@ -158,7 +162,12 @@ impl Pipeline {
             |seq, t, p| f2.deliver(seq, t, &p),
             fanout.clone(),
         )?;
-        tracing::info!(records = report.records, last_seq = report.last_seq, truncated = report.truncated_bytes, "WAL opened");
+        tracing::info!(
+            records = report.records,
+            last_seq = report.last_seq,
+            truncated = report.truncated_bytes,
+            "WAL opened"
+        );
         Ok(Arc::new(Pipeline {
             cfg,
             wal,
@@ -236,13 +245,18 @@ impl Pipeline {
         }
         if deep {
             for t in Table::ALL {
-                self.store.compact(t, self.cfg.compact_min_files, now_us())?;
+                self.store
+                    .compact(t, self.cfg.compact_min_files, now_us())?;
             }
-            self.store.expire(self.cfg.retention_days, now_us(), Duration::from_secs(60))?;
+            self.store
+                .expire(self.cfg.retention_days, now_us(), Duration::from_secs(60))?;
         }
         let last = self.last_seq.load(Ordering::Relaxed);
         let mut safe = self.store.pending_min_seq().map_or(last, |s| s - 1);
-        let (ck, sent) = (self.search.checkpoint(), self.fanout.search_sent.load(Ordering::Relaxed));
+        let (ck, sent) = (
+            self.search.checkpoint(),
+            self.fanout.search_sent.load(Ordering::Relaxed),
+        );
         if sent > ck {
             safe = safe.min(ck);
         }
@@ -254,7 +268,9 @@ impl Pipeline {
     pub fn spawn_maintenance(self: &Arc<Self>) {
         let p = self.clone();
         tokio::spawn(async move {
-            let mut tick = tokio::time::interval(Duration::from_millis(p.cfg.flush_interval_ms.clamp(100, 1000)));
+            let mut tick = tokio::time::interval(Duration::from_millis(
+                p.cfg.flush_interval_ms.clamp(100, 1000),
+            ));
             let mut n = 0u64;
             loop {
                 tick.tick().await;

@@ -48,9 +48,24 @@ macro_rules! column {
     };
 }
 
-column!(u16, UInt16Builder, |b: &mut UInt16Builder, v: &u16| b.append_value(*v), |mut b: UInt16Builder| Arc::new(b.finish()) as ArrayRef);
-column!(u64, UInt64Builder, |b: &mut UInt64Builder, v: &u64| b.append_value(*v), |mut b: UInt64Builder| Arc::new(b.finish()) as ArrayRef);
-column!(f64, Float64Builder, |b: &mut Float64Builder, v: &f64| b.append_value(*v), |mut b: Float64Builder| Arc::new(b.finish()) as ArrayRef);
+column!(
+    u16,
+    UInt16Builder,
+    |b: &mut UInt16Builder, v: &u16| b.append_value(*v),
+    |mut b: UInt16Builder| Arc::new(b.finish()) as ArrayRef
+);
+column!(
+    u64,
+    UInt64Builder,
+    |b: &mut UInt64Builder, v: &u64| b.append_value(*v),
+    |mut b: UInt64Builder| Arc::new(b.finish()) as ArrayRef
+);
+column!(
+    f64,
+    Float64Builder,
+    |b: &mut Float64Builder, v: &f64| b.append_value(*v),
+    |mut b: Float64Builder| Arc::new(b.finish()) as ArrayRef
+);
 
 /// Strings: the builder is sized by rows only; Arrow grows the value buffer.
 impl Column for String {
@@ -84,7 +99,12 @@ impl Column for Micros {
     }
 }
 
-column!(i64, Int64Builder, |b: &mut Int64Builder, v: &i64| b.append_value(*v), |mut b: Int64Builder| Arc::new(b.finish()) as ArrayRef);
+column!(
+    i64,
+    Int64Builder,
+    |b: &mut Int64Builder, v: &i64| b.append_value(*v),
+    |mut b: Int64Builder| Arc::new(b.finish()) as ArrayRef
+);
 
 fn arrow_type<T: 'static>() -> DataType {
     use std::any::TypeId;
@@ -345,7 +365,10 @@ mod tests {
         let b = AccessRecord::to_batch(&rows).unwrap();
         assert_eq!(b.num_rows(), 3);
         assert_eq!(b.schema().field(0).name(), "ts");
-        assert!(matches!(b.schema().field(0).data_type(), DataType::Timestamp(TimeUnit::Microsecond, Some(_))));
+        assert!(matches!(
+            b.schema().field(0).data_type(),
+            DataType::Timestamp(TimeUnit::Microsecond, Some(_))
+        ));
         assert_eq!(b.schema().index_of("status").unwrap(), 13);
         for t in Table::ALL {
             assert_eq!(Table::from_code(t.code()), Some(t));

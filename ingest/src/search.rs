@@ -20,14 +20,26 @@ use serde::Serialize;
 use tantivy::collector::{Count, TopDocs};
 use tantivy::directory::MmapDirectory;
 use tantivy::query::{BooleanQuery, Occur, Query, QueryParser, RangeQuery, TermQuery};
-use tantivy::schema::{Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT};
+use tantivy::schema::{
+    Field, IndexRecordOption, Schema, Value, FAST, INDEXED, STORED, STRING, TEXT,
+};
 use tantivy::{Index, IndexReader, Order, ReloadPolicy, TantivyDocument, Term};
 
 use crate::metrics as m;
 use crate::IngestError;
 
 /// The dimension fields a search can filter on.
-pub const DIMENSIONS: [&str; 9] = ["project", "env", "pool", "host", "level", "template_id", "request_id", "tenant", "tag"];
+pub const DIMENSIONS: [&str; 9] = [
+    "project",
+    "env",
+    "pool",
+    "host",
+    "level",
+    "template_id",
+    "request_id",
+    "tenant",
+    "tag",
+];
 
 struct Fields {
     ts: Field,
@@ -71,7 +83,15 @@ fn schema() -> (Schema, Fields) {
         .iter()
         .map(|d| (*d, b.add_text_field(d, STRING | FAST | STORED)))
         .collect();
-    (b.build(), Fields { ts, message, exception, dims })
+    (
+        b.build(),
+        Fields {
+            ts,
+            message,
+            exception,
+            dims,
+        },
+    )
 }
 
 impl SearchIndex {
@@ -80,7 +100,8 @@ impl SearchIndex {
         std::fs::create_dir_all(dir)?;
         let (schema, fields) = schema();
         let mmap = MmapDirectory::open(dir).map_err(|e| IngestError::Search(e.to_string()))?;
-        let index = Index::open_or_create(mmap, schema).map_err(|e| IngestError::Search(e.to_string()))?;
+        let index =
+            Index::open_or_create(mmap, schema).map_err(|e| IngestError::Search(e.to_string()))?;
         let committed = index
             .load_metas()
             .ok()
@@ -99,42 +120,50 @@ impl SearchIndex {
         let committed = Arc::new(AtomicU64::new(committed));
         let (tx, rx) = sync_channel::<(u64, RecordBatch)>(1024);
         let (f2, c2) = (fields.clone(), committed.clone());
-        std::thread::Builder::new().name("apus-tantivy".into()).spawn(move || {
-            let mut pending: u64 = 0;
-            let mut last = Instant::now();
-            loop {
-                let msg = rx.recv_timeout(Duration::from_millis(200));
-                let disconnected = matches!(msg, Err(RecvTimeoutError::Disconnected));
-                if let Ok((seq, batch)) = msg {
-                    if seq > c2.load(Ordering::Relaxed) {
-                        add_batch(&writer, &f2, &batch);
-                        pending = pending.max(seq);
-                    }
-                }
-                if pending > 0 && (last.elapsed() >= Duration::from_secs(1) || disconnected) {
-                    let res = writer.prepare_commit().and_then(|mut p| {
-                        p.set_payload(&pending.to_string());
-                        p.commit()
-                    });
-                    match res {
-                        Ok(_) => {
-                            c2.store(pending, Ordering::Relaxed);
-                            metrics::counter!(m::TANTIVY_COMMITS).increment(1);
-                            pending = 0;
+        std::thread::Builder::new()
+            .name("apus-tantivy".into())
+            .spawn(move || {
+                let mut pending: u64 = 0;
+                let mut last = Instant::now();
+                loop {
+                    let msg = rx.recv_timeout(Duration::from_millis(200));
+                    let disconnected = matches!(msg, Err(RecvTimeoutError::Disconnected));
+                    if let Ok((seq, batch)) = msg {
+                        if seq > c2.load(Ordering::Relaxed) {
+                            add_batch(&writer, &f2, &batch);
+                            pending = pending.max(seq);
                         }
-                        Err(e) => tracing::error!(error = %e, "tantivy commit failed"),
                     }
-                    last = Instant::now();
+                    if pending > 0 && (last.elapsed() >= Duration::from_secs(1) || disconnected) {
+                        let res = writer.prepare_commit().and_then(|mut p| {
+                            p.set_payload(&pending.to_string());
+                            p.commit()
+                        });
+                        match res {
+                            Ok(_) => {
+                                c2.store(pending, Ordering::Relaxed);
+                                metrics::counter!(m::TANTIVY_COMMITS).increment(1);
+                                pending = 0;
+                            }
+                            Err(e) => tracing::error!(error = %e, "tantivy commit failed"),
+                        }
+                        last = Instant::now();
+                    }
+                    if last.elapsed() >= Duration::from_secs(1) {
+                        last = Instant::now();
+                    }
+                    if disconnected {
+                        break;
+                    }
                 }
-                if last.elapsed() >= Duration::from_secs(1) {
-                    last = Instant::now();
-                }
-                if disconnected {
-                    break;
-                }
-            }
-        })?;
-        Ok(SearchIndex { index, reader, fields, tx, committed })
+            })?;
+        Ok(SearchIndex {
+            index,
+            reader,
+            fields,
+            tx,
+            committed,
+        })
     }
 
     /// Highest WAL sequence number whose lines are committed in the index.
@@ -165,7 +194,9 @@ impl SearchIndex {
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if !q.trim().is_empty() {
             let qp = QueryParser::for_index(&self.index, vec![f.message, f.exception]);
-            let parsed = qp.parse_query(q).map_err(|e| IngestError::BadInput(format!("query: {e}")))?;
+            let parsed = qp
+                .parse_query(q)
+                .map_err(|e| IngestError::BadInput(format!("query: {e}")))?;
             clauses.push((Occur::Must, parsed));
         }
         for (k, v) in filters {
@@ -177,12 +208,19 @@ impl SearchIndex {
                 .ok_or_else(|| IngestError::BadInput(format!("unknown dimension `{k}`")))?;
             clauses.push((
                 Occur::Must,
-                Box::new(TermQuery::new(Term::from_field_text(field, v), IndexRecordOption::Basic)),
+                Box::new(TermQuery::new(
+                    Term::from_field_text(field, v),
+                    IndexRecordOption::Basic,
+                )),
             ));
         }
         if from_us.is_some() || to_us.is_some() {
-            let lo = from_us.map_or(Bound::Unbounded, |v| Bound::Included(Term::from_field_i64(f.ts, v)));
-            let hi = to_us.map_or(Bound::Unbounded, |v| Bound::Excluded(Term::from_field_i64(f.ts, v)));
+            let lo = from_us.map_or(Bound::Unbounded, |v| {
+                Bound::Included(Term::from_field_i64(f.ts, v))
+            });
+            let hi = to_us.map_or(Bound::Unbounded, |v| {
+                Bound::Excluded(Term::from_field_i64(f.ts, v))
+            });
             clauses.push((Occur::Must, Box::new(RangeQuery::new(lo, hi))));
         }
         let query: Box<dyn Query> = if clauses.is_empty() {
@@ -199,13 +237,25 @@ impl SearchIndex {
             .map_err(|e| IngestError::Search(e.to_string()))?;
         let mut rows = Vec::with_capacity(docs.len());
         for (_, addr) in docs {
-            let d: TantivyDocument = searcher.doc(addr).map_err(|e| IngestError::Search(e.to_string()))?;
-            let text = |field: Field| d.get_first(field).and_then(|v| v.as_str()).unwrap_or("").to_string();
+            let d: TantivyDocument = searcher
+                .doc(addr)
+                .map_err(|e| IngestError::Search(e.to_string()))?;
+            let text = |field: Field| {
+                d.get_first(field)
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("")
+                    .to_string()
+            };
             rows.push(Hit {
                 ts: d.get_first(f.ts).and_then(|v| v.as_i64()).unwrap_or(0),
                 message: text(f.message),
                 exception: text(f.exception),
-                dims: f.dims.iter().map(|(n, fl)| (n.to_string(), text(*fl))).filter(|(_, v)| !v.is_empty()).collect(),
+                dims: f
+                    .dims
+                    .iter()
+                    .map(|(n, fl)| (n.to_string(), text(*fl)))
+                    .filter(|(_, v)| !v.is_empty())
+                    .collect(),
             });
         }
         Ok(SearchResult { total, rows })
@@ -213,13 +263,22 @@ impl SearchIndex {
 
     /// Make the latest commit visible to searches now (tests, after a flush).
     pub fn refresh(&self) -> Result<(), IngestError> {
-        self.reader.reload().map_err(|e| IngestError::Search(e.to_string()))
+        self.reader
+            .reload()
+            .map_err(|e| IngestError::Search(e.to_string()))
     }
 }
 
 fn add_batch(writer: &tantivy::IndexWriter<TantivyDocument>, f: &Fields, batch: &RecordBatch) {
-    let col = |name: &str| batch.column_by_name(name).map(|c| c.as_string::<i32>().clone());
-    let Some(ts) = batch.column_by_name("ts").map(|c| c.as_primitive::<TimestampMicrosecondType>().clone()) else {
+    let col = |name: &str| {
+        batch
+            .column_by_name(name)
+            .map(|c| c.as_string::<i32>().clone())
+    };
+    let Some(ts) = batch
+        .column_by_name("ts")
+        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
+    else {
         return;
     };
     let message = col("message");
@@ -246,5 +305,89 @@ fn add_batch(writer: &tantivy::IndexWriter<TantivyDocument>, f: &Fields, batch: 
         if let Err(e) = writer.add_document(d) {
             tracing::error!(error = %e, "tantivy add_document failed");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::schema::{LogRecord, Micros, Row};
+
+    #[test]
+    fn index_commit_search_and_reopen() {
+        let d = tempfile::tempdir().unwrap();
+        let rows: Vec<LogRecord> = (0..50)
+            .map(|i| LogRecord {
+                ts: Micros(1_000_000 * i),
+                pool: if i % 5 == 0 {
+                    "gray".into()
+                } else {
+                    "stable".into()
+                },
+                level: if i % 5 == 0 {
+                    "ERROR".into()
+                } else {
+                    "INFO".into()
+                },
+                message: if i % 5 == 0 {
+                    format!("payment {i} failed: timeout")
+                } else {
+                    format!("order {i} created")
+                },
+                exception: if i == 10 {
+                    "java.net.SocketTimeoutException".into()
+                } else {
+                    String::new()
+                },
+                ..Default::default()
+            })
+            .collect();
+        {
+            let idx = SearchIndex::open(d.path()).unwrap();
+            idx.index(7, LogRecord::to_batch(&rows).unwrap());
+            let start = Instant::now();
+            while idx.checkpoint() < 7 {
+                assert!(start.elapsed() < Duration::from_secs(10), "no commit");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            idx.refresh().unwrap();
+            let r = idx
+                .search("payment AND failed", &[], None, None, 3, 0)
+                .unwrap();
+            assert_eq!(r.total, 10);
+            assert_eq!(r.rows.len(), 3);
+            assert_eq!(r.rows[0].ts, 45_000_000, "newest first");
+            assert_eq!(r.rows[0].dims["pool"], "gray");
+            let r = idx
+                .search(
+                    "",
+                    &[("level".into(), "INFO".into())],
+                    Some(10_000_000),
+                    Some(20_000_000),
+                    100,
+                    0,
+                )
+                .unwrap();
+            assert_eq!(r.total, 8);
+            let r = idx
+                .search("SocketTimeoutException", &[], None, None, 10, 0)
+                .unwrap();
+            assert_eq!(r.total, 1);
+            assert!(matches!(
+                idx.search("", &[("nope".into(), "x".into())], None, None, 1, 0),
+                Err(IngestError::BadInput(_))
+            ));
+            assert!(matches!(
+                idx.search("message:(unclosed", &[], None, None, 1, 0),
+                Err(IngestError::BadInput(_))
+            ));
+            // Page two.
+            let r = idx.search("failed", &[], None, None, 3, 3).unwrap();
+            assert_eq!(r.rows[0].ts, 30_000_000);
+        }
+        // The commit payload survives a reopen: it is the WAL checkpoint of the index.
+        std::thread::sleep(Duration::from_millis(300));
+        let idx = SearchIndex::open(d.path()).unwrap();
+        assert_eq!(idx.checkpoint(), 7);
     }
 }

@@ -12,6 +12,8 @@
 //! `use db;` (or a `Schema:` header) is in the database of the last `use`, which the server
 //! writes only on change.
 //!
+//! A statement with no header before it (the head of a log cut mid-entry) is skipped.
+//!
 //! Invariants: never panics on any bytes; memory is bounded — a line is kept up to
 //! [`MAX_LINE`] bytes and a statement up to [`MAX_QUERY`] bytes (both cut at a character
 //! boundary, the rest dropped); invalid UTF-8 becomes U+FFFD.
@@ -60,6 +62,8 @@ pub struct SlowLogParser {
     /// The last `use db;` seen: the server writes one only when the database differs from
     /// the previous entry's (whichever thread), so entries without one are in this database.
     last_use_db: String,
+    /// A banner or header line was seen: the input looks like a slow log.
+    saw_slow_log: bool,
     cur: Builder,
 }
 
@@ -114,6 +118,12 @@ impl SlowLogParser {
         self.keep_partial(rest);
     }
 
+    /// Whether any line so far was slow-log syntax (a banner or a `# key: value` header);
+    /// tells an empty log from a file that is not a slow log at all.
+    pub fn saw_slow_log(&self) -> bool {
+        self.saw_slow_log
+    }
+
     /// Ends the input: the last line (even without a newline) and the last entry come out.
     pub fn finish(&mut self, out: &mut Vec<SlowEntry>) {
         if !self.partial.is_empty() {
@@ -153,6 +163,7 @@ impl SlowLogParser {
                 self.flush(out);
             }
             self.last_use_db.clear();
+            self.saw_slow_log = true;
             return;
         }
         if line.starts_with('#') {
@@ -167,7 +178,7 @@ impl SlowLogParser {
             if ts.is_some() {
                 self.cur.set_ts_us = ts;
             }
-        } else if !line.trim().is_empty() || self.cur.has_header {
+        } else if !line.trim().is_empty() {
             self.append_query_line(line);
         }
     }
@@ -184,6 +195,7 @@ impl SlowLogParser {
             self.cur.entry.query = query;
             self.cur.has_query = true;
             self.cur.query_complete = true;
+            self.saw_slow_log = true;
             return;
         }
         let h = parse_header(line);
@@ -212,6 +224,7 @@ impl SlowLogParser {
         }
         if h != Header::default() {
             self.cur.has_header = true;
+            self.saw_slow_log = true;
         }
         if h.db.is_some() {
             self.cur.has_schema = true;
@@ -238,6 +251,10 @@ impl SlowLogParser {
     /// Emits the entry being built (if it has a statement) and starts the next one.
     fn flush(&mut self, out: &mut Vec<SlowEntry>) {
         let cur = std::mem::take(&mut self.cur);
+        if !cur.has_header {
+            // Statements before the first header: a log cut mid-entry, or not a slow log.
+            return;
+        }
         let inherits_db = !cur.has_schema && cur.use_line.is_none();
         let mut entry = cur.entry;
         if cur.has_query {

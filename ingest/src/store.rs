@@ -16,11 +16,15 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use datafusion::arrow::array::{AsArray, Int64Array};
-use datafusion::arrow::compute::{concat_batches, lexsort_to_indices, take_record_batch, SortColumn};
+use datafusion::arrow::compute::{
+    concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
+};
 use datafusion::arrow::datatypes::TimestampMicrosecondType;
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl};
+use datafusion::datasource::listing::{
+    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
+};
 use datafusion::datasource::MemTable;
 use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use datafusion::parquet::arrow::ArrowWriter;
@@ -102,13 +106,19 @@ fn hour_of(dir: &Path) -> Option<i64> {
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), IngestError> {
     let tmp = path.with_extension("parquet.tmp");
     let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(ZstdLevel::try_new(1).map_err(|e| IngestError::Store(e.to_string()))?))
+        .set_compression(Compression::ZSTD(
+            ZstdLevel::try_new(1).map_err(|e| IngestError::Store(e.to_string()))?,
+        ))
         .set_max_row_group_row_count(Some(128 * 1024))
         .build();
     let f = File::create(&tmp)?;
-    let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props)).map_err(|e| IngestError::Store(e.to_string()))?;
-    w.write(batch).map_err(|e| IngestError::Store(e.to_string()))?;
-    let f = w.into_inner().map_err(|e| IngestError::Store(e.to_string()))?;
+    let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props))
+        .map_err(|e| IngestError::Store(e.to_string()))?;
+    w.write(batch)
+        .map_err(|e| IngestError::Store(e.to_string()))?;
+    let f = w
+        .into_inner()
+        .map_err(|e| IngestError::Store(e.to_string()))?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     Ok(())
@@ -121,7 +131,10 @@ fn sort_for_layout(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i64>), Inges
         .ok_or_else(|| IngestError::Store("batch without ts".into()))?
         .as_primitive::<TimestampMicrosecondType>()
         .clone();
-    let hours: Int64Array = ts.iter().map(|v| v.map(|t| t.div_euclid(HOUR_US))).collect();
+    let hours: Int64Array = ts
+        .iter()
+        .map(|v| v.map(|t| t.div_euclid(HOUR_US)))
+        .collect();
     let mut cols = vec![SortColumn {
         values: Arc::new(hours),
         options: None,
@@ -142,7 +155,9 @@ fn sort_for_layout(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i64>), Inges
         .column_by_name("ts")
         .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
         .ok_or_else(|| IngestError::Store("batch without ts".into()))?;
-    let hours = (0..ts.len()).map(|i| ts.value(i).div_euclid(HOUR_US)).collect();
+    let hours = (0..ts.len())
+        .map(|i| ts.value(i).div_euclid(HOUR_US))
+        .collect();
     Ok((sorted, hours))
 }
 
@@ -233,7 +248,10 @@ impl LocalStore {
 
     /// Lowest sequence number not yet in Parquet, over all tables.
     pub fn pending_min_seq(&self) -> Option<u64> {
-        self.lock().values().filter_map(|s| s.mem.first().map(|(q, _)| *q)).min()
+        self.lock()
+            .values()
+            .filter_map(|s| s.mem.first().map(|(q, _)| *q))
+            .min()
     }
 
     /// The rows of `t` right now: in-memory batches and committed files, as one consistent
@@ -259,7 +277,8 @@ impl LocalStore {
         };
         let (min_seq, max_seq) = (taken[0].0, taken[taken.len() - 1].0);
         let schema = t.schema();
-        let all = concat_batches(&schema, taken.iter().map(|(_, b)| b)).map_err(|e| IngestError::Store(e.to_string()))?;
+        let all = concat_batches(&schema, taken.iter().map(|(_, b)| b))
+            .map_err(|e| IngestError::Store(e.to_string()))?;
         let rows = all.num_rows();
         let (sorted, hours) = sort_for_layout(&all)?;
         let mut new_files = Vec::new();
@@ -292,7 +311,10 @@ impl LocalStore {
         let mut g = self.lock();
         let s = g.entry(t).or_default();
         let n = taken.len();
-        let freed: usize = s.mem[..n].iter().map(|(_, b)| b.get_array_memory_size()).sum();
+        let freed: usize = s.mem[..n]
+            .iter()
+            .map(|(_, b)| b.get_array_memory_size())
+            .sum();
         s.mem.drain(..n);
         s.mem_bytes = s.mem_bytes.saturating_sub(freed);
         s.files.extend(new_files);
@@ -313,7 +335,9 @@ impl LocalStore {
                     by.entry(f.hour).or_default().push(f.clone());
                 }
             }
-            by.into_iter().filter(|(_, v)| v.len() >= min_files.max(2)).collect()
+            by.into_iter()
+                .filter(|(_, v)| v.len() >= min_files.max(2))
+                .collect()
         };
         let mut merged = 0;
         for (hour, files) in groups {
@@ -326,7 +350,8 @@ impl LocalStore {
                     batches.push(b.map_err(|e| IngestError::Store(e.to_string()))?);
                 }
             }
-            let all = concat_batches(&t.schema(), &batches).map_err(|e| IngestError::Store(e.to_string()))?;
+            let all = concat_batches(&t.schema(), &batches)
+                .map_err(|e| IngestError::Store(e.to_string()))?;
             let (sorted, _) = sort_for_layout(&all)?;
             let (lo, hi) = (
                 files.iter().map(|f| f.min_seq).min().unwrap_or(0),
@@ -367,7 +392,8 @@ impl LocalStore {
             let (old, keep): (Vec<_>, Vec<_>) = s.files.drain(..).partition(|f| f.hour < cutoff);
             s.files = keep;
             removed += old.len();
-            s.doomed.extend(old.into_iter().map(|f| (Instant::now(), f.path)));
+            s.doomed
+                .extend(old.into_iter().map(|f| (Instant::now(), f.path)));
             let now = Instant::now();
             s.doomed.retain(|(at, p)| {
                 if now.duration_since(*at) >= grace {
@@ -390,7 +416,8 @@ impl LocalStore {
             let (mem, files) = self.snapshot(t);
             let schema = t.schema();
             let mem_name = format!("{}__mem", t.name());
-            let mem_table = MemTable::try_new(schema.clone(), vec![mem]).map_err(|e| IngestError::Store(e.to_string()))?;
+            let mem_table = MemTable::try_new(schema.clone(), vec![mem])
+                .map_err(|e| IngestError::Store(e.to_string()))?;
             ctx.register_table(mem_name.as_str(), Arc::new(mem_table))
                 .map_err(|e| IngestError::Store(e.to_string()))?;
             let sql = if files.is_empty() {
@@ -401,11 +428,13 @@ impl LocalStore {
                     .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
                     .collect::<Result<Vec<_>, _>>()
                     .map_err(|e| IngestError::Store(e.to_string()))?;
-                let opts = ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+                let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
+                    .with_file_extension(".parquet");
                 let cfg = ListingTableConfig::new_with_multi_paths(urls)
                     .with_listing_options(opts)
                     .with_schema(schema);
-                let lt = ListingTable::try_new(cfg).map_err(|e| IngestError::Store(e.to_string()))?;
+                let lt =
+                    ListingTable::try_new(cfg).map_err(|e| IngestError::Store(e.to_string()))?;
                 let file_name = format!("{}__files", t.name());
                 ctx.register_table(file_name.as_str(), Arc::new(lt))
                     .map_err(|e| IngestError::Store(e.to_string()))?;
@@ -414,7 +443,9 @@ impl LocalStore {
                     t.name()
                 )
             };
-            ctx.sql(&sql).await.map_err(|e| IngestError::Store(e.to_string()))?;
+            ctx.sql(&sql)
+                .await
+                .map_err(|e| IngestError::Store(e.to_string()))?;
         }
         Ok(())
     }
@@ -465,16 +496,26 @@ mod tests {
             assert_eq!(s.pending_min_seq(), Some(3));
         }
         // A file beyond the checkpoint (crash mid-flush) is removed on open.
-        let stray = d.path().join("logs").join(hour_dir(t0.div_euclid(HOUR_US))).join(format!("{:020}-{:020}.parquet", 3, 3));
+        let stray = d
+            .path()
+            .join("logs")
+            .join(hour_dir(t0.div_euclid(HOUR_US)))
+            .join(format!("{:020}-{:020}.parquet", 3, 3));
         fs::write(&stray, b"partial").unwrap();
         let s = LocalStore::open(d.path()).unwrap();
         assert!(!stray.exists());
         s.append(3, Table::Logs, logs(1, t0));
         let ctx = SessionContext::new();
         s.register(&ctx).await.unwrap();
-        let df = ctx.sql("SELECT count(*) AS n, count(DISTINCT pool) AS p FROM logs").await.unwrap();
+        let df = ctx
+            .sql("SELECT count(*) AS n, count(DISTINCT pool) AS p FROM logs")
+            .await
+            .unwrap();
         let b = df.collect().await.unwrap();
-        let n = b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0);
+        let n = b[0]
+            .column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0);
         assert_eq!(n, 16);
         // Compaction of closed hours keeps every row.
         s.flush(Table::Logs).unwrap();
@@ -483,8 +524,19 @@ mod tests {
         assert_eq!(merged, 2);
         let ctx = SessionContext::new();
         s.register(&ctx).await.unwrap();
-        let b = ctx.sql("SELECT count(*) FROM logs").await.unwrap().collect().await.unwrap();
-        assert_eq!(b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0), 16);
+        let b = ctx
+            .sql("SELECT count(*) FROM logs")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            b[0].column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0),
+            16
+        );
         assert_eq!(s.expire(1, t0 + 100 * HOUR_US, Duration::ZERO).unwrap(), 2);
         assert!(s.snapshot(Table::Logs).1.is_empty());
     }

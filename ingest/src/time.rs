@@ -32,7 +32,13 @@ fn num(s: &[u8]) -> Option<i64> {
 /// Parse `YYYY-MM-DD[T ]HH:MM:SS[.frac][Z|±HH:MM|±HHMM]` (no zone = UTC).
 pub fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.trim().as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b' ') || b[13] != b':' || b[16] != b':' {
+    if b.len() < 19
+        || b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
         return None;
     }
     let (y, mo, d) = (num(&b[0..4])?, num(&b[5..7])?, num(&b[8..10])?);
@@ -101,15 +107,36 @@ mod tests {
     #[test]
     fn rfc3339() {
         assert_eq!(parse_rfc3339("1970-01-01T00:00:00Z"), Some(0));
-        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.123456Z"), Some(1_704_164_645_123_456));
-        assert_eq!(parse_rfc3339("2024-01-02 03:04:05"), Some(1_704_164_645_000_000));
-        assert_eq!(parse_rfc3339("2024-01-02T05:04:05+02:00"), Some(1_704_164_645_000_000));
-        assert_eq!(parse_rfc3339("2024-01-02T03:04:05.5-0100"), Some(1_704_168_245_500_000));
-        for bad in ["", "2024-13-01T00:00:00Z", "2024-01-01T00:00:00Q", "yesterday", "2024-01-01T00:00:00+1"] {
+        assert_eq!(
+            parse_rfc3339("2024-01-02T03:04:05.123456Z"),
+            Some(1_704_164_645_123_456)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-01-02 03:04:05"),
+            Some(1_704_164_645_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-01-02T05:04:05+02:00"),
+            Some(1_704_164_645_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-01-02T03:04:05.5-0100"),
+            Some(1_704_168_245_500_000)
+        );
+        for bad in [
+            "",
+            "2024-13-01T00:00:00Z",
+            "2024-01-01T00:00:00Q",
+            "yesterday",
+            "2024-01-01T00:00:00+1",
+        ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
         assert_eq!(epoch_to_us(1_700_000_000.5), Some(1_700_000_000_500_000));
-        assert_eq!(epoch_to_us(1_700_000_000_000.0), Some(1_700_000_000_000_000));
+        assert_eq!(
+            epoch_to_us(1_700_000_000_000.0),
+            Some(1_700_000_000_000_000)
+        );
         assert_eq!(epoch_to_us(f64::NAN), None);
     }
 }

@@ -79,7 +79,11 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
     for e in fs::read_dir(dir)? {
         let p = e?.path();
         if p.extension().is_some_and(|x| x == "wal") {
-            if let Some(n) = p.file_stem().and_then(|s| s.to_str()).and_then(|s| s.parse().ok()) {
+            if let Some(n) = p
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .and_then(|s| s.parse().ok())
+            {
                 v.push((n, p));
             }
         }
@@ -105,7 +109,9 @@ fn read_segment(path: &Path, mut f: impl FnMut(u64, Table, Bytes)) -> std::io::R
             break;
         }
         let seq = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
-        let Some(table) = Table::from_code(body[8]) else { break };
+        let Some(table) = Table::from_code(body[8]) else {
+            break;
+        };
         f(seq, table, data.slice(off + HEADER + 9..off + HEADER + len));
         off += HEADER + len;
     }
@@ -173,7 +179,11 @@ impl Wal {
             return Err(WalError::TooLarge(payload.len()));
         }
         let (done, rx) = oneshot::channel();
-        match self.tx.try_send(Append { table, payload, done }) {
+        match self.tx.try_send(Append {
+            table,
+            payload,
+            done,
+        }) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => return Err(WalError::Full),
             Err(TrySendError::Disconnected(_)) => return Err(WalError::Stopped),
@@ -205,7 +215,10 @@ impl Wal {
 
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
-        self.segments.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.segments
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .len()
     }
 }
 
@@ -240,11 +253,15 @@ fn writer(
             h.update(&a.payload);
             head[..4].copy_from_slice(&len.to_le_bytes());
             head[4..8].copy_from_slice(&h.finalize().to_le_bytes());
-            res = res.and_then(|_| out.write_all(&head)).and_then(|_| out.write_all(&a.payload));
+            res = res
+                .and_then(|_| out.write_all(&head))
+                .and_then(|_| out.write_all(&a.payload));
             size += (HEADER + len as usize) as u64;
             next += 1;
         }
-        res = res.and_then(|_| out.flush()).and_then(|_| out.get_ref().sync_data());
+        res = res
+            .and_then(|_| out.flush())
+            .and_then(|_| out.get_ref().sync_data());
         metrics::counter!(m::WAL_FSYNCS).increment(1);
         metrics::histogram!(m::WAL_GROUP_SIZE).record(batch.len() as f64);
         match res {
@@ -298,7 +315,14 @@ mod tests {
     fn open(dir: &Path, after: u64) -> (Wal, OpenReport, Vec<(u64, Table, Bytes)>, Arc<Collect>) {
         let c = Arc::new(Collect(Mutex::new(Vec::new())));
         let mut replayed = Vec::new();
-        let (w, r) = Wal::open(dir, 64, |_| after, |s, t, p| replayed.push((s, t, p)), c.clone()).unwrap();
+        let (w, r) = Wal::open(
+            dir,
+            64,
+            |_| after,
+            |s, t, p| replayed.push((s, t, p)),
+            c.clone(),
+        )
+        .unwrap();
         (w, r, replayed, c)
     }
 
@@ -309,10 +333,17 @@ mod tests {
             let (w, r, rep, c) = open(d.path(), 0);
             assert_eq!((r.records, rep.len()), (0, 0));
             for i in 0..10u8 {
-                let s = w.append(Table::Logs, Bytes::from(vec![i; 100])).await.unwrap();
+                let s = w
+                    .append(Table::Logs, Bytes::from(vec![i; 100]))
+                    .await
+                    .unwrap();
                 assert_eq!(s, i as u64 + 1);
             }
-            assert_eq!(c.0.lock().unwrap().len(), 10, "consumer saw every durable record");
+            assert_eq!(
+                c.0.lock().unwrap().len(),
+                10,
+                "consumer saw every durable record"
+            );
         }
         // Tear the tail: append garbage to the segment.
         let seg = list_segments(d.path()).unwrap()[0].1.clone();
@@ -322,10 +353,18 @@ mod tests {
         let (w, r, rep, _) = open(d.path(), 4);
         assert_eq!(r.records, 10);
         assert_eq!(r.truncated_bytes, 7);
-        assert_eq!(rep.iter().map(|x| x.0).collect::<Vec<_>>(), (5..=10).collect::<Vec<_>>());
+        assert_eq!(
+            rep.iter().map(|x| x.0).collect::<Vec<_>>(),
+            (5..=10).collect::<Vec<_>>()
+        );
         assert_eq!(rep[0].2, Bytes::from(vec![4u8; 100]));
         // New appends continue the sequence in a new segment.
-        assert_eq!(w.append(Table::Metrics, Bytes::from_static(b"x")).await.unwrap(), 11);
+        assert_eq!(
+            w.append(Table::Metrics, Bytes::from_static(b"x"))
+                .await
+                .unwrap(),
+            11
+        );
         assert_eq!(w.segment_count(), 2);
         assert_eq!(w.remove_upto(10).unwrap(), 1);
         assert_eq!(w.segment_count(), 1);
@@ -337,7 +376,9 @@ mod tests {
         {
             let (w, ..) = open(d.path(), 0);
             for _ in 0..3 {
-                w.append(Table::Logs, Bytes::from(vec![7u8; 50])).await.unwrap();
+                w.append(Table::Logs, Bytes::from(vec![7u8; 50]))
+                    .await
+                    .unwrap();
             }
         }
         let seg = list_segments(d.path()).unwrap()[0].1.clone();

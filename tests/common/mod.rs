@@ -193,15 +193,31 @@ impl Ingest {
 
     pub fn start_on(data_dir: &std::path::Path, port: u16) -> Ingest {
         let child = Command::new(BIN)
-            .args(["ingest", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
+            .args([
+                "ingest",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
             .arg(data_dir)
             .stdout(Stdio::null())
-            .stderr(std::fs::OpenOptions::new().create(true).append(true).open(data_dir.with_extension("log")).unwrap())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(data_dir.with_extension("log"))
+                    .unwrap(),
+            )
             .spawn()
             .expect("spawn ingest");
-        let i = Ingest { proc: Proc(child), port };
+        let i = Ingest {
+            proc: Proc(child),
+            port,
+        };
         let c = client();
-        wait_until("ingest", Duration::from_secs(30), || c.get(i.url("/health")).send().is_ok());
+        wait_until("ingest", Duration::from_secs(30), || {
+            c.get(i.url("/health")).send().is_ok()
+        });
         i
     }
 
@@ -210,23 +226,50 @@ impl Ingest {
     }
 }
 
-/// Open a data directory (as a restart would: WAL replay included) and run SQL over it.
-pub fn query(data_dir: &std::path::Path, sql: &str) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
-    rt.block_on(async {
-        let cfg = apus_ingest::IngestConfig {
-            data_dir: data_dir.to_path_buf(),
-            ..Default::default()
-        };
-        let p = apus_ingest::Pipeline::open(cfg).unwrap();
-        let ctx = datafusion::prelude::SessionContext::new();
-        p.store().register(&ctx).await.unwrap();
-        ctx.sql(sql).await.unwrap().collect().await.unwrap()
-    })
+/// A data directory opened as a restart would (WAL replay included), for SQL over it.
+pub struct DataDir {
+    rt: tokio::runtime::Runtime,
+    ctx: datafusion::prelude::SessionContext,
+    _pipeline: std::sync::Arc<apus_ingest::Pipeline>,
+}
+
+impl DataDir {
+    pub fn open(data_dir: &std::path::Path) -> DataDir {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let (ctx, p) = rt.block_on(async {
+            let cfg = apus_ingest::IngestConfig {
+                data_dir: data_dir.to_path_buf(),
+                ..Default::default()
+            };
+            let p = apus_ingest::Pipeline::open(cfg).unwrap();
+            let ctx = datafusion::prelude::SessionContext::new();
+            p.store().register(&ctx).await.unwrap();
+            (ctx, p)
+        });
+        DataDir {
+            rt,
+            ctx,
+            _pipeline: p,
+        }
+    }
+
+    pub fn sql(&self, sql: &str) -> Vec<datafusion::arrow::record_batch::RecordBatch> {
+        self.rt
+            .block_on(async { self.ctx.sql(sql).await.unwrap().collect().await.unwrap() })
+    }
+
+    pub fn count(&self, sql: &str) -> i64 {
+        scalar_i64(&self.sql(sql))
+    }
 }
 
 /// First column of the first row as i64.
 pub fn scalar_i64(b: &[datafusion::arrow::record_batch::RecordBatch]) -> i64 {
     use datafusion::arrow::array::AsArray;
-    b[0].column(0).as_primitive::<datafusion::arrow::datatypes::Int64Type>().value(0)
+    b[0].column(0)
+        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+        .value(0)
 }

@@ -60,7 +60,9 @@ fn timestamp(obj: &mut Map<String, Value>) -> Result<i64, String> {
     for k in ["@timestamp", "timestamp", "ts", "time"] {
         if let Some(v) = obj.get(k) {
             let us = match v {
-                Value::String(s) => parse_rfc3339(s).or_else(|| s.parse::<f64>().ok().and_then(epoch_to_us)),
+                Value::String(s) => {
+                    parse_rfc3339(s).or_else(|| s.parse::<f64>().ok().and_then(epoch_to_us))
+                }
                 Value::Number(n) => n.as_f64().and_then(epoch_to_us),
                 _ => None,
             }
@@ -80,16 +82,46 @@ pub fn map_log(v: Value, d: &Dims, miner: &mut TemplateMiner) -> Result<LogRecor
     let message = take_str(&mut obj, &["message", "msg", "log", "@message", "text"])
         .ok_or("no `message` (or `msg`, `log`) string field")?;
     let ts = timestamp(&mut obj)?;
-    let level = take_str(&mut obj, &["level", "log.level", "severity", "lvl", "loglevel"]).unwrap_or_default();
-    let logger = take_str(&mut obj, &["logger", "log.logger", "logger_name", "loggerName"]).unwrap_or_default();
-    let host = take_str(&mut obj, &["host.name", "host", "hostname"]).unwrap_or_else(|| d.host.clone());
-    let project = take_str(&mut obj, &["project", "service.name", "app"]).unwrap_or_else(|| d.project.clone());
-    let env = take_str(&mut obj, &["env", "environment", "service.environment"]).unwrap_or_else(|| d.env.clone());
+    let level = take_str(
+        &mut obj,
+        &["level", "log.level", "severity", "lvl", "loglevel"],
+    )
+    .unwrap_or_default();
+    let logger = take_str(
+        &mut obj,
+        &["logger", "log.logger", "logger_name", "loggerName"],
+    )
+    .unwrap_or_default();
+    let host =
+        take_str(&mut obj, &["host.name", "host", "hostname"]).unwrap_or_else(|| d.host.clone());
+    let project = take_str(&mut obj, &["project", "service.name", "app"])
+        .unwrap_or_else(|| d.project.clone());
+    let env = take_str(&mut obj, &["env", "environment", "service.environment"])
+        .unwrap_or_else(|| d.env.clone());
     let pool = take_str(&mut obj, &["pool"]).unwrap_or_else(|| d.pool.clone());
-    let request_id = take_str(&mut obj, &["request_id", "x-request-id", "requestId", "trace.id", "trace_id"]).unwrap_or_default();
+    let request_id = take_str(
+        &mut obj,
+        &[
+            "request_id",
+            "x-request-id",
+            "requestId",
+            "trace.id",
+            "trace_id",
+        ],
+    )
+    .unwrap_or_default();
     let tenant = take_str(&mut obj, &["tenant", "tenant_id", "tenantId"]).unwrap_or_default();
     let tag = take_str(&mut obj, &["tag", "env_tag", "lane"]).unwrap_or_default();
-    let stack = take_str(&mut obj, &["exception", "stack_trace", "error.stack_trace", "stacktrace", "exc_info"]);
+    let stack = take_str(
+        &mut obj,
+        &[
+            "exception",
+            "stack_trace",
+            "error.stack_trace",
+            "stacktrace",
+            "exc_info",
+        ],
+    );
     let first_line = message.lines().next().unwrap_or("");
     let m = miner.add(first_line);
     let exception = stack
@@ -98,7 +130,11 @@ pub fn map_log(v: Value, d: &Dims, miner: &mut TemplateMiner) -> Result<LogRecor
         .and_then(|s| exception_template(s, miner))
         .map(|(class, _)| class)
         .unwrap_or_default();
-    let attrs = if obj.is_empty() { String::new() } else { Value::Object(obj).to_string() };
+    let attrs = if obj.is_empty() {
+        String::new()
+    } else {
+        Value::Object(obj).to_string()
+    };
     Ok(LogRecord {
         ts: Micros(ts),
         project,
@@ -144,16 +180,33 @@ mod tests {
         )
         .unwrap();
         assert_eq!(r.ts, Micros(1_704_164_645_000_000));
-        assert_eq!((r.level.as_str(), r.logger.as_str(), r.host.as_str()), ("WARN", "app.Db", "web-1"));
-        assert_eq!((r.project.as_str(), r.pool.as_str(), r.request_id.as_str()), ("shop", "gray", "r1"));
+        assert_eq!(
+            (r.level.as_str(), r.logger.as_str(), r.host.as_str()),
+            ("WARN", "app.Db", "web-1")
+        );
+        assert_eq!(
+            (r.project.as_str(), r.pool.as_str(), r.request_id.as_str()),
+            ("shop", "gray", "r1")
+        );
         assert_eq!(r.attrs, r#"{"user":"x"}"#);
         assert_eq!(r.template_id.len(), 16);
-        let r2 = map_log(json!({"msg": "user 7 logged in", "ts": 1704164645}), &d, &mut m).unwrap();
+        let r2 = map_log(
+            json!({"msg": "user 7 logged in", "ts": 1704164645}),
+            &d,
+            &mut m,
+        )
+        .unwrap();
         assert_eq!(r2.template_id, r.template_id, "same template");
         let e = map_log(json!({"message": "boom", "exception": "java.lang.IllegalStateException: bad state 7\n\tat a.B.c(B.java:1)"}), &d, &mut m).unwrap();
         assert_eq!(e.exception, "java.lang.IllegalStateException");
-        assert!(map_log(json!({"nomessage": 1}), &d, &mut m).unwrap_err().contains("no `message`"));
+        assert!(map_log(json!({"nomessage": 1}), &d, &mut m)
+            .unwrap_err()
+            .contains("no `message`"));
         assert!(map_log(json!([1, 2]), &d, &mut m).is_err());
-        assert!(map_log(json!({"message": "x", "ts": "garbage"}), &d, &mut m).unwrap_err().contains("unreadable timestamp"));
+        assert!(
+            map_log(json!({"message": "x", "ts": "garbage"}), &d, &mut m)
+                .unwrap_err()
+                .contains("unreadable timestamp")
+        );
     }
 }

@@ -59,7 +59,8 @@ impl IntoResponse for IngestError {
         }
         let mut r = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if status == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut().insert("retry-after", HeaderValue::from_static("1"));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from_static("1"));
         }
         r
     }
@@ -110,8 +111,16 @@ impl Rejects {
     /// 200 when anything landed (or nothing was sent), 400 when every record was refused.
     fn response(self, accepted: usize) -> Response {
         let rejected = self.rows.len();
-        let status = if accepted == 0 && rejected > 0 { StatusCode::BAD_REQUEST } else { StatusCode::OK };
-        (status, Json(json!({ "accepted": accepted, "rejected": rejected, "errors": self.report }))).into_response()
+        let status = if accepted == 0 && rejected > 0 {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::OK
+        };
+        (
+            status,
+            Json(json!({ "accepted": accepted, "rejected": rejected, "errors": self.report })),
+        )
+            .into_response()
     }
 }
 
@@ -119,7 +128,11 @@ fn dims(q: &HashMap<String, String>, h: &HeaderMap) -> Dims {
     let get = |k: &str| {
         q.get(k)
             .cloned()
-            .or_else(|| h.get(format!("x-apus-{k}")).and_then(|v| v.to_str().ok()).map(str::to_string))
+            .or_else(|| {
+                h.get(format!("x-apus-{k}"))
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            })
             .unwrap_or_default()
     };
     Dims {
@@ -137,7 +150,12 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
         .filter(|(_, l)| !l.iter().all(u8::is_ascii_whitespace))
 }
 
-async fn post_logs(State(s): State<Receivers>, Query(q): Query<HashMap<String, String>>, h: HeaderMap, body: Bytes) -> Result<Response, IngestError> {
+async fn post_logs(
+    State(s): State<Receivers>,
+    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    body: Bytes,
+) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "logs").increment(body.len() as u64);
     let d = dims(&q, &h);
@@ -193,7 +211,9 @@ async fn post_bulk(
             let item = |action: &str, idx: &str, id: &str, status: u16, err: Option<String>| {
                 let mut o = json!({ "_index": idx, "_id": id, "status": status });
                 match err {
-                    Some(reason) => o["error"] = json!({ "type": "mapper_parsing_exception", "reason": reason }),
+                    Some(reason) => {
+                        o["error"] = json!({ "type": "mapper_parsing_exception", "reason": reason })
+                    }
                     None => {
                         o["result"] = json!("created");
                         o["_version"] = json!(1);
@@ -205,17 +225,37 @@ async fn post_bulk(
                 Ok(v) => v,
                 Err(e) => {
                     let reason = format!("invalid action line: {e}");
-                    rej.add("bulk", n, reason.clone(), &String::from_utf8_lossy(action_line));
+                    rej.add(
+                        "bulk",
+                        n,
+                        reason.clone(),
+                        &String::from_utf8_lossy(action_line),
+                    );
                     items.push(item("index", &default_index, "", 400, Some(reason)));
                     continue;
                 }
             };
             let Some((name, meta)) = action.as_object().and_then(|o| o.iter().next()) else {
-                rej.add("bulk", n, "empty action".into(), &String::from_utf8_lossy(action_line));
-                items.push(item("index", &default_index, "", 400, Some("empty action".into())));
+                rej.add(
+                    "bulk",
+                    n,
+                    "empty action".into(),
+                    &String::from_utf8_lossy(action_line),
+                );
+                items.push(item(
+                    "index",
+                    &default_index,
+                    "",
+                    400,
+                    Some("empty action".into()),
+                ));
                 continue;
             };
-            let idx = meta.get("_index").and_then(Value::as_str).unwrap_or(&default_index).to_string();
+            let idx = meta
+                .get("_index")
+                .and_then(Value::as_str)
+                .unwrap_or(&default_index)
+                .to_string();
             seq += 1;
             let id = meta
                 .get("_id")
@@ -224,7 +264,12 @@ async fn post_bulk(
                 .unwrap_or_else(|| format!("{:x}-{seq}", now_us()));
             if name != "index" && name != "create" {
                 let reason = format!("action `{name}` is not supported (only index and create)");
-                rej.add("bulk", n, reason.clone(), &String::from_utf8_lossy(action_line));
+                rej.add(
+                    "bulk",
+                    n,
+                    reason.clone(),
+                    &String::from_utf8_lossy(action_line),
+                );
                 items.push(item(name, &idx, &id, 400, Some(reason)));
                 if name != "delete" {
                     it.next(); // update carries a document line
@@ -233,7 +278,12 @@ async fn post_bulk(
             }
             let Some((dn, doc)) = it.next() else {
                 let reason = "action without a document line".to_string();
-                rej.add("bulk", n, reason.clone(), &String::from_utf8_lossy(action_line));
+                rej.add(
+                    "bulk",
+                    n,
+                    reason.clone(),
+                    &String::from_utf8_lossy(action_line),
+                );
                 items.push(item(name, &idx, &id, 400, Some(reason)));
                 break;
             };
@@ -266,7 +316,11 @@ async fn post_bulk(
 }
 
 /// JSON lines of a row type (from remote gateways: access logs and changes).
-async fn post_rows<R: Row + DeserializeOwned>(s: &Receivers, source: &'static str, body: &[u8]) -> Result<Response, IngestError> {
+async fn post_rows<R: Row + DeserializeOwned>(
+    s: &Receivers,
+    source: &'static str,
+    body: &[u8],
+) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => source).increment(body.len() as u64);
     let mut rows: Vec<R> = Vec::new();
@@ -274,7 +328,12 @@ async fn post_rows<R: Row + DeserializeOwned>(s: &Receivers, source: &'static st
     for (n, line) in lines(body) {
         match serde_json::from_slice::<R>(line) {
             Ok(r) => rows.push(r),
-            Err(e) => rej.add(source, n, format!("invalid record: {e}"), &String::from_utf8_lossy(line)),
+            Err(e) => rej.add(
+                source,
+                n,
+                format!("invalid record: {e}"),
+                &String::from_utf8_lossy(line),
+            ),
         }
     }
     s.pipeline.write(&rows).await?;
@@ -290,7 +349,10 @@ async fn post_changes(State(s): State<Receivers>, body: Bytes) -> Result<Respons
     post_rows::<ChangeRecord>(&s, "changes", &body).await
 }
 
-async fn post_metrics_text(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
+async fn post_metrics_text(
+    State(s): State<Receivers>,
+    body: Bytes,
+) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "metrics").increment(body.len() as u64);
     let text = String::from_utf8_lossy(&body);
@@ -309,7 +371,10 @@ async fn post_metrics_text(State(s): State<Receivers>, body: Bytes) -> Result<Re
     Ok(rej.response(rows.len()))
 }
 
-async fn post_remote_write(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
+async fn post_remote_write(
+    State(s): State<Receivers>,
+    body: Bytes,
+) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "remote_write").increment(body.len() as u64);
     match decode_remote_write(&body, s.pipeline.cfg.max_body_bytes * 8) {
@@ -320,14 +385,24 @@ async fn post_remote_write(State(s): State<Receivers>, body: Bytes) -> Result<Re
         Err((413, e)) => Err(IngestError::TooLarge(e)),
         Err((_, e)) => {
             let mut rej = Rejects::default();
-            rej.add("remote_write", 0, e.clone(), &format!("<{} bytes of snappy protobuf>", body.len()));
+            rej.add(
+                "remote_write",
+                0,
+                e.clone(),
+                &format!("<{} bytes of snappy protobuf>", body.len()),
+            );
             rej.store(&s.pipeline, "remote_write").await?;
             Err(IngestError::BadInput(e))
         }
     }
 }
 
-async fn post_slowlog(State(s): State<Receivers>, Query(q): Query<HashMap<String, String>>, h: HeaderMap, body: Body) -> Result<Response, IngestError> {
+async fn post_slowlog(
+    State(s): State<Receivers>,
+    Query(q): Query<HashMap<String, String>>,
+    h: HeaderMap,
+    body: Body,
+) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     let d = dims(&q, &h);
     let n = slowlog::ingest_stream(&s.pipeline, &d, body).await?;
@@ -363,7 +438,10 @@ pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router 
         render,
     };
     Router::new()
-        .route("/", get(es_root).head(|| async { [("x-elastic-product", "Elasticsearch")] }))
+        .route(
+            "/",
+            get(es_root).head(|| async { [("x-elastic-product", "Elasticsearch")] }),
+        )
         .route("/health", get(|| async { "ok\n" }))
         .route("/metrics", get(render_metrics))
         .route("/ingest/v1/logs", post(post_logs))
@@ -373,7 +451,10 @@ pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router 
         .route("/ingest/v1/metrics", post(post_metrics_text))
         .route("/ingest/v1/access", post(post_access))
         .route("/ingest/v1/changes", post(post_changes))
-        .route("/ingest/v1/slowlog", post(post_slowlog).layer(DefaultBodyLimit::disable()))
+        .route(
+            "/ingest/v1/slowlog",
+            post(post_slowlog).layer(DefaultBodyLimit::disable()),
+        )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -45,7 +45,11 @@ pub struct Sample {
 
 fn record(name: String, labels: BTreeMap<String, String>, value: f64, ts_us: i64) -> MetricRecord {
     let get = |k: &str| labels.get(k).cloned().unwrap_or_default();
-    let host = labels.get("host").or_else(|| labels.get("instance")).cloned().unwrap_or_default();
+    let host = labels
+        .get("host")
+        .or_else(|| labels.get("instance"))
+        .cloned()
+        .unwrap_or_default();
     MetricRecord {
         ts: Micros(ts_us),
         project: get("project"),
@@ -59,19 +63,35 @@ fn record(name: String, labels: BTreeMap<String, String>, value: f64, ts_us: i64
 }
 
 /// Decode a remote_write body. `max_decoded` bounds the decompressed size (413 above).
-pub fn decode_remote_write(body: &[u8], max_decoded: usize) -> Result<Vec<MetricRecord>, (u16, String)> {
+pub fn decode_remote_write(
+    body: &[u8],
+    max_decoded: usize,
+) -> Result<Vec<MetricRecord>, (u16, String)> {
     let n = snap::raw::decompress_len(body).map_err(|e| (400, format!("snappy: {e}")))?;
     if n > max_decoded {
-        return Err((413, format!("decompressed body of {n} bytes exceeds {max_decoded}")));
+        return Err((
+            413,
+            format!("decompressed body of {n} bytes exceeds {max_decoded}"),
+        ));
     }
-    let raw = snap::raw::Decoder::new().decompress_vec(body).map_err(|e| (400, format!("snappy: {e}")))?;
+    let raw = snap::raw::Decoder::new()
+        .decompress_vec(body)
+        .map_err(|e| (400, format!("snappy: {e}")))?;
     let req = WriteRequest::decode(raw.as_slice()).map_err(|e| (400, format!("protobuf: {e}")))?;
     let mut out = Vec::new();
     for ts in req.timeseries {
-        let mut labels: BTreeMap<String, String> = ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
-        let name = labels.remove("__name__").ok_or((400, "a time series without __name__".to_string()))?;
+        let mut labels: BTreeMap<String, String> =
+            ts.labels.into_iter().map(|l| (l.name, l.value)).collect();
+        let name = labels
+            .remove("__name__")
+            .ok_or((400, "a time series without __name__".to_string()))?;
         for s in ts.samples {
-            out.push(record(name.clone(), labels.clone(), s.value, s.timestamp.saturating_mul(1000)));
+            out.push(record(
+                name.clone(),
+                labels.clone(),
+                s.value,
+                s.timestamp.saturating_mul(1000),
+            ));
         }
     }
     Ok(out)
@@ -98,7 +118,10 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
         }
         let name = &s[start..i];
         if name.is_empty() || i >= b.len() || b[i] != b'=' {
-            return Err(format!("bad label name near `{}`", &s[start..(start + 20).min(s.len())]));
+            return Err(format!(
+                "bad label name near `{}`",
+                &s[start..(start + 20).min(s.len())]
+            ));
         }
         i += 1;
         if i >= b.len() || b[i] != b'"' {
@@ -157,7 +180,9 @@ pub fn parse_text_line(line: &str, default_ts_us: i64) -> Option<Result<MetricRe
         let name = &line[..name_end];
         if name.is_empty()
             || name.starts_with(|c: char| c.is_ascii_digit())
-            || !name.bytes().all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
+            || !name
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || c == b'_' || c == b':')
         {
             return Err(format!("bad metric name `{name}`"));
         }
@@ -169,7 +194,10 @@ pub fn parse_text_line(line: &str, default_ts_us: i64) -> Option<Result<MetricRe
         let mut parts = rest.split_whitespace();
         let value = parse_value(parts.next().ok_or("missing value")?)?;
         let ts = match parts.next() {
-            Some(t) => t.parse::<i64>().map_err(|_| format!("bad timestamp `{t}`"))?.saturating_mul(1000),
+            Some(t) => t
+                .parse::<i64>()
+                .map_err(|_| format!("bad timestamp `{t}`"))?
+                .saturating_mul(1000),
             None => default_ts_us,
         };
         if parts.next().is_some() {
@@ -185,20 +213,37 @@ mod tests {
 
     #[test]
     fn text_format() {
-        let r = parse_text_line(r#"http_requests_total{pool="gray",env="prod",path="/a\"b"} 1027 1700000000000"#, 0)
-            .unwrap()
-            .unwrap();
-        assert_eq!((r.name.as_str(), r.value, r.ts), ("http_requests_total", 1027.0, Micros(1_700_000_000_000_000)));
+        let r = parse_text_line(
+            r#"http_requests_total{pool="gray",env="prod",path="/a\"b"} 1027 1700000000000"#,
+            0,
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            (r.name.as_str(), r.value, r.ts),
+            ("http_requests_total", 1027.0, Micros(1_700_000_000_000_000))
+        );
         assert_eq!((r.pool.as_str(), r.env.as_str()), ("gray", "prod"));
         assert_eq!(r.labels, r#"{"env":"prod","path":"/a\"b","pool":"gray"}"#);
         let r = parse_text_line("up 1", 5).unwrap().unwrap();
         assert_eq!((r.value, r.ts), (1.0, Micros(5)));
         assert!(parse_text_line("# HELP up x", 0).is_none());
         assert!(parse_text_line("", 0).is_none());
-        for bad in ["up", "up{a=1} 2", "up{a=\"1\" 2", "up abc", "9bad 1", "up 1 2 3"] {
+        for bad in [
+            "up",
+            "up{a=1} 2",
+            "up{a=\"1\" 2",
+            "up abc",
+            "9bad 1",
+            "up 1 2 3",
+        ] {
             assert!(parse_text_line(bad, 0).unwrap().is_err(), "{bad}");
         }
-        assert!(parse_text_line("x +Inf", 0).unwrap().unwrap().value.is_infinite());
+        assert!(parse_text_line("x +Inf", 0)
+            .unwrap()
+            .unwrap()
+            .value
+            .is_infinite());
     }
 
     #[test]
@@ -206,16 +251,30 @@ mod tests {
         let req = WriteRequest {
             timeseries: vec![TimeSeries {
                 labels: vec![
-                    Label { name: "__name__".into(), value: "node_load1".into() },
-                    Label { name: "instance".into(), value: "h1:9100".into() },
+                    Label {
+                        name: "__name__".into(),
+                        value: "node_load1".into(),
+                    },
+                    Label {
+                        name: "instance".into(),
+                        value: "h1:9100".into(),
+                    },
                 ],
-                samples: vec![Sample { value: 0.5, timestamp: 1_700_000_000_123 }],
+                samples: vec![Sample {
+                    value: 0.5,
+                    timestamp: 1_700_000_000_123,
+                }],
             }],
         };
-        let body = snap::raw::Encoder::new().compress_vec(&req.encode_to_vec()).unwrap();
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
         let rows = decode_remote_write(&body, 1 << 20).unwrap();
         assert_eq!(rows.len(), 1);
-        assert_eq!((rows[0].name.as_str(), rows[0].host.as_str()), ("node_load1", "h1:9100"));
+        assert_eq!(
+            (rows[0].name.as_str(), rows[0].host.as_str()),
+            ("node_load1", "h1:9100")
+        );
         assert_eq!(rows[0].ts, Micros(1_700_000_000_123_000));
         assert_eq!(decode_remote_write(b"garbage", 1 << 20).unwrap_err().0, 400);
         assert_eq!(decode_remote_write(&body, 4).unwrap_err().0, 413);

@@ -111,10 +111,14 @@ Tcp port: 3306  Unix socket: /tmp/x.sock\nTime                 Id Command    Arg
 
 #[test]
 fn header_after_complete_statement_starts_an_entry() {
-    let log = "# Query_time: 1\nselect 1;\n\n# Query_time: 2\nselect 2;\n";
+    let log = "# Query_time: 1\nselect 1;\n\n# Query_time: 2\n\nselect 2;\n";
     let e = parse_str(log);
     assert_eq!(e.len(), 2);
     assert_eq!((e[0].query_time, e[1].query_time), (1.0, 2.0));
+    assert_eq!(
+        e[1].query, "select 2",
+        "blank lines before a statement are not part of it"
+    );
 }
 
 #[test]
@@ -190,4 +194,19 @@ fn use_alone_is_the_statement() {
         (e[1].query.as_str(), e[1].ts_us),
         ("SET NAMES utf8", 5_000_000)
     );
+}
+
+#[test]
+fn statements_without_headers_are_skipped() {
+    let mut p = SlowLogParser::new();
+    let mut out = Vec::new();
+    p.push(b"ERE id = 5;\nnot a log\n", &mut out);
+    p.finish(&mut out);
+    assert!(out.is_empty() && !p.saw_slow_log());
+    let e = parse_str("tail of a cut entry;\n# Time: 240102  3:04:05\nselect 1;\n");
+    assert_eq!(e.len(), 1);
+    assert_eq!(e[0].query, "select 1");
+    let mut p = SlowLogParser::new();
+    p.push(b"Tcp port: 0  Unix socket: /tmp/s\n", &mut out);
+    assert!(p.saw_slow_log());
 }
