@@ -276,7 +276,7 @@ impl Pipeline {
                 tick.tick().await;
                 n += 1;
                 let p2 = p.clone();
-                let deep = n % 300 == 0;
+                let deep = n.is_multiple_of(300);
                 match tokio::task::spawn_blocking(move || p2.maintain(false, deep)).await {
                     Ok(Err(e)) => tracing::error!(error = %e, "maintenance failed"),
                     Err(e) => tracing::error!(error = %e, "maintenance panicked"),

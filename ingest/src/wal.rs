@@ -312,7 +312,9 @@ mod tests {
         }
     }
 
-    fn open(dir: &Path, after: u64) -> (Wal, OpenReport, Vec<(u64, Table, Bytes)>, Arc<Collect>) {
+    type Opened = (Wal, OpenReport, Vec<(u64, Table, Bytes)>, Arc<Collect>);
+
+    fn open(dir: &Path, after: u64) -> Opened {
         let c = Arc::new(Collect(Mutex::new(Vec::new())));
         let mut replayed = Vec::new();
         let (w, r) = Wal::open(

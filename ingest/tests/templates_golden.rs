@@ -1,4 +1,4 @@
-//! Golden test of the template miner: `golden/templates/input.log` (mixed lines: sshd,
+//! Golden test of the template miner: `golden/templates/input.txt` (mixed lines: sshd,
 //! HTTP, HDFS, IPv6, UUIDs, a Java stack trace, empty and non-ASCII lines) through a fresh
 //! default [`TemplateMiner`] must give exactly `golden/templates/expected.csv`
 //! (`line,template_id,template`, the template as it stood after that line, ids as 16 hex
@@ -27,7 +27,7 @@ fn csv_field(s: &str) -> String {
 
 #[test]
 fn templates_match_golden_csv() {
-    let input = std::fs::read_to_string(dir().join("input.log")).expect("read input.log");
+    let input = std::fs::read_to_string(dir().join("input.txt")).expect("read input.txt");
     let mut miner = TemplateMiner::new(MinerConfig::default());
     let mut out = String::from("line,template_id,template\n");
     for (i, line) in input.lines().enumerate() {
@@ -52,7 +52,7 @@ fn templates_match_golden_csv() {
 
 #[test]
 fn stack_trace_in_golden_input_names_its_exception() {
-    let input = std::fs::read_to_string(dir().join("input.log")).expect("read input.log");
+    let input = std::fs::read_to_string(dir().join("input.txt")).expect("read input.txt");
     let trace: String = input
         .lines()
         .skip_while(|l| !l.starts_with("java."))

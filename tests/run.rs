@@ -1,0 +1,97 @@
+//! End-to-end test of `apus run`: gateway and ingest in one process; requests through the
+//! gateway become `access_log` rows and an admin rule flip becomes a `changes` row.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+
+#[test]
+fn gateway_traffic_and_changes_flow_into_the_store() {
+    let (up, port, admin, ing) = (free_port(), free_port(), free_port(), free_port());
+    let _u = upstream(up, "stable-1");
+    let dir = std::env::temp_dir().join(format!("apus-run-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let cfg = format!(
+        r#"
+[ingest]
+listen = "127.0.0.1:{ing}"
+flush_interval_ms = 200
+
+[gateway]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+access_log = "in-process"
+
+[[gateway.pools]]
+name = "stable"
+servers = ["127.0.0.1:{up}"]
+
+[[gateway.routes]]
+name = "api"
+project = "shop"
+env = "prod"
+stable_pool = "stable"
+tenant_sources = [{{ header = "x-tenant-id" }}]
+
+[[gateway.tokens]]
+name = "alice"
+token = "{ADMIN}"
+role = "admin"
+"#
+    );
+    let path = dir.join("apus.toml");
+    std::fs::write(&path, cfg).unwrap();
+    let data = dir.join("data");
+    let child = Command::new(BIN)
+        .args([
+            "run",
+            "--config",
+            path.to_str().unwrap(),
+            "--data-dir",
+            data.to_str().unwrap(),
+        ])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let mut p = Proc(child);
+    let c = client();
+    wait_until("apus run", Duration::from_secs(30), || {
+        c.get(format!("http://127.0.0.1:{admin}/health"))
+            .send()
+            .is_ok()
+            && c.get(format!("http://127.0.0.1:{ing}/health"))
+                .send()
+                .is_ok()
+    });
+    for i in 0..20 {
+        let (st, up, _, _) = get(
+            &c,
+            &format!("http://127.0.0.1:{port}/x"),
+            &[("x-tenant-id", &format!("t{i}"))],
+        );
+        assert_eq!((st, up.as_str()), (200, "stable-1"));
+    }
+    let r = c
+        .put(format!("http://127.0.0.1:{admin}/admin/v1/routes/api/rules"))
+        .bearer_auth(ADMIN)
+        .json(&serde_json::json!({"rules": [{"name": "ramp", "pool": "stable", "percent": 5}], "reason": "test flip"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // Wait for the access-log writer and the change feed to hand over, and a flush.
+    wait_until("parquet files", Duration::from_secs(10), || {
+        std::fs::read_dir(data.join("store/access_log"))
+            .map(|d| d.count() > 1)
+            .unwrap_or(false)
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    p.kill();
+    let d = DataDir::open(&data);
+    assert_eq!(d.count("SELECT count(*) FROM access_log WHERE route = 'api' AND status = 200 AND tag = 'stable'"), 20);
+    assert_eq!(d.count("SELECT count(DISTINCT tenant) FROM access_log"), 20);
+    assert_eq!(d.count("SELECT count(*) FROM changes WHERE kind = 'gray_rules' AND actor = 'alice' AND to_version = 2"), 1);
+}
