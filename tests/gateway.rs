@@ -512,12 +512,20 @@ fn metrics_endpoint_exports_prometheus_text() {
     let s = setup(ROUTE);
     let c = client();
     get(&c, &s.gw.url("/"), &[("x-tenant-id", "acme")]);
-    let body = c
-        .get(s.gw.admin_url("/metrics"))
-        .send()
-        .unwrap()
-        .text()
-        .unwrap();
+    let want =
+        "apus_gateway_requests_total{route=\"api\",pool=\"gray\",tag=\"gray\",status=\"2xx\"} 1";
+    let scrape = || {
+        c.get(s.gw.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap()
+    };
+    // The request is counted in the logging phase, just after the response went out.
+    wait_until("request counted", Duration::from_secs(5), || {
+        scrape().contains(want)
+    });
+    let body = scrape();
     assert!(body.contains("apus_gateway_requests_total{route=\"api\",pool=\"gray\",tag=\"gray\",status=\"2xx\"} 1"), "{body}");
     assert!(body.contains("apus_gateway_rule_version 1"), "{body}");
     assert!(
