@@ -104,10 +104,30 @@ fn init_tracing() {
         .init();
 }
 
+/// Install the Prometheus recorder. Latency metrics (`*_seconds`) are histograms with
+/// fixed buckets; an upkeep thread drains recorded samples every few seconds so memory
+/// stays bounded whether or not anyone scrapes `/metrics`.
 fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
-    metrics_exporter_prometheus::PrometheusBuilder::new()
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Suffix("_seconds".into()),
+            &[
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ],
+        )
+        .context("histogram buckets")?
         .install_recorder()
-        .context("install metrics recorder")
+        .context("install metrics recorder")?;
+    let h = handle.clone();
+    std::thread::Builder::new()
+        .name("apus-metrics-upkeep".into())
+        .spawn(move || loop {
+            std::thread::sleep(std::time::Duration::from_secs(5));
+            h.run_upkeep();
+        })?;
+    Ok(handle)
 }
 
 fn run_gateway(config: &Path) -> Result<()> {
