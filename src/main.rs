@@ -32,6 +32,12 @@ enum Cmd {
         #[arg(long)]
         data_dir: Option<PathBuf>,
     },
+    /// Tail files (application logs, slow logs) and ship them to an ingest node.
+    Collect {
+        /// Collector config (TOML): `ingest_url`, `state_file`, `[[files]]`.
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Run the ingest tier alone (HTTP receivers, WAL, embedded store, search index).
     Ingest {
         /// Ingest config (TOML, the `[ingest]` fields at top level).
@@ -159,6 +165,14 @@ fn main() -> Result<()> {
         } => {
             init_tracing();
             run::ingest(config.as_deref(), data_dir, listen, install_metrics()?)
+        }
+        Cmd::Collect { config } => {
+            init_tracing();
+            let text = std::fs::read_to_string(&config)
+                .with_context(|| format!("{}", config.display()))?;
+            let cfg: apus_ingest::collect::CollectConfig =
+                toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
+            Ok(apus_ingest::collect::run(cfg, None)?)
         }
         Cmd::Gateway { config } => {
             init_tracing();

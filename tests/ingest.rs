@@ -290,3 +290,77 @@ fn sigkill_loses_no_acknowledged_record() {
         acked.len()
     );
 }
+
+#[test]
+fn collector_follows_rotation_keeps_traces_whole_and_resumes_after_kill() {
+    let dir = tmpdir("collect");
+    let ing = Ingest::start(&dir.join("data"));
+    let log = dir.join("app.log");
+    let append = |s: &str| {
+        use std::io::Write;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .unwrap()
+            .write_all(s.as_bytes())
+            .unwrap();
+    };
+    let cfg = dir.join("collect.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "ingest_url = \"{}\"\nstate_file = \"{}\"\npoll_ms = 50\n[[files]]\npath = \"{}\"\nkind = \"logs\"\nproject = \"shop\"\npool = \"gray\"\n",
+            ing.url(""),
+            dir.join("state.json").display(),
+            log.display()
+        ),
+    )
+    .unwrap();
+    let start = || {
+        Proc(
+            std::process::Command::new(BIN)
+                .args(["collect", "--config", cfg.to_str().unwrap()])
+                .stderr(std::fs::File::create(dir.join("collect.log")).unwrap())
+                .spawn()
+                .unwrap(),
+        )
+    };
+    let count = |c: &reqwest::blocking::Client| -> u64 {
+        // Ask the node how many log rows it took, via its own metrics.
+        let m = c.get(ing.url("/metrics")).send().unwrap().text().unwrap();
+        m.lines()
+            .find(|l| l.starts_with("apus_ingest_rows_total{table=\"logs\"}"))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    let c = client();
+    append("line 1\nline 2\nERROR payment failed\njava.lang.IllegalStateException: bad 7\n\tat a.B.c(B.java:1)\nCaused by: java.io.IOException: eof\n\t... 3 more\nline 3\n");
+    let mut col = start();
+    // line 1, line 2, the ERROR line, the trace (one event), line 3.
+    wait_until("first 5 events", Duration::from_secs(10), || count(&c) >= 5);
+    // Rotate: more lines land in the old file first, then a new file appears.
+    append("line 4 (old file)\n");
+    std::fs::rename(&log, dir.join("app.log.1")).unwrap();
+    append("line 5 (new file)\nline 6\n");
+    wait_until("rotation followed", Duration::from_secs(10), || {
+        count(&c) >= 8
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    col.kill();
+    append("line 7 (while down)\n");
+    let _col = start();
+    wait_until("resumed", Duration::from_secs(10), || count(&c) >= 9);
+    std::thread::sleep(Duration::from_millis(500));
+    drop(_col);
+    drop(ing);
+    let d = DataDir::open(&dir.join("data"));
+    assert_eq!(
+        d.count("SELECT count(*) FROM logs"),
+        9,
+        "each event exactly once"
+    );
+    assert_eq!(d.count("SELECT count(DISTINCT message) FROM logs"), 9);
+    assert_eq!(d.count("SELECT count(*) FROM logs WHERE exception = 'java.lang.IllegalStateException' AND pool = 'gray'"), 1);
+}
