@@ -166,15 +166,15 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let tag = Self::tag(ctx).to_string();
+        let tag = Self::tag(ctx);
         upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        upstream_request.insert_header(self.tag_header.clone(), tag.as_str())?;
+        upstream_request.insert_header(self.tag_header.clone(), tag)?;
         let existing = session
             .req_header()
             .headers
             .get("baggage")
             .and_then(|v| v.to_str().ok());
-        let baggage = merge_baggage(existing, &self.baggage_key, &tag);
+        let baggage = merge_baggage(existing, &self.baggage_key, tag);
         upstream_request.insert_header("baggage", baggage)?;
         Ok(())
     }
@@ -188,8 +188,7 @@ impl ProxyHttp for GatewayProxy {
         ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
         ctx.status = upstream_response.status.as_u16();
         upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        let tag = Self::tag(ctx).to_string();
-        upstream_response.insert_header(self.tag_header.clone(), tag)?;
+        upstream_response.insert_header(self.tag_header.clone(), Self::tag(ctx))?;
         Ok(())
     }
 

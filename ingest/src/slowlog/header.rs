@@ -43,7 +43,7 @@ pub(crate) fn is_banner(line: &str) -> bool {
 /// Percona's and MariaDB's extra lines (`# Full_scan: No ...`, `# explain: ...`) parse to an
 /// empty header.
 pub(crate) fn parse_header(line: &str) -> Header<'_> {
-    let body = line[1..].trim_start();
+    let body = line[1..].trim_ascii_start();
     let mut h = Header::default();
     if let Some(rest) = body.strip_prefix("Time:") {
         h.time_us = parse_time(rest.trim());
@@ -52,7 +52,7 @@ pub(crate) fn parse_header(line: &str) -> Header<'_> {
     if let Some(rest) = body.strip_prefix("User@Host:") {
         return parse_user_host(rest);
     }
-    let mut tokens = body.split_whitespace().peekable();
+    let mut tokens = body.split_ascii_whitespace().peekable();
     while let Some(tok) = tokens.next() {
         let Some(key) = tok.strip_suffix(':').filter(|k| !k.is_empty()) else {
             continue;
@@ -102,7 +102,7 @@ fn parse_user_host(rest: &str) -> Header<'_> {
     h.client = Some(if host.is_empty() { ip } else { host });
     if let Some(pos) = after_host.find("Id:") {
         h.thread_id = after_host[pos + 3..]
-            .split_whitespace()
+            .split_ascii_whitespace()
             .next()
             .and_then(|v| v.parse().ok());
     }
