@@ -93,14 +93,10 @@ fn hour_of(dir: &Path) -> Option<i64> {
     let date = dir.parent()?.file_name()?.to_str()?;
     let mut it = date.split('-').map(|s| s.parse::<i64>().ok());
     let (y, m, d) = (it.next()??, it.next()??, it.next()??);
-    // Days from civil (inverse of `civil`).
-    let y2 = if m <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    Some((era * 146_097 + doe - 719_468) * 24 + hh)
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    Some(crate::time::days_from_civil(y, m as u32, d as u32) * 24 + hh)
 }
 
 fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), IngestError> {

@@ -182,15 +182,9 @@ fn num(b: &[u8]) -> Option<i64> {
     Some(b.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
 }
 
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
+/// Days since 1970-01-01 (the one civil-date routine lives in `crate::time`).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    crate::time::days_from_civil(y, m as u32, d as u32)
 }
 
 /// `SET timestamp=N;`, possibly with `last_insert_id=` / `insert_id=` before it: the server's
