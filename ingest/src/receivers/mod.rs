@@ -165,13 +165,13 @@ async fn post_logs(
         let mut rows = Vec::new();
         let mut rej = Rejects::default();
         for (n, line) in lines(&body) {
-            let text = String::from_utf8_lossy(line);
-            match serde_json::from_slice::<Value>(line) {
-                Ok(v) => match map_log(v, &d, &mut miner) {
-                    Ok(r) => rows.push(r),
-                    Err(e) => rej.add("logs", n, e, &text),
-                },
-                Err(e) => rej.add("logs", n, format!("invalid JSON: {e}"), &text),
+            // The raw text is only copied for lines that are rejected.
+            let res = serde_json::from_slice::<Value>(line)
+                .map_err(|e| format!("invalid JSON: {e}"))
+                .and_then(|v| map_log(v, &d, &mut miner));
+            match res {
+                Ok(r) => rows.push(r),
+                Err(e) => rej.add("logs", n, e, &String::from_utf8_lossy(line)),
             }
         }
         (rows, rej)
