@@ -98,25 +98,31 @@ struct Fanout {
 }
 
 impl Fanout {
+    fn deliver_batch(&self, seq: u64, table: Table, b: RecordBatch) {
+        if table == Table::Logs && seq > self.search.checkpoint() {
+            self.search.index(seq, b.clone());
+            self.search_sent.fetch_max(seq, Ordering::Relaxed);
+        }
+        self.store.append(seq, table, b);
+    }
+
+    /// Replay path: the payload must be decoded.
     fn deliver(&self, seq: u64, table: Table, payload: &Bytes) {
         match decode(payload) {
-            Ok(batches) => {
-                for b in batches {
-                    if table == Table::Logs && seq > self.search.checkpoint() {
-                        self.search.index(seq, b.clone());
-                        self.search_sent.fetch_max(seq, Ordering::Relaxed);
-                    }
-                    self.store.append(seq, table, b);
-                }
-            }
+            Ok(batches) => batches
+                .into_iter()
+                .for_each(|b| self.deliver_batch(seq, table, b)),
             Err(e) => tracing::error!(seq, error = %e, "undecodable WAL record skipped"),
         }
     }
 }
 
 impl Consumer for Fanout {
-    fn durable(&self, seq: u64, table: Table, payload: &Bytes) {
-        self.deliver(seq, table, payload);
+    fn durable(&self, seq: u64, table: Table, payload: &Bytes, batch: Option<RecordBatch>) {
+        match batch {
+            Some(b) => self.deliver_batch(seq, table, b),
+            None => self.deliver(seq, table, payload),
+        }
     }
 }
 
@@ -220,11 +226,15 @@ impl Pipeline {
     /// Durably write a ready batch of `table`.
     pub async fn write_batch(&self, table: Table, batch: &RecordBatch) -> Result<u64, IngestError> {
         let payload = encode(batch)?;
-        let seq = self.wal.append(table, payload).await.inspect_err(|e| {
-            if matches!(e, crate::wal::WalError::Full) {
-                metrics::counter!(m::THROTTLED, "reason" => "wal_queue").increment(1);
-            }
-        })?;
+        let seq = self
+            .wal
+            .append(table, payload, Some(batch.clone()))
+            .await
+            .inspect_err(|e| {
+                if matches!(e, crate::wal::WalError::Full) {
+                    metrics::counter!(m::THROTTLED, "reason" => "wal_queue").increment(1);
+                }
+            })?;
         self.last_seq.fetch_max(seq, Ordering::Relaxed);
         metrics::counter!(m::ROWS, "table" => table.name()).increment(batch.num_rows() as u64);
         Ok(seq)

@@ -16,6 +16,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
+use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::oneshot;
 
 use crate::metrics as m;
@@ -41,13 +42,15 @@ pub enum WalError {
 
 /// Receives durable records in sequence order, on the writer thread.
 pub trait Consumer: Send + Sync + 'static {
-    /// Called once per record after it was fsynced, in increasing `seq`.
-    fn durable(&self, seq: u64, table: Table, payload: &Bytes);
+    /// Called once per record after it was fsynced, in increasing `seq`. `batch` is the
+    /// decoded form the appender attached (so the sinks need not decode the payload again).
+    fn durable(&self, seq: u64, table: Table, payload: &Bytes, batch: Option<RecordBatch>);
 }
 
 struct Append {
     table: Table,
     payload: Bytes,
+    batch: Option<RecordBatch>,
     done: oneshot::Sender<Result<u64, String>>,
 }
 
@@ -173,8 +176,14 @@ impl Wal {
         ))
     }
 
-    /// Append a record; resolves with its sequence number once it is durable.
-    pub async fn append(&self, table: Table, payload: Bytes) -> Result<u64, WalError> {
+    /// Append a record; resolves with its sequence number once it is durable. `batch`, if
+    /// given, is the decoded payload, handed to the consumer as is.
+    pub async fn append(
+        &self,
+        table: Table,
+        payload: Bytes,
+        batch: Option<RecordBatch>,
+    ) -> Result<u64, WalError> {
         if payload.len() + 9 > MAX_RECORD {
             return Err(WalError::TooLarge(payload.len()));
         }
@@ -182,6 +191,7 @@ impl Wal {
         match self.tx.try_send(Append {
             table,
             payload,
+            batch,
             done,
         }) {
             Ok(()) => {}
@@ -268,7 +278,7 @@ fn writer(
             Ok(()) => {
                 for (i, a) in batch.drain(..).enumerate() {
                     let seq = first_seq + i as u64;
-                    consumer.durable(seq, a.table, &a.payload);
+                    consumer.durable(seq, a.table, &a.payload, a.batch);
                     let _ = a.done.send(Ok(seq));
                 }
             }
@@ -307,7 +317,7 @@ mod tests {
 
     struct Collect(Mutex<Vec<(u64, Table, Bytes)>>);
     impl Consumer for Collect {
-        fn durable(&self, seq: u64, t: Table, p: &Bytes) {
+        fn durable(&self, seq: u64, t: Table, p: &Bytes, _: Option<RecordBatch>) {
             self.0.lock().unwrap().push((seq, t, p.clone()));
         }
     }
@@ -336,7 +346,7 @@ mod tests {
             assert_eq!((r.records, rep.len()), (0, 0));
             for i in 0..10u8 {
                 let s = w
-                    .append(Table::Logs, Bytes::from(vec![i; 100]))
+                    .append(Table::Logs, Bytes::from(vec![i; 100]), None)
                     .await
                     .unwrap();
                 assert_eq!(s, i as u64 + 1);
@@ -362,7 +372,7 @@ mod tests {
         assert_eq!(rep[0].2, Bytes::from(vec![4u8; 100]));
         // New appends continue the sequence in a new segment.
         assert_eq!(
-            w.append(Table::Metrics, Bytes::from_static(b"x"))
+            w.append(Table::Metrics, Bytes::from_static(b"x"), None)
                 .await
                 .unwrap(),
             11
@@ -378,7 +388,7 @@ mod tests {
         {
             let (w, ..) = open(d.path(), 0);
             for _ in 0..3 {
-                w.append(Table::Logs, Bytes::from(vec![7u8; 50]))
+                w.append(Table::Logs, Bytes::from(vec![7u8; 50]), None)
                     .await
                     .unwrap();
             }
