@@ -10,6 +10,7 @@ use apus_gateway::{AccessLog, AccessLogSink, GatewayConfig};
 use apus_ingest::receivers::MetricsRender;
 use apus_ingest::schema::AccessRecord;
 use apus_ingest::{IngestConfig, IngestError, Pipeline};
+use apus_query::{Engine, QueryConfig, Searcher};
 use serde::Deserialize;
 
 /// `apus run` configuration: `[gateway]` and `[ingest]` sections.
@@ -21,6 +22,9 @@ pub struct RunConfig {
     /// The ingest tier (listener, data dir, limits).
     #[serde(default)]
     pub ingest: IngestConfig,
+    /// The query API and dashboards (listener, limits).
+    #[serde(default)]
+    pub query: QueryConfig,
 }
 
 /// Start the ingest tier on its own runtime: open the data dir (replaying the WAL), start
@@ -43,7 +47,15 @@ pub fn start_ingest(
         p.spawn_maintenance();
         let l = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(addr = ?l.local_addr().ok(), data_dir = %p.data_dir().display(), "ingest listening");
-        let app = apus_ingest::receivers::router(p, render);
+        // An ingest node also answers searches of its own index, so query nodes can fan
+        // out to it.
+        let engine = Arc::new(Engine::new(
+            p.store().clone(),
+            Searcher::Local(p.search().clone()),
+            QueryConfig::default().limits(),
+        ));
+        let app = apus_ingest::receivers::router(p, render)
+            .merge(apus_query::api::search_router(engine));
         tokio::spawn(async move {
             if let Err(e) = axum::serve(l, app).await {
                 tracing::error!(error = %e, "ingest server stopped");
@@ -52,6 +64,40 @@ pub fn start_ingest(
         Ok::<_, anyhow::Error>(())
     })?;
     Ok((rt, pipeline))
+}
+
+/// Start the query API and dashboards on `rt` over this process's store and index (or the
+/// configured search nodes).
+pub fn start_query(
+    rt: &tokio::runtime::Runtime,
+    cfg: &QueryConfig,
+    pipeline: &Arc<Pipeline>,
+    render: Option<MetricsRender>,
+) -> Result<()> {
+    let listener = std::net::TcpListener::bind(&cfg.listen)
+        .with_context(|| format!("query listen {}", cfg.listen))?;
+    listener.set_nonblocking(true)?;
+    let searcher = if cfg.search_nodes.is_empty() {
+        Searcher::Local(pipeline.search().clone())
+    } else {
+        Searcher::Remote(cfg.search_nodes.clone())
+    };
+    let engine = Arc::new(Engine::new(
+        pipeline.store().clone(),
+        searcher,
+        cfg.limits(),
+    ));
+    rt.block_on(async move {
+        let l = tokio::net::TcpListener::from_std(listener)?;
+        tracing::info!(addr = ?l.local_addr().ok(), "query API and dashboards listening");
+        let app = apus_query::api::router(engine, render);
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(l, app).await {
+                tracing::error!(error = %e, "query server stopped");
+            }
+        });
+        Ok::<_, anyhow::Error>(())
+    })
 }
 
 /// Hands the gateway's access-log batches to the in-process pipeline, waiting out
@@ -121,6 +167,7 @@ pub fn run(
     }
     let rules = cfg.gateway.validate(config.parent())?;
     let (rt, pipeline) = start_ingest(cfg.ingest, Some(render(prom.clone())))?;
+    start_query(&rt, &cfg.query, &pipeline, Some(render(prom.clone())))?;
     let access_log = if cfg.gateway.access_log == "off" {
         AccessLog::off()
     } else {

@@ -202,7 +202,11 @@ mod tests {
     impl AccessLogSink for Gated {
         fn write_batch(&mut self, b: &[AccessRecord]) -> std::io::Result<()> {
             let _ = self.entered.send(b.len());
-            let _ = self.release.lock().unwrap().recv_timeout(Duration::from_secs(30));
+            let _ = self
+                .release
+                .lock()
+                .unwrap()
+                .recv_timeout(Duration::from_secs(30));
             self.written.fetch_add(b.len() as u64, Ordering::SeqCst);
             Ok(())
         }

@@ -261,6 +261,7 @@ fn server_change(
         from_version: v,
         to_version: v,
         summary: format!("{kind} {addr} in pool {pool}; {reason}"),
+        touched: format!("pool:{pool} upstream:{addr}"),
     };
     s.release.record_event(rec.clone());
     rec

@@ -187,6 +187,7 @@ impl ReleaseState {
         let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
         let old = self.current.load_full();
         let diff = old.rules.diff(&new_rules);
+        let touched = old.rules.touched(&new_rules).join(" ");
         let version = old.version + 1;
         self.current
             .store(Arc::new(Current::new(version, new_rules)));
@@ -211,6 +212,7 @@ impl ReleaseState {
             from_version: old.version,
             to_version: version,
             summary,
+            touched,
         };
         self.record(&mut h, rec.clone());
         Ok(rec)

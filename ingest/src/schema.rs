@@ -323,6 +323,10 @@ define_table!(
     from_version: u64,
     to_version: u64,
     summary: String,
+    /// What the change touched, as space-separated `dimension:value` items (`route:api
+    /// pool:gray tag:gray tenant:acme`; `tenant:*` = a sticky percentage over all tenants).
+    /// Root cause matches these against the dimensions that explain an anomaly.
+    touched: String,
 });
 
 define_table!(

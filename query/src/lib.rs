@@ -1,1 +1,22 @@
-//! placeholder
+//! Query tier: the read side of Apus. SREs' questions — slow-SQL TOP N, exception
+//! rankings, pool/route/tenant rankings split by lane, time series, log search, read-only
+//! SQL, the change timeline and root cause — answered from columnar scans (DataFusion over
+//! the embedded store) and Tantivy, never from row-by-row code.
+//!
+//! Layers: [`params`] turns hostile query strings into a validated time range and
+//! dimension filters; [`engine::Engine`] runs SQL against a fresh snapshot of the store
+//! (memory batches + Parquet) and searches; [`rank`] builds the ranking queries;
+//! [`rootcause`] holds the pure attribution algorithms and [`investigate`] feeds them;
+//! [`api`] is the HTTP surface on the query listener (default `127.0.0.1:3000`).
+
+pub mod api;
+pub mod engine;
+mod error;
+pub mod investigate;
+pub mod json;
+pub mod params;
+pub mod rank;
+pub mod rootcause;
+
+pub use engine::{Engine, QueryConfig, Searcher};
+pub use error::QueryError;

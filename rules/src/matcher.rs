@@ -391,6 +391,59 @@ impl RuleSet {
     }
 }
 
+/// Up to this many tenants of a rule are listed one by one in [`RuleSet::touched`].
+const TOUCHED_TENANTS: usize = 50;
+
+fn touched_rule(r: &GrayRuleSpec, out: &mut Vec<String>) {
+    out.push(format!("pool:{}", r.pool));
+    out.push(format!("tag:{}", r.tag));
+    if r.tenants_file.is_some() || r.tenants.len() > TOUCHED_TENANTS {
+        out.push("tenant:*".into());
+    } else {
+        out.extend(r.tenants.iter().map(|t| format!("tenant:{t}")));
+    }
+    if r.percent.is_some() && r.tenants.is_empty() && r.tenants_file.is_none() {
+        out.push("tenant:*".into());
+    }
+}
+
+impl RuleSet {
+    /// The `dimension:value` items a change from `self` to `new` touches: each changed
+    /// route, and for each added, removed or changed gray rule its pool, tag and tenants
+    /// (old and new), plus the stable pool when it changed. Sorted, deduplicated.
+    pub fn touched(&self, new: &RuleSet) -> Vec<String> {
+        let old: HashMap<&str, &RouteSpec> = self.routes().map(|r| (r.name.as_str(), r)).collect();
+        let newm: HashMap<&str, &RouteSpec> = new.routes().map(|r| (r.name.as_str(), r)).collect();
+        let mut out = Vec::new();
+        for name in old.keys().chain(newm.keys()) {
+            let (o, n) = (old.get(name).copied(), newm.get(name).copied());
+            if o == n {
+                continue;
+            }
+            out.push(format!("route:{name}"));
+            let stable = |r: Option<&RouteSpec>| r.map(|r| r.stable_pool.clone());
+            if stable(o) != stable(n) {
+                for p in [stable(o), stable(n)].into_iter().flatten() {
+                    out.push(format!("pool:{p}"));
+                }
+            }
+            fn rules(r: Option<&RouteSpec>) -> &[GrayRuleSpec] {
+                r.map_or(&[][..], |r| &r.gray_rules[..])
+            }
+            for (a, b) in [(rules(o), rules(n)), (rules(n), rules(o))] {
+                for r in a {
+                    if b.iter().find(|x| x.name == r.name) != Some(r) {
+                        touched_rule(r, &mut out);
+                    }
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        out
+    }
+}
+
 fn diff_route(old: &RouteSpec, new: &RouteSpec) -> String {
     let on: HashMap<&str, &GrayRuleSpec> = old
         .gray_rules

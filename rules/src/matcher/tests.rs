@@ -303,3 +303,16 @@ fn diff_summarises_changes() {
     );
     assert!(a.diff(&percent_rules(10.0)).is_empty());
 }
+
+#[test]
+fn touched_lists_what_a_change_reaches() {
+    let a = percent_rules(10.0);
+    let b = percent_rules(20.0);
+    let t = a.touched(&b);
+    assert_eq!(
+        t,
+        vec!["pool:gray", "route:r", "tag:gray", "tenant:*"],
+        "{t:?}"
+    );
+    assert!(a.touched(&percent_rules(10.0)).is_empty());
+}

@@ -1,0 +1,264 @@
+//! The query API on the query listener (default `127.0.0.1:3000`). Every answer is a JSON
+//! object with a `rows` array plus the time range and `took_ms`; every bad parameter is a
+//! 400 naming it; overload is a 429 with `Retry-After`.
+//!
+//! | path | answer |
+//! |---|---|
+//! | `GET /api/v1/slow-sql/top` | slow SQL TOP N by fingerprint |
+//! | `GET /api/v1/exceptions/top` | exception templates per pool vs the previous window |
+//! | `GET /api/v1/rank/{pools,routes,tenants,upstreams}` | traffic, errors, latency by lane |
+//! | `GET /api/v1/timeseries` | an aggregate in time buckets |
+//! | `GET /api/v1/logs/search` | Tantivy search, newest first, paged |
+//! | `POST /api/v1/sql` | read-only SQL |
+//! | `GET /api/v1/changes` | the change timeline |
+//! | `GET /api/v1/rootcause` | ranked suspects with evidence |
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::{json, Value};
+
+use crate::engine::Engine;
+use crate::json::{rfc3339, Row};
+use crate::params::Params;
+use crate::{investigate, rank, QueryError};
+
+/// Renders the process's Prometheus metrics.
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Largest SQL request body.
+pub const MAX_SQL_BYTES: usize = 64 * 1024;
+
+#[derive(Clone)]
+struct Api {
+    engine: Arc<Engine>,
+    render: Option<MetricsRender>,
+}
+
+type ApiResult = Result<Response, QueryError>;
+
+fn pairs(q: Option<String>) -> Result<Vec<(String, String)>, QueryError> {
+    match q {
+        None => Ok(Vec::new()),
+        Some(q) => serde_urlencoded::from_str(&q)
+            .map_err(|e| QueryError::BadRequest(format!("query string: {e}"))),
+    }
+}
+
+fn params(q: Option<String>, dims: &[&str], opts: &[&str]) -> Result<Params, QueryError> {
+    Params::parse(&pairs(q)?, dims, opts, apus_ingest::time::now_us())
+}
+
+fn page(p: &Params, rows: Vec<Row>, started: Instant) -> Response {
+    Json(json!({
+        "rows": rows,
+        "count": rows.len(),
+        "from": rfc3339(p.from_us),
+        "to": rfc3339(p.to_us),
+        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+    }))
+    .into_response()
+}
+
+/// The query API router (plus the dashboards UI at `/` and `/metrics`).
+pub fn router(engine: Arc<Engine>, render: Option<MetricsRender>) -> Router {
+    Router::new()
+        .route("/", get(ui))
+        .route("/api/v1/slow-sql/top", get(slow_sql_top))
+        .route("/api/v1/exceptions/top", get(exceptions_top))
+        .route("/api/v1/rank/{kind}", get(rank_by))
+        .route("/api/v1/timeseries", get(timeseries))
+        .route("/api/v1/logs/search", get(search))
+        .route("/api/v1/sql", post(sql))
+        .route("/api/v1/changes", get(changes))
+        .route("/api/v1/rootcause", get(rootcause))
+        .route("/metrics", get(metrics_text))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_SQL_BYTES))
+        .with_state(Api { engine, render })
+}
+
+/// Only the search endpoint: what an ingest node serves so query nodes can fan out to it.
+pub fn search_router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/api/v1/logs/search", get(search))
+        .with_state(Api {
+            engine,
+            render: None,
+        })
+}
+
+async fn not_found() -> Response {
+    (
+        StatusCode::NOT_FOUND,
+        Json(json!({"error": "no such endpoint; see /api/v1/…"})),
+    )
+        .into_response()
+}
+
+async fn ui() -> Html<&'static str> {
+    Html(include_str!("../../dashboards/index.html"))
+}
+
+async fn metrics_text(State(a): State<Api>) -> Response {
+    match &a.render {
+        Some(r) => ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], r()).into_response(),
+        None => StatusCode::NOT_FOUND.into_response(),
+    }
+}
+
+async fn slow_sql_top(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
+    let t = Instant::now();
+    let p = params(q, rank::SLOW_SQL_DIMS, &["limit", "order"])?;
+    Ok(page(&p, rank::slow_sql_top(&a.engine, &p).await?, t))
+}
+
+async fn exceptions_top(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
+    let t = Instant::now();
+    let p = params(q, rank::LOG_DIMS, &["limit", "lines"])?;
+    Ok(page(&p, rank::exceptions_top(&a.engine, &p).await?, t))
+}
+
+async fn rank_by(
+    State(a): State<Api>,
+    Path(kind): Path<String>,
+    RawQuery(q): RawQuery,
+) -> ApiResult {
+    let t = Instant::now();
+    let dim = rank::rank_dimension(&kind)?;
+    let p = params(q, rank::ACCESS_DIMS, &["limit", "order"])?;
+    Ok(page(&p, rank::rank(&a.engine, dim, &p).await?, t))
+}
+
+async fn timeseries(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
+    let t = Instant::now();
+    let raw = pairs(q)?;
+    let is_metric = raw
+        .iter()
+        .any(|(k, v)| k == "metric" && v.starts_with("metric:"));
+    let dims = if is_metric {
+        rank::METRIC_DIMS
+    } else {
+        rank::ACCESS_DIMS
+    };
+    let p = Params::parse(
+        &raw,
+        dims,
+        &["metric", "step", "by"],
+        apus_ingest::time::now_us(),
+    )?;
+    Ok(page(&p, rank::timeseries(&a.engine, &p).await?, t))
+}
+
+async fn search(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
+    let t = Instant::now();
+    let p = params(
+        q,
+        &apus_ingest::search::DIMENSIONS,
+        &["q", "limit", "offset"],
+    )?;
+    let limit = p.usize_opt("limit", 50, 1000)?;
+    let offset = match p.opt("offset") {
+        None => 0,
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|o| *o <= 100_000)
+            .ok_or_else(|| {
+                QueryError::BadRequest(format!("`offset` must be 0 to 100000, got `{v}`"))
+            })?,
+    };
+    let r = a
+        .engine
+        .search(
+            p.opt("q").unwrap_or(""),
+            &p.dims,
+            p.from_us,
+            p.to_us,
+            limit,
+            offset,
+        )
+        .await?;
+    let n = r.rows.len();
+    let rows: Vec<Value> = r
+        .rows
+        .into_iter()
+        .map(|h| {
+            let mut v = serde_json::to_value(&h).unwrap_or(Value::Null);
+            v["time"] = Value::from(rfc3339(h.ts));
+            v
+        })
+        .collect();
+    Ok(Json(json!({
+        "rows": rows,
+        "total": r.total,
+        "limit": limit,
+        "offset": offset,
+        "next_offset": (offset + n < r.total).then_some(offset + n),
+        "from": rfc3339(p.from_us),
+        "to": rfc3339(p.to_us),
+        "took_ms": t.elapsed().as_secs_f64() * 1000.0,
+    }))
+    .into_response())
+}
+
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlBody {
+    sql: String,
+    #[serde(default)]
+    limit: Option<usize>,
+}
+
+async fn sql(State(a): State<Api>, h: HeaderMap, body: Bytes) -> ApiResult {
+    let t = Instant::now();
+    let is_json = h
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    let req = if is_json {
+        serde_json::from_slice::<SqlBody>(&body)
+            .map_err(|e| QueryError::BadRequest(format!("body: {e}")))?
+    } else {
+        SqlBody {
+            sql: String::from_utf8(body.to_vec())
+                .map_err(|_| QueryError::BadRequest("body is not UTF-8".into()))?,
+            limit: None,
+        }
+    };
+    let limit = req.limit.unwrap_or(1000);
+    if limit == 0 || limit > 100_000 {
+        return Err(QueryError::BadRequest(format!(
+            "`limit` must be 1 to 100000, got {limit}"
+        )));
+    }
+    let (rows, truncated) = a.engine.user_sql(&req.sql, limit).await?;
+    Ok(Json(json!({
+        "rows": rows,
+        "count": rows.len(),
+        "truncated": truncated,
+        "limit": limit,
+        "took_ms": t.elapsed().as_secs_f64() * 1000.0,
+    }))
+    .into_response())
+}
+
+async fn changes(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
+    let t = Instant::now();
+    let p = params(q, rank::CHANGE_DIMS, &["limit"])?;
+    Ok(page(&p, rank::changes(&a.engine, &p).await?, t))
+}
+
+async fn rootcause(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
+    let p = params(q, investigate::RCA_DIMS, investigate::RCA_OPTS)?;
+    let mut v = investigate::rootcause(&a.engine, &p).await?;
+    v["from"] = Value::from(rfc3339(p.from_us));
+    v["to"] = Value::from(rfc3339(p.to_us));
+    Ok(Json(v).into_response())
+}

@@ -1,0 +1,357 @@
+//! Root cause for a window and a scope: the queries that feed [`crate::rootcause`] and the
+//! assembly of their answers into one ranked list of suspects, each with its evidence.
+//!
+//! 1. The analysed span is the baseline (default: the window of equal length before `from`)
+//!    plus the window. The onset is found in the span's time series of the chosen measure
+//!    (error rate, or the share of requests slower than `slow_ms`); the anomalous period is
+//!    [onset, to), the baseline everything before it.
+//! 2. Per dimension (tag, tenant, pool, route, upstream) the bad/total counts of both
+//!    periods go to Adtributor: which values explain the change, with what surprise.
+//! 3. Changes (gray flips, releases, rollout steps, server changes) in the lookback before
+//!    the onset are ranked by time proximity and by overlap of what they touched with the
+//!    explaining dimension values.
+//! 4. Exception templates and slow-SQL fingerprints that are new or surged.
+//! 5. The route → pool → upstream layers with their error rate and p99 in both periods.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::engine::Engine;
+use crate::json::{num, rfc3339, text, Row};
+use crate::params::{lit, ts_lit, Params};
+use crate::rank::ERROR_LINES;
+use crate::rootcause::{
+    adtributor, onset, rank_changes_with_grace, surges, AdtributorParams, Bucket, Change,
+    DimCounts, KeyCounts,
+};
+use crate::QueryError;
+
+/// Scope dimensions root cause accepts.
+pub const RCA_DIMS: &[&str] = &[
+    "project", "env", "route", "pool", "upstream", "tenant", "tag",
+];
+/// Options root cause accepts.
+pub const RCA_OPTS: &[&str] = &["metric", "slow_ms", "baseline_from", "lookback"];
+
+/// The dimensions whose values Adtributor weighs.
+const EXPLAIN: &[&str] = &["tag", "tenant", "pool", "route", "upstream"];
+
+/// Change suspects scoring at least this go before the other kinds of suspects.
+const CHANGE_FIRST: f64 = 0.2;
+
+/// Run the root-cause analysis for `p`.
+pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
+    let started = std::time::Instant::now();
+    let metric = p.choice("metric", &["error_rate", "latency"])?;
+    let slow_ms = match p.opt("slow_ms") {
+        None => 1000.0,
+        Some(v) => v
+            .parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v > 0.0)
+            .ok_or_else(|| QueryError::BadRequest(format!("bad slow_ms `{v}`")))?,
+    };
+    let base_from = match p.opt("baseline_from") {
+        Some(v) => crate::params::parse_time(v, apus_ingest::time::now_us())?,
+        None => p.from_us - (p.to_us - p.from_us),
+    };
+    if base_from >= p.from_us {
+        return Err(QueryError::BadRequest(
+            "baseline_from must be before from".into(),
+        ));
+    }
+    let bad = match metric {
+        "error_rate" => "CASE WHEN status >= 500 THEN 1 ELSE 0 END".to_string(),
+        _ => format!(
+            "CASE WHEN latency_us > {} THEN 1 ELSE 0 END",
+            (slow_ms * 1000.0) as i64
+        ),
+    };
+    let span = p.with_range(base_from, p.to_us);
+
+    // 1. Onset.
+    let step_us = ((p.to_us - base_from) / 120).max(1_000_000);
+    let series = e
+        .rows(&format!(
+            "SELECT (CAST(ts AS BIGINT) / {step_us}) * {step_us} AS b, count(*) AS total, \
+             sum({bad}) AS bad FROM access_log WHERE {} GROUP BY 1 ORDER BY 1",
+            span.conditions(&[])
+        ))
+        .await?;
+    let buckets: Vec<Bucket> = series
+        .iter()
+        .map(|r| Bucket {
+            ts: num(r, "b") as i64,
+            total: num(r, "total"),
+            bad: num(r, "bad"),
+        })
+        .collect();
+    let detected = onset(&buckets);
+    let start = detected.filter(|t| *t > base_from).unwrap_or(p.from_us);
+    let cur = format!("ts >= {}", ts_lit(start));
+
+    // 2. Dimensions.
+    let dims: Vec<&str> = EXPLAIN
+        .iter()
+        .copied()
+        .filter(|d| !p.dims.iter().any(|(k, _)| k == d))
+        .collect();
+    let dim_queries = dims.iter().map(|d| {
+        e.rows_owned(format!(
+            "SELECT {d} AS value, sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS bt, \
+             sum(CASE WHEN {cur} THEN 0 ELSE {bad} END) AS bb, \
+             sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS ct, \
+             sum(CASE WHEN {cur} THEN {bad} ELSE 0 END) AS cb \
+             FROM access_log WHERE {} GROUP BY 1",
+            span.conditions(&[])
+        ))
+    });
+    let dim_rows = futures::future::try_join_all(dim_queries).await?;
+    let mut counts = Vec::new();
+    let (mut bt, mut bb, mut ct, mut cb) = (0.0, 0.0, 0.0, 0.0);
+    for (i, (d, rows)) in dims.iter().zip(&dim_rows).enumerate() {
+        for r in rows {
+            if i == 0 {
+                bt += num(r, "bt");
+                bb += num(r, "bb");
+                ct += num(r, "ct");
+                cb += num(r, "cb");
+            }
+            counts.push(DimCounts {
+                dimension: d.to_string(),
+                value: text(r, "value").to_string(),
+                baseline_total: num(r, "bt"),
+                baseline_bad: num(r, "bb"),
+                current_total: num(r, "ct"),
+                current_bad: num(r, "cb"),
+            });
+        }
+    }
+    // Every qualifying dimension is reported (ranked by surprise): tag, pool and upstream
+    // often move together with the tenant a rule sends, and an SRE wants to see all four.
+    let explained = adtributor(
+        &counts,
+        &AdtributorParams {
+            max_dimensions: EXPLAIN.len(),
+            ..AdtributorParams::default()
+        },
+    );
+    let suspects: Vec<(String, f64)> = explained
+        .iter()
+        .flat_map(|d| {
+            d.values
+                .iter()
+                .map(move |v| (format!("{}:{}", d.dimension, v.value), v.explanatory_power))
+        })
+        .collect();
+
+    // 3. Changes before the onset.
+    let lookback_us = match p.opt("lookback") {
+        Some(v) => crate::rank::parse_step(v)? * 1_000_000,
+        None => (start - base_from).max(3_600_000_000),
+    };
+    let mut change_scope = vec![
+        format!("ts >= {}", ts_lit(start - lookback_us)),
+        format!("ts <= {}", ts_lit(p.to_us)),
+    ];
+    for (k, v) in &p.dims {
+        if k == "project" || k == "env" {
+            change_scope.push(format!("({k} = {} OR {k} = '')", lit(v)));
+        }
+    }
+    let change_rows = e
+        .rows(&format!(
+            "SELECT * FROM changes WHERE {} ORDER BY ts",
+            change_scope.join(" AND ")
+        ))
+        .await?;
+    let changes: Vec<Change> = change_rows
+        .iter()
+        .map(|r| Change {
+            id: format!(
+                "{}:{}:v{}",
+                text(r, "kind"),
+                text(r, "scope"),
+                num(r, "to_version")
+            ),
+            ts: apus_ingest::time::parse_rfc3339(text(r, "ts")).unwrap_or(0),
+            kind: text(r, "kind").to_string(),
+            touched: text(r, "touched")
+                .split_whitespace()
+                .map(str::to_string)
+                .collect(),
+            summary: text(r, "summary").to_string(),
+        })
+        .collect();
+    let half_life = (lookback_us / 4).max(60_000_000);
+    let ranked_changes = rank_changes_with_grace(&changes, start, &suspects, half_life, step_us);
+
+    // 4. Templates and fingerprints that appeared or surged.
+    let window_ratio = (p.to_us - start) as f64 / (start - base_from).max(1) as f64;
+    let log_scope = scoped(&span, &["project", "env", "pool", "tenant", "tag"]);
+    let tpl_sql = format!(
+        "SELECT pool, template_id, max(template) AS template, max(exception) AS exception, \
+         first_value(message ORDER BY ts DESC) AS sample, \
+         sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
+         sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS base \
+         FROM logs WHERE {log_scope} AND {ERROR_LINES} GROUP BY pool, template_id"
+    );
+    let sql_scope = scoped(&span, &["project", "env", "pool"]);
+    let fp_sql = format!(
+        "SELECT fingerprint_id, max(fingerprint) AS fingerprint, \
+         sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
+         sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS base, \
+         sum(CASE WHEN {cur} THEN query_time ELSE 0 END) AS cur_total_s \
+         FROM slow_sql WHERE {sql_scope} GROUP BY fingerprint_id"
+    );
+    let layer_sql = format!(
+        "SELECT route, pool, upstream, sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS requests, \
+         sum(CASE WHEN {cur} THEN {bad} ELSE 0 END) AS bad, \
+         sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS baseline_requests, \
+         sum(CASE WHEN {cur} THEN 0 ELSE {bad} END) AS baseline_bad, \
+         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY CASE WHEN {cur} THEN latency_us END) \
+           / 1000.0 AS p99_ms, \
+         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY CASE WHEN {cur} THEN NULL ELSE latency_us END) \
+           / 1000.0 AS baseline_p99_ms \
+         FROM access_log WHERE {} GROUP BY route, pool, upstream",
+        span.conditions(&[])
+    );
+    let (tpl_rows, fp_rows, layer_rows) = futures::future::try_join3(
+        e.rows_owned(tpl_sql),
+        e.rows_owned(fp_sql),
+        e.rows_owned(layer_sql),
+    )
+    .await?;
+    let templates = surged(&tpl_rows, window_ratio, |r| {
+        format!("{}\u{1f}{}", text(r, "pool"), text(r, "template_id"))
+    });
+    let fingerprints = surged(&fp_rows, window_ratio, |r| {
+        text(r, "fingerprint_id").to_string()
+    });
+    let mut layers: Vec<Row> = layer_rows
+        .into_iter()
+        .map(|mut r| {
+            let rate = |b: f64, t: f64| if t > 0.0 { b / t } else { 0.0 };
+            let cur_rate = rate(num(&r, "bad"), num(&r, "requests"));
+            let base_rate = rate(num(&r, "baseline_bad"), num(&r, "baseline_requests"));
+            r.insert("rate".into(), json!(cur_rate));
+            r.insert("baseline_rate".into(), json!(base_rate));
+            r
+        })
+        .collect();
+    layers.sort_by(|a, b| {
+        (num(b, "rate") - num(b, "baseline_rate"))
+            .total_cmp(&(num(a, "rate") - num(a, "baseline_rate")))
+    });
+
+    // One ranked list of suspects.
+    let mut rows: Vec<Value> = Vec::new();
+    let change_json = |c: &crate::rootcause::ChangeSuspect| {
+        json!({"kind": "change", "id": c.id, "change_kind": c.kind, "ts": rfc3339(c.ts),
+               "score": c.score, "time_score": c.time_score, "overlap_score": c.overlap_score,
+               "matched": c.matched, "summary": c.summary, "evidence": c.evidence})
+    };
+    for c in ranked_changes.iter().filter(|c| c.score >= CHANGE_FIRST) {
+        rows.push(change_json(c));
+    }
+    for d in &explained {
+        let vals: Vec<String> = d
+            .values
+            .iter()
+            .map(|v| {
+                format!(
+                    "{}={} ({:.1}% → {:.1}%, explains {:.0}%)",
+                    d.dimension,
+                    v.value,
+                    v.baseline_rate * 100.0,
+                    v.current_rate * 100.0,
+                    v.explanatory_power * 100.0
+                )
+            })
+            .collect();
+        rows.push(json!({"kind": "dimension", "dimension": d.dimension,
+            "values": d.values, "score": d.explanatory_power, "surprise": d.surprise,
+            "evidence": vals.join("; ")}));
+    }
+    for t in &templates {
+        rows.push(
+            json!({"kind": "template", "pool": t.0["pool"], "template_id": t.0["template_id"],
+            "template": t.0["template"], "exception": t.0["exception"], "sample": t.0["sample"],
+            "new": t.1.is_new, "current": t.1.current, "baseline": t.1.baseline,
+            "score": t.1.z, "evidence": surge_text(&t.1, "exception template")}),
+        );
+    }
+    for f in &fingerprints {
+        rows.push(
+            json!({"kind": "slow_sql", "fingerprint_id": f.0["fingerprint_id"],
+            "fingerprint": f.0["fingerprint"], "new": f.1.is_new, "current": f.1.current,
+            "baseline": f.1.baseline, "score": f.1.z,
+            "evidence": surge_text(&f.1, "slow query")}),
+        );
+    }
+    for c in ranked_changes.iter().filter(|c| c.score < CHANGE_FIRST) {
+        rows.push(change_json(c));
+    }
+    for (i, r) in rows.iter_mut().enumerate() {
+        r["rank"] = json!(i + 1);
+    }
+    let rate = |b: f64, t: f64| if t > 0.0 { b / t } else { 0.0 };
+    Ok(json!({
+        "rows": rows,
+        "metric": metric,
+        "onset": detected.map(rfc3339),
+        "current": {"from": rfc3339(start), "to": rfc3339(p.to_us),
+                    "requests": ct, "bad": cb, "rate": rate(cb, ct)},
+        "baseline": {"from": rfc3339(base_from), "to": rfc3339(start),
+                     "requests": bt, "bad": bb, "rate": rate(bb, bt)},
+        "dimensions": explained,
+        "changes": ranked_changes.iter().map(change_json).collect::<Vec<_>>(),
+        "templates": templates.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+        "slow_sql": fingerprints.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+        "layers": layers.into_iter().take(50).collect::<Vec<_>>(),
+        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+    }))
+}
+
+fn scoped(span: &Params, allowed: &[&str]) -> String {
+    let skip: Vec<&str> = span
+        .dims
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .filter(|k| !allowed.contains(k))
+        .collect();
+    span.conditions(&skip)
+}
+
+fn surged(
+    rows: &[Row],
+    window_ratio: f64,
+    key: impl Fn(&Row) -> String,
+) -> Vec<(Row, crate::rootcause::Surge)> {
+    let by_key: HashMap<String, &Row> = rows.iter().map(|r| (key(r), r)).collect();
+    let keys: Vec<KeyCounts> = rows
+        .iter()
+        .map(|r| KeyCounts {
+            key: key(r),
+            baseline: num(r, "base"),
+            current: num(r, "cur"),
+        })
+        .collect();
+    surges(&keys, window_ratio, 3.0)
+        .into_iter()
+        .take(20)
+        .filter_map(|s| by_key.get(&s.key).map(|r| ((*r).clone(), s)))
+        .collect()
+}
+
+fn surge_text(s: &crate::rootcause::Surge, what: &str) -> String {
+    if s.is_new {
+        format!("new {what}: {} occurrences, none before", s.current)
+    } else {
+        format!(
+            "{what} surged ×{:.1}: {} occurrences vs {} before (z = {:.1})",
+            s.ratio, s.current, s.baseline, s.z
+        )
+    }
+}

@@ -1,0 +1,277 @@
+//! The rankings and charts SREs open first, each one aggregate query over a column scan:
+//! slow SQL TOP N by fingerprint, exception/log-template ranking per pool with the change
+//! against the previous window, pool/route/tenant/upstream rankings split by lane (tag),
+//! time series in buckets, and the change timeline.
+
+use std::collections::HashMap;
+
+use serde_json::{json, Value};
+
+use crate::engine::Engine;
+use crate::json::{num, rfc3339, text, Row};
+use crate::params::{lit, Params};
+use crate::rootcause::{surges, KeyCounts};
+use crate::QueryError;
+
+/// Dimensions of the slow-SQL ranking.
+pub const SLOW_SQL_DIMS: &[&str] = &["project", "env", "pool", "db", "user", "client"];
+/// Dimensions of the exception ranking.
+pub const LOG_DIMS: &[&str] = &["project", "env", "pool", "host", "level", "tenant", "tag"];
+/// Dimensions of the access-log rankings and charts.
+pub const ACCESS_DIMS: &[&str] = &[
+    "project", "env", "route", "pool", "upstream", "tenant", "tag", "host", "method",
+];
+/// Dimensions of the metrics charts.
+pub const METRIC_DIMS: &[&str] = &["project", "env", "pool", "host"];
+/// Dimensions of the change timeline.
+pub const CHANGE_DIMS: &[&str] = &["project", "env", "kind", "actor"];
+
+/// Condition selecting error-ish log lines (exceptions or error levels).
+pub const ERROR_LINES: &str =
+    "(exception <> '' OR upper(level) IN ('ERROR', 'FATAL', 'CRITICAL', 'SEVERE', 'EMERG', 'ALERT'))";
+
+/// Slow SQL TOP N by fingerprint; the row fields are those of `apus slowlog digest
+/// --format json` plus `first_seen`, `last_seen`, `rows_examined_total` and `db`.
+pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let limit = p.usize_opt("limit", 100, 1000)?;
+    let order = match p.choice("order", &["total", "avg", "max", "calls", "p95"])? {
+        "total" => "total_s",
+        "avg" => "avg_s",
+        "max" => "max_s",
+        "p95" => "p95_s",
+        _ => "calls",
+    };
+    let sql = format!(
+        "SELECT fingerprint_id, max(fingerprint) AS fingerprint, count(*) AS calls, \
+         sum(query_time) AS total_s, avg(query_time) AS avg_s, min(query_time) AS min_s, \
+         max(query_time) AS max_s, \
+         approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY query_time) AS p95_s, \
+         avg(rows_examined) AS rows_examined_avg, sum(rows_examined) AS rows_examined_total, \
+         min(ts) AS first_seen, max(ts) AS last_seen, max(db) AS db, \
+         first_value(sample ORDER BY query_time DESC) AS sample \
+         FROM slow_sql WHERE {} GROUP BY fingerprint_id \
+         ORDER BY {order} DESC, fingerprint_id LIMIT {limit}",
+        p.conditions(&[])
+    );
+    let mut rows = e.rows(&sql).await?;
+    for (i, r) in rows.iter_mut().enumerate() {
+        r.insert("rank".into(), json!(i + 1));
+    }
+    Ok(rows)
+}
+
+/// Exception / error-template ranking per pool over the window, each row compared with
+/// the previous window of equal length: `previous`, `change`, `new` (absent before) and
+/// `surge` (significantly more, see [`surges`]).
+pub async fn exceptions_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let limit = p.usize_opt("limit", 100, 1000)?;
+    let filter = match p.choice("lines", &["errors", "all"])? {
+        "errors" => ERROR_LINES,
+        _ => "true",
+    };
+    let cur = format!(
+        "SELECT pool, template_id, max(template) AS template, max(exception) AS exception, \
+         count(*) AS count, min(ts) AS first_seen, max(ts) AS last_seen, \
+         first_value(message ORDER BY ts DESC) AS sample \
+         FROM logs WHERE {} AND {filter} GROUP BY pool, template_id \
+         ORDER BY count DESC, pool, template_id LIMIT {limit}",
+        p.conditions(&[])
+    );
+    let len = p.to_us - p.from_us;
+    let prev = p.with_range(p.from_us - len, p.from_us);
+    let before = format!(
+        "SELECT pool, template_id, count(*) AS count FROM logs WHERE {} AND {filter} \
+         GROUP BY pool, template_id",
+        prev.conditions(&[])
+    );
+    let (mut rows, old) = futures::future::try_join(e.rows(&cur), e.rows(&before)).await?;
+    let prev_counts: HashMap<(String, String), f64> = old
+        .iter()
+        .map(|r| {
+            (
+                (
+                    text(r, "pool").to_string(),
+                    text(r, "template_id").to_string(),
+                ),
+                num(r, "count"),
+            )
+        })
+        .collect();
+    let keys: Vec<KeyCounts> = rows
+        .iter()
+        .map(|r| {
+            let k = (
+                text(r, "pool").to_string(),
+                text(r, "template_id").to_string(),
+            );
+            KeyCounts {
+                key: format!("{}\u{1f}{}", k.0, k.1),
+                baseline: prev_counts.get(&k).copied().unwrap_or(0.0),
+                current: num(r, "count"),
+            }
+        })
+        .collect();
+    let flagged: HashMap<String, (bool, f64)> = surges(&keys, 1.0, 3.0)
+        .into_iter()
+        .map(|s| (s.key, (s.is_new, s.z)))
+        .collect();
+    for (r, k) in rows.iter_mut().zip(&keys) {
+        let f = flagged.get(&k.key);
+        r.insert("previous".into(), json!(k.baseline));
+        r.insert("change".into(), json!(k.current - k.baseline));
+        r.insert("new".into(), json!(f.is_some_and(|f| f.0)));
+        r.insert("surge".into(), json!(f.is_some_and(|f| !f.0)));
+        r.insert("z".into(), json!(f.map_or(0.0, |f| f.1)));
+    }
+    Ok(rows)
+}
+
+/// Which access-log column a ranking groups by.
+pub fn rank_dimension(kind: &str) -> Result<&'static str, QueryError> {
+    match kind {
+        "pools" => Ok("pool"),
+        "routes" => Ok("route"),
+        "tenants" => Ok("tenant"),
+        "upstreams" => Ok("upstream"),
+        k => Err(QueryError::BadRequest(format!(
+            "unknown ranking `{k}`: use pools, routes, tenants or upstreams"
+        ))),
+    }
+}
+
+/// Requests, errors (5xx), error rate and latency percentiles per value of `dim`, one row
+/// per (value, tag) so gray and stable lanes sit side by side; values ordered by traffic.
+pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let limit = p.usize_opt("limit", 100, 10_000)?;
+    let order = p.choice("order", &["requests", "errors", "error_rate", "p99_ms"])?;
+    let sql = format!(
+        "WITH g AS (SELECT {dim}, tag, count(*) AS requests, \
+           sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors, \
+           sum(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors, \
+           approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_us) / 1000.0 AS p50_ms, \
+           approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_us) / 1000.0 AS p99_ms, \
+           avg(latency_us) / 1000.0 AS avg_ms \
+           FROM access_log WHERE {} GROUP BY {dim}, tag), \
+         t AS (SELECT {dim} AS k, sum(requests) AS total, sum(errors) AS total_errors, \
+           max(p99_ms) AS worst_p99 FROM g GROUP BY {dim} \
+           ORDER BY {} DESC, k LIMIT {limit}) \
+         SELECT g.*, CAST(g.errors AS DOUBLE) / g.requests AS error_rate \
+         FROM g JOIN t ON g.{dim} = t.k \
+         ORDER BY {}, g.{dim}, g.tag",
+        p.conditions(&[]),
+        match order {
+            "errors" => "total_errors",
+            "error_rate" => "CAST(total_errors AS DOUBLE) / total",
+            "p99_ms" => "worst_p99",
+            _ => "total",
+        },
+        match order {
+            "errors" => "t.total_errors DESC",
+            "error_rate" => "CAST(t.total_errors AS DOUBLE) / t.total DESC",
+            "p99_ms" => "t.worst_p99 DESC",
+            _ => "t.total DESC",
+        },
+    );
+    e.rows(&sql).await
+}
+
+/// Parse a step like `60`, `30s`, `5m`, `1h` into seconds.
+pub fn parse_step(s: &str) -> Result<i64, QueryError> {
+    let bad = || QueryError::BadRequest(format!("bad step `{s}`: use e.g. 30s, 5m, 1h"));
+    let (n, mult) = match s.chars().last() {
+        Some('s') => (&s[..s.len() - 1], 1),
+        Some('m') => (&s[..s.len() - 1], 60),
+        Some('h') => (&s[..s.len() - 1], 3600),
+        Some('d') => (&s[..s.len() - 1], 86_400),
+        _ => (s, 1),
+    };
+    let n: i64 = n.parse().map_err(|_| bad())?;
+    if n <= 0 || n > 366 * 86_400 {
+        return Err(bad());
+    }
+    Ok(n * mult)
+}
+
+/// A metric or access-log aggregate in time buckets: rows of `ts`, `series`, `value`.
+///
+/// `metric` is one of `requests`, `errors`, `error_rate`, `p50_ms`, `p99_ms`, `avg_ms`
+/// (from access logs, split by `by`), or `metric:NAME` (the `metrics` table, averaged).
+pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let metric = p.opt("metric").unwrap_or("requests");
+    let range_s = (p.to_us - p.from_us) / 1_000_000;
+    let step = match p.opt("step") {
+        Some(s) => parse_step(s)?,
+        None => (range_s / 60).max(1),
+    };
+    if range_s / step > 5000 {
+        return Err(QueryError::BadRequest(format!(
+            "step {step}s gives more than 5000 buckets over this range; use a larger step"
+        )));
+    }
+    let step_us = step * 1_000_000;
+    let bucket = format!("(CAST(ts AS BIGINT) / {step_us}) * {step_us}");
+    let sql = if let Some(name) = metric.strip_prefix("metric:") {
+        let by = p.choice("by", &["none", "pool", "host", "project", "env", "labels"])?;
+        let series = if by == "none" {
+            lit(name)
+        } else {
+            by.to_string()
+        };
+        format!(
+            "SELECT {bucket} AS bucket, {series} AS series, avg(value) AS value \
+             FROM metrics WHERE {} AND name = {} GROUP BY 1, 2 ORDER BY 1, 2",
+            p.conditions(&[]),
+            lit(name)
+        )
+    } else {
+        let agg = match metric {
+            "requests" => "CAST(count(*) AS DOUBLE)",
+            "errors" => "CAST(sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS DOUBLE)",
+            "error_rate" => {
+                "CAST(sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS DOUBLE) / count(*)"
+            }
+            "p50_ms" => "approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_us) / 1000.0",
+            "p99_ms" => "approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_us) / 1000.0",
+            "avg_ms" => "avg(latency_us) / 1000.0",
+            m => {
+                return Err(QueryError::BadRequest(format!(
+                    "unknown metric `{m}`: use requests, errors, error_rate, p50_ms, p99_ms, \
+                     avg_ms or metric:NAME"
+                )))
+            }
+        };
+        let by = p.choice(
+            "by",
+            &[
+                "tag", "none", "pool", "route", "tenant", "upstream", "status",
+            ],
+        )?;
+        let series = match by {
+            "none" => lit(metric),
+            "status" => "CAST(status / 100 AS VARCHAR) || 'xx'".to_string(),
+            d => d.to_string(),
+        };
+        format!(
+            "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
+             FROM access_log WHERE {} GROUP BY 1, 2 ORDER BY 1, 2",
+            p.conditions(&[])
+        )
+    };
+    let mut rows = e.rows(&sql).await?;
+    for r in &mut rows {
+        let b = r.remove("bucket").and_then(|v| v.as_i64()).unwrap_or(0);
+        r.insert("ts".into(), Value::from(rfc3339(b)));
+        r.insert("ts_us".into(), Value::from(b));
+    }
+    Ok(rows)
+}
+
+/// The change timeline, newest first.
+pub async fn changes(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let limit = p.usize_opt("limit", 200, 10_000)?;
+    e.rows(&format!(
+        "SELECT * FROM changes WHERE {} ORDER BY ts DESC LIMIT {limit}",
+        p.conditions(&[])
+    ))
+    .await
+}
