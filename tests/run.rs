@@ -11,6 +11,7 @@ use common::*;
 #[test]
 fn gateway_traffic_and_changes_flow_into_the_store() {
     let (up, port, admin, ing) = (free_port(), free_port(), free_port(), free_port());
+    let qport = free_port();
     let _u = upstream(up, "stable-1");
     let dir = std::env::temp_dir().join(format!("apus-run-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -19,6 +20,9 @@ fn gateway_traffic_and_changes_flow_into_the_store() {
 [ingest]
 listen = "127.0.0.1:{ing}"
 flush_interval_ms = 200
+
+[query]
+listen = "127.0.0.1:{qport}"
 
 [gateway]
 listen = "127.0.0.1:{port}"
@@ -89,6 +93,71 @@ role = "admin"
             .unwrap_or(false)
     });
     std::thread::sleep(Duration::from_millis(500));
+
+    // The query API of the same process answers from the same rows.
+    let q = |path: &str| {
+        let r = c
+            .get(format!("http://127.0.0.1:{qport}{path}"))
+            .send()
+            .unwrap();
+        let st = r.status().as_u16();
+        (st, r.json::<serde_json::Value>().unwrap())
+    };
+    let (st, pools) = q("/api/v1/rank/pools?from=now-10m");
+    assert_eq!(st, 200, "{pools}");
+    assert_eq!(pools["rows"][0]["pool"], "stable", "{pools}");
+    assert_eq!(pools["rows"][0]["tag"], "stable", "{pools}");
+    assert_eq!(pools["rows"][0]["requests"], 20, "{pools}");
+    let (st, ch) = q("/api/v1/changes?from=now-10m&project=shop");
+    assert_eq!(st, 200, "{ch}");
+    assert_eq!(ch["rows"][0]["kind"], "gray_rules", "{ch}");
+    let touched = ch["rows"][0]["touched"].as_str().unwrap();
+    assert!(
+        touched.contains("route:api") && touched.contains("pool:stable"),
+        "{touched}"
+    );
+    let (st, rc) = q("/api/v1/rootcause?from=now-5m&project=shop");
+    assert_eq!(st, 200, "{rc}");
+    assert!(rc["rows"].is_array(), "{rc}");
+    for (path, reason) in [
+        (
+            "/api/v1/rank/pools?tenannt=x",
+            "unknown parameter or dimension `tenannt`",
+        ),
+        ("/api/v1/rank/nodes", "unknown ranking `nodes`"),
+        ("/api/v1/slow-sql/top?from=now&to=now-1h", "bad time range"),
+        (
+            "/api/v1/slow-sql/top?from=yesterday",
+            "bad time `yesterday`",
+        ),
+        ("/api/v1/slow-sql/top?order=speed", "`order` must be one of"),
+        ("/api/v1/logs/search?q=message:(", "query"),
+    ] {
+        let (st, body) = q(path);
+        assert_eq!(st, 400, "{path}: {body}");
+        let e = body["error"].as_str().unwrap();
+        assert!(e.contains(reason), "{path}: {e}");
+    }
+    let sql = |body: &str| {
+        let r = c
+            .post(format!("http://127.0.0.1:{qport}/api/v1/sql"))
+            .body(body.to_string())
+            .send()
+            .unwrap();
+        (r.status().as_u16(), r.json::<serde_json::Value>().unwrap())
+    };
+    let (st, body) = sql("SELECT count(*) AS n FROM access_log");
+    assert_eq!(
+        (st, body["rows"][0]["n"].as_i64()),
+        (200, Some(20)),
+        "{body}"
+    );
+    let (st, body) = sql("DELETE FROM access_log");
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("only SELECT"),
+        "{body}"
+    );
     p.kill();
     let d = DataDir::open(&data);
     assert_eq!(d.count("SELECT count(*) FROM access_log WHERE route = 'api' AND status = 200 AND tag = 'stable'"), 20);

@@ -270,7 +270,7 @@ impl Engine {
                         hits.push(hit_from_json(h));
                     }
                 }
-                hits.sort_by(|a, b| b.ts.cmp(&a.ts));
+                hits.sort_by_key(|h| std::cmp::Reverse(h.ts));
                 let rows = hits.into_iter().skip(offset).take(limit).collect();
                 Ok(SearchResult { total, rows })
             }
