@@ -49,6 +49,9 @@ enum Cmd {
         /// Listener, e.g. 127.0.0.1:9200; overrides the config.
         #[arg(long)]
         listen: Option<String>,
+        /// `local` (embedded store, default) or `clickhouse://HOST:HTTP_PORT/DATABASE`.
+        #[arg(long)]
+        store: Option<String>,
     },
     /// Run the gateway alone (proxy + admin API).
     Gateway {
@@ -162,9 +165,16 @@ fn main() -> Result<()> {
             config,
             data_dir,
             listen,
+            store,
         } => {
             init_tracing();
-            run::ingest(config.as_deref(), data_dir, listen, install_metrics()?)
+            run::ingest(
+                config.as_deref(),
+                data_dir,
+                listen,
+                store,
+                install_metrics()?,
+            )
         }
         Cmd::Collect { config } => {
             init_tracing();

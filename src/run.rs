@@ -133,6 +133,7 @@ pub fn ingest(
     config: Option<&Path>,
     data_dir: Option<PathBuf>,
     listen: Option<String>,
+    store: Option<String>,
     prom: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<()> {
     let mut cfg: IngestConfig = match config {
@@ -145,6 +146,9 @@ pub fn ingest(
     }
     if let Some(l) = listen {
         cfg.listen = l;
+    }
+    if let Some(s) = store {
+        cfg.store = s;
     }
     let (rt, _p) = start_ingest(cfg, Some(render(prom)))?;
     rt.block_on(async {

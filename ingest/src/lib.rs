@@ -7,6 +7,7 @@
 //! hands it to the sinks ([`store::LocalStore`] memory + Parquet, [`search::SearchIndex`])
 //! → the client gets its 2xx. Parsers ([`slowlog`], [`fingerprint`], [`templates`]) are pure.
 
+pub mod clickhouse;
 pub mod collect;
 pub mod digest;
 mod error;

@@ -18,6 +18,8 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 
+use crate::clickhouse::sink::{ClickHouseSink, SinkLimits};
+use crate::clickhouse::{ChClient, ChUrl};
 use crate::metrics as m;
 use crate::schema::{Row, Table};
 use crate::search::SearchIndex;
@@ -50,6 +52,12 @@ pub struct IngestConfig {
     pub compact_min_files: usize,
     /// Seconds clients are told to wait in `Retry-After`.
     pub retry_after_s: u64,
+    /// `local` (the embedded store under `data_dir`) or `clickhouse://HOST:PORT/DATABASE`.
+    pub store: String,
+    /// ClickHouse sink: insert when this many rows wait...
+    pub clickhouse_batch_rows: usize,
+    /// ... or when the oldest waiting row is this old (ms).
+    pub clickhouse_batch_ms: u64,
 }
 
 impl Default for IngestConfig {
@@ -65,6 +73,9 @@ impl Default for IngestConfig {
             retention_days: 7,
             compact_min_files: 6,
             retry_after_s: 1,
+            store: "local".into(),
+            clickhouse_batch_rows: 200_000,
+            clickhouse_batch_ms: 1000,
         }
     }
 }
@@ -95,6 +106,8 @@ struct Fanout {
     search: Arc<SearchIndex>,
     /// Highest `logs` sequence handed to the search index.
     search_sent: AtomicU64,
+    /// With `store = clickhouse://…`, rows go there instead of the embedded store.
+    clickhouse: Option<Arc<ClickHouseSink>>,
 }
 
 impl Fanout {
@@ -103,7 +116,10 @@ impl Fanout {
             self.search.index(seq, b.clone());
             self.search_sent.fetch_max(seq, Ordering::Relaxed);
         }
-        self.store.append(seq, table, b);
+        match &self.clickhouse {
+            Some(ch) => ch.deliver(seq, table, b),
+            None => self.store.append(seq, table, b),
+        }
     }
 
     /// Replay path: the payload must be decoded.
@@ -147,18 +163,38 @@ impl Pipeline {
         let dir = cfg.data_dir.clone();
         let store = Arc::new(LocalStore::open(&dir.join("store"))?);
         let search = Arc::new(SearchIndex::open(&dir.join("search"))?);
+        let clickhouse = if cfg.store == "local" || cfg.store.is_empty() {
+            None
+        } else {
+            let url = ChUrl::parse(&cfg.store)?;
+            tracing::info!(server = %url.base, database = %url.database, "store: clickhouse");
+            Some(Arc::new(ClickHouseSink::start(
+                ChClient::new(url),
+                &dir.join("clickhouse"),
+                SinkLimits {
+                    batch_rows: cfg.clickhouse_batch_rows.max(1),
+                    batch_age: Duration::from_millis(cfg.clickhouse_batch_ms.max(10)),
+                    retention_days: cfg.retention_days,
+                },
+            )?))
+        };
         let fanout = Arc::new(Fanout {
             store: store.clone(),
             search: search.clone(),
             search_sent: AtomicU64::new(0),
+            clickhouse: clickhouse.clone(),
         });
         let (s2, f2) = (store.clone(), fanout.clone());
         let search_ckpt = search.checkpoint();
+        let ch2 = clickhouse.clone();
         let (wal, report) = Wal::open(
             &dir.join("wal"),
             cfg.wal_queue,
             |t| {
-                let c = s2.checkpoint(t);
+                let c = match &ch2 {
+                    Some(ch) => ch.checkpoint(),
+                    None => s2.checkpoint(t),
+                };
                 if t == Table::Logs {
                     c.min(search_ckpt)
                 } else {
@@ -190,6 +226,11 @@ impl Pipeline {
         &self.store
     }
 
+    /// The ClickHouse sink, when the store is ClickHouse.
+    pub fn clickhouse(&self) -> Option<&Arc<ClickHouseSink>> {
+        self.fanout.clickhouse.as_ref()
+    }
+
     /// The log search index.
     pub fn search(&self) -> &Arc<SearchIndex> {
         &self.search
@@ -202,7 +243,12 @@ impl Pipeline {
 
     /// Refuse new work while memory is over budget.
     pub fn admit(&self) -> Result<(), IngestError> {
-        let used = self.store.mem_bytes();
+        let used = self.store.mem_bytes()
+            + self
+                .fanout
+                .clickhouse
+                .as_ref()
+                .map_or(0, |c| c.backlog_bytes());
         if used > self.cfg.max_memory_bytes {
             metrics::counter!(m::THROTTLED, "reason" => "memory").increment(1);
             return Err(IngestError::Overloaded(format!(
@@ -260,9 +306,19 @@ impl Pipeline {
             }
             self.store
                 .expire(self.cfg.retention_days, now_us(), Duration::from_secs(60))?;
+            if let Some(ch) = &self.fanout.clickhouse {
+                match crate::clickhouse::expire(ch.client(), self.cfg.retention_days, now_us()) {
+                    Ok(n) if n > 0 => tracing::info!(partitions = n, "clickhouse retention"),
+                    Ok(_) => {}
+                    Err(e) => tracing::warn!(error = %e, "clickhouse retention failed"),
+                }
+            }
         }
         let last = self.last_seq.load(Ordering::Relaxed);
-        let mut safe = self.store.pending_min_seq().map_or(last, |s| s - 1);
+        let mut safe = match &self.fanout.clickhouse {
+            Some(ch) => ch.safe_upto(last),
+            None => self.store.pending_min_seq().map_or(last, |s| s - 1),
+        };
         let (ck, sent) = (
             self.search.checkpoint(),
             self.fanout.search_sent.load(Ordering::Relaxed),

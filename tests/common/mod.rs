@@ -192,6 +192,16 @@ impl Ingest {
     }
 
     pub fn start_on(data_dir: &std::path::Path, port: u16) -> Ingest {
+        Self::start_with(data_dir, port, &[], &[])
+    }
+
+    /// Start with extra arguments (e.g. `--store URL`) and environment variables.
+    pub fn start_with(
+        data_dir: &std::path::Path,
+        port: u16,
+        extra: &[&str],
+        env: &[(&str, &str)],
+    ) -> Ingest {
         let child = Command::new(BIN)
             .args([
                 "ingest",
@@ -200,6 +210,8 @@ impl Ingest {
                 "--data-dir",
             ])
             .arg(data_dir)
+            .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(
                 std::fs::OpenOptions::new()
