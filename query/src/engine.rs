@@ -17,6 +17,7 @@ use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::Semaphore;
 
+use crate::dialect::Dialect;
 use crate::json::{self, Row};
 use crate::QueryError;
 
@@ -93,9 +94,26 @@ impl Default for Limits {
     }
 }
 
+/// Which store answers SQL.
+#[derive(Clone)]
+pub enum Store {
+    /// The embedded store of this process (memory batches + Parquet, via DataFusion).
+    Local(Arc<LocalStore>),
+    /// A ClickHouse server (`base` = its HTTP interface); with `cluster`, queries read the
+    /// `{table}_all` Distributed tables that span the shards.
+    ClickHouse {
+        /// `http://host:port`.
+        base: String,
+        /// Database.
+        database: String,
+        /// Read through the Distributed `{table}_all` tables.
+        cluster: bool,
+    },
+}
+
 /// The query engine over one store.
 pub struct Engine {
-    store: Arc<LocalStore>,
+    store: Store,
     searcher: Searcher,
     limits: Limits,
     runtime: Arc<RuntimeEnv>,
@@ -106,6 +124,11 @@ pub struct Engine {
 impl Engine {
     /// An engine over the embedded store and a searcher.
     pub fn new(store: Arc<LocalStore>, searcher: Searcher, limits: Limits) -> Engine {
+        Self::with_store(Store::Local(store), searcher, limits)
+    }
+
+    /// An engine over any store.
+    pub fn with_store(store: Store, searcher: Searcher, limits: Limits) -> Engine {
         let runtime = RuntimeEnvBuilder::new()
             .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
             .build_arc()
@@ -128,13 +151,96 @@ impl Engine {
         &self.searcher
     }
 
+    /// The SQL dialect of the store.
+    pub fn dialect(&self) -> Dialect {
+        match self.store {
+            Store::Local(_) => Dialect::DataFusion,
+            Store::ClickHouse { .. } => Dialect::ClickHouse,
+        }
+    }
+
+    /// The name to read table `t` by.
+    pub fn table(&self, t: &str) -> String {
+        match &self.store {
+            Store::ClickHouse { cluster: true, .. } => format!("{t}_all"),
+            _ => t.to_string(),
+        }
+    }
+
+    /// POST `sql` to ClickHouse (read-only, with row/time limits) and return its rows.
+    async fn clickhouse_rows(
+        &self,
+        sql: &str,
+        max_rows: Option<usize>,
+        user: bool,
+    ) -> Result<(Vec<Row>, bool), QueryError> {
+        let Store::ClickHouse { base, database, .. } = &self.store else {
+            return Err(QueryError::Engine("not a ClickHouse store".into()));
+        };
+        let mut params: Vec<(&str, String)> = vec![
+            ("database", database.clone()),
+            ("readonly", "2".into()),
+            ("output_format_json_quote_64bit_integers", "0".into()),
+            ("output_format_json_quote_denormals", "0".into()),
+            (
+                "max_execution_time",
+                self.limits.timeout.as_secs().to_string(),
+            ),
+            ("max_memory_usage", self.limits.memory_bytes.to_string()),
+        ];
+        if let Some(n) = max_rows {
+            params.push(("max_result_rows", (n + 1).to_string()));
+            params.push(("result_overflow_mode", "break".into()));
+        }
+        let body = format!("{} FORMAT JSON", sql.trim().trim_end_matches(';'));
+        let r = self
+            .http
+            .post(base)
+            .query(&params)
+            .body(body)
+            .send()
+            .await
+            .map_err(|e| QueryError::Unavailable(format!("clickhouse {base}: {e}")))?;
+        let status = r.status();
+        let text = r
+            .text()
+            .await
+            .map_err(|e| QueryError::Unavailable(format!("clickhouse {base}: {e}")))?;
+        if !status.is_success() {
+            let msg = text.trim().chars().take(1000).collect::<String>();
+            return Err(if user {
+                QueryError::BadRequest(format!("SQL: {msg}"))
+            } else {
+                QueryError::Engine(format!("clickhouse: {msg} (in generated SQL: {sql})"))
+            });
+        }
+        let v: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| QueryError::Engine(format!("clickhouse answer: {e}")))?;
+        let mut rows: Vec<Row> = v["data"]
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .filter_map(|r| r.as_object().cloned())
+                    .collect::<Vec<_>>()
+            })
+            .unwrap_or_default();
+        let truncated = max_rows.is_some_and(|n| rows.len() > n);
+        if let Some(n) = max_rows {
+            rows.truncate(n);
+        }
+        Ok((rows, truncated))
+    }
+
     async fn context(&self) -> Result<SessionContext, QueryError> {
+        let Store::Local(store) = &self.store else {
+            return Err(QueryError::Engine("not the embedded store".into()));
+        };
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         let cfg = SessionConfig::new()
             .with_target_partitions(threads)
             .with_information_schema(true);
         let ctx = SessionContext::new_with_config_rt(cfg, self.runtime.clone());
-        self.store.register(&ctx).await?;
+        store.register(&ctx).await?;
         Ok(ctx)
     }
 
@@ -167,9 +273,34 @@ impl Engine {
         .await
     }
 
-    /// Run trusted SQL and return JSON rows.
+    /// Run trusted SQL (built by this crate, in [`Engine::dialect`]) and return JSON rows.
+    ///
+    /// An alias `_a_NAME` comes back as `NAME`: generated SQL names aggregates that way when
+    /// NAME is also a column, because ClickHouse lets an alias shadow a column everywhere
+    /// in the query (`max(db) AS db` would break `WHERE db = …`).
     pub async fn rows(&self, sql: &str) -> Result<Vec<Row>, QueryError> {
-        Ok(json::rows(&self.query(sql).await?))
+        let mut rows = match self.store {
+            Store::Local(_) => json::rows(&self.query(sql).await?),
+            Store::ClickHouse { .. } => {
+                self.bounded(async { Ok(self.clickhouse_rows(sql, None, false).await?.0) })
+                    .await?
+            }
+        };
+        if rows
+            .first()
+            .is_some_and(|r| r.keys().any(|k| k.starts_with("_a_")))
+        {
+            for r in &mut rows {
+                *r = std::mem::take(r)
+                    .into_iter()
+                    .map(|(k, v)| match k.strip_prefix("_a_") {
+                        Some(n) => (n.to_string(), v),
+                        None => (k, v),
+                    })
+                    .collect();
+            }
+        }
+        Ok(rows)
     }
 
     /// [`Engine::rows`] taking the SQL by value (for joining several futures).
@@ -185,6 +316,11 @@ impl Engine {
         max_rows: usize,
     ) -> Result<(Vec<Row>, bool), QueryError> {
         check_read_only(sql)?;
+        if let Store::ClickHouse { .. } = self.store {
+            return self
+                .bounded(self.clickhouse_rows(sql, Some(max_rows), true))
+                .await;
+        }
         self.bounded(async {
             let ctx = self.context().await?;
             let opts = SQLOptions::new()

@@ -19,7 +19,7 @@ use serde_json::{json, Value};
 
 use crate::engine::Engine;
 use crate::json::{num, rfc3339, text, Row};
-use crate::params::{lit, ts_lit, Params};
+use crate::params::Params;
 use crate::rank::ERROR_LINES;
 use crate::rootcause::{
     adtributor, onset, rank_changes_with_grace, surges, AdtributorParams, Bucket, Change,
@@ -42,6 +42,13 @@ const CHANGE_FIRST: f64 = 0.2;
 
 /// Run the root-cause analysis for `p`.
 pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
+    let d = e.dialect();
+    let (t_access, t_logs, t_slow, t_changes) = (
+        e.table("access_log"),
+        e.table("logs"),
+        e.table("slow_sql"),
+        e.table("changes"),
+    );
     let started = std::time::Instant::now();
     let metric = p.choice("metric", &["error_rate", "latency"])?;
     let slow_ms = match p.opt("slow_ms") {
@@ -74,9 +81,15 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     let step_us = ((p.to_us - base_from) / 120).max(1_000_000);
     let series = e
         .rows(&format!(
-            "SELECT (CAST(ts AS BIGINT) / {step_us}) * {step_us} AS b, count(*) AS total, \
-             sum({bad}) AS bad FROM access_log WHERE {} GROUP BY 1 ORDER BY 1",
-            span.conditions(&[])
+            "SELECT {b} AS b, count(*) AS total, \
+             sum({bad}) AS bad FROM {t_access} WHERE {} GROUP BY b ORDER BY b",
+            span.conditions(d, &[]),
+            b = match d {
+                crate::dialect::Dialect::DataFusion =>
+                    format!("({} / {step_us}) * {step_us}", d.us()),
+                crate::dialect::Dialect::ClickHouse =>
+                    format!("intDiv({}, {step_us}) * {step_us}", d.us()),
+            }
         ))
         .await?;
     let buckets: Vec<Bucket> = series
@@ -89,7 +102,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
         .collect();
     let detected = onset(&buckets);
     let start = detected.filter(|t| *t > base_from).unwrap_or(p.from_us);
-    let cur = format!("ts >= {}", ts_lit(start));
+    let cur = d.since(start);
 
     // 2. Dimensions.
     let dims: Vec<&str> = EXPLAIN
@@ -97,14 +110,14 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
         .copied()
         .filter(|d| !p.dims.iter().any(|(k, _)| k == d))
         .collect();
-    let dim_queries = dims.iter().map(|d| {
+    let dim_queries = dims.iter().map(|dim| {
         e.rows_owned(format!(
-            "SELECT {d} AS value, sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS bt, \
+            "SELECT {dim} AS value, sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS bt, \
              sum(CASE WHEN {cur} THEN 0 ELSE {bad} END) AS bb, \
              sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS ct, \
              sum(CASE WHEN {cur} THEN {bad} ELSE 0 END) AS cb \
-             FROM access_log WHERE {} GROUP BY 1",
-            span.conditions(&[])
+             FROM {t_access} WHERE {} GROUP BY value",
+            span.conditions(d, &[])
         ))
     });
     let dim_rows = futures::future::try_join_all(dim_queries).await?;
@@ -151,18 +164,17 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
         Some(v) => crate::rank::parse_step(v)? * 1_000_000,
         None => (start - base_from).max(3_600_000_000),
     };
-    let mut change_scope = vec![
-        format!("ts >= {}", ts_lit(start - lookback_us)),
-        format!("ts <= {}", ts_lit(p.to_us)),
-    ];
+    let mut change_scope = vec![d.time_range(start - lookback_us, p.to_us + 1)];
     for (k, v) in &p.dims {
         if k == "project" || k == "env" {
-            change_scope.push(format!("({k} = {} OR {k} = '')", lit(v)));
+            change_scope.push(format!("({k} = {} OR {k} = '')", d.lit(v)));
         }
     }
     let change_rows = e
         .rows(&format!(
-            "SELECT * FROM changes WHERE {} ORDER BY ts",
+            "SELECT {} AS at_us, {} FROM {t_changes} WHERE {} ORDER BY at_us",
+            d.us(),
+            crate::rank::CHANGE_COLUMNS,
             change_scope.join(" AND ")
         ))
         .await?;
@@ -175,7 +187,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
                 text(r, "scope"),
                 num(r, "to_version")
             ),
-            ts: apus_ingest::time::parse_rfc3339(text(r, "ts")).unwrap_or(0),
+            ts: num(r, "at_us") as i64,
             kind: text(r, "kind").to_string(),
             touched: text(r, "touched")
                 .split_whitespace()
@@ -189,33 +201,33 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
 
     // 4. Templates and fingerprints that appeared or surged.
     let window_ratio = (p.to_us - start) as f64 / (start - base_from).max(1) as f64;
-    let log_scope = scoped(&span, &["project", "env", "pool", "tenant", "tag"]);
+    let log_scope = scoped(d, &span, &["project", "env", "pool", "tenant", "tag"]);
     let tpl_sql = format!(
-        "SELECT pool, template_id, max(template) AS template, max(exception) AS exception, \
-         first_value(message ORDER BY ts DESC) AS sample, \
+        "SELECT pool, template_id, max(template) AS _a_template, max(exception) AS _a_exception, \
+         {sample} AS _a_sample, \
          sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
          sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS base \
-         FROM logs WHERE {log_scope} AND {ERROR_LINES} GROUP BY pool, template_id"
+         FROM {t_logs} WHERE {log_scope} AND {ERROR_LINES} GROUP BY pool, template_id",
+        sample = d.arg_max("message", d.us()),
     );
-    let sql_scope = scoped(&span, &["project", "env", "pool"]);
+    let sql_scope = scoped(d, &span, &["project", "env", "pool"]);
     let fp_sql = format!(
-        "SELECT fingerprint_id, max(fingerprint) AS fingerprint, \
+        "SELECT fingerprint_id, max(fingerprint) AS _a_fingerprint, \
          sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
          sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS base, \
          sum(CASE WHEN {cur} THEN query_time ELSE 0 END) AS cur_total_s \
-         FROM slow_sql WHERE {sql_scope} GROUP BY fingerprint_id"
+         FROM {t_slow} WHERE {sql_scope} GROUP BY fingerprint_id"
     );
     let layer_sql = format!(
         "SELECT route, pool, upstream, sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS requests, \
          sum(CASE WHEN {cur} THEN {bad} ELSE 0 END) AS bad, \
          sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS baseline_requests, \
          sum(CASE WHEN {cur} THEN 0 ELSE {bad} END) AS baseline_bad, \
-         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY CASE WHEN {cur} THEN latency_us END) \
-           / 1000.0 AS p99_ms, \
-         approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY CASE WHEN {cur} THEN NULL ELSE latency_us END) \
-           / 1000.0 AS baseline_p99_ms \
-         FROM access_log WHERE {} GROUP BY route, pool, upstream",
-        span.conditions(&[])
+         {p99} / 1000.0 AS p99_ms, {bp99} / 1000.0 AS baseline_p99_ms \
+         FROM {t_access} WHERE {} GROUP BY route, pool, upstream",
+        span.conditions(d, &[]),
+        p99 = d.pct_if(0.99, "latency_us", &cur),
+        bp99 = d.pct_if(0.99, "latency_us", &format!("NOT ({cur})")),
     );
     let (tpl_rows, fp_rows, layer_rows) = futures::future::try_join3(
         e.rows_owned(tpl_sql),
@@ -314,14 +326,14 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     }))
 }
 
-fn scoped(span: &Params, allowed: &[&str]) -> String {
+fn scoped(d: crate::dialect::Dialect, span: &Params, allowed: &[&str]) -> String {
     let skip: Vec<&str> = span
         .dims
         .iter()
         .map(|(k, _)| k.as_str())
         .filter(|k| !allowed.contains(k))
         .collect();
-    span.conditions(&skip)
+    span.conditions(d, &skip)
 }
 
 fn surged(

@@ -109,6 +109,17 @@ pub fn rows(batches: &[RecordBatch]) -> Vec<Row> {
     out
 }
 
+/// Turn integer µs cells named in `keys` into RFC 3339 strings.
+pub fn fix_times(rows: &mut [Row], keys: &[&str]) {
+    for r in rows {
+        for k in keys {
+            if let Some(us) = r.get(*k).and_then(|v| v.as_i64()) {
+                r.insert((*k).to_string(), Value::from(rfc3339(us)));
+            }
+        }
+    }
+}
+
 /// Read a numeric cell of a JSON row (0 when missing or null).
 pub fn num(r: &Row, k: &str) -> f64 {
     r.get(k).and_then(Value::as_f64).unwrap_or(0.0)

@@ -10,6 +10,7 @@
 //! [`api`] is the HTTP surface on the query listener (default `127.0.0.1:3000`).
 
 pub mod api;
+pub mod dialect;
 pub mod engine;
 mod error;
 pub mod investigate;

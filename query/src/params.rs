@@ -6,6 +6,7 @@ use std::collections::BTreeMap;
 
 use apus_ingest::time::parse_rfc3339;
 
+use crate::dialect::Dialect;
 use crate::QueryError;
 
 /// The longest time range one request may cover.
@@ -65,14 +66,9 @@ pub fn parse_time(s: &str, now_us: i64) -> Result<i64, QueryError> {
     parse_rfc3339(t).ok_or_else(bad)
 }
 
-/// Quote a string as a SQL literal (standard SQL: a quote is doubled).
+/// Quote a string as a DataFusion SQL literal (a quote is doubled).
 pub fn lit(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "''"))
-}
-
-/// A timestamp literal for the embedded store's `Timestamp(µs, UTC)` columns.
-pub fn ts_lit(us: i64) -> String {
-    format!("to_timestamp_micros({us})")
+    Dialect::DataFusion.lit(s)
 }
 
 impl Params {
@@ -183,14 +179,11 @@ impl Params {
 
     /// `WHERE` conditions (without the keyword): the time range on `ts` and the dimension
     /// filters, skipping dimensions in `skip`.
-    pub fn conditions(&self, skip: &[&str]) -> String {
-        let mut c = vec![
-            format!("ts >= {}", ts_lit(self.from_us)),
-            format!("ts < {}", ts_lit(self.to_us)),
-        ];
+    pub fn conditions(&self, d: Dialect, skip: &[&str]) -> String {
+        let mut c = vec![d.time_range(self.from_us, self.to_us)];
         for (k, v) in &self.dims {
             if !skip.contains(&k.as_str()) {
-                c.push(format!("{k} = {}", lit(v)));
+                c.push(format!("{k} = {}", d.lit(v)));
             }
         }
         c.join(" AND ")
@@ -237,7 +230,9 @@ mod tests {
         assert_eq!(p.to_us, NOW);
         assert_eq!(p.from_us, NOW - 7_200_000_000);
         assert_eq!(p.usize_opt("limit", 100, 1000).unwrap(), 5);
-        assert!(p.conditions(&[]).contains("pool = 'gray'"));
+        assert!(p
+            .conditions(Dialect::DataFusion, &[])
+            .contains("pool = 'gray'"));
         let e = Params::parse(&pairs(&[("pol", "x")]), &["pool"], &[], NOW).unwrap_err();
         assert!(
             e.to_string()
@@ -259,6 +254,11 @@ mod tests {
         assert_eq!(lit("a'b"), "'a''b'");
         let p =
             Params::parse(&pairs(&[("tenant", "x' OR '1'='1")]), &["tenant"], &[], NOW).unwrap();
-        assert!(p.conditions(&[]).contains("tenant = 'x'' OR ''1''=''1'"));
+        assert!(p
+            .conditions(Dialect::DataFusion, &[])
+            .contains("tenant = 'x'' OR ''1''=''1'"));
+        assert!(p
+            .conditions(Dialect::ClickHouse, &[])
+            .contains("tenant = 'x\\' OR \\'1\\'=\\'1'"));
     }
 }

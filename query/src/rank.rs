@@ -7,9 +7,11 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
+use crate::dialect::Dialect;
 use crate::engine::Engine;
+pub use crate::json::fix_times;
 use crate::json::{num, rfc3339, text, Row};
-use crate::params::{lit, Params};
+use crate::params::Params;
 use crate::rootcause::{surges, KeyCounts};
 use crate::QueryError;
 
@@ -33,6 +35,7 @@ pub const ERROR_LINES: &str =
 /// Slow SQL TOP N by fingerprint; the row fields are those of `apus slowlog digest
 /// --format json` plus `first_seen`, `last_seen`, `rows_examined_total` and `db`.
 pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let d = e.dialect();
     let limit = p.usize_opt("limit", 100, 1000)?;
     let order = match p.choice("order", &["total", "avg", "max", "calls", "p95"])? {
         "total" => "total_s",
@@ -41,19 +44,23 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
         "p95" => "p95_s",
         _ => "calls",
     };
+    let us = d.us();
     let sql = format!(
-        "SELECT fingerprint_id, max(fingerprint) AS fingerprint, count(*) AS calls, \
+        "SELECT fingerprint_id, max(fingerprint) AS _a_fingerprint, count(*) AS calls, \
          sum(query_time) AS total_s, avg(query_time) AS avg_s, min(query_time) AS min_s, \
-         max(query_time) AS max_s, \
-         approx_percentile_cont(0.95) WITHIN GROUP (ORDER BY query_time) AS p95_s, \
+         max(query_time) AS max_s, {p95} AS p95_s, \
          avg(rows_examined) AS rows_examined_avg, sum(rows_examined) AS rows_examined_total, \
-         min(ts) AS first_seen, max(ts) AS last_seen, max(db) AS db, \
-         first_value(sample ORDER BY query_time DESC) AS sample \
-         FROM slow_sql WHERE {} GROUP BY fingerprint_id \
+         min({us}) AS first_seen, max({us}) AS last_seen, max(db) AS _a_db, \
+         {sample} AS _a_sample \
+         FROM {t} WHERE {} GROUP BY fingerprint_id \
          ORDER BY {order} DESC, fingerprint_id LIMIT {limit}",
-        p.conditions(&[])
+        p.conditions(d, &[]),
+        p95 = d.pct(0.95, "query_time"),
+        sample = d.arg_max("sample", "query_time"),
+        t = e.table("slow_sql"),
     );
     let mut rows = e.rows(&sql).await?;
+    fix_times(&mut rows, &["first_seen", "last_seen"]);
     for (i, r) in rows.iter_mut().enumerate() {
         r.insert("rank".into(), json!(i + 1));
     }
@@ -64,27 +71,32 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
 /// the previous window of equal length: `previous`, `change`, `new` (absent before) and
 /// `surge` (significantly more, see [`surges`]).
 pub async fn exceptions_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let d = e.dialect();
     let limit = p.usize_opt("limit", 100, 1000)?;
     let filter = match p.choice("lines", &["errors", "all"])? {
         "errors" => ERROR_LINES,
-        _ => "true",
+        _ => "1 = 1",
     };
+    let us = d.us();
+    let t = e.table("logs");
     let cur = format!(
-        "SELECT pool, template_id, max(template) AS template, max(exception) AS exception, \
-         count(*) AS count, min(ts) AS first_seen, max(ts) AS last_seen, \
-         first_value(message ORDER BY ts DESC) AS sample \
-         FROM logs WHERE {} AND {filter} GROUP BY pool, template_id \
+        "SELECT pool, template_id, max(template) AS _a_template, max(exception) AS _a_exception, \
+         count(*) AS count, min({us}) AS first_seen, max({us}) AS last_seen, \
+         {sample} AS _a_sample \
+         FROM {t} WHERE {} AND {filter} GROUP BY pool, template_id \
          ORDER BY count DESC, pool, template_id LIMIT {limit}",
-        p.conditions(&[])
+        p.conditions(d, &[]),
+        sample = d.arg_max("message", us),
     );
     let len = p.to_us - p.from_us;
     let prev = p.with_range(p.from_us - len, p.from_us);
     let before = format!(
-        "SELECT pool, template_id, count(*) AS count FROM logs WHERE {} AND {filter} \
+        "SELECT pool, template_id, count(*) AS count FROM {t} WHERE {} AND {filter} \
          GROUP BY pool, template_id",
-        prev.conditions(&[])
+        prev.conditions(d, &[])
     );
     let (mut rows, old) = futures::future::try_join(e.rows(&cur), e.rows(&before)).await?;
+    fix_times(&mut rows, &["first_seen", "last_seen"]);
     let prev_counts: HashMap<(String, String), f64> = old
         .iter()
         .map(|r| {
@@ -140,39 +152,66 @@ pub fn rank_dimension(kind: &str) -> Result<&'static str, QueryError> {
 }
 
 /// Requests, errors (5xx), error rate and latency percentiles per value of `dim`, one row
-/// per (value, tag) so gray and stable lanes sit side by side; values ordered by traffic.
+/// per (value, tag) so gray and stable lanes sit side by side; values ordered by traffic
+/// (or errors, error rate, worst p99), at most `limit` values.
 pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let d = e.dialect();
     let limit = p.usize_opt("limit", 100, 10_000)?;
     let order = p.choice("order", &["requests", "errors", "error_rate", "p99_ms"])?;
     let sql = format!(
-        "WITH g AS (SELECT {dim}, tag, count(*) AS requests, \
-           sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors, \
-           sum(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors, \
-           approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_us) / 1000.0 AS p50_ms, \
-           approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_us) / 1000.0 AS p99_ms, \
-           avg(latency_us) / 1000.0 AS avg_ms \
-           FROM access_log WHERE {} GROUP BY {dim}, tag), \
-         t AS (SELECT {dim} AS k, sum(requests) AS total, sum(errors) AS total_errors, \
-           max(p99_ms) AS worst_p99 FROM g GROUP BY {dim} \
-           ORDER BY {} DESC, k LIMIT {limit}) \
-         SELECT g.*, CAST(g.errors AS DOUBLE) / g.requests AS error_rate \
-         FROM g JOIN t ON g.{dim} = t.k \
-         ORDER BY {}, g.{dim}, g.tag",
-        p.conditions(&[]),
-        match order {
-            "errors" => "total_errors",
-            "error_rate" => "CAST(total_errors AS DOUBLE) / total",
-            "p99_ms" => "worst_p99",
-            _ => "total",
-        },
-        match order {
-            "errors" => "t.total_errors DESC",
-            "error_rate" => "CAST(t.total_errors AS DOUBLE) / t.total DESC",
-            "p99_ms" => "t.worst_p99 DESC",
-            _ => "t.total DESC",
-        },
+        "SELECT {dim}, tag, count(*) AS requests, \
+         sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors, \
+         sum(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors, \
+         {p50} / 1000.0 AS p50_ms, {p99} / 1000.0 AS p99_ms, avg(latency_us) / 1000.0 AS avg_ms \
+         FROM {t} WHERE {} GROUP BY {dim}, tag",
+        p.conditions(d, &[]),
+        p50 = d.pct(0.5, "latency_us"),
+        p99 = d.pct(0.99, "latency_us"),
+        t = e.table("access_log"),
     );
-    e.rows(&sql).await
+    let mut rows = e.rows(&sql).await?;
+    // Per value: totals for the order; lanes stay together.
+    let mut totals: HashMap<String, (f64, f64, f64)> = HashMap::new();
+    for r in &mut rows {
+        let (req, err) = (num(r, "requests"), num(r, "errors"));
+        r.insert(
+            "error_rate".into(),
+            json!(if req > 0.0 { err / req } else { 0.0 }),
+        );
+        let t = totals.entry(text(r, dim).to_string()).or_default();
+        t.0 += req;
+        t.1 += err;
+        t.2 = t.2.max(num(r, "p99_ms"));
+    }
+    let key = |v: &(f64, f64, f64)| match order {
+        "errors" => v.1,
+        "error_rate" => {
+            if v.0 > 0.0 {
+                v.1 / v.0
+            } else {
+                0.0
+            }
+        }
+        "p99_ms" => v.2,
+        _ => v.0,
+    };
+    let mut values: Vec<(String, f64)> = totals.iter().map(|(k, v)| (k.clone(), key(v))).collect();
+    values.sort_by(|a, b| b.1.total_cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    values.truncate(limit);
+    let pos: HashMap<&str, usize> = values
+        .iter()
+        .enumerate()
+        .map(|(i, (k, _))| (k.as_str(), i))
+        .collect();
+    let mut rows: Vec<(usize, Row)> = rows
+        .into_iter()
+        .filter_map(|r| pos.get(text(&r, dim)).map(|i| (*i, r)))
+        .collect();
+    rows.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then_with(|| text(&a.1, "tag").cmp(text(&b.1, "tag")))
+    });
+    Ok(rows.into_iter().map(|(_, r)| r).collect())
 }
 
 /// Parse a step like `60`, `30s`, `5m`, `1h` into seconds.
@@ -197,6 +236,7 @@ pub fn parse_step(s: &str) -> Result<i64, QueryError> {
 /// `metric` is one of `requests`, `errors`, `error_rate`, `p50_ms`, `p99_ms`, `avg_ms`
 /// (from access logs, split by `by`), or `metric:NAME` (the `metrics` table, averaged).
 pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let d = e.dialect();
     let metric = p.opt("metric").unwrap_or("requests");
     let range_s = (p.to_us - p.from_us) / 1_000_000;
     let step = match p.opt("step") {
@@ -209,30 +249,34 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
         )));
     }
     let step_us = step * 1_000_000;
-    let bucket = format!("(CAST(ts AS BIGINT) / {step_us}) * {step_us}");
+    let bucket = format!("intDiv_({}, {step_us}) * {step_us}", d.us());
+    let bucket = match d {
+        Dialect::DataFusion => bucket.replace("intDiv_(", "(").replace(", ", " / "),
+        Dialect::ClickHouse => bucket.replace("intDiv_(", "intDiv("),
+    };
     let sql = if let Some(name) = metric.strip_prefix("metric:") {
         let by = p.choice("by", &["none", "pool", "host", "project", "env", "labels"])?;
         let series = if by == "none" {
-            lit(name)
+            d.lit(name)
         } else {
             by.to_string()
         };
         format!(
-            "SELECT {bucket} AS bucket, {series} AS series, avg(value) AS value \
-             FROM metrics WHERE {} AND name = {} GROUP BY 1, 2 ORDER BY 1, 2",
-            p.conditions(&[]),
-            lit(name)
+            "SELECT {bucket} AS bucket, {series} AS series, avg(value) AS _a_value \
+             FROM {t} WHERE {} AND name = {} GROUP BY bucket, series ORDER BY bucket, series",
+            p.conditions(d, &[]),
+            d.lit(name),
+            t = e.table("metrics"),
         )
     } else {
+        let errors = "sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END)";
         let agg = match metric {
-            "requests" => "CAST(count(*) AS DOUBLE)",
-            "errors" => "CAST(sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS DOUBLE)",
-            "error_rate" => {
-                "CAST(sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS DOUBLE) / count(*)"
-            }
-            "p50_ms" => "approx_percentile_cont(0.5) WITHIN GROUP (ORDER BY latency_us) / 1000.0",
-            "p99_ms" => "approx_percentile_cont(0.99) WITHIN GROUP (ORDER BY latency_us) / 1000.0",
-            "avg_ms" => "avg(latency_us) / 1000.0",
+            "requests" => d.f64("count(*)"),
+            "errors" => d.f64(errors),
+            "error_rate" => format!("{} / count(*)", d.f64(errors)),
+            "p50_ms" => format!("{} / 1000.0", d.pct(0.5, "latency_us")),
+            "p99_ms" => format!("{} / 1000.0", d.pct(0.99, "latency_us")),
+            "avg_ms" => "avg(latency_us) / 1000.0".to_string(),
             m => {
                 return Err(QueryError::BadRequest(format!(
                     "unknown metric `{m}`: use requests, errors, error_rate, p50_ms, p99_ms, \
@@ -247,14 +291,15 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
             ],
         )?;
         let series = match by {
-            "none" => lit(metric),
-            "status" => "CAST(status / 100 AS VARCHAR) || 'xx'".to_string(),
+            "none" => d.lit(metric),
+            "status" => d.status_class().to_string(),
             d => d.to_string(),
         };
         format!(
             "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
-             FROM access_log WHERE {} GROUP BY 1, 2 ORDER BY 1, 2",
-            p.conditions(&[])
+             FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
+            p.conditions(d, &[]),
+            t = e.table("access_log"),
         )
     };
     let mut rows = e.rows(&sql).await?;
@@ -266,12 +311,28 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
     Ok(rows)
 }
 
+/// The columns of the change timeline.
+pub const CHANGE_COLUMNS: &str =
+    "kind, actor, project, env, scope, from_version, to_version, summary, touched";
+
 /// The change timeline, newest first.
 pub async fn changes(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
+    let d = e.dialect();
     let limit = p.usize_opt("limit", 200, 10_000)?;
-    e.rows(&format!(
-        "SELECT * FROM changes WHERE {} ORDER BY ts DESC LIMIT {limit}",
-        p.conditions(&[])
-    ))
-    .await
+    let mut rows = e
+        .rows(&format!(
+            "SELECT {us} AS at_us, {CHANGE_COLUMNS} FROM {t} WHERE {} \
+             ORDER BY at_us DESC LIMIT {limit}",
+            p.conditions(d, &[]),
+            us = d.us(),
+            t = e.table("changes"),
+        ))
+        .await?;
+    for r in &mut rows {
+        if let Some(v) = r.remove("at_us") {
+            r.insert("ts".into(), v);
+        }
+    }
+    fix_times(&mut rows, &["ts"]);
+    Ok(rows)
 }

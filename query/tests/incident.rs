@@ -11,6 +11,7 @@ use apus_ingest::schema::{
 use apus_ingest::search::SearchIndex;
 use apus_ingest::store::LocalStore;
 use apus_query::engine::Limits;
+use apus_query::engine::Store;
 use apus_query::params::Params;
 use apus_query::{investigate, rank, Engine, QueryError, Searcher};
 use serde_json::Value;
@@ -23,6 +24,113 @@ const FLIP: i64 = T0 - 16 * MIN;
 struct Fixture {
     _dir: tempfile::TempDir,
     engine: Engine,
+    _ch: Option<ClickHouse>,
+}
+
+/// A throwaway ClickHouse server (`scripts/clickhouse-start`).
+struct ClickHouse {
+    pid: u32,
+    http: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for ClickHouse {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("kill")
+            .arg("-9")
+            .arg(self.pid.to_string())
+            .status();
+        let _ = &self.dir;
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_clickhouse() -> ClickHouse {
+    let dir = tempfile::tempdir().unwrap();
+    let (http, tcp) = (free_port(), free_port());
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse-start");
+    let out = std::process::Command::new(script)
+        .arg(dir.path())
+        .arg(http.to_string())
+        .arg(tcp.to_string())
+        .output()
+        .expect("scripts/clickhouse-start (needs clickhouse-server: scripts/setup)");
+    assert!(
+        out.status.success(),
+        "clickhouse-server: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    ClickHouse {
+        pid: String::from_utf8_lossy(&out.stdout).trim().parse().unwrap(),
+        http,
+        dir,
+    }
+}
+
+fn batches() -> Vec<(Table, datafusion::arrow::record_batch::RecordBatch)> {
+    vec![
+        (
+            Table::AccessLog,
+            AccessRecord::to_batch(&access(T0 - 60 * MIN, T0 - 20 * MIN)).unwrap(),
+        ),
+        (
+            Table::AccessLog,
+            AccessRecord::to_batch(&access(T0 - 20 * MIN, T0)).unwrap(),
+        ),
+        (Table::Logs, LogRecord::to_batch(&logs()).unwrap()),
+        (Table::SlowSql, SlowSqlRecord::to_batch(&slow()).unwrap()),
+        (Table::Changes, ChangeRecord::to_batch(&changes()).unwrap()),
+    ]
+}
+
+fn index(dir: &std::path::Path) -> Arc<SearchIndex> {
+    let search = Arc::new(SearchIndex::open(&dir.join("search")).unwrap());
+    let lb = LogRecord::to_batch(&logs()).unwrap();
+    search.index(1, lb);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while search.checkpoint() < 1 && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    search.refresh().unwrap();
+    search
+}
+
+/// The same incident in a real ClickHouse server, read through the ClickHouse backend.
+fn clickhouse_fixture() -> Fixture {
+    use apus_ingest::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
+    let ch = start_clickhouse();
+    let url = ChUrl::parse(&format!("clickhouse://127.0.0.1:{}/golden", ch.http)).unwrap();
+    let client = ChClient::new(url.clone());
+    migrate(&client, 0).unwrap();
+    for (seq, (t, b)) in batches().into_iter().enumerate() {
+        let mut body = Vec::new();
+        rowbinary::encode(&b, "test", seq as u64 + 1, &mut body).unwrap();
+        client.insert(t, body).unwrap();
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let search = index(dir.path());
+    let engine = Engine::with_store(
+        Store::ClickHouse {
+            base: url.base,
+            database: url.database,
+            cluster: false,
+        },
+        Searcher::Local(search),
+        Limits::default(),
+    );
+    Fixture {
+        _dir: dir,
+        engine,
+        _ch: Some(ch),
+    }
 }
 
 fn access(t0: i64, t1: i64) -> Vec<AccessRecord> {
@@ -246,7 +354,11 @@ fn fixture() -> Fixture {
     }
     search.refresh().unwrap();
     let engine = Engine::new(store, Searcher::Local(search), Limits::default());
-    Fixture { _dir: dir, engine }
+    Fixture {
+        _dir: dir,
+        engine,
+        _ch: None,
+    }
 }
 
 fn params(q: &[(&str, &str)], dims: &[&str], opts: &[&str]) -> Result<Params, QueryError> {
@@ -259,11 +371,26 @@ fn params(q: &[(&str, &str)], dims: &[&str], opts: &[&str]) -> Result<Params, Qu
 
 const LAST_30M: &[(&str, &str)] = &[("from", "now-30m"), ("to", "now")];
 
-#[tokio::test]
-async fn rankings_and_root_cause_of_a_gray_flip() {
-    let f = fixture();
-    let e = &f.engine;
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap()
+}
 
+#[test]
+fn golden_incident_on_the_embedded_store() {
+    let f = fixture();
+    runtime().block_on(rankings_and_root_cause_of_a_gray_flip(&f.engine));
+}
+
+#[test]
+fn golden_incident_on_clickhouse() {
+    let f = clickhouse_fixture();
+    runtime().block_on(rankings_and_root_cause_of_a_gray_flip(&f.engine));
+}
+
+async fn rankings_and_root_cause_of_a_gray_flip(e: &Engine) {
     // Pool ranking: gray sits beside stable with its own error rate and latency.
     let p = params(LAST_30M, rank::ACCESS_DIMS, &["limit", "order"]).unwrap();
     let pools = rank::rank(e, "pool", &p).await.unwrap();
