@@ -116,7 +116,7 @@ pub fn run(
     });
     println!("demo: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901 (token demo-admin-token)");
     println!("demo: config written to {}", cfg_path.display());
-    super::run::run(&cfg_path, Some(data_dir), prom)
+    super::run::run(&cfg_path, Some(data_dir), None, prom)
 }
 
 fn traffic(seconds: Option<u64>) {

@@ -31,6 +31,29 @@ enum Cmd {
         /// Data directory (WAL, Parquet store, search index); overrides `[ingest] data_dir`.
         #[arg(long)]
         data_dir: Option<PathBuf>,
+        /// `local` (embedded store, default) or `clickhouse://HOST:HTTP_PORT/DATABASE`;
+        /// overrides `[ingest] store`.
+        #[arg(long)]
+        store: Option<String>,
+    },
+    /// Run a query node alone: the query API and dashboards over a ClickHouse store, log
+    /// search fanned out to the ingest nodes.
+    Query {
+        /// Query config (TOML, the `[query]` fields at top level).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// `clickhouse://HOST:HTTP_PORT/DATABASE`.
+        #[arg(long)]
+        store: String,
+        /// Listener, e.g. 127.0.0.1:3000; overrides the config.
+        #[arg(long)]
+        listen: Option<String>,
+        /// An ingest node to search (`http://host:9200`); repeat for each node.
+        #[arg(long = "search-node")]
+        search_nodes: Vec<String>,
+        /// Read the `{table}_all` Distributed tables of a ClickHouse cluster.
+        #[arg(long)]
+        cluster: bool,
     },
     /// Tail files (application logs, slow logs) and ship them to an ingest node.
     Collect {
@@ -157,9 +180,30 @@ fn run_gateway(config: &Path) -> Result<()> {
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Run { config, data_dir } => {
+        Cmd::Run {
+            config,
+            data_dir,
+            store,
+        } => {
             init_tracing();
-            run::run(&config, data_dir, install_metrics()?)
+            run::run(&config, data_dir, store, install_metrics()?)
+        }
+        Cmd::Query {
+            config,
+            store,
+            listen,
+            search_nodes,
+            cluster,
+        } => {
+            init_tracing();
+            run::query(
+                config.as_deref(),
+                &store,
+                listen,
+                search_nodes,
+                cluster,
+                install_metrics()?,
+            )
         }
         Cmd::Ingest {
             config,

@@ -10,6 +10,7 @@ use apus_gateway::{AccessLog, AccessLogSink, GatewayConfig};
 use apus_ingest::receivers::MetricsRender;
 use apus_ingest::schema::AccessRecord;
 use apus_ingest::{IngestConfig, IngestError, Pipeline};
+use apus_query::engine::Store;
 use apus_query::{Engine, QueryConfig, Searcher};
 use serde::Deserialize;
 
@@ -66,27 +67,38 @@ pub fn start_ingest(
     Ok((rt, pipeline))
 }
 
-/// Start the query API and dashboards on `rt` over this process's store and index (or the
-/// configured search nodes).
+/// The query engine's store for an ingest `store` setting: the pipeline's embedded store,
+/// or the ClickHouse server it writes to.
+fn query_store(store: &str, pipeline: Option<&Arc<Pipeline>>, cluster: bool) -> Result<Store> {
+    if store.starts_with("clickhouse://") {
+        let u = apus_ingest::clickhouse::ChUrl::parse(store)?;
+        return Ok(Store::ClickHouse {
+            base: u.base,
+            database: u.database,
+            cluster,
+        });
+    }
+    match pipeline {
+        Some(p) => Ok(Store::Local(p.store().clone())),
+        None => anyhow::bail!(
+            "a query node alone needs --store clickhouse://HOST:PORT/DB; the embedded store \
+             is queried inside `apus run`"
+        ),
+    }
+}
+
+/// Start the query API and dashboards on `rt`.
 pub fn start_query(
     rt: &tokio::runtime::Runtime,
     cfg: &QueryConfig,
-    pipeline: &Arc<Pipeline>,
+    store: Store,
+    searcher: Searcher,
     render: Option<MetricsRender>,
 ) -> Result<()> {
     let listener = std::net::TcpListener::bind(&cfg.listen)
         .with_context(|| format!("query listen {}", cfg.listen))?;
     listener.set_nonblocking(true)?;
-    let searcher = if cfg.search_nodes.is_empty() {
-        Searcher::Local(pipeline.search().clone())
-    } else {
-        Searcher::Remote(cfg.search_nodes.clone())
-    };
-    let engine = Arc::new(Engine::new(
-        pipeline.store().clone(),
-        searcher,
-        cfg.limits(),
-    ));
+    let engine = Arc::new(Engine::with_store(store, searcher, cfg.limits()));
     rt.block_on(async move {
         let l = tokio::net::TcpListener::from_std(listener)?;
         tracing::info!(addr = ?l.local_addr().ok(), "query API and dashboards listening");
@@ -98,6 +110,45 @@ pub fn start_query(
         });
         Ok::<_, anyhow::Error>(())
     })
+}
+
+/// `apus query`: a query node over ClickHouse.
+pub fn query(
+    config: Option<&Path>,
+    store: &str,
+    listen: Option<String>,
+    search_nodes: Vec<String>,
+    cluster: bool,
+    prom: metrics_exporter_prometheus::PrometheusHandle,
+) -> Result<()> {
+    let mut cfg: QueryConfig = match config {
+        Some(p) => toml::from_str(&std::fs::read_to_string(p)?)
+            .with_context(|| format!("{}", p.display()))?,
+        None => QueryConfig::default(),
+    };
+    if let Some(l) = listen {
+        cfg.listen = l;
+    }
+    if !search_nodes.is_empty() {
+        cfg.search_nodes = search_nodes;
+    }
+    cfg.cluster |= cluster;
+    let store = query_store(store, None, cfg.cluster)?;
+    let searcher = if cfg.search_nodes.is_empty() {
+        Searcher::Off
+    } else {
+        Searcher::Remote(cfg.search_nodes.clone())
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("apus-query")
+        .enable_all()
+        .build()?;
+    start_query(&rt, &cfg, store, searcher, Some(render(prom)))?;
+    rt.block_on(async {
+        let _ = tokio::signal::ctrl_c().await;
+    });
+    Ok(())
 }
 
 /// Hands the gateway's access-log batches to the in-process pipeline, waiting out
@@ -161,6 +212,7 @@ pub fn ingest(
 pub fn run(
     config: &Path,
     data_dir: Option<PathBuf>,
+    store: Option<String>,
     prom: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("{}", config.display()))?;
@@ -169,9 +221,25 @@ pub fn run(
     if let Some(d) = data_dir {
         cfg.ingest.data_dir = d;
     }
+    if let Some(s) = store {
+        cfg.ingest.store = s;
+    }
     let rules = cfg.gateway.validate(config.parent())?;
+    let store_url = cfg.ingest.store.clone();
     let (rt, pipeline) = start_ingest(cfg.ingest, Some(render(prom.clone())))?;
-    start_query(&rt, &cfg.query, &pipeline, Some(render(prom.clone())))?;
+    let searcher = if cfg.query.search_nodes.is_empty() {
+        Searcher::Local(pipeline.search().clone())
+    } else {
+        Searcher::Remote(cfg.query.search_nodes.clone())
+    };
+    let qstore = query_store(&store_url, Some(&pipeline), cfg.query.cluster)?;
+    start_query(
+        &rt,
+        &cfg.query,
+        qstore,
+        searcher,
+        Some(render(prom.clone())),
+    )?;
     let access_log = if cfg.gateway.access_log == "off" {
         AccessLog::off()
     } else {

@@ -19,6 +19,7 @@ struct ClickHouse {
     http: u16,
     tcp: u16,
     pid: Option<u32>,
+    remote: Option<PathBuf>,
 }
 
 impl ClickHouse {
@@ -33,6 +34,24 @@ impl ClickHouse {
             http: free_port(),
             tcp: free_port(),
             pid: None,
+            remote: None,
+        };
+        ch.up();
+        ch
+    }
+
+    /// A server that is one shard of the cluster `apus2` described by `remote` (XML).
+    fn start_shard(name: &str, http: u16, tcp: u16, remote: &Path) -> ClickHouse {
+        let mut ch = ClickHouse {
+            dir: std::env::temp_dir().join(format!(
+                "apus-ch-{name}-{}-{}",
+                std::process::id(),
+                free_port()
+            )),
+            http,
+            tcp,
+            pid: None,
+            remote: Some(remote.to_path_buf()),
         };
         ch.up();
         ch
@@ -44,6 +63,7 @@ impl ClickHouse {
             .arg(&self.dir)
             .arg(self.http.to_string())
             .arg(self.tcp.to_string())
+            .args(self.remote.iter())
             .output()
             .expect("run scripts/clickhouse-start (needs clickhouse-server: scripts/setup)");
         assert!(
@@ -335,4 +355,118 @@ fn crash_between_insert_and_checkpoint_does_not_duplicate() {
         1000
     );
     drop(ing);
+}
+
+#[test]
+fn two_shard_cluster_rankings_and_search_span_both_nodes() {
+    let (h1, t1, h2, t2) = (free_port(), free_port(), free_port(), free_port());
+    let work = tmpdir("cluster");
+    let remote = work.join("remote_servers.xml");
+    std::fs::write(
+        &remote,
+        format!(
+            "<remote_servers><apus2>\
+             <shard><replica><host>127.0.0.1</host><port>{t1}</port></replica></shard>\
+             <shard><replica><host>127.0.0.1</host><port>{t2}</port></replica></shard>\
+             </apus2></remote_servers>"
+        ),
+    )
+    .unwrap();
+    let ch1 = ClickHouse::start_shard("s1", h1, t1, &remote);
+    let ch2 = ClickHouse::start_shard("s2", h2, t2, &remote);
+    // Two ingest nodes, each writing its own shard, both declaring the cluster.
+    let node = |n: &str, ch: &ClickHouse| {
+        let dir = work.join(n);
+        std::fs::create_dir_all(&dir).unwrap();
+        let cfg = dir.with_extension("toml");
+        std::fs::write(
+            &cfg,
+            format!(
+                "store = \"{}\"\nclickhouse_cluster = \"apus2\"\n",
+                ch.url("apus_c")
+            ),
+        )
+        .unwrap();
+        Ingest::start_with(&dir, free_port(), &["--config", cfg.to_str().unwrap()], &[])
+    };
+    let (i1, mut i2) = (node("n1", &ch1), node("n2", &ch2));
+    assert_eq!(post(&i1, "/ingest/v1/access", access_lines(0, 300)), 200);
+    assert_eq!(post(&i2, "/ingest/v1/access", access_lines(300, 200)), 200);
+    let log = |m: &str| {
+        format!("{{\"ts\":\"2026-11-22T07:00:00Z\",\"message\":\"{m}\",\"pool\":\"gray\"}}\n")
+    };
+    assert_eq!(
+        post(
+            &i1,
+            "/ingest/v1/logs",
+            log("checkout timeout on n1").repeat(3)
+        ),
+        200
+    );
+    assert_eq!(
+        post(
+            &i2,
+            "/ingest/v1/logs",
+            log("checkout timeout on n2").repeat(2)
+        ),
+        200
+    );
+    wait_rows(&ch1, "SELECT count() FROM apus_c.access_log", 300);
+    wait_rows(&ch2, "SELECT count() FROM apus_c.access_log", 200);
+    wait_rows(&ch1, "SELECT count() FROM apus_c.access_log_all", 500);
+
+    // A query node over the cluster: the ranking covers both shards.
+    let qport = free_port();
+    let search_nodes = [i1.url(""), i2.url("")];
+    let child = std::process::Command::new(BIN)
+        .args([
+            "query",
+            "--store",
+            &ch1.url("apus_c"),
+            "--cluster",
+            "--listen",
+            &format!("127.0.0.1:{qport}"),
+            "--search-node",
+            &search_nodes[0],
+            "--search-node",
+            &search_nodes[1],
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(work.join("query.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _q = Proc(child);
+    let c = client();
+    let get = |path: &str| {
+        let r = c
+            .get(format!("http://127.0.0.1:{qport}{path}"))
+            .send()
+            .ok()?;
+        let st = r.status().as_u16();
+        Some((st, r.json::<serde_json::Value>().ok()?))
+    };
+    wait_until("query node", Duration::from_secs(30), || {
+        get("/api/v1/changes").is_some()
+    });
+    let (st, pools) =
+        get("/api/v1/rank/pools?from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z").unwrap();
+    assert_eq!(st, 200, "{pools}");
+    let total: f64 = pools["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["requests"].as_f64().unwrap())
+        .sum();
+    assert_eq!(total, 500.0, "{pools}");
+    // Search fans out to both ingest nodes and merges; it never answers from one alone.
+    wait_until("both indexes committed", Duration::from_secs(20), || {
+        get("/api/v1/logs/search?q=checkout&from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z")
+            .is_some_and(|(_, b)| b["total"] == 5)
+    });
+    i2.proc.kill();
+    let (st, body) =
+        get("/api/v1/logs/search?q=checkout&from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z")
+            .unwrap();
+    assert_eq!(st, 502, "a node down fails the search: {body}");
+    drop(i1);
 }

@@ -58,6 +58,9 @@ pub struct IngestConfig {
     pub clickhouse_batch_rows: usize,
     /// ... or when the oldest waiting row is this old (ms).
     pub clickhouse_batch_ms: u64,
+    /// ClickHouse cluster (`remote_servers` name): also create `{table}_all` Distributed
+    /// tables over every shard. Each ingest node writes its own server's local tables.
+    pub clickhouse_cluster: String,
 }
 
 impl Default for IngestConfig {
@@ -76,6 +79,7 @@ impl Default for IngestConfig {
             store: "local".into(),
             clickhouse_batch_rows: 200_000,
             clickhouse_batch_ms: 1000,
+            clickhouse_cluster: String::new(),
         }
     }
 }
@@ -175,6 +179,7 @@ impl Pipeline {
                     batch_rows: cfg.clickhouse_batch_rows.max(1),
                     batch_age: Duration::from_millis(cfg.clickhouse_batch_ms.max(10)),
                     retention_days: cfg.retention_days,
+                    cluster: cfg.clickhouse_cluster.clone(),
                 },
             )?))
         };

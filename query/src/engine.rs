@@ -47,6 +47,8 @@ pub struct QueryConfig {
     pub memory_mb: usize,
     /// Queries running at once.
     pub concurrency: usize,
+    /// Read through the `{table}_all` Distributed tables of a ClickHouse cluster.
+    pub cluster: bool,
 }
 
 impl Default for QueryConfig {
@@ -58,6 +60,7 @@ impl Default for QueryConfig {
             timeout_secs: l.timeout.as_secs(),
             memory_mb: l.memory_bytes >> 20,
             concurrency: l.concurrency,
+            cluster: false,
         }
     }
 }

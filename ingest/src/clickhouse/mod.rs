@@ -280,6 +280,40 @@ pub fn migrations(db: &str, p: Profile, retention_days: u32) -> Vec<(u32, Vec<St
     ]
 }
 
+/// The Distributed table `{t}_all` over `{t}` on every shard of `cluster` (rows are
+/// written to each node's local tables; reads through `_all` span the cluster).
+pub fn create_distributed(db: &str, t: &str, cluster: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {db}.{t}_all AS {db}.{t} \
+         ENGINE = Distributed({cluster}, {db}, {t}, rand())"
+    )
+}
+
+/// [`migrate`], then (with a cluster name) the `_all` Distributed tables.
+pub fn migrate_cluster(
+    c: &ChClient,
+    retention_days: u32,
+    cluster: &str,
+) -> Result<Profile, IngestError> {
+    let p = migrate(c, retention_days)?;
+    if !cluster.is_empty() {
+        if !cluster
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
+        {
+            return Err(IngestError::BadInput(format!(
+                "cluster name `{cluster}` must be [A-Za-z0-9_]"
+            )));
+        }
+        let db = &c.url.database;
+        for t in Table::ALL {
+            c.execute(&create_distributed(db, t.name(), cluster))?;
+        }
+        c.execute(&create_distributed(db, "slow_sql_hourly", cluster))?;
+    }
+    Ok(p)
+}
+
 /// Create the database and bring its schema up to date; returns the profile used.
 pub fn migrate(c: &ChClient, retention_days: u32) -> Result<Profile, IngestError> {
     let (major, minor) = c.version()?;

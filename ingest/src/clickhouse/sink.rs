@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use datafusion::arrow::record_batch::RecordBatch;
 
-use super::{migrate, rowbinary, ChClient};
+use super::{migrate_cluster, rowbinary, ChClient};
 use crate::schema::Table;
 use crate::IngestError;
 
@@ -33,6 +33,8 @@ pub struct SinkLimits {
     pub batch_age: Duration,
     /// Retention (days) for the DDL's TTL in the modern profile.
     pub retention_days: u32,
+    /// Cluster name (`remote_servers`) for the `_all` Distributed tables; empty = none.
+    pub cluster: String,
 }
 
 impl Default for SinkLimits {
@@ -41,6 +43,7 @@ impl Default for SinkLimits {
             batch_rows: 200_000,
             batch_age: Duration::from_millis(1000),
             retention_days: 7,
+            cluster: String::new(),
         }
     }
 }
@@ -250,7 +253,7 @@ impl Worker {
         }
         let retention = self.limits.retention_days;
         self.retry("clickhouse schema migration", || {
-            migrate(&self.client, retention)
+            migrate_cluster(&self.client, retention, &self.limits.cluster)
         });
         let db = self.client.url.database.clone();
         let node = self.node.replace('\'', "''");
