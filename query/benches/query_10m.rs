@@ -196,6 +196,73 @@ where
     median(v)
 }
 
+/// Copy the embedded store's `slow_sql` into ClickHouse (once) and time the TOP 100 there.
+async fn clickhouse_top(local: &Engine, url: &str, rows: usize, p: &Params) -> f64 {
+    use apus_ingest::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
+    use apus_query::engine::Store;
+    let u = ChUrl::parse(url).unwrap();
+    let client = ChClient::new(u.clone());
+    let db = u.database.clone();
+    let (count_sql, truncate_sql, optimize_sql) = (
+        format!("SELECT count() FROM {db}.slow_sql"),
+        format!("TRUNCATE TABLE {db}.slow_sql"),
+        format!("OPTIMIZE TABLE {db}.slow_sql FINAL"),
+    );
+    let have = {
+        let c = client.clone();
+        tokio::task::spawn_blocking(move || {
+            migrate(&c, 0).unwrap();
+            c.execute(&count_sql)
+                .unwrap_or_default()
+                .trim()
+                .parse::<usize>()
+                .unwrap_or(0)
+        })
+        .await
+        .unwrap()
+    };
+    if have != rows {
+        let c = client.clone();
+        tokio::task::spawn_blocking(move || c.execute(&truncate_sql).ok())
+            .await
+            .unwrap();
+        let started = Instant::now();
+        let batches = local.query("SELECT * FROM slow_sql").await.unwrap();
+        for (i, b) in batches.into_iter().enumerate() {
+            let c = client.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut body = Vec::new();
+                rowbinary::encode(&b, "bench", i as u64 + 1, &mut body).unwrap();
+                c.insert(Table::SlowSql, body).unwrap();
+            })
+            .await
+            .unwrap();
+        }
+        let c = client.clone();
+        tokio::task::spawn_blocking(move || c.execute(&optimize_sql).ok())
+            .await
+            .unwrap();
+        eprintln!(
+            "loaded {rows} rows into ClickHouse in {:.0} s",
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let ch = Engine::with_store(
+        Store::ClickHouse {
+            base: u.base,
+            database: u.database,
+            cluster: false,
+        },
+        Searcher::Off,
+        Limits::default(),
+    );
+    let top = rank::slow_sql_top(&ch, p).await.unwrap();
+    assert_eq!(top.len(), 100);
+    let ms = time(5, || rank::slow_sql_top(&ch, p)).await;
+    println!("clickhouse slow_sql_top100 median_ms={ms:.1}");
+    ms
+}
+
 fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
     // it, as a smoke test on a small data set in a temporary directory.
@@ -230,6 +297,7 @@ fn main() {
         };
         let all = [("from", "now-24h")];
         let p = Params::parse(&pairs(&all), rank::SLOW_SQL_DIMS, &["limit"], T_END).unwrap();
+        let p_slow = p.clone();
         let n = engine
             .rows("SELECT count(*) AS n FROM slow_sql")
             .await
@@ -267,6 +335,15 @@ fn main() {
         }
         let search_p50 = median(search_ms.clone());
         let like_p50 = median(like_ms);
+        // The same slow-SQL TOP 100 on ClickHouse, when a server is given.
+        if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
+            let ch_ms = clickhouse_top(&engine, &url, rows, &p_slow).await;
+            println!(
+                "RESULT clickhouse_vs_embedded rows={rows} clickhouse_top100_ms={ch_ms:.1} \
+                 embedded_top100_ms={slow_ms:.1} ratio={:.2}",
+                slow_ms / ch_ms.max(0.001)
+            );
+        }
         println!(
             "RESULT query_10m rows={rows} slow_sql_top100_ms={slow_ms:.1} pool_ranking_ms={rank_ms:.1} \
              search_p50_ms={search_p50:.2} like_scan_ms={like_p50:.1} search_vs_like={:.0}x",

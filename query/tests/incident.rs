@@ -144,7 +144,7 @@ fn access(t0: i64, t1: i64) -> Vec<AccessRecord> {
             let gray = tenant == "acme" && ts >= FLIP;
             let (pool, tag, upstream) = if gray {
                 ("gray", "gray", "127.0.0.1:7003")
-            } else if i % 2 == 0 {
+            } else if i.is_multiple_of(2) {
                 ("stable", "stable", "127.0.0.1:7001")
             } else {
                 ("stable", "stable", "127.0.0.1:7002")
@@ -155,7 +155,7 @@ fn access(t0: i64, t1: i64) -> Vec<AccessRecord> {
                 } else {
                     200
                 }
-            } else if (tick + k as u64 * 13) % 100 == 0 {
+            } else if (tick + k as u64 * 13).is_multiple_of(100) {
                 500
             } else {
                 200
