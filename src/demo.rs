@@ -12,9 +12,24 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 /// An upstream that answers every path with JSON naming itself and echoing the lane
-/// headers the gateway set; `GET /health` answers `ok`.
-pub async fn serve_echo(addr: SocketAddr, name: String) -> Result<()> {
-    async fn echo(State(name): State<String>, req: Request) -> Json<Value> {
+/// headers the gateway set; `GET /health` answers `ok`. With `fail_tenant`, requests of
+/// that tenant (`orgId=` query) get a 500 — the demo's "bug in the gray build".
+pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<String>) -> Result<()> {
+    async fn echo(
+        State((name, fail)): State<(String, Option<String>)>,
+        req: Request,
+    ) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let query = req.uri().query().unwrap_or("");
+        if let Some(t) = &fail {
+            if query.split('&').any(|kv| kv == format!("orgId={t}")) {
+                return (
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    Json(json!({"upstream": name, "error": format!("missing pricing config for tenant {t}")})),
+                )
+                    .into_response();
+            }
+        }
         let h = |k: &str| {
             req.headers()
                 .get(k)
@@ -30,11 +45,12 @@ pub async fn serve_echo(addr: SocketAddr, name: String) -> Result<()> {
             "x-request-id": h("x-request-id"),
             "x-tenant-id": h("x-tenant-id"),
         }))
+        .into_response()
     }
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .fallback(echo)
-        .with_state(name);
+        .with_state((name, fail_tenant));
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind {addr}"))?;
@@ -90,6 +106,24 @@ token = "demo-admin-token"
 role = "admin"
 "#;
 
+/// The tenant the demo's incident is about.
+const INCIDENT_TENANT: &str = "initech";
+/// The traffic round at which the demo flips a gray rule that breaks that tenant.
+const INCIDENT_ROUND: u64 = 8;
+
+/// The demo's release step: the route's gray rules plus one sending initech to gray.
+fn incident_rules() -> Value {
+    json!({
+        "reason": "demo: beta for initech",
+        "rules": [
+            {"name": "beta-tenants", "pool": "gray", "tenants": ["acme", "globex"]},
+            {"name": "beta-initech", "pool": "gray", "tenants": [INCIDENT_TENANT]},
+            {"name": "office-network", "pool": "gray", "cidrs": ["10.0.0.0/8", "fd00::/8"]},
+            {"name": "ramp", "pool": "gray", "percent": 10}
+        ]
+    })
+}
+
 /// Run the demo: upstreams, `apus run` (gateway + ingest), traffic. Stops after `seconds`
 /// if given.
 pub fn run(
@@ -105,7 +139,8 @@ pub fn run(
     for (port, name) in [(7001, "stable-1"), (7002, "stable-2"), (7003, "gray-1")] {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         rt.spawn(async move {
-            if let Err(e) = serve_echo(addr, name.into()).await {
+            let fail = (name == "gray-1").then(|| INCIDENT_TENANT.to_string());
+            if let Err(e) = serve_echo(addr, name.into(), fail).await {
                 tracing::error!(error = %e, "demo upstream failed");
             }
         });
@@ -129,6 +164,7 @@ fn traffic(seconds: Option<u64>) {
         for i in 0..200 {
             let tenant = match i % 4 {
                 0 => "acme".to_string(),
+                1 => INCIDENT_TENANT.to_string(),
                 _ => format!("tenant-{}", round * 200 + i),
             };
             let r = client
@@ -146,6 +182,47 @@ fn traffic(seconds: Option<u64>) {
             *counts.entry(key).or_default() += 1;
         }
         println!("demo traffic round {round}: {counts:?}");
+        if round == INCIDENT_ROUND {
+            let r = client
+                .put("http://127.0.0.1:9901/admin/v1/routes/api/rules")
+                .bearer_auth("demo-admin-token")
+                .json(&incident_rules())
+                .send();
+            match r {
+                Ok(r) if r.status().is_success() => println!(
+                    "demo: released gray rule beta-initech (tenant {INCIDENT_TENANT} → gray, \
+                     whose build fails for it); see the root cause at \
+                     http://127.0.0.1:3000/#Root%20cause"
+                ),
+                Ok(r) => println!("demo: gray rule release refused: {}", r.status()),
+                Err(e) => println!("demo: gray rule release failed: {e}"),
+            }
+        }
+        if round > INCIDENT_ROUND {
+            let now = apus_ingest::time::now_us() / 1_000_000;
+            let errors: String = (0..5)
+                .map(|i| format!("{}\n", json!({
+                    "message": format!("pricing lookup failed for tenant {INCIDENT_TENANT} (sku {})", round * 5 + i),
+                    "exception": "java.lang.IllegalStateException: missing pricing config\n\tat shop.Pricing.lookup(Pricing.java:42)",
+                    "level": "ERROR", "pool": "gray", "project": "shop", "env": "prod",
+                    "host": "demo", "tenant": INCIDENT_TENANT, "tag": "gray"})))
+                .collect();
+            let iso = apus_query::json::rfc3339(now * 1_000_000);
+            let slow = format!(
+                "# Time: {iso}\n# User@Host: app[app] @ gray-1 [10.0.0.9]  Id: 7\n\
+                 # Query_time: 2.{round:03}  Lock_time: 0.000100 Rows_sent: 1  Rows_examined: 250000\n\
+                 use shop;\nSET timestamp={now};\n\
+                 SELECT * FROM price_overrides WHERE tenant = 'initech' AND sku LIKE '%{round}%';\n"
+            );
+            let _ = client
+                .post("http://127.0.0.1:9200/ingest/v1/logs")
+                .body(errors)
+                .send();
+            let _ = client
+                .post("http://127.0.0.1:9200/ingest/v1/slowlog?project=shop&env=prod&pool=gray")
+                .body(slow)
+                .send();
+        }
         let logs: String = (0..50)
             .map(|i| {
                 let (pool, level, msg) = if i % 10 == 0 {

@@ -237,7 +237,7 @@ fn main() -> Result<()> {
             demo::run(seconds, data_dir, install_metrics()?)
         }
         Cmd::Upstream { listen, name } => {
-            tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name))
+            tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name, None))
         }
         Cmd::Logs { cmd } => logs_cmd::run(cmd),
         Cmd::Slowlog { cmd } => slowlog_cmd::run(cmd),

@@ -158,6 +158,36 @@ role = "admin"
         body["error"].as_str().unwrap().contains("only SELECT"),
         "{body}"
     );
+
+    // The dashboards page in a real headless browser: each tab renders from the API
+    // without an error banner.
+    for (tab, expect) in [
+        ("Overview", "Pools (gray and stable side by side)"),
+        ("Changes", "gray_rules"),
+        ("Root%20cause", "Layers (route"),
+    ] {
+        let out = Command::new("chromium")
+            .args([
+                "--headless",
+                "--no-sandbox",
+                "--disable-gpu",
+                "--virtual-time-budget=10000",
+                "--dump-dom",
+                &format!("http://127.0.0.1:{qport}/#{tab}"),
+            ])
+            .output()
+            .expect("chromium (scripts/setup installs it)");
+        let dom = String::from_utf8_lossy(&out.stdout);
+        let ready = format!("data-ready=\"{}\"", tab.replace("%20", " "));
+        assert!(dom.contains(&ready), "{tab} did not render: {dom}");
+        assert!(dom.contains(expect), "{tab}: no `{expect}` in {dom}");
+        // (The page's script text contains the banner template `class="err">${…}`.)
+        let banners = dom
+            .match_indices("class=\"err\">")
+            .filter(|(i, m)| !dom[i + m.len()..].starts_with("${"))
+            .count();
+        assert_eq!(banners, 0, "{tab} shows an error: {dom}");
+    }
     p.kill();
     let d = DataDir::open(&data);
     assert_eq!(d.count("SELECT count(*) FROM access_log WHERE route = 'api' AND status = 200 AND tag = 'stable'"), 20);

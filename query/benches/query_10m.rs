@@ -61,7 +61,9 @@ const WORDS: [&str; 16] = [
     "replica",
 ];
 
-fn generate(dir: &Path, rows: usize) {
+/// Generate the data set; returns the open store and index (an index has one writer per
+/// directory, so the caller must reuse these rather than open them again).
+fn generate(dir: &Path, rows: usize) -> (LocalStore, SearchIndex) {
     let store = LocalStore::open(&dir.join("store")).unwrap();
     let search = SearchIndex::open(&dir.join("search")).unwrap();
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
@@ -174,7 +176,9 @@ fn generate(dir: &Path, rows: usize) {
     while search.checkpoint() < seq {
         std::thread::sleep(Duration::from_millis(200));
     }
+    search.refresh().unwrap();
     std::fs::write(dir.join("_complete"), rows.to_string()).unwrap();
+    (store, search)
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -279,13 +283,17 @@ fn main() {
         _ => tmp.path().to_path_buf(),
     };
     let done = std::fs::read_to_string(dir.join("_complete")).ok();
-    if done.as_deref() != Some(&rows.to_string()) {
+    let (store, search) = if done.as_deref() != Some(&rows.to_string()) {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).unwrap();
-        generate(&dir, rows);
-    }
-    let store = Arc::new(LocalStore::open(&dir.join("store")).unwrap());
-    let search = Arc::new(SearchIndex::open(&dir.join("search")).unwrap());
+        generate(&dir, rows)
+    } else {
+        (
+            LocalStore::open(&dir.join("store")).unwrap(),
+            SearchIndex::open(&dir.join("search")).unwrap(),
+        )
+    };
+    let (store, search) = (Arc::new(store), Arc::new(search));
     let engine = Engine::new(store, Searcher::Local(search), Limits::default());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -77,8 +77,22 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     };
     let span = p.with_range(base_from, p.to_us);
 
-    // 1. Onset.
-    let step_us = ((p.to_us - base_from) / 120).max(1_000_000);
+    // 1. Onset, in buckets over the part of the span that has data (a default "last hour"
+    // over a service that started a minute ago must still get fine buckets).
+    let extent = e
+        .rows(&format!(
+            "SELECT min({us}) AS lo FROM {t_access} WHERE {}",
+            span.conditions(d, &[]),
+            us = d.us()
+        ))
+        .await?;
+    let data_from = extent
+        .first()
+        .and_then(|r| r.get("lo"))
+        .and_then(|v| v.as_i64())
+        .unwrap_or(base_from)
+        .max(base_from);
+    let step_us = ((p.to_us - data_from) / 120).max(1_000_000);
     let series = e
         .rows(&format!(
             "SELECT {b} AS b, count(*) AS total, \
@@ -124,12 +138,17 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     let mut counts = Vec::new();
     let (mut bt, mut bb, mut ct, mut cb) = (0.0, 0.0, 0.0, 0.0);
     for (i, (d, rows)) in dims.iter().zip(&dim_rows).enumerate() {
+        // A dimension with one value cannot discriminate (it "explains" everything).
+        let single = rows.len() < 2;
         for r in rows {
             if i == 0 {
                 bt += num(r, "bt");
                 bb += num(r, "bb");
                 ct += num(r, "ct");
                 cb += num(r, "cb");
+            }
+            if single {
+                continue;
             }
             counts.push(DimCounts {
                 dimension: d.to_string(),
@@ -267,7 +286,15 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     for c in ranked_changes.iter().filter(|c| c.score >= CHANGE_FIRST) {
         rows.push(change_json(c));
     }
-    for d in &explained {
+    // Dimensions in the suspect list: the most complete explanation first (Adtributor's
+    // own order, by surprise, stays in `dimensions`).
+    let mut by_ep: Vec<&crate::rootcause::DimensionSuspect> = explained.iter().collect();
+    by_ep.sort_by(|a, b| {
+        b.explanatory_power
+            .total_cmp(&a.explanatory_power)
+            .then(b.surprise.total_cmp(&a.surprise))
+    });
+    for d in by_ep {
         let vals: Vec<String> = d
             .values
             .iter()
