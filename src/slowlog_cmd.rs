@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use apus_ingest::digest::{render_text, Digest};
-use apus_ingest::slowlog::SlowLogParser;
+use apus_ingest::slowlog::{SlowEntry, SlowLogParser};
 use clap::Subcommand;
 
 #[derive(Subcommand)]
@@ -48,7 +48,18 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
     }
     let mut file = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut parser = SlowLogParser::new();
-    let mut digest = Digest::new();
+    // Two stages on two threads: this one reads and parses, the other fingerprints and
+    // aggregates (the heavier half); bounded hand-over keeps memory flat.
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SlowEntry>>(8);
+    let worker = std::thread::spawn(move || {
+        let mut digest = Digest::new();
+        for batch in rx {
+            for e in &batch {
+                digest.add(e);
+            }
+        }
+        digest
+    });
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
@@ -61,14 +72,20 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
         };
         bytes += n as u64;
         parser.push(&buf[..n], &mut entries);
-        for e in entries.drain(..) {
-            digest.add(&e);
+        if !entries.is_empty() {
+            tx.send(std::mem::take(&mut entries))
+                .map_err(|_| anyhow::anyhow!("digest worker stopped"))?;
         }
     }
     parser.finish(&mut entries);
-    for e in entries.drain(..) {
-        digest.add(&e);
+    if !entries.is_empty() {
+        tx.send(entries)
+            .map_err(|_| anyhow::anyhow!("digest worker stopped"))?;
     }
+    drop(tx);
+    let digest = worker
+        .join()
+        .map_err(|_| anyhow::anyhow!("digest worker panicked"))?;
     if bytes > 0 && digest.is_empty() && !parser.saw_slow_log() {
         bail!(
             "{}: no slow-log entries (not a MySQL/MariaDB slow query log?)",

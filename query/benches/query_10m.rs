@@ -299,6 +299,17 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
+    // Experiment mode: `APUS_SQL='q1;;q2'` times each query on the data set and exits.
+    if let Ok(sqls) = std::env::var("APUS_SQL") {
+        rt.block_on(async {
+            for sql in sqls.split(";;").filter(|q| !q.trim().is_empty()) {
+                let n = engine.rows(sql).await.map(|r| r.len());
+                let ms = time(3, || engine.rows(sql)).await;
+                println!("{ms:>9.1} ms  rows={n:?}  {}", sql.trim());
+            }
+        });
+        return;
+    }
     rt.block_on(async {
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
             v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
