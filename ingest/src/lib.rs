@@ -17,6 +17,7 @@ pub mod pipeline;
 pub mod receivers;
 pub mod schema;
 pub mod search;
+pub mod sink;
 pub mod slowlog;
 pub mod store;
 pub mod templates;

@@ -23,6 +23,7 @@ use crate::clickhouse::{ChClient, ChUrl};
 use crate::metrics as m;
 use crate::schema::{Row, Table};
 use crate::search::SearchIndex;
+use crate::sink::StoreSink;
 use crate::store::LocalStore;
 use crate::time::now_us;
 use crate::wal::{Consumer, Wal};
@@ -106,11 +107,12 @@ pub fn decode(payload: &Bytes) -> Result<Vec<RecordBatch>, IngestError> {
 }
 
 struct Fanout {
-    store: Arc<LocalStore>,
     search: Arc<SearchIndex>,
     /// Highest `logs` sequence handed to the search index.
     search_sent: AtomicU64,
-    /// With `store = clickhouse://…`, rows go there instead of the embedded store.
+    /// Where rows go: the embedded store, or ClickHouse with `store = clickhouse://…`.
+    sink: Arc<dyn StoreSink>,
+    /// The ClickHouse sink, when that is the store (retention, status).
     clickhouse: Option<Arc<ClickHouseSink>>,
 }
 
@@ -120,10 +122,7 @@ impl Fanout {
             self.search.index(seq, b.clone());
             self.search_sent.fetch_max(seq, Ordering::Relaxed);
         }
-        match &self.clickhouse {
-            Some(ch) => ch.deliver(seq, table, b),
-            None => self.store.append(seq, table, b),
-        }
+        self.sink.deliver(seq, table, b);
     }
 
     /// Replay path: the payload must be decoded.
@@ -183,23 +182,23 @@ impl Pipeline {
                 },
             )?))
         };
+        let sink: Arc<dyn StoreSink> = match &clickhouse {
+            Some(ch) => ch.clone(),
+            None => store.clone(),
+        };
         let fanout = Arc::new(Fanout {
-            store: store.clone(),
             search: search.clone(),
             search_sent: AtomicU64::new(0),
+            sink: sink.clone(),
             clickhouse: clickhouse.clone(),
         });
-        let (s2, f2) = (store.clone(), fanout.clone());
+        let (s2, f2) = (sink.clone(), fanout.clone());
         let search_ckpt = search.checkpoint();
-        let ch2 = clickhouse.clone();
         let (wal, report) = Wal::open(
             &dir.join("wal"),
             cfg.wal_queue,
             |t| {
-                let c = match &ch2 {
-                    Some(ch) => ch.checkpoint(),
-                    None => s2.checkpoint(t),
-                };
+                let c = s2.committed(t);
                 if t == Table::Logs {
                     c.min(search_ckpt)
                 } else {
@@ -248,12 +247,7 @@ impl Pipeline {
 
     /// Refuse new work while memory is over budget.
     pub fn admit(&self) -> Result<(), IngestError> {
-        let used = self.store.mem_bytes()
-            + self
-                .fanout
-                .clickhouse
-                .as_ref()
-                .map_or(0, |c| c.backlog_bytes());
+        let used = self.fanout.sink.backlog_bytes();
         if used > self.cfg.max_memory_bytes {
             metrics::counter!(m::THROTTLED, "reason" => "memory").increment(1);
             return Err(IngestError::Overloaded(format!(
@@ -320,10 +314,7 @@ impl Pipeline {
             }
         }
         let last = self.last_seq.load(Ordering::Relaxed);
-        let mut safe = match &self.fanout.clickhouse {
-            Some(ch) => ch.safe_upto(last),
-            None => self.store.pending_min_seq().map_or(last, |s| s - 1),
-        };
+        let mut safe = self.fanout.sink.safe_upto(last);
         let (ck, sent) = (
             self.search.checkpoint(),
             self.fanout.search_sent.load(Ordering::Relaxed),
