@@ -48,18 +48,37 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
     }
     let mut file = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut parser = SlowLogParser::new();
-    // Two stages on two threads: this one reads and parses, the other fingerprints and
-    // aggregates (the heavier half); bounded hand-over keeps memory flat.
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Vec<SlowEntry>>(8);
-    let worker = std::thread::spawn(move || {
-        let mut digest = Digest::new();
-        for batch in rx {
-            for e in &batch {
-                digest.add(e);
-            }
-        }
-        digest
-    });
+    // This thread reads and parses; two workers fingerprint and aggregate alternate
+    // batches (the heavier half), and their digests merge as if built in input order.
+    // Bounded hand-over keeps memory flat.
+    let workers: Vec<_> = (0..2)
+        .map(|_| {
+            let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<SlowEntry>)>(4);
+            let handle = std::thread::spawn(move || {
+                let mut digest = Digest::new();
+                for (pos, batch) in rx {
+                    digest.seek(pos);
+                    for e in &batch {
+                        digest.add(e);
+                    }
+                }
+                digest
+            });
+            (tx, handle)
+        })
+        .collect();
+    let mut sent = 0u64;
+    let mut turn = 0usize;
+    let mut hand_over = |batch: Vec<SlowEntry>| -> Result<()> {
+        let n = batch.len() as u64;
+        workers[turn % 2]
+            .0
+            .send((sent, batch))
+            .map_err(|_| anyhow::anyhow!("digest worker stopped"))?;
+        sent += n;
+        turn += 1;
+        Ok(())
+    };
     let mut entries = Vec::new();
     let mut buf = vec![0u8; 1 << 20];
     let mut bytes = 0u64;
@@ -73,19 +92,21 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
         bytes += n as u64;
         parser.push(&buf[..n], &mut entries);
         if !entries.is_empty() {
-            tx.send(std::mem::take(&mut entries))
-                .map_err(|_| anyhow::anyhow!("digest worker stopped"))?;
+            hand_over(std::mem::take(&mut entries))?;
         }
     }
     parser.finish(&mut entries);
     if !entries.is_empty() {
-        tx.send(entries)
-            .map_err(|_| anyhow::anyhow!("digest worker stopped"))?;
+        hand_over(entries)?;
     }
-    drop(tx);
-    let digest = worker
-        .join()
-        .map_err(|_| anyhow::anyhow!("digest worker panicked"))?;
+    let mut digest = Digest::new();
+    for (tx, handle) in workers {
+        drop(tx);
+        let part = handle
+            .join()
+            .map_err(|_| anyhow::anyhow!("digest worker panicked"))?;
+        digest.merge(part);
+    }
     if bytes > 0 && digest.is_empty() && !parser.saw_slow_log() {
         bail!(
             "{}: no slow-log entries (not a MySQL/MariaDB slow query log?)",

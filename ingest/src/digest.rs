@@ -44,6 +44,8 @@ pub struct DigestRow {
 #[derive(Debug, Default)]
 pub struct Digest {
     groups: HashMap<String, Group>,
+    /// Position (in the whole input) of the next entry added; decides sample ties.
+    pos: u64,
 }
 
 #[derive(Debug)]
@@ -54,9 +56,31 @@ struct Group {
     max_s: f64,
     rows_examined: u128,
     sample: String,
+    /// Input position of the sample (the first of equally slow calls wins).
+    sample_pos: u64,
     first_seen_us: i64,
     last_seen_us: i64,
     times: Quantiles,
+}
+
+impl Group {
+    fn merge(&mut self, o: Group) {
+        self.calls += o.calls;
+        self.total_s += o.total_s;
+        self.min_s = self.min_s.min(o.min_s);
+        if o.max_s > self.max_s || (o.max_s == self.max_s && o.sample_pos < self.sample_pos) {
+            self.max_s = o.max_s;
+            self.sample = o.sample;
+            self.sample_pos = o.sample_pos;
+        }
+        self.rows_examined += o.rows_examined;
+        if o.first_seen_us != 0 && (self.first_seen_us == 0 || o.first_seen_us < self.first_seen_us)
+        {
+            self.first_seen_us = o.first_seen_us;
+        }
+        self.last_seen_us = self.last_seen_us.max(o.last_seen_us);
+        self.times.merge(o.times);
+    }
 }
 
 impl Digest {
@@ -78,8 +102,29 @@ impl Digest {
         self.add_fingerprinted(fingerprint(&e.query), e);
     }
 
+    /// The next entries added start at this position of the whole input (for digests of
+    /// parts of one input that are [merged](Digest::merge) later).
+    pub fn seek(&mut self, pos: u64) {
+        self.pos = pos;
+    }
+
+    /// Fold another digest (of other entries of the same input) into this one; the result
+    /// is the digest of all the entries, as if added in input order.
+    pub fn merge(&mut self, other: Digest) {
+        for (fp, g) in other.groups {
+            match self.groups.entry(fp) {
+                std::collections::hash_map::Entry::Vacant(v) => {
+                    v.insert(g);
+                }
+                std::collections::hash_map::Entry::Occupied(mut o) => o.get_mut().merge(g),
+            }
+        }
+    }
+
     /// Adds one entry whose fingerprint the caller already has.
     pub fn add_fingerprinted(&mut self, fp: String, e: &SlowEntry) {
+        let pos = self.pos;
+        self.pos += 1;
         let t = if e.query_time.is_finite() && e.query_time > 0.0 {
             e.query_time
         } else {
@@ -92,6 +137,7 @@ impl Digest {
             max_s: t,
             rows_examined: 0,
             sample: e.query.clone(),
+            sample_pos: pos,
             first_seen_us: 0,
             last_seen_us: 0,
             times: Quantiles::default(),
@@ -102,6 +148,7 @@ impl Digest {
         if t > group.max_s {
             group.max_s = t;
             group.sample.clone_from(&e.query);
+            group.sample_pos = pos;
         }
         group.rows_examined += u128::from(e.rows_examined);
         if e.ts_us != 0 {
@@ -210,6 +257,31 @@ impl Quantiles {
         }
     }
 
+    fn merge(&mut self, o: Quantiles) {
+        match o {
+            Quantiles::Exact(v) => v.into_iter().for_each(|x| self.add(x)),
+            Quantiles::Histogram { zero, counts } => {
+                if let Quantiles::Exact(v) = self {
+                    let mine = std::mem::take(v);
+                    *self = Quantiles::Histogram {
+                        zero: 0,
+                        counts: Vec::new(),
+                    };
+                    mine.into_iter().for_each(|x| self.add(x));
+                }
+                if let Quantiles::Histogram { zero: z, counts: c } = self {
+                    *z += zero;
+                    if c.len() < counts.len() {
+                        c.resize(counts.len(), 0);
+                    }
+                    for (a, b) in c.iter_mut().zip(counts) {
+                        *a += b;
+                    }
+                }
+            }
+        }
+    }
+
     /// Nearest-rank quantile: the smallest time with at least `q` of the calls at or below.
     fn quantile(&self, q: f64) -> f64 {
         match self {
@@ -274,6 +346,36 @@ pub fn render_text(rows: &[DigestRow]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn merged_parts_equal_the_whole() {
+        // Ties for the slowest call, a group past EXACT_SAMPLES, entries without time.
+        let entries: Vec<SlowEntry> = (0..3000)
+            .map(|i| {
+                let q = match i % 3 {
+                    0 => format!("SELECT * FROM a WHERE id = {i}"),
+                    1 => format!("UPDATE b SET x = {i}"),
+                    _ => format!("DELETE FROM c WHERE k = {}", i % 7),
+                };
+                entry(
+                    &q,
+                    f64::from((i * 37) % 11) / 8.0,
+                    if i % 5 == 0 { 0 } else { i64::from(i) },
+                )
+            })
+            .collect();
+        let mut whole = Digest::new();
+        entries.iter().for_each(|e| whole.add(e));
+        // Alternating batches of 100, as the two-worker command hands them out.
+        let (mut a, mut b) = (Digest::new(), Digest::new());
+        for (k, chunk) in entries.chunks(100).enumerate() {
+            let d = if k % 2 == 0 { &mut a } else { &mut b };
+            d.seek((k * 100) as u64);
+            chunk.iter().for_each(|e| d.add(e));
+        }
+        a.merge(b);
+        assert_eq!(a.rows(None), whole.rows(None));
+    }
 
     fn entry(q: &str, t: f64, ts: i64) -> SlowEntry {
         SlowEntry {
