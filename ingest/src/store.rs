@@ -63,21 +63,8 @@ pub struct LocalStore {
     tables: Mutex<HashMap<Table, TableState>>,
 }
 
-/// Days since the epoch → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
-fn civil(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
-}
-
 fn hour_dir(hour: i64) -> String {
-    let (y, m, d) = civil(hour.div_euclid(24));
+    let (y, m, d) = crate::time::civil_from_days(hour.div_euclid(24));
     format!("{y:04}-{m:02}-{d:02}/{:02}", hour.rem_euclid(24))
 }
 
@@ -466,8 +453,8 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(civil(0), (1970, 1, 1));
-        assert_eq!(civil(19_723), (2024, 1, 1));
+        assert_eq!(crate::time::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(crate::time::civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(hour_dir(0), "1970-01-01/00");
         let p = PathBuf::from("/x/2024-03-01/13");
         assert_eq!(hour_dir(hour_of(&p).unwrap()), "2024-03-01/13");

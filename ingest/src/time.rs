@@ -1,5 +1,5 @@
 //! Timestamp parsing for receivers: RFC 3339 / ISO 8601 strings and epoch numbers, to
-//! microseconds since the Unix epoch. Pure functions, no allocation.
+//! microseconds since the Unix epoch, and back (civil dates, RFC 3339 formatting).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -20,6 +20,33 @@ pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
     let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
     let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
     era * 146_097 + doe - 719_468
+}
+
+/// Days since the epoch → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    (yoe + era * 400 + i64::from(m <= 2), m, d)
+}
+
+/// Format µs since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
+pub fn format_rfc3339(us: i64) -> String {
+    let secs = us.div_euclid(1_000_000);
+    let sod = secs.rem_euclid(86_400);
+    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60,
+        us.rem_euclid(1_000_000)
+    )
 }
 
 fn num(s: &[u8]) -> Option<i64> {
