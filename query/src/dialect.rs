@@ -30,6 +30,14 @@ impl Dialect {
         }
     }
 
+    /// The start (µs since the epoch) of the `step_us`-wide time bucket holding `ts`.
+    pub fn bucket(self, step_us: i64) -> String {
+        match self {
+            Dialect::DataFusion => format!("({} / {step_us}) * {step_us}", self.us()),
+            Dialect::ClickHouse => format!("intDiv({}, {step_us}) * {step_us}", self.us()),
+        }
+    }
+
     /// `from_us <= ts < to_us`, index-friendly.
     pub fn time_range(self, from_us: i64, to_us: i64) -> String {
         match self {

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use crate::engine::Engine;
 use crate::json::{num, rfc3339, text, Row};
 use crate::params::Params;
-use crate::rank::ERROR_LINES;
+use crate::rank::{ratio, ERROR_LINES};
 use crate::rootcause::{
     adtributor, onset, rank_changes_with_grace, surges, AdtributorParams, Bucket, Change,
     DimCounts, KeyCounts,
@@ -98,12 +98,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
             "SELECT {b} AS b, count(*) AS total, \
              sum({bad}) AS bad FROM {t_access} WHERE {} GROUP BY b ORDER BY b",
             span.conditions(d, &[]),
-            b = match d {
-                crate::dialect::Dialect::DataFusion =>
-                    format!("({} / {step_us}) * {step_us}", d.us()),
-                crate::dialect::Dialect::ClickHouse =>
-                    format!("intDiv({}, {step_us}) * {step_us}", d.us()),
-            }
+            b = d.bucket(step_us),
         ))
         .await?;
     let buckets: Vec<Bucket> = series
@@ -263,9 +258,8 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     let mut layers: Vec<Row> = layer_rows
         .into_iter()
         .map(|mut r| {
-            let rate = |b: f64, t: f64| if t > 0.0 { b / t } else { 0.0 };
-            let cur_rate = rate(num(&r, "bad"), num(&r, "requests"));
-            let base_rate = rate(num(&r, "baseline_bad"), num(&r, "baseline_requests"));
+            let cur_rate = ratio(num(&r, "bad"), num(&r, "requests"));
+            let base_rate = ratio(num(&r, "baseline_bad"), num(&r, "baseline_requests"));
             r.insert("rate".into(), json!(cur_rate));
             r.insert("baseline_rate".into(), json!(base_rate));
             r
@@ -335,15 +329,14 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     for (i, r) in rows.iter_mut().enumerate() {
         r["rank"] = json!(i + 1);
     }
-    let rate = |b: f64, t: f64| if t > 0.0 { b / t } else { 0.0 };
     Ok(json!({
         "rows": rows,
         "metric": metric,
         "onset": detected.map(rfc3339),
         "current": {"from": rfc3339(start), "to": rfc3339(p.to_us),
-                    "requests": ct, "bad": cb, "rate": rate(cb, ct)},
+                    "requests": ct, "bad": cb, "rate": ratio(cb, ct)},
         "baseline": {"from": rfc3339(base_from), "to": rfc3339(start),
-                     "requests": bt, "bad": bb, "rate": rate(bb, bt)},
+                     "requests": bt, "bad": bb, "rate": ratio(bb, bt)},
         "dimensions": explained,
         "changes": ranked_changes.iter().map(change_json).collect::<Vec<_>>(),
         "templates": templates.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),

@@ -7,7 +7,6 @@ use std::collections::HashMap;
 
 use serde_json::{json, Value};
 
-use crate::dialect::Dialect;
 use crate::engine::Engine;
 pub use crate::json::fix_times;
 use crate::json::{num, rfc3339, text, Row};
@@ -138,6 +137,15 @@ pub async fn exceptions_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryErr
     Ok(rows)
 }
 
+/// `part / whole`, 0 when there is no whole.
+pub fn ratio(part: f64, whole: f64) -> f64 {
+    if whole > 0.0 {
+        part / whole
+    } else {
+        0.0
+    }
+}
+
 /// Which access-log column a ranking groups by.
 pub fn rank_dimension(kind: &str) -> Result<&'static str, QueryError> {
     match kind {
@@ -174,10 +182,7 @@ pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryEr
     let mut totals: HashMap<String, (f64, f64, f64)> = HashMap::new();
     for r in &mut rows {
         let (req, err) = (num(r, "requests"), num(r, "errors"));
-        r.insert(
-            "error_rate".into(),
-            json!(if req > 0.0 { err / req } else { 0.0 }),
-        );
+        r.insert("error_rate".into(), json!(ratio(err, req)));
         let t = totals.entry(text(r, dim).to_string()).or_default();
         t.0 += req;
         t.1 += err;
@@ -185,13 +190,7 @@ pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryEr
     }
     let key = |v: &(f64, f64, f64)| match order {
         "errors" => v.1,
-        "error_rate" => {
-            if v.0 > 0.0 {
-                v.1 / v.0
-            } else {
-                0.0
-            }
-        }
+        "error_rate" => ratio(v.1, v.0),
         "p99_ms" => v.2,
         _ => v.0,
     };
@@ -249,11 +248,7 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
         )));
     }
     let step_us = step * 1_000_000;
-    let bucket = format!("intDiv_({}, {step_us}) * {step_us}", d.us());
-    let bucket = match d {
-        Dialect::DataFusion => bucket.replace("intDiv_(", "(").replace(", ", " / "),
-        Dialect::ClickHouse => bucket.replace("intDiv_(", "intDiv("),
-    };
+    let bucket = d.bucket(step_us);
     let sql = if let Some(name) = metric.strip_prefix("metric:") {
         let by = p.choice("by", &["none", "pool", "host", "project", "env", "labels"])?;
         let series = if by == "none" {
