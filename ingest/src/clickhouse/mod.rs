@@ -104,7 +104,7 @@ impl ChClient {
     }
 
     /// Insert a RowBinary body into `table` (columns as [`columns`] lists them).
-    pub fn insert(&self, t: Table, body: Vec<u8>) -> Result<(), IngestError> {
+    pub fn insert(&self, t: Table, body: impl Into<bytes::Bytes>) -> Result<(), IngestError> {
         let q = format!(
             "INSERT INTO {}.{} ({}) FORMAT RowBinary",
             self.url.database,
@@ -115,7 +115,7 @@ impl ChClient {
             .http
             .post(&self.url.base)
             .query(&[("query", q)])
-            .body(body)
+            .body(body.into())
             .send()
             .map_err(|e| IngestError::Store(format!("clickhouse {}: {e}", self.url.base)))?;
         if r.status().is_success() {

@@ -57,7 +57,7 @@ struct Shared {
 
 /// Handle to the sink thread.
 pub struct ClickHouseSink {
-    tx: std::sync::Mutex<Sender<(u64, Table, RecordBatch)>>,
+    tx: Sender<(u64, Table, RecordBatch)>,
     shared: Arc<Shared>,
     client: ChClient,
 }
@@ -124,11 +124,7 @@ impl ClickHouseSink {
         std::thread::Builder::new()
             .name("apus-clickhouse".into())
             .spawn(move || worker.run(rx))?;
-        Ok(ClickHouseSink {
-            tx: std::sync::Mutex::new(tx),
-            shared,
-            client,
-        })
+        Ok(ClickHouseSink { tx, shared, client })
     }
 
     /// The client this sink writes with.
@@ -170,8 +166,7 @@ impl ClickHouseSink {
             .backlog
             .fetch_add(b.get_array_memory_size(), Ordering::Relaxed);
         self.shared.received.fetch_max(seq, Ordering::AcqRel);
-        let tx = self.tx.lock().unwrap_or_else(|p| p.into_inner());
-        if tx.send((seq, t, b)).is_err() {
+        if self.tx.send((seq, t, b)).is_err() {
             tracing::error!(
                 seq,
                 "clickhouse sink thread is gone; batch stays in the WAL"
@@ -291,6 +286,7 @@ impl Worker {
                 n += b.num_rows();
             }
             let started = Instant::now();
+            let body = bytes::Bytes::from(body);
             self.retry("clickhouse insert", || self.client.insert(t, body.clone()));
             metrics::counter!("apus_clickhouse_rows_total", "table" => t.name())
                 .increment(n as u64);
