@@ -28,42 +28,60 @@ pub struct RunConfig {
     pub query: QueryConfig,
 }
 
+/// A multi-threaded runtime for one role.
+fn runtime(name: &str) -> Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name(name)
+        .enable_all()
+        .build()?)
+}
+
+/// Bind `listen` (failing the start if it is taken) and serve `app` on `rt`.
+fn serve(
+    rt: &tokio::runtime::Runtime,
+    what: &'static str,
+    listen: &str,
+    app: axum::Router,
+) -> Result<()> {
+    let listener =
+        std::net::TcpListener::bind(listen).with_context(|| format!("{what} listen {listen}"))?;
+    listener.set_nonblocking(true)?;
+    let _guard = rt.enter();
+    let l = tokio::net::TcpListener::from_std(listener)?;
+    tracing::info!(addr = ?l.local_addr().ok(), "{what} listening");
+    rt.spawn(async move {
+        if let Err(e) = axum::serve(l, app).await {
+            tracing::error!(error = %e, "{what} server stopped");
+        }
+    });
+    Ok(())
+}
+
 /// Start the ingest tier on its own runtime: open the data dir (replaying the WAL), start
 /// maintenance and the HTTP receivers.
 pub fn start_ingest(
     cfg: IngestConfig,
     render: Option<MetricsRender>,
 ) -> Result<(tokio::runtime::Runtime, Arc<Pipeline>)> {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("apus-ingest")
-        .enable_all()
-        .build()?;
-    let listener = std::net::TcpListener::bind(&cfg.listen)
-        .with_context(|| format!("ingest listen {}", cfg.listen))?;
-    listener.set_nonblocking(true)?;
+    let rt = runtime("apus-ingest")?;
+    let listen = cfg.listen.clone();
     let pipeline = Pipeline::open(cfg).context("open ingest data dir")?;
-    let p = pipeline.clone();
-    rt.block_on(async move {
-        p.spawn_maintenance();
-        let l = tokio::net::TcpListener::from_std(listener)?;
-        tracing::info!(addr = ?l.local_addr().ok(), data_dir = %p.data_dir().display(), "ingest listening");
-        // An ingest node also answers searches of its own index, so query nodes can fan
-        // out to it.
-        let engine = Arc::new(Engine::new(
-            p.store().clone(),
-            Searcher::Local(p.search().clone()),
-            QueryConfig::default().limits(),
-        ));
-        let app = apus_ingest::receivers::router(p, render)
-            .merge(apus_query::api::search_router(engine));
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(error = %e, "ingest server stopped");
-            }
-        });
-        Ok::<_, anyhow::Error>(())
-    })?;
+    tracing::info!(data_dir = %pipeline.data_dir().display(), "ingest data dir open");
+    {
+        let _guard = rt.enter();
+        pipeline.spawn_maintenance();
+    }
+    // An ingest node also answers searches of its own index, so query nodes can fan out
+    // to it.
+    let engine = Arc::new(Engine::new(
+        pipeline.store().clone(),
+        Searcher::Local(pipeline.search().clone()),
+        QueryConfig::default().limits(),
+    ));
+    let app = apus_ingest::receivers::router(pipeline.clone(), render)
+        .merge(apus_query::api::search_router(engine));
+    serve(&rt, "ingest", &listen, app)?;
     Ok((rt, pipeline))
 }
 
@@ -95,21 +113,13 @@ pub fn start_query(
     searcher: Searcher,
     render: Option<MetricsRender>,
 ) -> Result<()> {
-    let listener = std::net::TcpListener::bind(&cfg.listen)
-        .with_context(|| format!("query listen {}", cfg.listen))?;
-    listener.set_nonblocking(true)?;
     let engine = Arc::new(Engine::with_store(store, searcher, cfg.limits()));
-    rt.block_on(async move {
-        let l = tokio::net::TcpListener::from_std(listener)?;
-        tracing::info!(addr = ?l.local_addr().ok(), "query API and dashboards listening");
-        let app = apus_query::api::router(engine, render);
-        tokio::spawn(async move {
-            if let Err(e) = axum::serve(l, app).await {
-                tracing::error!(error = %e, "query server stopped");
-            }
-        });
-        Ok::<_, anyhow::Error>(())
-    })
+    serve(
+        rt,
+        "query API and dashboards",
+        &cfg.listen,
+        apus_query::api::router(engine, render),
+    )
 }
 
 /// `apus query`: a query node over ClickHouse.
@@ -139,11 +149,7 @@ pub fn query(
     } else {
         Searcher::Remote(cfg.search_nodes.clone())
     };
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .thread_name("apus-query")
-        .enable_all()
-        .build()?;
+    let rt = runtime("apus-query")?;
     start_query(&rt, &cfg, store, searcher, Some(render(prom)))?;
     rt.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
