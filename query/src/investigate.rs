@@ -20,9 +20,9 @@ use serde_json::{json, Value};
 use crate::engine::Engine;
 use crate::json::{num, rfc3339, text, Row};
 use crate::params::Params;
-use crate::rank::{ratio, ERROR_LINES};
+use crate::rank::ERROR_LINES;
 use crate::rootcause::{
-    adtributor, onset, rank_changes_with_grace, surges, AdtributorParams, Bucket, Change,
+    adtributor, onset, rank_changes_with_grace, ratio, surges, AdtributorParams, Bucket, Change,
     DimCounts, KeyCounts,
 };
 use crate::QueryError;

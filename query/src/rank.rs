@@ -11,7 +11,7 @@ use crate::engine::Engine;
 pub use crate::json::fix_times;
 use crate::json::{num, rfc3339, text, Row};
 use crate::params::Params;
-use crate::rootcause::{surges, KeyCounts};
+use crate::rootcause::{ratio, surges, KeyCounts};
 use crate::QueryError;
 
 /// Dimensions of the slow-SQL ranking.
@@ -135,15 +135,6 @@ pub async fn exceptions_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryErr
         r.insert("z".into(), json!(f.map_or(0.0, |f| f.1)));
     }
     Ok(rows)
-}
-
-/// `part / whole`, 0 when there is no whole.
-pub fn ratio(part: f64, whole: f64) -> f64 {
-    if whole > 0.0 {
-        part / whole
-    } else {
-        0.0
-    }
 }
 
 /// Which access-log column a ranking groups by.
