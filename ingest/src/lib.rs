@@ -15,6 +15,7 @@ pub mod fingerprint;
 pub mod metrics;
 pub mod pipeline;
 pub mod receivers;
+pub mod rollup;
 pub mod schema;
 pub mod search;
 pub mod sink;

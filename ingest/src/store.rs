@@ -33,6 +33,7 @@ use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
 
 use crate::metrics as m;
+use crate::rollup;
 use crate::schema::Table;
 use crate::IngestError;
 
@@ -105,6 +106,14 @@ fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), IngestError> {
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     Ok(())
+}
+
+fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, IngestError> {
+    let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
+        .and_then(|b| b.build())
+        .map_err(|e| IngestError::Store(e.to_string()))?;
+    r.map(|b| b.map_err(|e| IngestError::Store(e.to_string())))
+        .collect()
 }
 
 /// Sort a batch by (hour, pool, ts) and return it with the per-row hour.
@@ -181,7 +190,25 @@ impl LocalStore {
                     }
                 }
             }
-            files.sort_by_key(|f| (f.hour, f.min_seq));
+            // A compaction's inputs stay on disk for a grace period after the merged file
+            // replaced them; a file whose sequence range lies inside another file's of
+            // the same hour is such an input, and would count its rows twice.
+            files.sort_by_key(|f| (f.hour, f.min_seq, std::cmp::Reverse(f.max_seq)));
+            let mut reach: Option<(i64, u64)> = None;
+            let mut live = Vec::with_capacity(files.len());
+            for f in files {
+                match reach {
+                    Some((h, max)) if h == f.hour && f.max_seq <= max => {
+                        tracing::info!(file = %f.path.display(), "removing file replaced by compaction");
+                        fs::remove_file(&f.path)?;
+                    }
+                    _ => {
+                        reach = Some((f.hour, f.max_seq));
+                        live.push(f);
+                    }
+                }
+            }
+            let files = live;
             tables.insert(
                 t,
                 TableState {
@@ -191,10 +218,88 @@ impl LocalStore {
                 },
             );
         }
-        Ok(LocalStore {
+        let store = LocalStore {
             dir: dir.to_path_buf(),
             tables: Mutex::new(tables),
-        })
+        };
+        for t in Table::ALL {
+            let files = store
+                .lock()
+                .get(&t)
+                .map(|s| s.files.clone())
+                .unwrap_or_default();
+            store.repair_rollups(t, &files)?;
+        }
+        Ok(store)
+    }
+
+    /// The rollup file beside raw file `f` of `t`, if `t` has a rollup.
+    fn companion(&self, t: Table, f: &FileMeta) -> Option<PathBuf> {
+        Some(
+            self.dir
+                .join(rollup::name(t)?)
+                .join(hour_dir(f.hour))
+                .join(f.path.file_name()?),
+        )
+    }
+
+    /// Write the rollup of `rows` (the rows of raw file `f`) beside it.
+    fn write_rollup(&self, t: Table, f: &FileMeta, rows: &RecordBatch) -> Result<(), IngestError> {
+        let Some(path) = self.companion(t, f) else {
+            return Ok(());
+        };
+        if let Some(b) = rollup::build(t, rows)? {
+            if let Some(d) = path.parent() {
+                fs::create_dir_all(d)?;
+            }
+            write_parquet(&path, &b)?;
+        }
+        Ok(())
+    }
+
+    /// Give every committed raw file of `t` its rollup (files written before rollups
+    /// existed, or whose companion went missing) and delete rollups without a raw file.
+    fn repair_rollups(&self, t: Table, files: &[FileMeta]) -> Result<(), IngestError> {
+        let Some(name) = rollup::name(t) else {
+            return Ok(());
+        };
+        let want: std::collections::HashSet<PathBuf> =
+            files.iter().filter_map(|f| self.companion(t, f)).collect();
+        let rdir = self.dir.join(name);
+        fs::create_dir_all(&rdir)?;
+        for day in fs::read_dir(&rdir)? {
+            let day = day?.path();
+            if !day.is_dir() {
+                continue;
+            }
+            for hour in fs::read_dir(&day)? {
+                for f in fs::read_dir(hour?.path())? {
+                    let p = f?.path();
+                    if !want.contains(&p) {
+                        tracing::warn!(file = %p.display(), "removing rollup without its raw file");
+                        fs::remove_file(&p)?;
+                    }
+                }
+            }
+        }
+        let mut built = 0;
+        for f in files {
+            if self.companion(t, f).is_some_and(|p| !p.exists()) {
+                let batches = read_parquet(&f.path)?;
+                let all = concat_batches(&t.schema(), &batches)
+                    .map_err(|e| IngestError::Store(e.to_string()))?;
+                self.write_rollup(t, f, &all)?;
+                built += 1;
+            }
+        }
+        if built > 0 {
+            tracing::info!(
+                table = t.name(),
+                files = built,
+                "built missing hourly rollups"
+            );
+        }
+        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Table, TableState>> {
@@ -240,11 +345,16 @@ impl LocalStore {
     /// The rows of `t` right now: in-memory batches and committed files, as one consistent
     /// snapshot (no row in both).
     pub fn snapshot(&self, t: Table) -> (Vec<RecordBatch>, Vec<PathBuf>) {
+        let (mem, files) = self.snapshot_meta(t);
+        (mem, files.into_iter().map(|f| f.path).collect())
+    }
+
+    fn snapshot_meta(&self, t: Table) -> (Vec<RecordBatch>, Vec<FileMeta>) {
         let g = self.lock();
         g.get(&t).map_or_else(Default::default, |s| {
             (
                 s.mem.iter().map(|(_, b)| b.clone()).collect(),
-                s.files.iter().map(|f| f.path.clone()).collect(),
+                s.files.clone(),
             )
         })
     }
@@ -272,14 +382,18 @@ impl LocalStore {
             let dir = self.dir.join(t.name()).join(hour_dir(h));
             fs::create_dir_all(&dir)?;
             let path = dir.join(format!("{min_seq:020}-{max_seq:020}.parquet"));
-            write_parquet(&path, &sorted.slice(start, end - start))?;
-            File::open(&dir)?.sync_all()?;
-            new_files.push(FileMeta {
+            let meta = FileMeta {
                 path,
                 min_seq,
                 max_seq,
                 hour: h,
-            });
+            };
+            let slice = sorted.slice(start, end - start);
+            // The rollup first: a committed raw file always has its companion.
+            self.write_rollup(t, &meta, &slice)?;
+            write_parquet(&meta.path, &slice)?;
+            File::open(&dir)?.sync_all()?;
+            new_files.push(meta);
             start = end;
         }
         let tdir = self.dir.join(t.name());
@@ -326,12 +440,7 @@ impl LocalStore {
         for (hour, files) in groups {
             let mut batches = Vec::new();
             for f in &files {
-                let r = ParquetRecordBatchReaderBuilder::try_new(File::open(&f.path)?)
-                    .and_then(|b| b.build())
-                    .map_err(|e| IngestError::Store(e.to_string()))?;
-                for b in r {
-                    batches.push(b.map_err(|e| IngestError::Store(e.to_string()))?);
-                }
+                batches.extend(read_parquet(&f.path)?);
             }
             let all = concat_batches(&t.schema(), &batches)
                 .map_err(|e| IngestError::Store(e.to_string()))?;
@@ -345,21 +454,36 @@ impl LocalStore {
             // The merged name may equal one input's name: write beside, then swap.
             let staging = dir.join(format!("{lo:020}-{hi:020}.parquet.compact"));
             write_parquet(&staging.with_extension("cpq"), &sorted)?;
+            let merged_meta = FileMeta {
+                path: path.clone(),
+                min_seq: lo,
+                max_seq: hi,
+                hour,
+            };
+            let rollup = match (self.companion(t, &merged_meta), rollup::build(t, &sorted)?) {
+                (Some(p), Some(b)) => {
+                    let staging = p.with_extension("cpq");
+                    write_parquet(&staging, &b)?;
+                    Some((staging, p))
+                }
+                _ => None,
+            };
             let mut g = self.lock();
             let s = g.entry(t).or_default();
             s.files.retain(|f| !files.iter().any(|o| o.path == f.path));
             for f in &files {
                 if f.path != path {
                     s.doomed.push((Instant::now(), f.path.clone()));
+                    s.doomed
+                        .extend(self.companion(t, f).map(|p| (Instant::now(), p)));
                 }
             }
+            // The rollup first: a committed raw file always has its companion.
+            if let Some((staging, p)) = rollup {
+                fs::rename(staging, p)?;
+            }
             fs::rename(staging.with_extension("cpq"), &path)?;
-            s.files.push(FileMeta {
-                path,
-                min_seq: lo,
-                max_seq: hi,
-                hour,
-            });
+            s.files.push(merged_meta);
             s.files.sort_by_key(|f| (f.hour, f.min_seq));
             merged += files.len();
         }
@@ -371,12 +495,15 @@ impl LocalStore {
         let cutoff = now_us.div_euclid(HOUR_US) - i64::from(days) * 24;
         let mut removed = 0;
         let mut g = self.lock();
-        for s in g.values_mut() {
+        for (&t, s) in g.iter_mut() {
             let (old, keep): (Vec<_>, Vec<_>) = s.files.drain(..).partition(|f| f.hour < cutoff);
             s.files = keep;
             removed += old.len();
-            s.doomed
-                .extend(old.into_iter().map(|f| (Instant::now(), f.path)));
+            for f in old {
+                s.doomed
+                    .extend(self.companion(t, &f).map(|p| (Instant::now(), p)));
+                s.doomed.push((Instant::now(), f.path));
+            }
             let now = Instant::now();
             s.doomed.retain(|(at, p)| {
                 if now.duration_since(*at) >= grace {
@@ -393,45 +520,67 @@ impl LocalStore {
         Ok(removed)
     }
 
-    /// Register every table in `ctx` as its in-memory rows plus its Parquet files.
+    /// Register every table in `ctx` as its in-memory rows (`{table}__mem`) plus its Parquet
+    /// files; tables with a rollup also get `{table}_1h`, the rollups of exactly those files
+    /// (rows still in memory are not in it); and the rollup functions `hist_of`/`hist_pct`.
     pub async fn register(&self, ctx: &SessionContext) -> Result<(), IngestError> {
+        let e = |e: datafusion::error::DataFusionError| IngestError::Store(e.to_string());
+        for f in rollup::udafs() {
+            ctx.register_udaf(f);
+        }
         for t in Table::ALL {
-            let (mem, files) = self.snapshot(t);
+            let (mem, files) = self.snapshot_meta(t);
             let schema = t.schema();
             let mem_name = format!("{}__mem", t.name());
-            let mem_table = MemTable::try_new(schema.clone(), vec![mem])
-                .map_err(|e| IngestError::Store(e.to_string()))?;
+            let mem_table = MemTable::try_new(schema.clone(), vec![mem]).map_err(e)?;
             ctx.register_table(mem_name.as_str(), Arc::new(mem_table))
-                .map_err(|e| IngestError::Store(e.to_string()))?;
+                .map_err(e)?;
+            let paths: Vec<PathBuf> = files.iter().map(|f| f.path.clone()).collect();
             let sql = if files.is_empty() {
                 format!("CREATE VIEW {} AS SELECT * FROM {mem_name}", t.name())
             } else {
-                let urls = files
-                    .iter()
-                    .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|e| IngestError::Store(e.to_string()))?;
-                let opts = ListingOptions::new(Arc::new(ParquetFormat::default()))
-                    .with_file_extension(".parquet");
-                let cfg = ListingTableConfig::new_with_multi_paths(urls)
-                    .with_listing_options(opts)
-                    .with_schema(schema);
-                let lt =
-                    ListingTable::try_new(cfg).map_err(|e| IngestError::Store(e.to_string()))?;
                 let file_name = format!("{}__files", t.name());
-                ctx.register_table(file_name.as_str(), Arc::new(lt))
-                    .map_err(|e| IngestError::Store(e.to_string()))?;
+                ctx.register_table(file_name.as_str(), listing(&paths, schema)?)
+                    .map_err(e)?;
                 format!(
                     "CREATE VIEW {} AS SELECT * FROM {mem_name} UNION ALL SELECT * FROM {file_name}",
                     t.name()
                 )
             };
-            ctx.sql(&sql)
-                .await
-                .map_err(|e| IngestError::Store(e.to_string()))?;
+            ctx.sql(&sql).await.map_err(e)?;
+            if let (Some(name), Some(rs)) = (rollup::name(t), rollup::schema(t)) {
+                let rpaths: Vec<PathBuf> =
+                    files.iter().filter_map(|f| self.companion(t, f)).collect();
+                let table: Arc<dyn datafusion::catalog::TableProvider> = if rpaths.is_empty() {
+                    Arc::new(MemTable::try_new(rs, vec![vec![]]).map_err(e)?)
+                } else {
+                    listing(&rpaths, rs)?
+                };
+                ctx.register_table(name, table).map_err(e)?;
+            }
         }
         Ok(())
     }
+}
+
+/// A Parquet table over exactly `paths`.
+fn listing(
+    paths: &[PathBuf],
+    schema: datafusion::arrow::datatypes::SchemaRef,
+) -> Result<Arc<ListingTable>, IngestError> {
+    let urls = paths
+        .iter()
+        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| IngestError::Store(e.to_string()))?;
+    let opts =
+        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
+    let cfg = ListingTableConfig::new_with_multi_paths(urls)
+        .with_listing_options(opts)
+        .with_schema(schema);
+    Ok(Arc::new(
+        ListingTable::try_new(cfg).map_err(|e| IngestError::Store(e.to_string()))?,
+    ))
 }
 
 #[cfg(test)]
@@ -505,6 +654,25 @@ mod tests {
         // Hour H holds the files of seq 1-2 and 3; hour H+1 only the one of 1-2.
         let merged = s.compact(Table::Logs, 2, t0 + 10 * HOUR_US).unwrap();
         assert_eq!(merged, 2);
+        let ctx = SessionContext::new();
+        s.register(&ctx).await.unwrap();
+        let b = ctx
+            .sql("SELECT count(*) FROM logs")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        assert_eq!(
+            b[0].column(0)
+                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                .value(0),
+            16
+        );
+        // A restart before the replaced inputs are deleted must not count them again.
+        drop(s);
+        let s = LocalStore::open(d.path()).unwrap();
+        assert_eq!(s.snapshot(Table::Logs).1.len(), 2);
         let ctx = SessionContext::new();
         s.register(&ctx).await.unwrap();
         let b = ctx

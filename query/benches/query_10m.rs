@@ -294,7 +294,9 @@ fn main() {
         )
     };
     let (store, search) = (Arc::new(store), Arc::new(search));
-    let engine = Engine::new(store, Searcher::Local(search), Limits::default());
+    let engine = Engine::new(store.clone(), Searcher::Local(search), Limits::default());
+    // The same rankings from raw rows only, for the README's before/after.
+    let raw = Engine::new(store, Searcher::Off, Limits::default()).without_rollups();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -326,12 +328,16 @@ fn main() {
         assert_eq!(top.len(), 100);
         let slow_ms = time(5, || rank::slow_sql_top(&engine, &p)).await;
         println!("slow_sql_top100 median_ms={slow_ms:.1}");
+        let slow_raw_ms = time(3, || rank::slow_sql_top(&raw, &p)).await;
+        println!("slow_sql_top100 raw rows only median_ms={slow_raw_ms:.1}");
 
         let p = Params::parse(&pairs(&all), rank::ACCESS_DIMS, &["limit"], T_END).unwrap();
         let pools = rank::rank(&engine, "pool", &p).await.unwrap();
         assert!(pools.len() >= 20);
         let rank_ms = time(5, || rank::rank(&engine, "pool", &p)).await;
         println!("pool_ranking median_ms={rank_ms:.1}");
+        let rank_raw_ms = time(3, || rank::rank(&raw, "pool", &p)).await;
+        println!("pool_ranking raw rows only median_ms={rank_raw_ms:.1}");
 
         // Search: terms of different selectivity, newest 50 hits; the same as a LIKE scan.
         let terms = ["code4242", "deadlock", "replica", "code777 OR code778", "timeout"];
@@ -365,6 +371,7 @@ fn main() {
         }
         println!(
             "RESULT query_10m rows={rows} slow_sql_top100_ms={slow_ms:.1} pool_ranking_ms={rank_ms:.1} \
+             raw_slow_sql_top100_ms={slow_raw_ms:.1} raw_pool_ranking_ms={rank_raw_ms:.1} \
              search_p50_ms={search_p50:.2} like_scan_ms={like_p50:.1} search_vs_like={:.0}x",
             like_p50 / search_p50.max(0.001)
         );

@@ -122,6 +122,7 @@ pub struct Engine {
     runtime: Arc<RuntimeEnv>,
     slots: Semaphore,
     http: reqwest::Client,
+    rollups: bool,
 }
 
 impl Engine {
@@ -146,7 +147,19 @@ impl Engine {
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
+            rollups: true,
         }
+    }
+
+    /// This engine, answering rankings from raw rows only (for comparisons and tests).
+    pub fn without_rollups(mut self) -> Engine {
+        self.rollups = false;
+        self
+    }
+
+    /// Whether rankings may read the embedded store's hourly rollups.
+    pub fn rollups(&self) -> bool {
+        self.rollups && matches!(self.store, Store::Local(_))
     }
 
     /// The searcher this engine uses.

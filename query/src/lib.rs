@@ -17,6 +17,7 @@ pub mod investigate;
 pub mod json;
 pub mod params;
 pub mod rank;
+pub mod rollup;
 pub mod rootcause;
 
 pub use engine::{Engine, QueryConfig, Searcher};

@@ -5,12 +5,14 @@
 
 use std::collections::HashMap;
 
+use apus_ingest::schema::Table;
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
 pub use crate::json::fix_times;
 use crate::json::{num, rfc3339, text, Row};
 use crate::params::Params;
+use crate::rollup;
 use crate::rootcause::{ratio, surges, KeyCounts};
 use crate::QueryError;
 
@@ -43,9 +45,47 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
         "p95" => "p95_s",
         _ => "calls",
     };
+    let split = e
+        .rollups()
+        .then(|| rollup::split(Table::SlowSql, p, &[]))
+        .flatten();
     let us = d.us();
-    let sql = format!(
-        "SELECT fingerprint_id, max(fingerprint) AS _a_fingerprint, count(*) AS calls, \
+    let sql = if let Some(s) = split {
+        let src = rollup::source(
+            Table::SlowSql,
+            p,
+            &s,
+            "fingerprint_id, fingerprint, calls, total_s, min_s, max_s, rows_examined_total, \
+             first_us, last_us, db, sample, hist",
+            &format!(
+                "fingerprint_id, max(fingerprint) AS fingerprint, count(*) AS calls, \
+                 sum(query_time) AS total_s, min(query_time) AS min_s, max(query_time) AS max_s, \
+                 sum(rows_examined) AS rows_examined_total, min({us}) AS first_us, \
+                 max({us}) AS last_us, max(db) AS db, {sample} AS sample, \
+                 hist_of(query_time) AS hist",
+                sample = d.arg_max("sample", "query_time"),
+            ),
+            "fingerprint_id",
+        );
+        format!(
+            "SELECT fingerprint_id, max(fingerprint) AS _a_fingerprint, sum(calls) AS _a_calls, \
+             sum(total_s) AS _a_total_s, sum(total_s) / sum(calls) AS avg_s, \
+             min(min_s) AS _a_min_s, max(max_s) AS _a_max_s, hist_pct(hist, 0.95) AS p95_s, \
+             {rx} / sum(calls) AS rows_examined_avg, \
+             sum(rows_examined_total) AS _a_rows_examined_total, \
+             min(first_us) AS first_seen, max(last_us) AS last_seen, max(db) AS _a_db, \
+             {sample} AS _a_sample FROM {src} GROUP BY fingerprint_id \
+             ORDER BY {order} DESC, fingerprint_id LIMIT {limit}",
+            rx = d.f64("sum(rows_examined_total)"),
+            sample = d.arg_max("sample", "max_s"),
+            order = match order {
+                "avg_s" | "p95_s" => order.to_string(),
+                o => format!("_a_{o}"),
+            },
+        )
+    } else {
+        format!(
+            "SELECT fingerprint_id, max(fingerprint) AS _a_fingerprint, count(*) AS calls, \
          sum(query_time) AS total_s, avg(query_time) AS avg_s, min(query_time) AS min_s, \
          max(query_time) AS max_s, {p95} AS p95_s, \
          avg(rows_examined) AS rows_examined_avg, sum(rows_examined) AS rows_examined_total, \
@@ -53,11 +93,12 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
          {sample} AS _a_sample \
          FROM {t} WHERE {} GROUP BY fingerprint_id \
          ORDER BY {order} DESC, fingerprint_id LIMIT {limit}",
-        p.conditions(d, &[]),
-        p95 = d.pct(0.95, "query_time"),
-        sample = d.arg_max("sample", "query_time"),
-        t = e.table("slow_sql"),
-    );
+            p.conditions(d, &[]),
+            p95 = d.pct(0.95, "query_time"),
+            sample = d.arg_max("sample", "query_time"),
+            t = e.table("slow_sql"),
+        )
+    };
     let mut rows = e.rows(&sql).await?;
     fix_times(&mut rows, &["first_seen", "last_seen"]);
     for (i, r) in rows.iter_mut().enumerate() {
@@ -157,17 +198,45 @@ pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryEr
     let d = e.dialect();
     let limit = p.usize_opt("limit", 100, 10_000)?;
     let order = p.choice("order", &["requests", "errors", "error_rate", "p99_ms"])?;
-    let sql = format!(
-        "SELECT {dim}, tag, count(*) AS requests, \
+    let split = e
+        .rollups()
+        .then(|| rollup::split(Table::AccessLog, p, &[dim]))
+        .flatten();
+    let sql = if let Some(s) = split {
+        let src = rollup::source(
+            Table::AccessLog,
+            p,
+            &s,
+            &format!("{dim}, tag, requests, errors, client_errors, latency_sum_us, hist"),
+            &format!(
+                "{dim}, tag, count(*) AS requests, \
+                 sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors, \
+                 sum(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors, \
+                 sum(latency_us) AS latency_sum_us, hist_of({lat}) AS hist",
+                lat = d.f64("latency_us"),
+            ),
+            &format!("{dim}, tag"),
+        );
+        format!(
+            "SELECT {dim}, tag, sum(requests) AS _a_requests, sum(errors) AS _a_errors, \
+             sum(client_errors) AS _a_client_errors, hist_pct(hist, 0.5) / 1000.0 AS p50_ms, \
+             hist_pct(hist, 0.99) / 1000.0 AS p99_ms, \
+             {sum} / sum(requests) / 1000.0 AS avg_ms FROM {src} GROUP BY {dim}, tag",
+            sum = d.f64("sum(latency_sum_us)"),
+        )
+    } else {
+        format!(
+            "SELECT {dim}, tag, count(*) AS requests, \
          sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors, \
          sum(CASE WHEN status >= 400 AND status < 500 THEN 1 ELSE 0 END) AS client_errors, \
          {p50} / 1000.0 AS p50_ms, {p99} / 1000.0 AS p99_ms, avg(latency_us) / 1000.0 AS avg_ms \
          FROM {t} WHERE {} GROUP BY {dim}, tag",
-        p.conditions(d, &[]),
-        p50 = d.pct(0.5, "latency_us"),
-        p99 = d.pct(0.99, "latency_us"),
-        t = e.table("access_log"),
-    );
+            p.conditions(d, &[]),
+            p50 = d.pct(0.5, "latency_us"),
+            p99 = d.pct(0.99, "latency_us"),
+            t = e.table("access_log"),
+        )
+    };
     let mut rows = e.rows(&sql).await?;
     // Per value: totals for the order; lanes stay together.
     let mut totals: HashMap<String, (f64, f64, f64)> = HashMap::new();

@@ -1,0 +1,134 @@
+//! Reading the embedded store's hourly rollups (`slow_sql_1h`, `access_log_1h`, built by
+//! `apus_ingest::rollup` when rows reach Parquet) so a 24-hour ranking scans thousands of
+//! pre-aggregated rows instead of millions of raw ones.
+//!
+//! A window `[from, to)` splits into the whole hours inside it, `[H1, H2)`, and the partial
+//! hours at its edges. The answer is the union of three disjoint parts, grouped again:
+//! rollup rows of the whole hours (committed files only), raw rows of the whole hours
+//! still in memory (`{table}__mem`, not rolled up yet), and raw rows of the edges. Raw
+//! parts are aggregated into the rollup's shape first (`hist_of` builds their latency
+//! histograms), so one outer query merges everything (`hist_pct` reads the quantiles).
+//! Filters or groups on columns a rollup does not keep (tenant, client) read raw rows.
+
+use apus_ingest::rollup;
+use apus_ingest::schema::Table;
+
+use crate::dialect::Dialect;
+use crate::params::Params;
+
+const HOUR_US: i64 = 3_600_000_000;
+
+/// How a window splits into whole hours (read from rollups) and raw edges.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Split {
+    /// Whole hours `[H1, H2)`.
+    pub full: (i64, i64),
+    /// The partial hours before and after, non-empty ranges only.
+    pub edges: Vec<(i64, i64)>,
+}
+
+/// The split of `p`'s window when `t`'s rollup can answer it: every filtered dimension and
+/// every column in `group` is a rollup key, and the window holds at least one whole hour.
+pub fn split(t: Table, p: &Params, group: &[&str]) -> Option<Split> {
+    let keys = rollup::keys(t);
+    if keys.is_empty()
+        || !p.dims.iter().all(|(k, _)| keys.contains(&k.as_str()))
+        || !group.iter().all(|g| keys.contains(g))
+    {
+        return None;
+    }
+    let h1 = p.from_us.div_euclid(HOUR_US) * HOUR_US
+        + if p.from_us.rem_euclid(HOUR_US) == 0 {
+            0
+        } else {
+            HOUR_US
+        };
+    let h2 = p.to_us.div_euclid(HOUR_US) * HOUR_US;
+    if h1 >= h2 {
+        return None;
+    }
+    let edges = [(p.from_us, h1), (h2, p.to_us)]
+        .into_iter()
+        .filter(|(a, b)| a < b)
+        .collect();
+    Some(Split {
+        full: (h1, h2),
+        edges,
+    })
+}
+
+/// The rows of `t` in `p`'s window in the shape of its rollup, as a subquery: `rolled`
+/// selects columns of rollup rows; `raw` aggregates raw rows into the same columns
+/// (grouped by `group`).
+pub fn source(t: Table, p: &Params, s: &Split, rolled: &str, raw: &str, group: &str) -> String {
+    let d = Dialect::DataFusion;
+    let name = rollup::name(t).unwrap_or_default();
+    let full = p.with_range(s.full.0, s.full.1);
+    let mut parts = vec![
+        format!(
+            "SELECT {rolled} FROM {name} WHERE {}",
+            full.conditions(d, &[])
+        ),
+        format!(
+            "SELECT {raw} FROM {}__mem WHERE {} GROUP BY {group}",
+            t.name(),
+            full.conditions(d, &[])
+        ),
+    ];
+    if !s.edges.is_empty() {
+        let cond = s
+            .edges
+            .iter()
+            .map(|(a, b)| format!("({})", p.with_range(*a, *b).conditions(d, &[])))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        parts.push(format!(
+            "SELECT {raw} FROM {} WHERE {cond} GROUP BY {group}",
+            t.name()
+        ));
+    }
+    format!("({})", parts.join(" UNION ALL "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: i64 = HOUR_US;
+
+    fn params(from: i64, to: i64, dims: &[(&str, &str)]) -> Params {
+        let mut v = vec![
+            ("from".to_string(), from.to_string()),
+            ("to".to_string(), to.to_string()),
+        ];
+        v.extend(dims.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+        Params::parse(&v, &["pool", "tenant"], &[], 0).unwrap()
+    }
+
+    #[test]
+    fn splits_whole_hours_from_edges() {
+        let base = 1_790_000_000 / 3600 * 3600 * 1_000_000;
+        let p = params(base + H / 2, base + 3 * H + 10, &[]);
+        let s = split(Table::AccessLog, &p, &["pool"]).unwrap();
+        assert_eq!(s.full, (base + H, base + 3 * H));
+        assert_eq!(
+            s.edges,
+            vec![(base + H / 2, base + H), (base + 3 * H, base + 3 * H + 10)]
+        );
+        let exact = split(Table::AccessLog, &params(base, base + 24 * H, &[]), &[]).unwrap();
+        assert!(exact.edges.is_empty());
+        // Less than a whole hour, a tenant filter or group, or a table without rollup: raw.
+        assert!(split(Table::AccessLog, &params(base + 1, base + H + 1, &[]), &[]).is_none());
+        assert!(split(
+            Table::AccessLog,
+            &params(base, base + 2 * H, &[("tenant", "a")]),
+            &[]
+        )
+        .is_none());
+        assert!(split(Table::AccessLog, &p, &["tenant"]).is_none());
+        assert!(split(Table::Logs, &p, &[]).is_none());
+        let src = source(Table::AccessLog, &p, &s, "pool", "pool", "pool");
+        assert_eq!(src.matches("UNION ALL").count(), 2);
+        assert!(src.contains("FROM access_log_1h") && src.contains("FROM access_log__mem"));
+    }
+}
