@@ -24,6 +24,10 @@ pub struct GatewayConfig {
     /// Proxy worker threads (compare with nginx `worker_processes`).
     #[serde(default = "default_threads")]
     pub threads: usize,
+    /// Let proxy threads steal each other's tasks (one shared Tokio runtime) instead of
+    /// one single-threaded runtime per thread (as nginx workers: cheaper per request).
+    #[serde(default)]
+    pub work_stealing: bool,
     /// Header carrying the lane tag to upstreams (and back to clients).
     #[serde(default = "default_tag_header")]
     pub tag_header: String,

@@ -12,6 +12,8 @@ pub mod collect;
 pub mod digest;
 mod error;
 pub mod fingerprint;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod metrics;
 pub mod pipeline;
 pub mod receivers;

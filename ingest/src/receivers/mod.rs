@@ -13,6 +13,7 @@
 //! `dead_letter` with the raw input, while the rest of the batch lands; bodies over the
 //! limit get 413; overload gets 429 with `Retry-After`. Every 2xx means durable.
 
+mod bulk;
 mod logs;
 mod prom;
 mod slowlog;
@@ -30,6 +31,7 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
+pub use bulk::{bulk_actions, bulk_item, BulkAction, BulkOutcome};
 pub use logs::{map_log, Dims};
 pub use prom::{decode_remote_write, parse_text_line, Label, Sample, TimeSeries, WriteRequest};
 
@@ -205,105 +207,39 @@ async fn post_bulk(
         let mut rows = Vec::new();
         let mut rej = Rejects::default();
         let mut items = Vec::new();
-        let mut it = lines(&body);
-        let mut seq = 0u64;
-        while let Some((n, action_line)) = it.next() {
-            let item = |action: &str, idx: &str, id: &str, status: u16, err: Option<String>| {
-                let mut o = json!({ "_index": idx, "_id": id, "status": status });
-                match err {
-                    Some(reason) => {
-                        o["error"] = json!({ "type": "mapper_parsing_exception", "reason": reason })
-                    }
-                    None => {
-                        o["result"] = json!("created");
-                        o["_version"] = json!(1);
-                    }
-                }
-                json!({ action: o })
-            };
-            let action: Value = match serde_json::from_slice(action_line) {
-                Ok(v) => v,
-                Err(e) => {
-                    let reason = format!("invalid action line: {e}");
+        let gen_id = |seq: u64| format!("{:x}-{seq}", now_us());
+        for a in bulk_actions(&body, &default_index, gen_id) {
+            let error = match a.outcome {
+                BulkOutcome::Rejected { reason, raw } => {
                     rej.add(
                         "bulk",
-                        n,
+                        a.line,
                         reason.clone(),
-                        &String::from_utf8_lossy(action_line),
+                        &String::from_utf8_lossy(raw),
                     );
-                    items.push(item("index", &default_index, "", 400, Some(reason)));
-                    continue;
+                    Some(reason)
+                }
+                BulkOutcome::Document { line, doc } => {
+                    let mut dd = d.clone();
+                    if dd.project.is_empty() {
+                        dd.project = a.index.clone();
+                    }
+                    let res = serde_json::from_slice::<Value>(doc)
+                        .map_err(|e| format!("invalid JSON: {e}"))
+                        .and_then(|v| map_log(v, &dd, &mut miner));
+                    match res {
+                        Ok(r) => {
+                            rows.push(r);
+                            None
+                        }
+                        Err(reason) => {
+                            rej.add("bulk", line, reason.clone(), &String::from_utf8_lossy(doc));
+                            Some(reason)
+                        }
+                    }
                 }
             };
-            let Some((name, meta)) = action.as_object().and_then(|o| o.iter().next()) else {
-                rej.add(
-                    "bulk",
-                    n,
-                    "empty action".into(),
-                    &String::from_utf8_lossy(action_line),
-                );
-                items.push(item(
-                    "index",
-                    &default_index,
-                    "",
-                    400,
-                    Some("empty action".into()),
-                ));
-                continue;
-            };
-            let idx = meta
-                .get("_index")
-                .and_then(Value::as_str)
-                .unwrap_or(&default_index)
-                .to_string();
-            seq += 1;
-            let id = meta
-                .get("_id")
-                .and_then(Value::as_str)
-                .map(str::to_string)
-                .unwrap_or_else(|| format!("{:x}-{seq}", now_us()));
-            if name != "index" && name != "create" {
-                let reason = format!("action `{name}` is not supported (only index and create)");
-                rej.add(
-                    "bulk",
-                    n,
-                    reason.clone(),
-                    &String::from_utf8_lossy(action_line),
-                );
-                items.push(item(name, &idx, &id, 400, Some(reason)));
-                if name != "delete" {
-                    it.next(); // update carries a document line
-                }
-                continue;
-            }
-            let Some((dn, doc)) = it.next() else {
-                let reason = "action without a document line".to_string();
-                rej.add(
-                    "bulk",
-                    n,
-                    reason.clone(),
-                    &String::from_utf8_lossy(action_line),
-                );
-                items.push(item(name, &idx, &id, 400, Some(reason)));
-                break;
-            };
-            let mut dd = d.clone();
-            if dd.project.is_empty() {
-                dd.project = idx.clone();
-            }
-            let res = serde_json::from_slice::<Value>(doc)
-                .map_err(|e| format!("invalid JSON: {e}"))
-                .and_then(|v| map_log(v, &dd, &mut miner));
-            match res {
-                Ok(r) => {
-                    rows.push(r);
-                    items.push(item(name, &idx, &id, 201, None));
-                }
-                Err(reason) => {
-                    rej.add("bulk", dn, reason.clone(), &String::from_utf8_lossy(doc));
-                    items.push(item(name, &idx, &id, 400, Some(reason)));
-                }
-            }
+            items.push(bulk_item(&a.action, &a.index, &a.id, error));
         }
         (rows, rej, items)
     })

@@ -62,7 +62,13 @@ fn record(name: String, labels: BTreeMap<String, String>, value: f64, ts_us: i64
     }
 }
 
-/// Decode a remote_write body. `max_decoded` bounds the decompressed size (413 above).
+/// Most bytes of rows one remote_write request may expand to, per decoded byte.
+pub const EXPANSION: usize = 8;
+/// Size of a metric row besides its labels, for the expansion bound.
+const ROW_OVERHEAD: usize = 96;
+
+/// Decode a remote_write body. `max_decoded` bounds the decompressed size, and
+/// [`EXPANSION`] × `max_decoded` the rows it expands to (413 above either).
 pub fn decode_remote_write(
     body: &[u8],
     max_decoded: usize,
@@ -78,6 +84,28 @@ pub fn decode_remote_write(
         .decompress_vec(body)
         .map_err(|e| (400, format!("snappy: {e}")))?;
     let req = WriteRequest::decode(raw.as_slice()).map_err(|e| (400, format!("protobuf: {e}")))?;
+    // Every sample becomes a row with its own copy of the series' labels: a long label on
+    // a series with many tiny samples would multiply a small body into gigabytes. Bound
+    // the rows' size before building them.
+    let budget = max_decoded.saturating_mul(EXPANSION);
+    let mut need = 0usize;
+    for ts in &req.timeseries {
+        let labels: usize = ts
+            .labels
+            .iter()
+            .map(|l| 2 * (l.name.len() + l.value.len()) + 8)
+            .sum();
+        need = need.saturating_add((ROW_OVERHEAD + labels).saturating_mul(ts.samples.len()));
+        if need > budget {
+            return Err((
+                413,
+                format!(
+                    "the samples of this request expand to more than {budget} bytes of rows \
+                     (labels are copied per sample); send fewer samples per request"
+                ),
+            ));
+        }
+    }
     let mut out = Vec::new();
     for ts in req.timeseries {
         let mut labels: BTreeMap<String, String> =
@@ -278,5 +306,32 @@ mod tests {
         assert_eq!(rows[0].ts, Micros(1_700_000_000_123_000));
         assert_eq!(decode_remote_write(b"garbage", 1 << 20).unwrap_err().0, 400);
         assert_eq!(decode_remote_write(&body, 4).unwrap_err().0, 413);
+    }
+
+    #[test]
+    fn remote_write_label_amplification_is_refused() {
+        // One 256 KiB label and 200k empty samples: ~0.5 MB decoded, ~50 GB as rows.
+        let req = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![
+                    Label {
+                        name: "__name__".into(),
+                        value: "x".into(),
+                    },
+                    Label {
+                        name: "big".into(),
+                        value: "a".repeat(256 << 10),
+                    },
+                ],
+                samples: vec![Sample::default(); 200_000],
+            }],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&req.encode_to_vec())
+            .unwrap();
+        assert!(body.len() < 100_000, "{}", body.len());
+        let (status, reason) = decode_remote_write(&body, 1 << 20).unwrap_err();
+        assert_eq!(status, 413, "{reason}");
+        assert!(reason.contains("fewer samples"), "{reason}");
     }
 }
