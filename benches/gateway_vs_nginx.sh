@@ -13,8 +13,8 @@ SECS=${2:-10}
 ROUNDS=${3:-3}
 CONNS=${CONNS:-64}
 scripts/setup >/dev/null
-cargo build --release --quiet
-BIN=${CARGO_TARGET_DIR:-target}/release/apus
+[ -n "${APUS_BIN:-}" ] || cargo build --release --quiet
+BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
 W=$(mktemp -d /tmp/apus-bench-XXXX)
 cleanup() {
   [ -n "${APUS_PID:-}" ] && kill "$APUS_PID" 2>/dev/null
@@ -84,6 +84,7 @@ cat > "$W/apus.toml" <<CONF
 listen = "127.0.0.1:18081"
 admin_listen = "127.0.0.1:18091"
 threads = $WORKERS
+work_stealing = ${WORK_STEALING:-false}
 access_log = "off"
 [[pools]]
 name = "stable"
