@@ -94,7 +94,7 @@ impl SlowLogParser {
     pub fn push(&mut self, chunk: &[u8], out: &mut Vec<SlowEntry>) {
         let mut rest = chunk;
         if !self.partial.is_empty() || self.skipping_rest_of_line {
-            let Some(nl) = rest.iter().position(|&c| c == b'\n') else {
+            let Some(nl) = memchr::memchr(b'\n', rest) else {
                 self.keep_partial(rest);
                 return;
             };
@@ -106,7 +106,7 @@ impl SlowLogParser {
             self.partial = line;
             self.partial.clear();
         }
-        while let Some(nl) = rest.iter().position(|&c| c == b'\n') {
+        while let Some(nl) = memchr::memchr(b'\n', rest) {
             let line = &rest[..nl];
             rest = &rest[nl + 1..];
             if line.len() > MAX_LINE {

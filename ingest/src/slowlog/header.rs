@@ -52,6 +52,10 @@ pub(crate) fn parse_header(line: &str) -> Header<'_> {
     if let Some(rest) = body.strip_prefix("User@Host:") {
         return parse_user_host(rest);
     }
+    if body.starts_with("explain:") {
+        // MariaDB's EXPLAIN rows (`log_slow_verbosity=explain`): many tokens, no header key.
+        return h;
+    }
     let mut tokens = body.split_ascii_whitespace().peekable();
     while let Some(tok) = tokens.next() {
         let Some(key) = tok.strip_suffix(':').filter(|k| !k.is_empty()) else {
