@@ -12,7 +12,7 @@ SECS=${1:-15}
 LINES=${2:-5000}
 CONNS=${3:-4}
 scripts/setup >/dev/null
-cargo build --release --quiet
+[ -n "${APUS_BIN:-}" ] || cargo build --release --quiet
 BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
 W=$(mktemp -d /tmp/apus-ingest-bench-XXXX)
 cleanup() { [ -n "${PID:-}" ] && kill "$PID" 2>/dev/null; true; }
