@@ -588,6 +588,22 @@ mod tests {
     use super::*;
     use crate::schema::{LogRecord, Micros, Row};
 
+    /// `SELECT count(*) FROM logs` over a fresh registration of `s`.
+    async fn count_logs(s: &LocalStore) -> i64 {
+        let ctx = SessionContext::new();
+        s.register(&ctx).await.unwrap();
+        let b = ctx
+            .sql("SELECT count(*) FROM logs")
+            .await
+            .unwrap()
+            .collect()
+            .await
+            .unwrap();
+        b[0].column(0)
+            .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+            .value(0)
+    }
+
     fn logs(n: usize, ts0: i64) -> RecordBatch {
         let rows: Vec<LogRecord> = (0..n)
             .map(|i| LogRecord {
@@ -654,40 +670,12 @@ mod tests {
         // Hour H holds the files of seq 1-2 and 3; hour H+1 only the one of 1-2.
         let merged = s.compact(Table::Logs, 2, t0 + 10 * HOUR_US).unwrap();
         assert_eq!(merged, 2);
-        let ctx = SessionContext::new();
-        s.register(&ctx).await.unwrap();
-        let b = ctx
-            .sql("SELECT count(*) FROM logs")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        assert_eq!(
-            b[0].column(0)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .value(0),
-            16
-        );
+        assert_eq!(count_logs(&s).await, 16);
         // A restart before the replaced inputs are deleted must not count them again.
         drop(s);
         let s = LocalStore::open(d.path()).unwrap();
         assert_eq!(s.snapshot(Table::Logs).1.len(), 2);
-        let ctx = SessionContext::new();
-        s.register(&ctx).await.unwrap();
-        let b = ctx
-            .sql("SELECT count(*) FROM logs")
-            .await
-            .unwrap()
-            .collect()
-            .await
-            .unwrap();
-        assert_eq!(
-            b[0].column(0)
-                .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
-                .value(0),
-            16
-        );
+        assert_eq!(count_logs(&s).await, 16);
         assert_eq!(s.expire(1, t0 + 100 * HOUR_US, Duration::ZERO).unwrap(), 2);
         assert!(s.snapshot(Table::Logs).1.is_empty());
     }
