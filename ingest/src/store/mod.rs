@@ -15,27 +15,20 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use datafusion::arrow::array::{AsArray, Int64Array};
-use datafusion::arrow::compute::{
-    concat_batches, lexsort_to_indices, take_record_batch, SortColumn,
-};
-use datafusion::arrow::datatypes::TimestampMicrosecondType;
+use datafusion::arrow::compute::concat_batches;
 use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::datasource::file_format::parquet::ParquetFormat;
-use datafusion::datasource::listing::{
-    ListingOptions, ListingTable, ListingTableConfig, ListingTableUrl,
-};
 use datafusion::datasource::MemTable;
-use datafusion::parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-use datafusion::parquet::arrow::ArrowWriter;
-use datafusion::parquet::basic::{Compression, ZstdLevel};
-use datafusion::parquet::file::properties::WriterProperties;
 use datafusion::prelude::SessionContext;
+
+mod files;
 
 use crate::metrics as m;
 use crate::rollup;
 use crate::schema::Table;
 use crate::IngestError;
+use files::{
+    hour_dir, hour_of, listing, parse_file_name, read_parquet, sort_for_layout, write_parquet,
+};
 
 const HOUR_US: i64 = 3_600_000_000;
 
@@ -62,95 +55,6 @@ struct TableState {
 pub struct LocalStore {
     dir: PathBuf,
     tables: Mutex<HashMap<Table, TableState>>,
-}
-
-fn hour_dir(hour: i64) -> String {
-    let (y, m, d) = crate::time::civil_from_days(hour.div_euclid(24));
-    format!("{y:04}-{m:02}-{d:02}/{:02}", hour.rem_euclid(24))
-}
-
-fn parse_file_name(p: &Path) -> Option<(u64, u64)> {
-    let stem = p.file_name()?.to_str()?.strip_suffix(".parquet")?;
-    let (a, b) = stem.split_once('-')?;
-    Some((a.parse().ok()?, b.parse().ok()?))
-}
-
-fn hour_of(dir: &Path) -> Option<i64> {
-    // .../YYYY-MM-DD/HH
-    let hh: i64 = dir.file_name()?.to_str()?.parse().ok()?;
-    let date = dir.parent()?.file_name()?.to_str()?;
-    let mut it = date.split('-').map(|s| s.parse::<i64>().ok());
-    let (y, m, d) = (it.next()??, it.next()??, it.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    Some(crate::time::days_from_civil(y, m as u32, d as u32) * 24 + hh)
-}
-
-fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), IngestError> {
-    let tmp = path.with_extension("parquet.tmp");
-    let props = WriterProperties::builder()
-        .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).map_err(|e| IngestError::Store(e.to_string()))?,
-        ))
-        .set_max_row_group_row_count(Some(128 * 1024))
-        .build();
-    let f = File::create(&tmp)?;
-    let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props))
-        .map_err(|e| IngestError::Store(e.to_string()))?;
-    w.write(batch)
-        .map_err(|e| IngestError::Store(e.to_string()))?;
-    let f = w
-        .into_inner()
-        .map_err(|e| IngestError::Store(e.to_string()))?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)?;
-    Ok(())
-}
-
-fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, IngestError> {
-    let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
-        .and_then(|b| b.build())
-        .map_err(|e| IngestError::Store(e.to_string()))?;
-    r.map(|b| b.map_err(|e| IngestError::Store(e.to_string())))
-        .collect()
-}
-
-/// Sort a batch by (hour, pool, ts) and return it with the per-row hour.
-fn sort_for_layout(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i64>), IngestError> {
-    let ts = batch
-        .column_by_name("ts")
-        .ok_or_else(|| IngestError::Store("batch without ts".into()))?
-        .as_primitive::<TimestampMicrosecondType>()
-        .clone();
-    let hours: Int64Array = ts
-        .iter()
-        .map(|v| v.map(|t| t.div_euclid(HOUR_US)))
-        .collect();
-    let mut cols = vec![SortColumn {
-        values: Arc::new(hours),
-        options: None,
-    }];
-    if let Some(pool) = batch.column_by_name("pool") {
-        cols.push(SortColumn {
-            values: pool.clone(),
-            options: None,
-        });
-    }
-    cols.push(SortColumn {
-        values: Arc::new(ts.clone()),
-        options: None,
-    });
-    let idx = lexsort_to_indices(&cols, None).map_err(|e| IngestError::Store(e.to_string()))?;
-    let sorted = take_record_batch(batch, &idx).map_err(|e| IngestError::Store(e.to_string()))?;
-    let ts = sorted
-        .column_by_name("ts")
-        .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
-        .ok_or_else(|| IngestError::Store("batch without ts".into()))?;
-    let hours = (0..ts.len())
-        .map(|i| ts.value(i).div_euclid(HOUR_US))
-        .collect();
-    Ok((sorted, hours))
 }
 
 impl LocalStore {
@@ -563,30 +467,11 @@ impl LocalStore {
     }
 }
 
-/// A Parquet table over exactly `paths`.
-fn listing(
-    paths: &[PathBuf],
-    schema: datafusion::arrow::datatypes::SchemaRef,
-) -> Result<Arc<ListingTable>, IngestError> {
-    let urls = paths
-        .iter()
-        .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IngestError::Store(e.to_string()))?;
-    let opts =
-        ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
-    let cfg = ListingTableConfig::new_with_multi_paths(urls)
-        .with_listing_options(opts)
-        .with_schema(schema);
-    Ok(Arc::new(
-        ListingTable::try_new(cfg).map_err(|e| IngestError::Store(e.to_string()))?,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::schema::{LogRecord, Micros, Row};
+    use datafusion::arrow::array::AsArray;
 
     /// `SELECT count(*) FROM logs` over a fresh registration of `s`.
     async fn count_logs(s: &LocalStore) -> i64 {
