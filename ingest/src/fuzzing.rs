@@ -54,7 +54,7 @@ pub fn bulk(data: &[u8]) {
         .split(|&b| b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .count();
-    let mut miner = TemplateMiner::new(MinerConfig::default());
+    let miner = std::sync::Mutex::new(TemplateMiner::new(MinerConfig::default()));
     let mut actions = 0;
     let mut last_line = 0;
     for a in bulk_actions(data, "fuzz", |seq| format!("gen-{seq}")) {
@@ -75,10 +75,17 @@ pub fn bulk(data: &[u8]) {
                     project: a.index.clone(),
                     ..Dims::default()
                 };
-                serde_json::from_slice::<Value>(doc)
-                    .map_err(|e| e.to_string())
-                    .and_then(|v| map_log(v, &dims, &mut miner))
-                    .err()
+                let res = map_log(doc, &dims, &miner);
+                // The streaming reader accepts exactly the JSON objects serde_json reads
+                // (and, of those, the ones with a message).
+                match serde_json::from_slice::<Value>(doc) {
+                    Ok(Value::Object(_)) => {}
+                    Ok(_) | Err(_) => assert!(res.is_err(), "accepted non-object {doc:?}"),
+                }
+                if let Ok(row) = &res {
+                    assert!(!row.template_id.is_empty());
+                }
+                res.err()
             }
             BulkOutcome::Rejected { reason, raw } => {
                 assert!(!reason.is_empty());

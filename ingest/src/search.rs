@@ -74,34 +74,57 @@ pub struct SearchIndex {
     committed: Arc<AtomicU64>,
 }
 
-fn schema() -> (Schema, Fields) {
+/// The index schema. Dimensions are exact-match terms, stored for hits; the
+/// low-cardinality ones are also fast fields (columnar, for sorting and aggregation).
+/// `request_id` is unique per line, so a fast-field dictionary of it would cost a
+/// dictionary entry per document for nothing: it is a term only.
+fn schema() -> Schema {
     let mut b = Schema::builder();
-    let ts = b.add_i64_field("ts", INDEXED | FAST | STORED);
-    let message = b.add_text_field("message", TEXT | STORED);
-    let exception = b.add_text_field("exception", TEXT | STORED);
-    let dims = DIMENSIONS
-        .iter()
-        .map(|d| (*d, b.add_text_field(d, STRING | FAST | STORED)))
-        .collect();
-    (
-        b.build(),
-        Fields {
-            ts,
-            message,
-            exception,
-            dims,
-        },
-    )
+    b.add_i64_field("ts", INDEXED | FAST | STORED);
+    b.add_text_field("message", TEXT | STORED);
+    b.add_text_field("exception", TEXT | STORED);
+    for d in DIMENSIONS {
+        if d == "request_id" {
+            b.add_text_field(d, STRING | STORED);
+        } else {
+            b.add_text_field(d, STRING | FAST | STORED);
+        }
+    }
+    b.build()
+}
+
+/// The fields of an index's schema (one this build created, or an older one found on disk).
+fn fields(schema: &Schema) -> Result<Fields, IngestError> {
+    let get = |name: &str| {
+        schema
+            .get_field(name)
+            .map_err(|e| IngestError::Search(format!("index schema: {e}")))
+    };
+    Ok(Fields {
+        ts: get("ts")?,
+        message: get("message")?,
+        exception: get("exception")?,
+        dims: DIMENSIONS
+            .iter()
+            .map(|d| Ok((*d, get(d)?)))
+            .collect::<Result<_, IngestError>>()?,
+    })
 }
 
 impl SearchIndex {
     /// Open or create the index in `dir` and start its writer thread.
     pub fn open(dir: &Path) -> Result<SearchIndex, IngestError> {
         std::fs::create_dir_all(dir)?;
-        let (schema, fields) = schema();
         let mmap = MmapDirectory::open(dir).map_err(|e| IngestError::Search(e.to_string()))?;
-        let index =
-            Index::open_or_create(mmap, schema).map_err(|e| IngestError::Search(e.to_string()))?;
+        // An index written by an earlier build keeps its own schema: the field names are
+        // what the code relies on, not every field option.
+        let index = if Index::exists(&mmap).unwrap_or(false) {
+            Index::open(mmap)
+        } else {
+            Index::create(mmap, schema(), tantivy::IndexSettings::default())
+        }
+        .map_err(|e| IngestError::Search(e.to_string()))?;
+        let fields = fields(&index.schema())?;
         let committed = index
             .load_metas()
             .ok()

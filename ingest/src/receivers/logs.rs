@@ -1,11 +1,23 @@
 //! Application logs: JSON-lines (`/ingest/v1/logs`) and the Elasticsearch bulk API
-//! (`/_bulk`), both mapped onto the `logs` table by [`map_log`]. Known fields become
-//! columns; the rest are kept as a JSON `attrs` object. Every line gets a template.
+//! (`/_bulk`), both mapped onto the `logs` table in two steps: [`parse_log`] reads one
+//! JSON object into a row (known fields become columns; the rest are kept as a JSON
+//! `attrs` object), then [`template_logs`] gives every row its template.
+//!
+//! The split is for speed on many cores: parsing (and tokenizing for the miner) needs no
+//! shared state, so concurrent requests parse in parallel, and the shared
+//! [`TemplateMiner`] is locked once per request, for the tree walk alone.
+//!
+//! Parsing streams over the object's entries ([`super::fields`]) instead of building a
+//! `serde_json::Value` map first.
 
-use serde_json::{Map, Value};
+use std::sync::Mutex;
 
+use serde::de::DeserializeSeed;
+use serde_json::Value;
+
+use super::fields::{FieldsSeed, Scalar, Target};
 use crate::schema::{LogRecord, Micros};
-use crate::templates::{exception_template, TemplateMiner};
+use crate::templates::{exception_template, tokenize, TemplateMiner};
 use crate::time::{epoch_to_us, now_us, parse_rfc3339};
 
 /// Dimension defaults from the request (query parameters or `x-apus-*` headers).
@@ -17,166 +29,165 @@ pub struct Dims {
     pub host: String,
 }
 
-/// Look a possibly dotted key up in nested objects or as a literal dotted key.
-fn lookup<'a>(obj: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    if let Some(v) = obj.get(key) {
-        return Some(v);
-    }
-    let (head, rest) = key.split_once('.')?;
-    lookup(obj.get(head)?.as_object()?, rest)
-}
-
-fn take_str(obj: &mut Map<String, Value>, keys: &[&str]) -> Option<String> {
-    for k in keys {
-        if let Some(v) = lookup(obj, k) {
-            let s = match v {
-                Value::String(s) => s.clone(),
-                Value::Number(n) => n.to_string(),
-                Value::Bool(b) => b.to_string(),
-                _ => continue,
-            };
-            remove(obj, k);
-            return Some(s);
-        }
-    }
-    None
-}
-
-fn remove(obj: &mut Map<String, Value>, key: &str) {
-    if obj.remove(key).is_some() {
-        return;
-    }
-    if let Some((head, rest)) = key.split_once('.') {
-        if let Some(Value::Object(inner)) = obj.get_mut(head) {
-            remove(inner, rest);
-            if inner.is_empty() {
-                obj.remove(head);
-            }
-        }
-    }
-}
-
-fn timestamp(obj: &mut Map<String, Value>) -> Result<i64, String> {
-    for k in ["@timestamp", "timestamp", "ts", "time"] {
-        if let Some(v) = obj.get(k) {
-            let us = match v {
-                Value::String(s) => {
-                    parse_rfc3339(s).or_else(|| s.parse::<f64>().ok().and_then(epoch_to_us))
-                }
-                Value::Number(n) => n.as_f64().and_then(epoch_to_us),
-                _ => None,
-            }
-            .ok_or_else(|| format!("field `{k}`: unreadable timestamp {v}"))?;
-            obj.remove(k);
-            return Ok(us);
-        }
-    }
-    Ok(now_us())
-}
-
-/// Map one JSON log object onto a `logs` row.
-pub fn map_log(v: Value, d: &Dims, miner: &mut TemplateMiner) -> Result<LogRecord, String> {
-    let Value::Object(mut obj) = v else {
-        return Err("a log record must be a JSON object".into());
+fn timestamp(v: Scalar<'_>) -> Result<i64, String> {
+    let us = match &v {
+        Scalar::Str(s) => parse_rfc3339(s).or_else(|| s.parse::<f64>().ok().and_then(epoch_to_us)),
+        Scalar::Num(n) => n.as_f64().and_then(epoch_to_us),
+        _ => None,
     };
-    let message = take_str(&mut obj, &["message", "msg", "log", "@message", "text"])
+    us.ok_or_else(|| format!("unreadable timestamp {}", v.into_value()))
+}
+
+/// One log object read into a `logs` row, before templating.
+#[derive(Debug)]
+pub struct ParsedLog {
+    row: LogRecord,
+    /// Where the text to look for an exception in starts in `row.message`, if anywhere.
+    exception_at: Option<usize>,
+}
+
+/// Read one JSON log object into a row (everything but its template and exception).
+pub fn parse_log(json: &[u8], d: &Dims) -> Result<ParsedLog, String> {
+    if json.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err("a log record must be a JSON object".into());
+    }
+    let mut de = serde_json::Deserializer::from_slice(json);
+    let mut f = FieldsSeed
+        .deserialize(&mut de)
+        .and_then(|f| de.end().map(|()| f))
+        .map_err(|e| format!("invalid JSON: {e}"))?;
+    let message = f
+        .text(Target::Message)
         .ok_or("no `message` (or `msg`, `log`) string field")?;
-    let ts = timestamp(&mut obj)?;
-    let level = take_str(
-        &mut obj,
-        &["level", "log.level", "severity", "lvl", "loglevel"],
-    )
-    .unwrap_or_default();
-    let logger = take_str(
-        &mut obj,
-        &["logger", "log.logger", "logger_name", "loggerName"],
-    )
-    .unwrap_or_default();
-    let host =
-        take_str(&mut obj, &["host.name", "host", "hostname"]).unwrap_or_else(|| d.host.clone());
-    let project = take_str(&mut obj, &["project", "service.name", "app"])
-        .unwrap_or_else(|| d.project.clone());
-    let env = take_str(&mut obj, &["env", "environment", "service.environment"])
-        .unwrap_or_else(|| d.env.clone());
-    let pool = take_str(&mut obj, &["pool"]).unwrap_or_else(|| d.pool.clone());
-    let request_id = take_str(
-        &mut obj,
-        &[
-            "request_id",
-            "x-request-id",
-            "requestId",
-            "trace.id",
-            "trace_id",
-        ],
-    )
-    .unwrap_or_default();
-    let tenant = take_str(&mut obj, &["tenant", "tenant_id", "tenantId"]).unwrap_or_default();
-    let tag = take_str(&mut obj, &["tag", "env_tag", "lane"]).unwrap_or_default();
-    let stack = take_str(
-        &mut obj,
-        &[
-            "exception",
-            "stack_trace",
-            "error.stack_trace",
-            "stacktrace",
-            "exc_info",
-        ],
-    );
-    let first_line = message.lines().next().unwrap_or("");
-    let m = miner.add(first_line);
-    let exception = stack
-        .as_deref()
-        .or_else(|| message.contains("\n\tat ").then_some(message.as_str()))
-        .and_then(|s| exception_template(s, miner))
-        .map(|(class, _)| class)
-        .unwrap_or_default();
-    let attrs = if obj.is_empty() {
+    let ts = match f.take(Target::Ts as usize) {
+        Some((k, v)) => timestamp(v).map_err(|e| format!("field `{k}`: {e}"))?,
+        None => now_us(),
+    };
+    let level = f.text(Target::Level).unwrap_or_default();
+    let logger = f.text(Target::Logger).unwrap_or_default();
+    let host = f.text(Target::Host).unwrap_or_else(|| d.host.clone());
+    let project = f.text(Target::Project).unwrap_or_else(|| d.project.clone());
+    let env = f.text(Target::Env).unwrap_or_else(|| d.env.clone());
+    let pool = f.text(Target::Pool).unwrap_or_else(|| d.pool.clone());
+    let request_id = f.text(Target::RequestId).unwrap_or_default();
+    let tenant = f.text(Target::Tenant).unwrap_or_default();
+    let tag = f.text(Target::Tag).unwrap_or_default();
+    let stack = f.text(Target::Stack);
+    let attrs = if f.rest.is_empty() {
         String::new()
     } else {
-        Value::Object(obj).to_string()
+        Value::Object(f.rest).to_string()
     };
-    Ok(LogRecord {
-        ts: Micros(ts),
-        project,
-        env,
-        pool,
-        host,
-        level: level.to_ascii_uppercase(),
-        logger,
-        message: match stack {
-            Some(s) => format!("{message}\n{s}"),
-            None => message,
+    let (message, exception_at) = match stack {
+        Some(s) => {
+            let at = message.len() + 1;
+            (format!("{message}\n{s}"), Some(at))
+        }
+        None => {
+            let at = message.contains("\n\tat ").then_some(0);
+            (message, at)
+        }
+    };
+    let level = if level.bytes().any(|b| b.is_ascii_lowercase()) {
+        level.to_ascii_uppercase()
+    } else {
+        level
+    };
+    Ok(ParsedLog {
+        row: LogRecord {
+            ts: Micros(ts),
+            project,
+            env,
+            pool,
+            host,
+            level,
+            logger,
+            message,
+            template_id: String::new(),
+            template: String::new(),
+            exception: String::new(),
+            request_id,
+            tenant,
+            tag,
+            attrs,
         },
-        template_id: format!("{:016x}", m.template_id),
-        template: m.template.to_string(),
-        exception,
-        request_id,
-        tenant,
-        tag,
-        attrs,
+        exception_at,
     })
 }
 
+/// Template parsed rows with the shared miner (`max_tokens` = its configured value): lines
+/// are tokenized and masked before the lock is taken, and the lock is held once for all.
+pub fn template_logs(
+    parsed: Vec<ParsedLog>,
+    miner: &Mutex<TemplateMiner>,
+    max_tokens: usize,
+) -> Vec<LogRecord> {
+    let tokens: Vec<_> = parsed
+        .iter()
+        .map(|p| tokenize(max_tokens, p.row.message.lines().next().unwrap_or("")))
+        .collect();
+    let mut miner = miner.lock().unwrap_or_else(|p| p.into_inner());
+    let matches: Vec<_> = tokens.iter().map(|t| miner.add_tokens(t)).collect();
+    let exceptions: Vec<String> = parsed
+        .iter()
+        .map(|p| {
+            p.exception_at
+                .and_then(|at| exception_template(&p.row.message[at..], &mut miner))
+                .map(|(class, _)| class)
+                .unwrap_or_default()
+        })
+        .collect();
+    drop(miner);
+    drop(tokens);
+    parsed
+        .into_iter()
+        .zip(matches)
+        .zip(exceptions)
+        .map(|((p, m), exception)| LogRecord {
+            template_id: format!("{:016x}", m.template_id),
+            template: m.template.to_string(),
+            exception,
+            ..p.row
+        })
+        .collect()
+}
+
+/// Map one JSON log object onto a templated `logs` row ([`parse_log`] + [`template_logs`]).
+pub fn map_log(json: &[u8], d: &Dims, miner: &Mutex<TemplateMiner>) -> Result<LogRecord, String> {
+    let max_tokens = miner
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .config()
+        .max_tokens;
+    let p = parse_log(json, d)?;
+    Ok(template_logs(vec![p], miner, max_tokens).remove(0))
+}
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::templates::MinerConfig;
     use serde_json::json;
 
-    #[test]
-    fn maps_known_fields_and_keeps_the_rest() {
-        let mut m = TemplateMiner::new(MinerConfig::default());
-        let d = Dims {
+    fn dims() -> Dims {
+        Dims {
             project: "shop".into(),
             env: "prod".into(),
             pool: "gray".into(),
             host: "h0".into(),
-        };
-        let r = map_log(
+        }
+    }
+
+    fn map(v: Value, m: &Mutex<TemplateMiner>) -> Result<LogRecord, String> {
+        map_log(v.to_string().as_bytes(), &dims(), m)
+    }
+
+    #[test]
+    fn maps_known_fields_and_keeps_the_rest() {
+        let m = Mutex::new(TemplateMiner::new(MinerConfig::default()));
+        let r = map(
             json!({"@timestamp": "2024-01-02T03:04:05Z", "log": {"level": "warn", "logger": "app.Db"},
                    "message": "user 42 logged in", "host": {"name": "web-1"}, "user": "x", "request_id": "r1"}),
-            &d,
-            &mut m,
+            &m,
         )
         .unwrap();
         assert_eq!(r.ts, Micros(1_704_164_645_000_000));
@@ -190,23 +201,97 @@ mod tests {
         );
         assert_eq!(r.attrs, r#"{"user":"x"}"#);
         assert_eq!(r.template_id.len(), 16);
-        let r2 = map_log(
-            json!({"msg": "user 7 logged in", "ts": 1704164645}),
-            &d,
-            &mut m,
+        let r2 = map(json!({"msg": "user 7 logged in", "ts": 1704164645}), &m).unwrap();
+        assert_eq!(r2.template_id, r.template_id, "same template");
+        let e = map(json!({"message": "boom", "exception": "java.lang.IllegalStateException: bad state 7\n\tat a.B.c(B.java:1)"}), &m).unwrap();
+        assert_eq!(e.exception, "java.lang.IllegalStateException");
+        assert_eq!(
+            e.message,
+            "boom\njava.lang.IllegalStateException: bad state 7\n\tat a.B.c(B.java:1)"
+        );
+        let inline = map(
+            json!({"message": "failed\njava.io.IOException: gone\n\tat a.B.c(B.java:1)"}),
+            &m,
         )
         .unwrap();
-        assert_eq!(r2.template_id, r.template_id, "same template");
-        let e = map_log(json!({"message": "boom", "exception": "java.lang.IllegalStateException: bad state 7\n\tat a.B.c(B.java:1)"}), &d, &mut m).unwrap();
-        assert_eq!(e.exception, "java.lang.IllegalStateException");
-        assert!(map_log(json!({"nomessage": 1}), &d, &mut m)
+        assert_eq!(inline.exception, "java.io.IOException");
+        assert!(map(json!({"nomessage": 1}), &m)
             .unwrap_err()
             .contains("no `message`"));
-        assert!(map_log(json!([1, 2]), &d, &mut m).is_err());
-        assert!(
-            map_log(json!({"message": "x", "ts": "garbage"}), &d, &mut m)
-                .unwrap_err()
-                .contains("unreadable timestamp")
+        assert!(map(json!([1, 2]), &m)
+            .unwrap_err()
+            .contains("must be a JSON object"));
+        assert!(map(json!({"message": "x", "ts": "garbage"}), &m)
+            .unwrap_err()
+            .contains("field `ts`: unreadable timestamp"));
+        assert!(map(json!({"message": "x", "time": {"a": 1}}), &m)
+            .unwrap_err()
+            .contains("field `time`: unreadable timestamp"));
+        for bad in [
+            &b"{\"message\": \"x\""[..],
+            b"{\"message\": \"x\"} trailing",
+            b"",
+        ] {
+            assert!(map_log(bad, &dims(), &m).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn alias_precedence_across_top_level_dotted_and_nested_keys() {
+        let m = Mutex::new(TemplateMiner::new(MinerConfig::default()));
+        // `level` beats a nested `log.level`, which beats `severity`; losers stay in attrs.
+        let r = map(
+            json!({"msg": "a", "severity": "info", "log": {"level": "warn"}, "message": "b"}),
+            &m,
+        )
+        .unwrap();
+        assert_eq!((r.message.as_str(), r.level.as_str()), ("b", "WARN"));
+        assert_eq!(r.attrs, r#"{"msg":"a","severity":"info"}"#);
+        // A literal dotted key counts as the alias too; numbers and booleans become text.
+        let r = map(
+            json!({"text": "t", "log.level": 3, "tenant": 42, "tag": true, "pool": null}),
+            &m,
+        )
+        .unwrap();
+        assert_eq!(
+            (
+                r.message.as_str(),
+                r.level.as_str(),
+                r.tenant.as_str(),
+                r.tag.as_str()
+            ),
+            ("t", "3", "42", "true")
         );
+        assert_eq!(
+            (r.pool.as_str(), r.attrs.as_str()),
+            ("gray", r#"{"pool":null}"#)
+        );
+        // An object under a message alias is not the message: it stays in attrs.
+        let r = map(json!({"log": {"file": "x.log"}, "message": "m"}), &m).unwrap();
+        assert_eq!(r.attrs, r#"{"log":{"file":"x.log"}}"#);
+        // `host.name` (nested) beats `host`; emptied parents disappear.
+        let r = map(
+            json!({"message": "m", "hostname": "h2", "host": {"name": "h1"}}),
+            &m,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.host.as_str(), r.attrs.as_str()),
+            ("h1", r#"{"hostname":"h2"}"#)
+        );
+        // Escaped strings and keys are decoded.
+        let r = map_log(
+            br#"{"mess\u0061ge": "caf\u00e9 \"x\"", "level": "error"}"#,
+            &dims(),
+            &m,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.message.as_str(), r.level.as_str()),
+            ("café \"x\"", "ERROR")
+        );
+        // A repeated key: the last value wins, as in a JSON map.
+        let r = map_log(br#"{"message": "a", "message": "b"}"#, &dims(), &m).unwrap();
+        assert_eq!((r.message.as_str(), r.attrs.as_str()), ("b", ""));
     }
 }

@@ -14,6 +14,7 @@
 //! limit get 413; overload gets 429 with `Retry-After`. Every 2xx means durable.
 
 mod bulk;
+mod fields;
 mod logs;
 mod prom;
 mod slowlog;
@@ -32,7 +33,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 pub use bulk::{bulk_actions, bulk_item, BulkAction, BulkOutcome};
-pub use logs::{map_log, Dims};
+pub use logs::{map_log, parse_log, template_logs, Dims, ParsedLog};
 pub use prom::{decode_remote_write, parse_text_line, Label, Sample, TimeSeries, WriteRequest};
 
 use crate::metrics as m;
@@ -50,6 +51,8 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct Receivers {
     pipeline: Arc<Pipeline>,
     miner: Arc<Mutex<TemplateMiner>>,
+    /// The miner's `max_tokens`, to tokenize outside its lock.
+    max_tokens: usize,
     render: Option<MetricsRender>,
 }
 
@@ -161,22 +164,18 @@ async fn post_logs(
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "logs").increment(body.len() as u64);
     let d = dims(&q, &h);
-    let miner = s.miner.clone();
+    let (miner, max_tokens) = (s.miner.clone(), s.max_tokens);
     let (rows, rejects) = tokio::task::spawn_blocking(move || {
-        let mut miner = miner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows = Vec::new();
+        let mut parsed = Vec::new();
         let mut rej = Rejects::default();
         for (n, line) in lines(&body) {
             // The raw text is only copied for lines that are rejected.
-            let res = serde_json::from_slice::<Value>(line)
-                .map_err(|e| format!("invalid JSON: {e}"))
-                .and_then(|v| map_log(v, &d, &mut miner));
-            match res {
-                Ok(r) => rows.push(r),
+            match parse_log(line, &d) {
+                Ok(r) => parsed.push(r),
                 Err(e) => rej.add("logs", n, e, &String::from_utf8_lossy(line)),
             }
         }
-        (rows, rej)
+        (template_logs(parsed, &miner, max_tokens), rej)
     })
     .await
     .map_err(|e| IngestError::Store(e.to_string()))?;
@@ -201,10 +200,9 @@ async fn post_bulk(
     if d.project.is_empty() {
         d.project = default_index.clone();
     }
-    let miner = s.miner.clone();
+    let (miner, max_tokens) = (s.miner.clone(), s.max_tokens);
     let (rows, rej, items) = tokio::task::spawn_blocking(move || {
-        let mut miner = miner.lock().unwrap_or_else(|p| p.into_inner());
-        let mut rows = Vec::new();
+        let mut parsed = Vec::new();
         let mut rej = Rejects::default();
         let mut items = Vec::new();
         let gen_id = |seq: u64| format!("{:x}-{seq}", now_us());
@@ -224,12 +222,9 @@ async fn post_bulk(
                     if dd.project.is_empty() {
                         dd.project = a.index.clone();
                     }
-                    let res = serde_json::from_slice::<Value>(doc)
-                        .map_err(|e| format!("invalid JSON: {e}"))
-                        .and_then(|v| map_log(v, &dd, &mut miner));
-                    match res {
+                    match parse_log(doc, &dd) {
                         Ok(r) => {
-                            rows.push(r);
+                            parsed.push(r);
                             None
                         }
                         Err(reason) => {
@@ -241,7 +236,7 @@ async fn post_bulk(
             };
             items.push(bulk_item(&a.action, &a.index, &a.id, error));
         }
-        (rows, rej, items)
+        (template_logs(parsed, &miner, max_tokens), rej, items)
     })
     .await
     .map_err(|e| IngestError::Store(e.to_string()))?;
@@ -367,10 +362,12 @@ async fn render_metrics(State(s): State<Receivers>) -> Response {
 
 /// The receivers' router.
 pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router {
+    let miner = TemplateMiner::new(MinerConfig::default());
     let limit = pipeline.cfg.max_body_bytes;
     let state = Receivers {
         pipeline,
-        miner: Arc::new(Mutex::new(TemplateMiner::new(MinerConfig::default()))),
+        max_tokens: miner.config().max_tokens,
+        miner: Arc::new(Mutex::new(miner)),
         render,
     };
     Router::new()

@@ -123,21 +123,17 @@ impl TemplateMiner {
 
     /// Adds one log message (without its header fields) and returns its template.
     pub fn add(&mut self, line: &str) -> Match {
-        let tokens = self.tokenize(line);
-        if let Some(slot) = self.search(&tokens) {
-            return self.absorb(slot, &tokens);
-        }
-        self.create(&tokens)
+        let tokens = tokenize(self.cfg.max_tokens, line);
+        self.add_tokens(&tokens)
     }
 
-    fn tokenize<'a>(&self, line: &'a str) -> Vec<Cow<'a, str>> {
-        let max = self.cfg.max_tokens;
-        let mut it = line.split_whitespace();
-        let mut out: Vec<_> = it.by_ref().take(max).map(mask_token).collect();
-        if out.len() == max && it.next().is_some() {
-            out[max - 1] = WILDCARD.into();
+    /// [`TemplateMiner::add`] for a line already split and masked by [`tokenize`] with this
+    /// miner's `max_tokens`: callers that share a miner behind a lock tokenize outside it.
+    pub fn add_tokens(&mut self, tokens: &[Cow<'_, str>]) -> Match {
+        if let Some(slot) = self.search(tokens) {
+            return self.absorb(slot, tokens);
         }
-        out
+        self.create(tokens)
     }
 
     fn route_levels(&self, n_tokens: usize) -> usize {
@@ -397,6 +393,18 @@ fn join<S: AsRef<str>>(tokens: &[S]) -> String {
         s.push_str(t.as_ref());
     }
     s
+}
+
+/// Splits `line` on whitespace and masks each token (the miner's first step); past
+/// `max_tokens` the rest of the line becomes one `<*>`.
+pub fn tokenize(max_tokens: usize, line: &str) -> Vec<Cow<'_, str>> {
+    let max = max_tokens.max(1);
+    let mut it = line.split_whitespace();
+    let mut out: Vec<_> = it.by_ref().take(max).map(mask_token).collect();
+    if out.len() == max && it.next().is_some() {
+        out[max - 1] = WILDCARD.into();
+    }
+    out
 }
 
 #[cfg(test)]

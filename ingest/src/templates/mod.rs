@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use serde::Deserialize;
 
-pub use drain::TemplateMiner;
+pub use drain::{tokenize, TemplateMiner};
 pub use exception::exception_template;
 pub use mask::{mask, mask_token, WILDCARD};
 
