@@ -36,7 +36,7 @@ pub fn mask(line: &str) -> Cow<'_, str> {
     let mut out: Option<String> = None;
     for (i, tok) in line.split_whitespace().enumerate() {
         let m = mask_token(tok);
-        if out.is_none() && matches!(m, Cow::Owned(_)) {
+        if out.is_none() && !is_unchanged(&m, tok) {
             // First change: copy the untouched prefix, normalising its whitespace too.
             let mut s = String::with_capacity(line.len());
             for (j, t) in line.split_whitespace().take(i).enumerate() {
@@ -60,9 +60,19 @@ pub fn mask(line: &str) -> Cow<'_, str> {
     }
 }
 
-/// Masks one token (no whitespace inside). Borrows when nothing is variable.
+/// True when `mask_token(tok)` returned `tok` itself.
+fn is_unchanged(m: &Cow<'_, str>, tok: &str) -> bool {
+    matches!(m, Cow::Borrowed(b) if std::ptr::eq(b.as_ptr(), tok.as_ptr()) && b.len() == tok.len())
+}
+
+/// Masks one token (no whitespace inside). Borrows `tok` when nothing is variable (and the
+/// static [`WILDCARD`] when all of it is).
 pub fn mask_token(tok: &str) -> Cow<'_, str> {
     let b = tok.as_bytes();
+    if !b.is_empty() && b.iter().all(u8::is_ascii_digit) {
+        // The commonest variable token, without the general path's allocations.
+        return Cow::Borrowed(WILDCARD);
+    }
     if let Some(m) = mask_path_or_url(tok) {
         return m;
     }
@@ -78,10 +88,13 @@ pub fn mask_token(tok: &str) -> Cow<'_, str> {
     if masked.as_ref() == WILDCARD && core.contains([']', ')', '}', '>']) {
         // The core closes a bracket its prefix opened (`[10.0.0.1]:80`): keep the pair
         // together rather than leave half of it in the constant text.
-        return Cow::Owned(WILDCARD.to_owned());
+        return Cow::Borrowed(WILDCARD);
     }
     if masked.len() == core.len() && masked.as_ref() == core {
         return Cow::Borrowed(tok);
+    }
+    if pre.is_empty() && suf.is_empty() {
+        return masked;
     }
     Cow::Owned(format!("{pre}{masked}{suf}"))
 }
@@ -166,7 +179,7 @@ fn collapse<'a>(masked: &Cow<'a, str>) -> Cow<'a, str> {
         return masked.clone();
     }
     if !has_letters_outside_wildcards(s) {
-        return Cow::Owned(WILDCARD.to_owned());
+        return Cow::Borrowed(WILDCARD);
     }
     if let Some(eq) = s.find('=') {
         let (key, val) = (&s[..eq], &s[eq + 1..]);
@@ -221,7 +234,7 @@ fn is_uuid(core: &str) -> bool {
 /// Absolute paths (`/a/b`, two or more components) and URLs (`scheme://rest`).
 fn mask_path_or_url(tok: &str) -> Option<Cow<'_, str>> {
     let (pre, core, suf) = split_affixes(tok);
-    if let Some(p) = core.find("://") {
+    if let Some(p) = core.contains(':').then(|| core.find("://")).flatten() {
         let scheme = &core[..p];
         if !scheme.is_empty()
             && scheme
