@@ -60,9 +60,10 @@ pub fn mask(line: &str) -> Cow<'_, str> {
     }
 }
 
-/// True when `mask_token(tok)` returned `tok` itself.
-fn is_unchanged(m: &Cow<'_, str>, tok: &str) -> bool {
-    matches!(m, Cow::Borrowed(b) if std::ptr::eq(b.as_ptr(), tok.as_ptr()) && b.len() == tok.len())
+/// True when `mask_token(tok)` returned `tok` itself (an owned result, or the static
+/// wildcard, lives elsewhere).
+fn is_unchanged(m: &str, tok: &str) -> bool {
+    std::ptr::eq(m.as_ptr(), tok.as_ptr()) && m.len() == tok.len()
 }
 
 /// Masks one token (no whitespace inside). Borrows `tok` when nothing is variable (and the
