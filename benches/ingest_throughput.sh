@@ -55,10 +55,17 @@ echo "$OUT"
 REQS=$(echo "$OUT" | awk '/requests in/ { print $1 }')
 NON2XX=$(echo "$OUT" | awk '/Non-2xx/ { print $5 }')
 NON2XX=${NON2XX:-0}
-python3 - "$REQS" "$NON2XX" "$SECS" "$LINES" "$BYTES" <<'PY'
+# Rows the receiver made durable (WAL fsync): at least every acknowledged line, plus those
+# of requests still in flight when wrk stopped counting.
+sleep 1
+DURABLE=$(curl -fsS http://127.0.0.1:19200/metrics | awk '/^apus_ingest_rows_total\{table="logs"\}/ { print $2 }')
+python3 - "$REQS" "$NON2XX" "$SECS" "$LINES" "$BYTES" "${DURABLE:-0}" <<'PY'
 import sys
 reqs, bad, secs, lines, size = int(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+durable = int(float(sys.argv[6]))
 ok = reqs - bad
-print(f"lines/request={lines} bytes/request={size} acknowledged_requests={ok} seconds={secs}")
+print(f"lines/request={lines} bytes/request={size} acknowledged_requests={ok} seconds={secs} durable_rows={durable}")
+if durable < ok * lines:
+    sys.exit(f"only {durable} rows durable for {ok * lines} acknowledged lines")
 print(f"RESULT ingest_throughput lines_per_s={ok * lines / secs:.0f} mb_per_s={ok * size / secs / 1e6:.1f} rejected_requests={bad}")
 PY
