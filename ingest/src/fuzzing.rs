@@ -6,9 +6,11 @@
 
 use serde_json::Value;
 
-use crate::receivers::{bulk_actions, bulk_item, decode_remote_write, map_log, BulkOutcome, Dims};
+use crate::receivers::{
+    bulk_actions, bulk_item, decode_remote_write, map_log, BulkOutcome, Dims, SharedMiner,
+};
 use crate::slowlog::{SlowEntry, SlowLogParser, MAX_LINE};
-use crate::templates::{MinerConfig, TemplateMiner};
+use crate::templates::MinerConfig;
 
 /// The decompressed-size bound [`remote_write`] decodes with.
 pub const REMOTE_WRITE_MAX_DECODED: usize = 1 << 20;
@@ -54,7 +56,7 @@ pub fn bulk(data: &[u8]) {
         .split(|&b| b == b'\n')
         .filter(|l| !l.iter().all(u8::is_ascii_whitespace))
         .count();
-    let miner = std::sync::Mutex::new(TemplateMiner::new(MinerConfig::default()));
+    let miner = SharedMiner::new(MinerConfig::default());
     let mut actions = 0;
     let mut last_line = 0;
     for a in bulk_actions(data, "fuzz", |seq| format!("gen-{seq}")) {

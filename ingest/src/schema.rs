@@ -125,6 +125,25 @@ fn arrow_type<T: 'static>() -> DataType {
 }
 
 /// A table row type.
+/// Columns (of any table) holding free text or ids with no order: no query prunes them by
+/// range, so the Parquet writer keeps no min/max statistics for them.
+pub const FREE_TEXT_COLUMNS: [&str; 11] = [
+    "message",
+    "template",
+    "attrs",
+    "request_id",
+    "sample",
+    "fingerprint",
+    "summary",
+    "touched",
+    "raw",
+    "reason",
+    "labels",
+];
+
+/// Of those, the ones whose values (almost) never repeat: written without a dictionary.
+pub const UNIQUE_TEXT_COLUMNS: [&str; 4] = ["message", "attrs", "request_id", "raw"];
+
 pub trait Row: Sized + Send + 'static {
     /// Table name.
     const TABLE: Table;
@@ -354,6 +373,21 @@ define_table!(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn text_column_lists_name_real_string_columns() {
+        for c in FREE_TEXT_COLUMNS.iter().chain(&UNIQUE_TEXT_COLUMNS) {
+            let found = Table::ALL.iter().any(|t| {
+                t.schema()
+                    .field_with_name(c)
+                    .is_ok_and(|f| f.data_type() == &DataType::Utf8)
+            });
+            assert!(found, "`{c}` is no string column of any table");
+        }
+        assert!(UNIQUE_TEXT_COLUMNS
+            .iter()
+            .all(|c| FREE_TEXT_COLUMNS.contains(c)));
+    }
 
     #[test]
     fn batches_follow_the_schema() {

@@ -2,7 +2,7 @@
 //! lines (`{"index":{"_index":"shop","_id":"1"}}`), each `index` / `create` action followed
 //! by its document line. [`bulk_actions`] says what every action line asks for and which
 //! document goes with it; the handler maps the documents onto `logs` rows
-//! ([`super::map_log`]), keeps the refused lines as dead letters, and answers with one
+//! ([`super::parse_log`], then [`super::SharedMiner::template`]), keeps the refused lines as dead letters, and answers with one
 //! [`bulk_item`] per action.
 //!
 //! Hostile input: an unreadable action line is refused on its own (the next line is then

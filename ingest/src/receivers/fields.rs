@@ -169,23 +169,10 @@ struct Key<'de>(Cow<'de, str>);
 
 impl<'de> Deserialize<'de> for Key<'de> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        struct V;
-        impl<'de> Visitor<'de> for V {
-            type Value = Key<'de>;
-            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-                f.write_str("a string key")
-            }
-            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Borrowed(v)))
-            }
-            fn visit_str<E: de::Error>(self, v: &str) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v.to_owned())))
-            }
-            fn visit_string<E: de::Error>(self, v: String) -> Result<Key<'de>, E> {
-                Ok(Key(Cow::Owned(v)))
-            }
+        match d.deserialize_str(ScalarVisitor)? {
+            Scalar::Str(s) => Ok(Key(s)),
+            _ => Err(de::Error::custom("an object key must be a string")),
         }
-        d.deserialize_str(V)
     }
 }
 
@@ -274,8 +261,9 @@ fn remove_nested(obj: &mut Map<String, Value>, key: &str) -> Option<Value> {
 impl<'de> Fields<'de> {
     /// Take the value of column `t`: the most preferred alias present, top-level, literal
     /// dotted or nested. Top-level losers are already in `rest`.
-    pub(super) fn take(&mut self, t: usize) -> Option<(Cow<'de, str>, Scalar<'de>)> {
-        let (target, keys) = ALIASES[t];
+    pub(super) fn take(&mut self, target: Target) -> Option<(Cow<'de, str>, Scalar<'de>)> {
+        let t = target as usize;
+        let keys = ALIASES[t].1;
         let have = self.best[t]
             .as_ref()
             .map_or(keys.len(), |(p, _, _)| *p as usize);
@@ -303,6 +291,22 @@ impl<'de> Fields<'de> {
     }
 
     pub(super) fn text(&mut self, t: Target) -> Option<String> {
-        self.take(t as usize).map(|(_, v)| v.into_text())
+        self.take(t).map(|(_, v)| v.into_text())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aliases_are_listed_in_target_order() {
+        for (i, (t, keys)) in ALIASES.iter().enumerate() {
+            assert_eq!(*t as usize, i, "{t:?}");
+            assert!(
+                keys.iter().all(|k| alias_of(k).map(|(j, _)| j) == Some(i)),
+                "{t:?}"
+            );
+        }
     }
 }

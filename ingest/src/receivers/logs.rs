@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use super::fields::{FieldsSeed, Scalar, Target};
 use crate::schema::{LogRecord, Micros};
-use crate::templates::{exception_template, tokenize, TemplateMiner};
+use crate::templates::{exception_template, tokenize, MinerConfig, TemplateMiner};
 use crate::time::{epoch_to_us, now_us, parse_rfc3339};
 
 /// Dimension defaults from the request (query parameters or `x-apus-*` headers).
@@ -59,11 +59,12 @@ pub fn parse_log(json: &[u8], d: &Dims) -> Result<ParsedLog, String> {
     let message = f
         .text(Target::Message)
         .ok_or("no `message` (or `msg`, `log`) string field")?;
-    let ts = match f.take(Target::Ts as usize) {
+    let ts = match f.take(Target::Ts) {
         Some((k, v)) => timestamp(v).map_err(|e| format!("field `{k}`: {e}"))?,
         None => now_us(),
     };
-    let level = f.text(Target::Level).unwrap_or_default();
+    let mut level = f.text(Target::Level).unwrap_or_default();
+    level.make_ascii_uppercase();
     let logger = f.text(Target::Logger).unwrap_or_default();
     let host = f.text(Target::Host).unwrap_or_else(|| d.host.clone());
     let project = f.text(Target::Project).unwrap_or_else(|| d.project.clone());
@@ -88,11 +89,6 @@ pub fn parse_log(json: &[u8], d: &Dims) -> Result<ParsedLog, String> {
             (message, at)
         }
     };
-    let level = if level.bytes().any(|b| b.is_ascii_lowercase()) {
-        level.to_ascii_uppercase()
-    } else {
-        level
-    };
     Ok(ParsedLog {
         row: LogRecord {
             ts: Micros(ts),
@@ -115,57 +111,67 @@ pub fn parse_log(json: &[u8], d: &Dims) -> Result<ParsedLog, String> {
     })
 }
 
-/// Template parsed rows with the shared miner (`max_tokens` = its configured value): lines
-/// are tokenized and masked before the lock is taken, and the lock is held once for all.
-pub fn template_logs(
-    parsed: Vec<ParsedLog>,
-    miner: &Mutex<TemplateMiner>,
+/// The template miner shared by the receivers. Lines are tokenized and masked before its
+/// lock is taken (that needs only `max_tokens`), and the lock is held once per request.
+pub struct SharedMiner {
     max_tokens: usize,
-) -> Vec<LogRecord> {
-    let tokens: Vec<_> = parsed
-        .iter()
-        .map(|p| tokenize(max_tokens, p.row.message.lines().next().unwrap_or("")))
-        .collect();
-    let mut miner = miner.lock().unwrap_or_else(|p| p.into_inner());
-    let matches: Vec<_> = tokens.iter().map(|t| miner.add_tokens(t)).collect();
-    let exceptions: Vec<String> = parsed
-        .iter()
-        .map(|p| {
-            p.exception_at
-                .and_then(|at| exception_template(&p.row.message[at..], &mut miner))
-                .map(|(class, _)| class)
-                .unwrap_or_default()
-        })
-        .collect();
-    drop(miner);
-    drop(tokens);
-    parsed
-        .into_iter()
-        .zip(matches)
-        .zip(exceptions)
-        .map(|((p, m), exception)| LogRecord {
-            template_id: format!("{:016x}", m.template_id),
-            template: m.template.to_string(),
-            exception,
-            ..p.row
-        })
-        .collect()
+    miner: Mutex<TemplateMiner>,
 }
 
-/// Map one JSON log object onto a templated `logs` row ([`parse_log`] + [`template_logs`]).
-pub fn map_log(json: &[u8], d: &Dims, miner: &Mutex<TemplateMiner>) -> Result<LogRecord, String> {
-    let max_tokens = miner
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .config()
-        .max_tokens;
-    let p = parse_log(json, d)?;
-    Ok(template_logs(vec![p], miner, max_tokens).remove(0))
+impl SharedMiner {
+    pub fn new(cfg: MinerConfig) -> SharedMiner {
+        let miner = TemplateMiner::new(cfg);
+        SharedMiner {
+            max_tokens: miner.config().max_tokens,
+            miner: Mutex::new(miner),
+        }
+    }
+
+    /// Give parsed rows their template (and, where a stack trace is, their exception).
+    pub fn template(&self, parsed: Vec<ParsedLog>) -> Vec<LogRecord> {
+        let tokens: Vec<_> = parsed
+            .iter()
+            .map(|p| tokenize(self.max_tokens, p.row.message.lines().next().unwrap_or("")))
+            .collect();
+        let mut miner = self.miner.lock().unwrap_or_else(|p| p.into_inner());
+        let found: Vec<_> = parsed
+            .iter()
+            .zip(&tokens)
+            .map(|(p, t)| {
+                let m = miner.add_tokens(t);
+                let exception = p
+                    .exception_at
+                    .and_then(|at| exception_template(&p.row.message[at..], &mut miner))
+                    .map(|(class, _)| class)
+                    .unwrap_or_default();
+                (m, exception)
+            })
+            .collect();
+        drop(miner);
+        drop(tokens);
+        parsed
+            .into_iter()
+            .zip(found)
+            .map(|(p, (m, exception))| LogRecord {
+                template_id: format!("{:016x}", m.template_id),
+                template: m.template.to_string(),
+                exception,
+                ..p.row
+            })
+            .collect()
+    }
 }
+
+/// Map one JSON log object onto a templated `logs` row ([`parse_log`], then
+/// [`SharedMiner::template`]).
+pub fn map_log(json: &[u8], d: &Dims, miner: &SharedMiner) -> Result<LogRecord, String> {
+    let p = parse_log(json, d)?;
+    Ok(miner.template(vec![p]).remove(0))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::templates::MinerConfig;
     use serde_json::json;
 
     fn dims() -> Dims {
@@ -177,13 +183,13 @@ mod tests {
         }
     }
 
-    fn map(v: Value, m: &Mutex<TemplateMiner>) -> Result<LogRecord, String> {
+    fn map(v: Value, m: &SharedMiner) -> Result<LogRecord, String> {
         map_log(v.to_string().as_bytes(), &dims(), m)
     }
 
     #[test]
     fn maps_known_fields_and_keeps_the_rest() {
-        let m = Mutex::new(TemplateMiner::new(MinerConfig::default()));
+        let m = SharedMiner::new(MinerConfig::default());
         let r = map(
             json!({"@timestamp": "2024-01-02T03:04:05Z", "log": {"level": "warn", "logger": "app.Db"},
                    "message": "user 42 logged in", "host": {"name": "web-1"}, "user": "x", "request_id": "r1"}),
@@ -238,7 +244,7 @@ mod tests {
 
     #[test]
     fn alias_precedence_across_top_level_dotted_and_nested_keys() {
-        let m = Mutex::new(TemplateMiner::new(MinerConfig::default()));
+        let m = SharedMiner::new(MinerConfig::default());
         // `level` beats a nested `log.level`, which beats `severity`; losers stay in attrs.
         let r = map(
             json!({"msg": "a", "severity": "info", "log": {"level": "warn"}, "message": "b"}),

@@ -20,7 +20,7 @@ mod prom;
 mod slowlog;
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::{Body, Bytes};
@@ -33,13 +33,13 @@ use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
 
 pub use bulk::{bulk_actions, bulk_item, BulkAction, BulkOutcome};
-pub use logs::{map_log, parse_log, template_logs, Dims, ParsedLog};
+pub use logs::{map_log, parse_log, Dims, ParsedLog, SharedMiner};
 pub use prom::{decode_remote_write, parse_text_line, Label, Sample, TimeSeries, WriteRequest};
 
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
 use crate::schema::{AccessRecord, ChangeRecord, DeadLetterRecord, Micros, Row};
-use crate::templates::{MinerConfig, TemplateMiner};
+use crate::templates::MinerConfig;
 use crate::time::now_us;
 use crate::IngestError;
 
@@ -50,9 +50,7 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 #[derive(Clone)]
 pub struct Receivers {
     pipeline: Arc<Pipeline>,
-    miner: Arc<Mutex<TemplateMiner>>,
-    /// The miner's `max_tokens`, to tokenize outside its lock.
-    max_tokens: usize,
+    miner: Arc<SharedMiner>,
     render: Option<MetricsRender>,
 }
 
@@ -164,7 +162,7 @@ async fn post_logs(
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "logs").increment(body.len() as u64);
     let d = dims(&q, &h);
-    let (miner, max_tokens) = (s.miner.clone(), s.max_tokens);
+    let miner = s.miner.clone();
     let (rows, rejects) = tokio::task::spawn_blocking(move || {
         let mut parsed = Vec::new();
         let mut rej = Rejects::default();
@@ -175,7 +173,7 @@ async fn post_logs(
                 Err(e) => rej.add("logs", n, e, &String::from_utf8_lossy(line)),
             }
         }
-        (template_logs(parsed, &miner, max_tokens), rej)
+        (miner.template(parsed), rej)
     })
     .await
     .map_err(|e| IngestError::Store(e.to_string()))?;
@@ -200,7 +198,7 @@ async fn post_bulk(
     if d.project.is_empty() {
         d.project = default_index.clone();
     }
-    let (miner, max_tokens) = (s.miner.clone(), s.max_tokens);
+    let miner = s.miner.clone();
     let (rows, rej, items) = tokio::task::spawn_blocking(move || {
         let mut parsed = Vec::new();
         let mut rej = Rejects::default();
@@ -236,7 +234,7 @@ async fn post_bulk(
             };
             items.push(bulk_item(&a.action, &a.index, &a.id, error));
         }
-        (template_logs(parsed, &miner, max_tokens), rej, items)
+        (miner.template(parsed), rej, items)
     })
     .await
     .map_err(|e| IngestError::Store(e.to_string()))?;
@@ -362,12 +360,10 @@ async fn render_metrics(State(s): State<Receivers>) -> Response {
 
 /// The receivers' router.
 pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router {
-    let miner = TemplateMiner::new(MinerConfig::default());
     let limit = pipeline.cfg.max_body_bytes;
     let state = Receivers {
         pipeline,
-        max_tokens: miner.config().max_tokens,
-        miner: Arc::new(Mutex::new(miner)),
+        miner: Arc::new(SharedMiner::new(MinerConfig::default())),
         render,
     };
     Router::new()

@@ -63,11 +63,39 @@ fn err(e: impl std::fmt::Display) -> IngestError {
     IngestError::Store(format!("rollup: {e}"))
 }
 
+/// The aggregate columns of the slow-SQL rollup, after `ts` and [`SLOW_SQL_KEYS`].
+const SLOW_SQL_AGGS: [(&str, DataType); 10] = [
+    ("fingerprint", DataType::Utf8),
+    ("calls", DataType::Int64),
+    ("total_s", DataType::Float64),
+    ("min_s", DataType::Float64),
+    ("max_s", DataType::Float64),
+    ("rows_examined_total", DataType::UInt64),
+    ("first_us", DataType::Int64),
+    ("last_us", DataType::Int64),
+    ("sample", DataType::Utf8),
+    ("hist", DataType::Binary),
+];
+
+/// The aggregate columns of the access-log rollup, after `ts` and [`ACCESS_KEYS`].
+const ACCESS_AGGS: [(&str, DataType); 5] = [
+    ("requests", DataType::Int64),
+    ("errors", DataType::Int64),
+    ("client_errors", DataType::Int64),
+    ("latency_sum_us", DataType::UInt64),
+    ("hist", DataType::Binary),
+];
+
 /// The schema of `t`'s rollup: `ts` (the hour), the keys, then the aggregates.
 pub fn schema(t: Table) -> Option<SchemaRef> {
     static SLOW: OnceLock<SchemaRef> = OnceLock::new();
     static ACCESS: OnceLock<SchemaRef> = OnceLock::new();
-    let make = |keys: &[&str], aggs: &[(&str, DataType)]| {
+    let (cell, keys, aggs): (_, &[&str], &[(&str, DataType)]) = match t {
+        Table::SlowSql => (&SLOW, SLOW_SQL_KEYS, &SLOW_SQL_AGGS),
+        Table::AccessLog => (&ACCESS, ACCESS_KEYS, &ACCESS_AGGS),
+        _ => return None,
+    };
+    let make = || {
         let mut f = vec![Field::new(
             "ts",
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
@@ -77,45 +105,7 @@ pub fn schema(t: Table) -> Option<SchemaRef> {
         f.extend(aggs.iter().map(|(n, d)| Field::new(*n, d.clone(), false)));
         Arc::new(Schema::new(f))
     };
-    match t {
-        Table::SlowSql => Some(
-            SLOW.get_or_init(|| {
-                make(
-                    SLOW_SQL_KEYS,
-                    &[
-                        ("fingerprint", DataType::Utf8),
-                        ("calls", DataType::Int64),
-                        ("total_s", DataType::Float64),
-                        ("min_s", DataType::Float64),
-                        ("max_s", DataType::Float64),
-                        ("rows_examined_total", DataType::UInt64),
-                        ("first_us", DataType::Int64),
-                        ("last_us", DataType::Int64),
-                        ("sample", DataType::Utf8),
-                        ("hist", DataType::Binary),
-                    ],
-                )
-            })
-            .clone(),
-        ),
-        Table::AccessLog => Some(
-            ACCESS
-                .get_or_init(|| {
-                    make(
-                        ACCESS_KEYS,
-                        &[
-                            ("requests", DataType::Int64),
-                            ("errors", DataType::Int64),
-                            ("client_errors", DataType::Int64),
-                            ("latency_sum_us", DataType::UInt64),
-                            ("hist", DataType::Binary),
-                        ],
-                    )
-                })
-                .clone(),
-        ),
-        _ => None,
-    }
+    Some(cell.get_or_init(make).clone())
 }
 
 /// One row's group key, compared by value without copying the strings.

@@ -21,6 +21,7 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use datafusion::parquet::schema::types::ColumnPath;
 
 use super::HOUR_US;
+use crate::schema::{FREE_TEXT_COLUMNS, UNIQUE_TEXT_COLUMNS};
 use crate::IngestError;
 
 pub(super) fn hour_dir(hour: i64) -> String {
@@ -46,24 +47,6 @@ pub(super) fn hour_of(dir: &Path) -> Option<i64> {
     Some(crate::time::days_from_civil(y, m as u32, d as u32) * 24 + hh)
 }
 
-/// Columns of free text (or of ids with no order), which no query prunes by range.
-const FREE_TEXT: [&str; 11] = [
-    "message",
-    "template",
-    "attrs",
-    "request_id",
-    "sample",
-    "fingerprint",
-    "summary",
-    "touched",
-    "raw",
-    "reason",
-    "labels",
-];
-
-/// Of those, the ones whose values (almost) never repeat.
-const UNIQUE_TEXT: [&str; 4] = ["message", "attrs", "request_id", "raw"];
-
 pub(super) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), IngestError> {
     let tmp = path.with_extension("parquet.tmp");
     let mut props = WriterProperties::builder()
@@ -73,11 +56,11 @@ pub(super) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), Inge
         .set_max_row_group_row_count(Some(128 * 1024));
     for f in batch.schema().fields() {
         let col = ColumnPath::from(f.name().as_str());
-        if FREE_TEXT.contains(&f.name().as_str()) {
+        if FREE_TEXT_COLUMNS.contains(&f.name().as_str()) {
             // min/max of free text prunes nothing and costs a string compare per value.
             props = props.set_column_statistics_enabled(col.clone(), EnabledStatistics::None);
         }
-        if UNIQUE_TEXT.contains(&f.name().as_str()) {
+        if UNIQUE_TEXT_COLUMNS.contains(&f.name().as_str()) {
             // A dictionary of values that never repeat is built only to be thrown away.
             props = props.set_column_dictionary_enabled(col, false);
         }
