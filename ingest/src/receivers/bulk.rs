@@ -2,8 +2,8 @@
 //! lines (`{"index":{"_index":"shop","_id":"1"}}`), each `index` / `create` action followed
 //! by its document line. [`bulk_actions`] says what every action line asks for and which
 //! document goes with it; the handler maps the documents onto `logs` rows
-//! ([`super::parse_log`], then [`super::SharedMiner::template`]), keeps the refused lines as dead letters, and answers with one
-//! [`bulk_item`] per action.
+//! ([`super::parse_log`], then [`super::SharedMiner::template`]), keeps the refused lines
+//! as dead letters, and answers with one [`bulk_item`] per action.
 //!
 //! Hostile input: an unreadable action line is refused on its own (the next line is then
 //! read as an action); `delete` is refused without a document; any other unsupported action
