@@ -124,7 +124,6 @@ fn arrow_type<T: 'static>() -> DataType {
     }
 }
 
-/// A table row type.
 /// Columns (of any table) holding free text or ids with no order: no query prunes them by
 /// range, so the Parquet writer keeps no min/max statistics for them.
 pub const FREE_TEXT_COLUMNS: [&str; 11] = [
@@ -144,6 +143,7 @@ pub const FREE_TEXT_COLUMNS: [&str; 11] = [
 /// Of those, the ones whose values (almost) never repeat: written without a dictionary.
 pub const UNIQUE_TEXT_COLUMNS: [&str; 4] = ["message", "attrs", "request_id", "raw"];
 
+/// A table row type.
 pub trait Row: Sized + Send + 'static {
     /// Table name.
     const TABLE: Table;

@@ -95,6 +95,16 @@ pub(super) enum Scalar<'de> {
 }
 
 impl Scalar<'_> {
+    /// The inverse of [`Scalar::into_value`], for values found in nested objects.
+    fn from_value(v: Value) -> Self {
+        match v {
+            Value::String(s) => Scalar::Str(Cow::Owned(s)),
+            Value::Number(n) => Scalar::Num(n),
+            Value::Bool(b) => Scalar::Bool(b),
+            other => Scalar::Other(other),
+        }
+    }
+
     pub(super) fn into_value(self) -> Value {
         match self {
             Scalar::Str(s) => Value::String(s.into_owned()),
@@ -278,13 +288,7 @@ impl<'de> Fields<'de> {
                 if let Some((_, k, old)) = self.best[t].take() {
                     self.rest.insert(k.into_owned(), old.into_value());
                 }
-                let v = match v {
-                    Value::String(s) => Scalar::Str(Cow::Owned(s)),
-                    Value::Number(n) => Scalar::Num(n),
-                    Value::Bool(b) => Scalar::Bool(b),
-                    other => Scalar::Other(other),
-                };
-                return Some((Cow::Borrowed(*key), v));
+                return Some((Cow::Borrowed(*key), Scalar::from_value(v)));
             }
         }
         self.best[t].take().map(|(_, k, v)| (k, v))

@@ -1,7 +1,7 @@
 //! Application logs: JSON-lines (`/ingest/v1/logs`) and the Elasticsearch bulk API
 //! (`/_bulk`), both mapped onto the `logs` table in two steps: [`parse_log`] reads one
 //! JSON object into a row (known fields become columns; the rest are kept as a JSON
-//! `attrs` object), then [`template_logs`] gives every row its template.
+//! `attrs` object), then [`SharedMiner::template`] gives every row its template.
 //!
 //! The split is for speed on many cores: parsing (and tokenizing for the miner) needs no
 //! shared state, so concurrent requests parse in parallel, and the shared
