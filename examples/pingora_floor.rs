@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 
 use async_trait::async_trait;
 use pingora::prelude::*;
-use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::configuration::Opt;
 
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -36,14 +36,8 @@ fn main() {
         std::process::exit(2);
     };
     let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
-    // The same runtime settings as `apus gateway` (one single-threaded runtime per thread).
-    let conf = ServerConf {
-        threads,
-        work_stealing: false,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
+    // The same server settings as `apus gateway` with its default runtime.
+    let conf = apus_gateway::server_conf(threads, false);
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
     let mut svc = http_proxy_service(&server.configuration, Floor(upstream));

@@ -43,6 +43,18 @@ pub struct Gateway {
     pub release: Arc<ReleaseState>,
 }
 
+/// The Pingora server settings of the gateway: `threads` proxy threads, one single-threaded
+/// runtime each unless `work_stealing`, and a quick exit on SIGTERM (no grace period).
+pub fn server_conf(threads: usize, work_stealing: bool) -> ServerConf {
+    ServerConf {
+        threads,
+        work_stealing,
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(1),
+        ..ServerConf::default()
+    }
+}
+
 /// Build the Pingora server for `cfg` (already validated into `rules`).
 pub fn build(
     cfg: &GatewayConfig,
@@ -52,13 +64,7 @@ pub fn build(
     prometheus: Option<PrometheusHandle>,
 ) -> Result<Gateway, GatewayError> {
     metrics::describe();
-    let conf = ServerConf {
-        threads: cfg.threads,
-        work_stealing: cfg.work_stealing,
-        grace_period_seconds: Some(0),
-        graceful_shutdown_timeout_seconds: Some(1),
-        ..ServerConf::default()
-    };
+    let conf = server_conf(cfg.threads, cfg.work_stealing);
     let mut server =
         Server::new_with_opt_and_conf(None::<pingora::server::configuration::Opt>, conf);
     server.bootstrap();
