@@ -199,7 +199,7 @@ fn traffic(seconds: Option<u64>) {
             }
         }
         if round > INCIDENT_ROUND {
-            let now = apus_ingest::time::now_us() / 1_000_000;
+            let now = apus_schema::time::now_us() / 1_000_000;
             let errors: String = (0..5)
                 .map(|i| format!("{}\n", json!({
                     "message": format!("pricing lookup failed for tenant {INCIDENT_TENANT} (sku {})", round * 5 + i),

@@ -12,7 +12,7 @@ use std::io::{self, BufRead, BufReader, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use apus_ingest::templates::{MinerConfig, TemplateMiner};
+use apus_parse::templates::{MinerConfig, TemplateMiner};
 use clap::Subcommand;
 
 #[derive(Subcommand)]

@@ -8,10 +8,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use apus_gateway::{AccessLog, AccessLogSink, GatewayConfig};
 use apus_ingest::receivers::MetricsRender;
-use apus_ingest::schema::AccessRecord;
 use apus_ingest::{IngestConfig, IngestError, Pipeline};
 use apus_query::engine::Store;
 use apus_query::{Engine, QueryConfig, Searcher};
+use apus_schema::AccessRecord;
 use serde::Deserialize;
 
 /// `apus run` configuration: `[gateway]` and `[ingest]` sections.
@@ -89,7 +89,7 @@ pub fn start_ingest(
 /// or the ClickHouse server it writes to.
 fn query_store(store: &str, pipeline: Option<&Arc<Pipeline>>, cluster: bool) -> Result<Store> {
     if store.starts_with("clickhouse://") {
-        let u = apus_ingest::clickhouse::ChUrl::parse(store)?;
+        let u = apus_store::clickhouse::ChUrl::parse(store)?;
         return Ok(Store::ClickHouse {
             base: u.base,
             database: u.database,

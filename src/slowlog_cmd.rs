@@ -7,8 +7,8 @@ use std::io::{ErrorKind, Read, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use apus_ingest::digest::{render_text, Digest};
-use apus_ingest::slowlog::{SlowEntry, SlowLogParser};
+use apus_parse::digest::{render_text, Digest};
+use apus_parse::slowlog::{SlowEntry, SlowLogParser};
 use clap::Subcommand;
 
 #[derive(Subcommand)]

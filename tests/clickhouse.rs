@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use apus_ingest::schema::{AccessRecord, Micros};
+use apus_schema::{AccessRecord, Micros};
 use common::*;
 
 /// A ClickHouse server process on free loopback ports.
@@ -275,11 +275,10 @@ fn every_table_round_trips_through_a_fresh_database() {
     );
     // Retention drops day partitions (no TTL on 18.16): everything here is from a fixed
     // day in 2026, far older than 1 day relative to a clock set 400 days ahead.
-    let c = apus_ingest::clickhouse::ChClient::new(
-        apus_ingest::clickhouse::ChUrl::parse(&url).unwrap(),
-    );
+    let c =
+        apus_store::clickhouse::ChClient::new(apus_store::clickhouse::ChUrl::parse(&url).unwrap());
     let dropped =
-        apus_ingest::clickhouse::expire(&c, 1, 1_795_330_800_000_000 + 400 * 86_400_000_000)
+        apus_store::clickhouse::expire(&c, 1, 1_795_330_800_000_000 + 400 * 86_400_000_000)
             .unwrap();
     assert!(dropped >= 5, "dropped {dropped}");
     assert_eq!(ch.count("SELECT count() FROM apus_rt.access_log"), 0);

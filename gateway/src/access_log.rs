@@ -9,7 +9,7 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::time::Duration;
 
-use apus_ingest::schema::AccessRecord;
+use apus_schema::AccessRecord;
 
 use crate::metrics as m;
 use crate::GatewayError;

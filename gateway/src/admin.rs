@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
-use apus_ingest::schema::{ChangeRecord, Micros};
 use apus_rules::GrayRuleSpec;
+use apus_schema::{ChangeRecord, Micros};
 use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};

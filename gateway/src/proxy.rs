@@ -7,8 +7,8 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apus_ingest::schema::{AccessRecord, Micros};
 use apus_rules::{CidrSet, Decision, Headers, RequestView};
+use apus_schema::{AccessRecord, Micros};
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::HeaderMap;

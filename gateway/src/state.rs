@@ -11,8 +11,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use apus_ingest::schema::{ChangeRecord, Micros};
 use apus_rules::{GrayRuleSpec, RouteSpec, RuleSet};
+use apus_schema::{ChangeRecord, Micros};
 use arc_swap::ArcSwap;
 
 use crate::config::file_loader;

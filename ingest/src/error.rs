@@ -2,7 +2,8 @@
 
 use axum::http::StatusCode;
 
-use crate::wal::WalError;
+use apus_store::StoreError;
+use apus_wal::WalError;
 
 /// Errors of the ingest tier.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +33,17 @@ impl From<WalError> for IngestError {
             WalError::Full => IngestError::Overloaded("write-ahead log queue is full".into()),
             WalError::TooLarge(n) => IngestError::TooLarge(format!("a batch of {n} bytes")),
             e => IngestError::Wal(e),
+        }
+    }
+}
+
+impl From<StoreError> for IngestError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::BadInput(s) => IngestError::BadInput(s),
+            StoreError::Io(e) => IngestError::Io(e),
+            StoreError::Store(s) => IngestError::Store(s),
+            StoreError::Search(s) => IngestError::Search(s),
         }
     }
 }

@@ -9,8 +9,8 @@ use serde_json::Value;
 use crate::receivers::{
     bulk_actions, bulk_item, decode_remote_write, map_log, BulkOutcome, Dims, SharedMiner,
 };
-use crate::slowlog::{SlowEntry, SlowLogParser, MAX_LINE};
-use crate::templates::MinerConfig;
+use apus_parse::slowlog::{SlowEntry, SlowLogParser, MAX_LINE};
+use apus_parse::templates::MinerConfig;
 
 /// The decompressed-size bound [`remote_write`] decodes with.
 pub const REMOTE_WRITE_MAX_DECODED: usize = 1 << 20;
@@ -161,7 +161,7 @@ mod tests {
     #[test]
     fn slowlog_seeds_are_logs_and_pass_at_every_chunk_size() {
         for (name, data) in corpus("slowlog") {
-            let entries = crate::slowlog::parse_str(&String::from_utf8_lossy(&data[1..]));
+            let entries = apus_parse::slowlog::parse_str(&String::from_utf8_lossy(&data[1..]));
             assert!(entries.len() >= 2, "{name}: {entries:?}");
             let mut d = data.clone();
             for k in 0..=255 {

@@ -1,31 +1,21 @@
-//! Ingest tier: receivers, parsers, WAL, batching and sinks. It owns the table schemas: the
-//! row types in [`schema`] are the single source of truth for the column names every other
-//! crate writes and reads.
+//! Ingest tier: HTTP receivers and their formats, and the pipeline that makes what they
+//! accept durable and hands it to the stores. The `collect` file tailer ships to it.
 //!
-//! Data flow: [`receivers`] parse hostile input into rows → [`pipeline::Pipeline::write`]
-//! builds an Arrow batch, appends it to the [`wal`] (group commit, fsync) → the WAL writer
-//! hands it to the sinks ([`store::LocalStore`] memory + Parquet, [`search::SearchIndex`])
-//! → the client gets its 2xx. Parsers ([`slowlog`], [`fingerprint`], [`templates`]) are pure.
+//! Data flow: [`receivers`] parse hostile input (with the pure parsers of `apus-parse`)
+//! into rows of `apus-schema` → [`pipeline::Pipeline::write`] builds an Arrow batch and
+//! appends it to the WAL (`apus-wal`: group commit, fsync) → the WAL writer hands it to the
+//! sinks of `apus-store` (embedded memory + Parquet or ClickHouse, and Tantivy) → the
+//! client gets its 2xx.
+//!
+//! Must never depend on: `apus-query` (the read side), the gateway, the control plane.
 
-pub mod clickhouse;
 pub mod collect;
-pub mod digest;
 mod error;
-pub mod fingerprint;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
 pub mod metrics;
 pub mod pipeline;
 pub mod receivers;
-pub mod rollup;
-pub mod schema;
-pub mod search;
-pub mod sink;
-pub mod slowlog;
-pub mod store;
-pub mod templates;
-pub mod time;
-pub mod wal;
 
 pub use error::IngestError;
 pub use pipeline::{IngestConfig, Pipeline};

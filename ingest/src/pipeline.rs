@@ -18,16 +18,16 @@ use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
 use serde::Deserialize;
 
-use crate::clickhouse::sink::{ClickHouseSink, SinkLimits};
-use crate::clickhouse::{ChClient, ChUrl};
 use crate::metrics as m;
-use crate::schema::{Row, Table};
-use crate::search::SearchIndex;
-use crate::sink::StoreSink;
-use crate::store::LocalStore;
-use crate::time::now_us;
-use crate::wal::{Consumer, Wal};
 use crate::IngestError;
+use apus_schema::time::now_us;
+use apus_schema::{Row, Table};
+use apus_store::clickhouse::sink::{ClickHouseSink, SinkLimits};
+use apus_store::clickhouse::{ChClient, ChUrl};
+use apus_store::local::LocalStore;
+use apus_store::search::SearchIndex;
+use apus_store::sink::StoreSink;
+use apus_wal::{Consumer, Wal};
 
 /// Ingest configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -136,8 +136,12 @@ impl Fanout {
     }
 }
 
-impl Consumer for Fanout {
-    fn durable(&self, seq: u64, table: Table, payload: &Bytes, batch: Option<RecordBatch>) {
+impl Consumer<RecordBatch> for Fanout {
+    fn durable(&self, seq: u64, kind: u8, payload: &Bytes, batch: Option<RecordBatch>) {
+        let Some(table) = Table::from_code(kind) else {
+            tracing::error!(seq, kind, "WAL record of an unknown table skipped");
+            return;
+        };
         match batch {
             Some(b) => self.deliver_batch(seq, table, b),
             None => self.deliver(seq, table, payload),
@@ -149,7 +153,7 @@ impl Consumer for Fanout {
 pub struct Pipeline {
     /// Configuration in force.
     pub cfg: IngestConfig,
-    wal: Wal,
+    wal: Wal<RecordBatch>,
     store: Arc<LocalStore>,
     search: Arc<SearchIndex>,
     fanout: Arc<Fanout>,
@@ -195,17 +199,19 @@ impl Pipeline {
         let (s2, f2) = (sink.clone(), fanout.clone());
         let search_ckpt = search.checkpoint();
         let (wal, report) = Wal::open(
+            "ingest",
             &dir.join("wal"),
             cfg.wal_queue,
-            |t| {
-                let c = s2.committed(t);
-                if t == Table::Logs {
-                    c.min(search_ckpt)
-                } else {
-                    c
-                }
+            |kind| match Table::from_code(kind) {
+                Some(Table::Logs) => s2.committed(Table::Logs).min(search_ckpt),
+                Some(t) => s2.committed(t),
+                // Unknown kinds are skipped with an error when delivered.
+                None => 0,
             },
-            |seq, t, p| f2.deliver(seq, t, &p),
+            |seq, kind, p| match Table::from_code(kind) {
+                Some(t) => f2.deliver(seq, t, &p),
+                None => tracing::error!(seq, kind, "WAL record of an unknown table skipped"),
+            },
             fanout.clone(),
         )?;
         tracing::info!(
@@ -273,10 +279,10 @@ impl Pipeline {
         let payload = encode(batch)?;
         let seq = self
             .wal
-            .append(table, payload, Some(batch.clone()))
+            .append(table.code(), payload, Some(batch.clone()))
             .await
             .inspect_err(|e| {
-                if matches!(e, crate::wal::WalError::Full) {
+                if matches!(e, apus_wal::WalError::Full) {
                     metrics::counter!(m::THROTTLED, "reason" => "wal_queue").increment(1);
                 }
             })?;
@@ -306,7 +312,8 @@ impl Pipeline {
             self.store
                 .expire(self.cfg.retention_days, now_us(), Duration::from_secs(60))?;
             if let Some(ch) = &self.fanout.clickhouse {
-                match crate::clickhouse::expire(ch.client(), self.cfg.retention_days, now_us()) {
+                match apus_store::clickhouse::expire(ch.client(), self.cfg.retention_days, now_us())
+                {
                     Ok(n) if n > 0 => tracing::info!(partitions = n, "clickhouse retention"),
                     Ok(_) => {}
                     Err(e) => tracing::warn!(error = %e, "clickhouse retention failed"),

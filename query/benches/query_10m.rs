@@ -11,12 +11,12 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apus_ingest::schema::{AccessRecord, LogRecord, Micros, Row, SlowSqlRecord, Table};
-use apus_ingest::search::SearchIndex;
-use apus_ingest::store::LocalStore;
 use apus_query::engine::Limits;
 use apus_query::params::Params;
 use apus_query::{rank, Engine, Searcher};
+use apus_schema::{AccessRecord, LogRecord, Micros, Row, SlowSqlRecord, Table};
+use apus_store::local::LocalStore;
+use apus_store::search::SearchIndex;
 
 /// 2026-11-01T00:00:00Z: data covers the 24 hours before it.
 const T_END: i64 = 1_793_491_200_000_000;
@@ -202,8 +202,8 @@ where
 
 /// Copy the embedded store's `slow_sql` into ClickHouse (once) and time the TOP 100 there.
 async fn clickhouse_top(local: &Engine, url: &str, rows: usize, p: &Params) -> f64 {
-    use apus_ingest::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
     use apus_query::engine::Store;
+    use apus_store::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
     let u = ChUrl::parse(url).unwrap();
     let client = ChClient::new(u.clone());
     let db = u.database.clone();

@@ -52,7 +52,7 @@ fn pairs(q: Option<String>) -> Result<Vec<(String, String)>, QueryError> {
 }
 
 fn params(q: Option<String>, dims: &[&str], opts: &[&str]) -> Result<Params, QueryError> {
-    Params::parse(&pairs(q)?, dims, opts, apus_ingest::time::now_us())
+    Params::parse(&pairs(q)?, dims, opts, apus_schema::time::now_us())
 }
 
 fn page(p: &Params, rows: Vec<Row>, started: Instant) -> Response {
@@ -151,7 +151,7 @@ async fn timeseries(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
         &raw,
         dims,
         &["metric", "step", "by"],
-        apus_ingest::time::now_us(),
+        apus_schema::time::now_us(),
     )?;
     Ok(page(&p, rank::timeseries(&a.engine, &p).await?, t))
 }
@@ -160,7 +160,7 @@ async fn search(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
     let t = Instant::now();
     let p = params(
         q,
-        &apus_ingest::search::DIMENSIONS,
+        &apus_store::search::DIMENSIONS,
         &["q", "limit", "offset"],
     )?;
     let limit = p.usize_opt("limit", 50, 1000)?;

@@ -6,8 +6,8 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use apus_ingest::search::{Hit, SearchIndex, SearchResult};
-use apus_ingest::store::LocalStore;
+use apus_store::local::LocalStore;
+use apus_store::search::{Hit, SearchIndex, SearchResult};
 use datafusion::arrow::record_batch::RecordBatch;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};

@@ -44,10 +44,10 @@ impl From<datafusion::error::DataFusionError> for QueryError {
     }
 }
 
-impl From<apus_ingest::IngestError> for QueryError {
-    fn from(e: apus_ingest::IngestError) -> Self {
+impl From<apus_store::StoreError> for QueryError {
+    fn from(e: apus_store::StoreError) -> Self {
         match e {
-            apus_ingest::IngestError::BadInput(m) => QueryError::BadRequest(m),
+            apus_store::StoreError::BadInput(m) => QueryError::BadRequest(m),
             e => QueryError::Engine(e.to_string()),
         }
     }

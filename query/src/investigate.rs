@@ -60,7 +60,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
             .ok_or_else(|| QueryError::BadRequest(format!("bad slow_ms `{v}`")))?,
     };
     let base_from = match p.opt("baseline_from") {
-        Some(v) => crate::params::parse_time(v, apus_ingest::time::now_us())?,
+        Some(v) => crate::params::parse_time(v, apus_schema::time::now_us())?,
         None => p.from_us - (p.to_us - p.from_us),
     };
     if base_from >= p.from_us {

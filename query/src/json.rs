@@ -17,7 +17,7 @@ use serde_json::{Map, Number, Value};
 pub type Row = Map<String, Value>;
 
 /// Format µs since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ`.
-pub use apus_ingest::time::format_rfc3339 as rfc3339;
+pub use apus_schema::time::format_rfc3339 as rfc3339;
 
 fn float(v: f64) -> Value {
     Number::from_f64(v).map_or(Value::Null, Value::Number)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use apus_ingest::time::parse_rfc3339;
+use apus_schema::time::parse_rfc3339;
 
 use crate::dialect::Dialect;
 use crate::QueryError;

@@ -5,7 +5,7 @@
 
 use std::collections::HashMap;
 
-use apus_ingest::schema::Table;
+use apus_schema::Table;
 use serde_json::{json, Value};
 
 use crate::engine::Engine;

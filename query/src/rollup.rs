@@ -1,5 +1,5 @@
 //! Reading the embedded store's hourly rollups (`slow_sql_1h`, `access_log_1h`, built by
-//! `apus_ingest::rollup` when rows reach Parquet) so a 24-hour ranking scans thousands of
+//! `apus_store::rollup` when rows reach Parquet) so a 24-hour ranking scans thousands of
 //! pre-aggregated rows instead of millions of raw ones.
 //!
 //! A window `[from, to)` splits into the whole hours inside it, `[H1, H2)`, and the partial
@@ -10,8 +10,8 @@
 //! histograms), so one outer query merges everything (`hist_pct` reads the quantiles).
 //! Filters or groups on columns a rollup does not keep (tenant, client) read raw rows.
 
-use apus_ingest::rollup;
-use apus_ingest::schema::Table;
+use apus_schema::Table;
+use apus_store::rollup;
 
 use crate::dialect::Dialect;
 use crate::params::Params;

@@ -175,7 +175,7 @@ async fn rankings_and_root_cause_of_a_gray_flip(e: &Engine) {
         "{first}"
     );
     let onset = rc["onset"].as_str().unwrap();
-    let onset_us = apus_ingest::time::parse_rfc3339(onset).unwrap();
+    let onset_us = apus_schema::time::parse_rfc3339(onset).unwrap();
     assert!(
         (FLIP - 2 * MIN..=FLIP + 2 * MIN).contains(&onset_us),
         "onset {onset}"

@@ -6,11 +6,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use apus_ingest::schema::{AccessRecord, Micros, Row, SlowSqlRecord, Table};
-use apus_ingest::store::LocalStore;
 use apus_query::engine::Limits;
 use apus_query::params::Params;
 use apus_query::{rank, Engine, Searcher};
+use apus_schema::{AccessRecord, Micros, Row, SlowSqlRecord, Table};
+use apus_store::local::LocalStore;
 use serde_json::Value;
 
 const HOUR: i64 = 3_600_000_000;

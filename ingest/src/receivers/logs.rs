@@ -16,9 +16,9 @@ use serde::de::DeserializeSeed;
 use serde_json::Value;
 
 use super::fields::{FieldsSeed, Scalar, Target};
-use crate::schema::{LogRecord, Micros};
-use crate::templates::{exception_template, tokenize, MinerConfig, TemplateMiner};
-use crate::time::{epoch_to_us, now_us, parse_rfc3339};
+use apus_parse::templates::{exception_template, tokenize, MinerConfig, TemplateMiner};
+use apus_schema::time::{epoch_to_us, now_us, parse_rfc3339};
+use apus_schema::{LogRecord, Micros};
 
 /// Dimension defaults from the request (query parameters or `x-apus-*` headers).
 #[derive(Debug, Clone, Default)]

@@ -38,10 +38,10 @@ pub use prom::{decode_remote_write, parse_text_line, Label, Sample, TimeSeries, 
 
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
-use crate::schema::{AccessRecord, ChangeRecord, DeadLetterRecord, Micros, Row};
-use crate::templates::MinerConfig;
-use crate::time::now_us;
 use crate::IngestError;
+use apus_parse::templates::MinerConfig;
+use apus_schema::time::now_us;
+use apus_schema::{AccessRecord, ChangeRecord, DeadLetterRecord, Micros, Row};
 
 /// Renders the process's Prometheus metrics (installed by the binary).
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use prost::Message;
 
-use crate::schema::{MetricRecord, Micros};
+use apus_schema::{MetricRecord, Micros};
 
 /// `prometheus.WriteRequest` (only the fields Apus reads; others are skipped).
 #[derive(Clone, PartialEq, Message)]

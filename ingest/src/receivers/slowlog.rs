@@ -6,13 +6,13 @@ use axum::body::Body;
 use futures::StreamExt;
 
 use super::Dims;
-use crate::fingerprint::{fingerprint, fingerprint_id};
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
-use crate::schema::{Micros, SlowSqlRecord};
-use crate::slowlog::{SlowEntry, SlowLogParser};
-use crate::time::now_us;
 use crate::IngestError;
+use apus_parse::fingerprint::{fingerprint, fingerprint_id};
+use apus_parse::slowlog::{SlowEntry, SlowLogParser};
+use apus_schema::time::now_us;
+use apus_schema::{Micros, SlowSqlRecord};
 
 const BATCH: usize = 8192;
 

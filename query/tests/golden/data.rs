@@ -3,9 +3,7 @@
 //! with 500 and logs a new exception; a new slow query appears with it. Unrelated changes
 //! (a billing release before, a server add and a drain after) surround the flip.
 
-use apus_ingest::schema::{
-    AccessRecord, ChangeRecord, LogRecord, Micros, Row, SlowSqlRecord, Table,
-};
+use apus_schema::{AccessRecord, ChangeRecord, LogRecord, Micros, Row, SlowSqlRecord, Table};
 use datafusion::arrow::record_batch::RecordBatch;
 
 /// 2026-11-22T08:00:00Z, the end of the analysed window.

@@ -5,11 +5,11 @@ pub mod data;
 
 use std::sync::Arc;
 
-use apus_ingest::schema::{LogRecord, Row, Table};
-use apus_ingest::search::SearchIndex;
-use apus_ingest::store::LocalStore;
 use apus_query::engine::{Limits, Store};
 use apus_query::{Engine, Searcher};
+use apus_schema::{LogRecord, Row, Table};
+use apus_store::local::LocalStore;
+use apus_store::search::SearchIndex;
 
 use data::{batches, logs};
 
@@ -82,7 +82,7 @@ fn index(dir: &std::path::Path) -> Arc<SearchIndex> {
 
 /// The same incident in a real ClickHouse server, read through the ClickHouse backend.
 pub fn clickhouse_fixture() -> Fixture {
-    use apus_ingest::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
+    use apus_store::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
     let ch = start_clickhouse();
     let url = ChUrl::parse(&format!("clickhouse://127.0.0.1:{}/golden", ch.http)).unwrap();
     let client = ChClient::new(url.clone());

@@ -188,7 +188,7 @@ fn num(b: &[u8]) -> Option<i64> {
 
 /// Days since 1970-01-01 (the one civil-date routine lives in `crate::time`).
 fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    crate::time::days_from_civil(y, m as u32, d as u32)
+    apus_schema::time::days_from_civil(y, m as u32, d as u32)
 }
 
 /// `SET timestamp=N;`, possibly with `last_insert_id=` / `insert_id=` before it: the server's

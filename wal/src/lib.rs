@@ -1,13 +1,19 @@
-//! The write-ahead log: append-only, checksummed segments with group commit.
+//! The write-ahead log: append-only, checksummed segments with group commit. Ingest's WAL
+//! and the control plane's embedded log are both this crate; it knows nothing of what the
+//! records mean: a record is a kind byte and an opaque payload, and an appender may attach
+//! a decoded form of it (`T`) that the [`Consumer`] gets without decoding again.
 //!
-//! Record layout: `[len u32 LE][crc32 u32 LE][seq u64 LE][table u8][payload]`, where `len`
-//! counts `seq + table + payload` and the CRC covers the same bytes. One writer thread owns
+//! Record layout: `[len u32 LE][crc32 u32 LE][seq u64 LE][kind u8][payload]`, where `len`
+//! counts `seq + kind + payload` and the CRC covers the same bytes. One writer thread owns
 //! the active segment: it takes every append waiting in its bounded queue, writes them,
 //! `fdatasync`s once, hands the records to the [`Consumer`] in sequence order, and only then
 //! acknowledges them — so an acknowledged append is on disk and already visible to the
-//! sinks. A full queue is refused at once ([`WalError::Full`]), which receivers turn into
-//! HTTP 429. On open, a torn or corrupt tail is detected, reported and cut off; the valid
-//! records before it are kept.
+//! consumer. A full queue is refused at once ([`WalError::Full`]), which receivers turn
+//! into HTTP 429. On open, a torn or corrupt tail is detected, reported and cut off; the
+//! valid records before it are kept.
+//!
+//! Must never depend on: any other Apus crate (it is below all of them), Arrow, async
+//! runtimes beyond a oneshot channel.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
@@ -16,11 +22,10 @@ use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use datafusion::arrow::record_batch::RecordBatch;
 use tokio::sync::oneshot;
 
+pub mod metrics;
 use crate::metrics as m;
-use crate::schema::Table;
 
 const HEADER: usize = 8;
 const SEG_BYTES: u64 = 64 << 20;
@@ -41,25 +46,37 @@ pub enum WalError {
 }
 
 /// Receives durable records in sequence order, on the writer thread.
-pub trait Consumer: Send + Sync + 'static {
-    /// Called once per record after it was fsynced, in increasing `seq`. `batch` is the
-    /// decoded form the appender attached (so the sinks need not decode the payload again).
-    fn durable(&self, seq: u64, table: Table, payload: &Bytes, batch: Option<RecordBatch>);
+pub trait Consumer<T>: Send + Sync + 'static {
+    /// Called once per record after it was fsynced, in increasing `seq`. `item` is the
+    /// decoded form the appender attached (so the consumer need not decode the payload
+    /// again).
+    fn durable(&self, seq: u64, kind: u8, payload: &Bytes, item: Option<T>);
 }
 
-struct Append {
-    table: Table,
+struct Append<T> {
+    kind: u8,
     payload: Bytes,
-    batch: Option<RecordBatch>,
+    item: Option<T>,
     done: oneshot::Sender<Result<u64, String>>,
 }
 
-/// Handle to the WAL: cheap to clone.
-#[derive(Clone)]
-pub struct Wal {
-    tx: SyncSender<Append>,
+/// Handle to the WAL: cheap to clone. `T` is the decoded form appenders may attach.
+pub struct Wal<T = ()> {
+    tx: SyncSender<Append<T>>,
     dir: Arc<PathBuf>,
     segments: Arc<Mutex<Vec<(u64, PathBuf)>>>,
+    log: &'static str,
+}
+
+impl<T> Clone for Wal<T> {
+    fn clone(&self) -> Self {
+        Wal {
+            tx: self.tx.clone(),
+            dir: self.dir.clone(),
+            segments: self.segments.clone(),
+            log: self.log,
+        }
+    }
 }
 
 /// What opening found.
@@ -96,7 +113,7 @@ fn list_segments(dir: &Path) -> std::io::Result<Vec<(u64, PathBuf)>> {
 }
 
 /// Read the valid records of one segment; returns them and the valid length.
-fn read_segment(path: &Path, mut f: impl FnMut(u64, Table, Bytes)) -> std::io::Result<(u64, u64)> {
+fn read_segment(path: &Path, mut f: impl FnMut(u64, u8, Bytes)) -> std::io::Result<(u64, u64)> {
     let mut data = Vec::new();
     File::open(path)?.read_to_end(&mut data)?;
     let data = Bytes::from(data);
@@ -112,39 +129,42 @@ fn read_segment(path: &Path, mut f: impl FnMut(u64, Table, Bytes)) -> std::io::R
             break;
         }
         let seq = u64::from_le_bytes(body[..8].try_into().unwrap_or([0; 8]));
-        let Some(table) = Table::from_code(body[8]) else {
-            break;
-        };
-        f(seq, table, data.slice(off + HEADER + 9..off + HEADER + len));
+        f(
+            seq,
+            body[8],
+            data.slice(off + HEADER + 9..off + HEADER + len),
+        );
         off += HEADER + len;
     }
     Ok((off as u64, data.len() as u64))
 }
 
-impl Wal {
-    /// Open (creating) the WAL in `dir`, replay every valid record with `seq > after(table)`
-    /// into `replay`, cut torn tails, and start the writer thread feeding `consumer`.
+impl<T: Send + 'static> Wal<T> {
+    /// Open (creating) the WAL in `dir`, replay every valid record with `seq > after(kind)`
+    /// into `replay`, cut torn tails, and start the writer thread feeding `consumer`. `log`
+    /// names this log in metrics and log lines (`ingest`, `control`).
     pub fn open(
+        log: &'static str,
         dir: &Path,
         queue: usize,
-        after: impl Fn(Table) -> u64,
-        mut replay: impl FnMut(u64, Table, Bytes),
-        consumer: Arc<dyn Consumer>,
-    ) -> Result<(Wal, OpenReport), WalError> {
+        after: impl Fn(u8) -> u64,
+        mut replay: impl FnMut(u64, u8, Bytes),
+        consumer: Arc<dyn Consumer<T>>,
+    ) -> Result<(Wal<T>, OpenReport), WalError> {
         fs::create_dir_all(dir)?;
         let mut report = OpenReport::default();
         let segs = list_segments(dir)?;
         for (_, path) in &segs {
-            let (valid, total) = read_segment(path, |seq, table, payload| {
+            let (valid, total) = read_segment(path, |seq, kind, payload| {
                 report.records += 1;
                 report.last_seq = report.last_seq.max(seq);
-                if seq > after(table) {
-                    replay(seq, table, payload);
+                if seq > after(kind) {
+                    replay(seq, kind, payload);
                 }
             })?;
             if valid < total {
-                tracing::warn!(segment = %path.display(), valid, total, "torn or corrupt WAL tail cut off");
-                metrics::counter!(m::WAL_TRUNCATED_BYTES).increment(total - valid);
+                tracing::warn!(log, segment = %path.display(), valid, total, "torn or corrupt WAL tail cut off");
+                ::metrics::counter!(m::WAL_TRUNCATED_BYTES, "log" => log).increment(total - valid);
                 report.truncated_bytes += total - valid;
                 let f = OpenOptions::new().write(true).open(path)?;
                 f.set_len(valid)?;
@@ -165,33 +185,29 @@ impl Wal {
         let dir2 = dir.to_path_buf();
         std::thread::Builder::new()
             .name("apus-wal".into())
-            .spawn(move || writer(rx, file, next, dir2, seg2, consumer))?;
+            .spawn(move || writer(log, rx, file, next, dir2, seg2, consumer))?;
         Ok((
             Wal {
                 tx,
                 dir: Arc::new(dir.to_path_buf()),
                 segments,
+                log,
             },
             report,
         ))
     }
 
-    /// Append a record; resolves with its sequence number once it is durable. `batch`, if
+    /// Append a record; resolves with its sequence number once it is durable. `item`, if
     /// given, is the decoded payload, handed to the consumer as is.
-    pub async fn append(
-        &self,
-        table: Table,
-        payload: Bytes,
-        batch: Option<RecordBatch>,
-    ) -> Result<u64, WalError> {
+    pub async fn append(&self, kind: u8, payload: Bytes, item: Option<T>) -> Result<u64, WalError> {
         if payload.len() + 9 > MAX_RECORD {
             return Err(WalError::TooLarge(payload.len()));
         }
         let (done, rx) = oneshot::channel();
         match self.tx.try_send(Append {
-            table,
+            kind,
             payload,
-            batch,
+            item,
             done,
         }) {
             Ok(()) => {}
@@ -232,17 +248,18 @@ impl Wal {
     }
 }
 
-fn writer(
-    rx: Receiver<Append>,
+fn writer<T: Send + 'static>(
+    log: &'static str,
+    rx: Receiver<Append<T>>,
     file: File,
     mut next: u64,
     dir: PathBuf,
     segments: Arc<Mutex<Vec<(u64, PathBuf)>>>,
-    consumer: Arc<dyn Consumer>,
+    consumer: Arc<dyn Consumer<T>>,
 ) {
     let mut size = file.metadata().map(|m| m.len()).unwrap_or(0);
     let mut out = BufWriter::with_capacity(1 << 20, file);
-    let mut batch: Vec<Append> = Vec::with_capacity(256);
+    let mut batch: Vec<Append<T>> = Vec::with_capacity(256);
     while let Ok(first) = rx.recv() {
         batch.push(first);
         while batch.len() < 4096 {
@@ -257,7 +274,7 @@ fn writer(
             let mut head = [0u8; HEADER + 9];
             let len = (a.payload.len() + 9) as u32;
             head[HEADER..HEADER + 8].copy_from_slice(&next.to_le_bytes());
-            head[HEADER + 8] = a.table.code();
+            head[HEADER + 8] = a.kind;
             let mut h = crc32fast::Hasher::new();
             h.update(&head[HEADER..]);
             h.update(&a.payload);
@@ -272,18 +289,18 @@ fn writer(
         res = res
             .and_then(|_| out.flush())
             .and_then(|_| out.get_ref().sync_data());
-        metrics::counter!(m::WAL_FSYNCS).increment(1);
-        metrics::histogram!(m::WAL_GROUP_SIZE).record(batch.len() as f64);
+        ::metrics::counter!(m::WAL_FSYNCS, "log" => log).increment(1);
+        ::metrics::histogram!(m::WAL_GROUP_SIZE, "log" => log).record(batch.len() as f64);
         match res {
             Ok(()) => {
                 for (i, a) in batch.drain(..).enumerate() {
                     let seq = first_seq + i as u64;
-                    consumer.durable(seq, a.table, &a.payload, a.batch);
+                    consumer.durable(seq, a.kind, &a.payload, a.item);
                     let _ = a.done.send(Ok(seq));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, "WAL write failed; appends refused");
+                tracing::error!(log, error = %e, "WAL write failed; appends refused");
                 for a in batch.drain(..) {
                     let _ = a.done.send(Err(e.to_string()));
                 }
@@ -315,19 +332,23 @@ fn writer(
 mod tests {
     use super::*;
 
-    struct Collect(Mutex<Vec<(u64, Table, Bytes)>>);
-    impl Consumer for Collect {
-        fn durable(&self, seq: u64, t: Table, p: &Bytes, _: Option<RecordBatch>) {
+    const LOGS: u8 = 1;
+    const METRICS: u8 = 3;
+
+    struct Collect(Mutex<Vec<(u64, u8, Bytes)>>);
+    impl Consumer<()> for Collect {
+        fn durable(&self, seq: u64, t: u8, p: &Bytes, _: Option<()>) {
             self.0.lock().unwrap().push((seq, t, p.clone()));
         }
     }
 
-    type Opened = (Wal, OpenReport, Vec<(u64, Table, Bytes)>, Arc<Collect>);
+    type Opened = (Wal, OpenReport, Vec<(u64, u8, Bytes)>, Arc<Collect>);
 
     fn open(dir: &Path, after: u64) -> Opened {
         let c = Arc::new(Collect(Mutex::new(Vec::new())));
         let mut replayed = Vec::new();
         let (w, r) = Wal::open(
+            "test",
             dir,
             64,
             |_| after,
@@ -346,7 +367,7 @@ mod tests {
             assert_eq!((r.records, rep.len()), (0, 0));
             for i in 0..10u8 {
                 let s = w
-                    .append(Table::Logs, Bytes::from(vec![i; 100]), None)
+                    .append(LOGS, Bytes::from(vec![i; 100]), None)
                     .await
                     .unwrap();
                 assert_eq!(s, i as u64 + 1);
@@ -372,7 +393,7 @@ mod tests {
         assert_eq!(rep[0].2, Bytes::from(vec![4u8; 100]));
         // New appends continue the sequence in a new segment.
         assert_eq!(
-            w.append(Table::Metrics, Bytes::from_static(b"x"), None)
+            w.append(METRICS, Bytes::from_static(b"x"), None)
                 .await
                 .unwrap(),
             11
@@ -388,7 +409,7 @@ mod tests {
         {
             let (w, ..) = open(d.path(), 0);
             for _ in 0..3 {
-                w.append(Table::Logs, Bytes::from(vec![7u8; 50]), None)
+                w.append(LOGS, Bytes::from(vec![7u8; 50]), None)
                     .await
                     .unwrap();
             }

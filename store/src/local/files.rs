@@ -21,11 +21,11 @@ use datafusion::parquet::file::properties::{EnabledStatistics, WriterProperties}
 use datafusion::parquet::schema::types::ColumnPath;
 
 use super::HOUR_US;
-use crate::schema::{FREE_TEXT_COLUMNS, UNIQUE_TEXT_COLUMNS};
-use crate::IngestError;
+use crate::StoreError;
+use apus_schema::{FREE_TEXT_COLUMNS, UNIQUE_TEXT_COLUMNS};
 
 pub(super) fn hour_dir(hour: i64) -> String {
-    let (y, m, d) = crate::time::civil_from_days(hour.div_euclid(24));
+    let (y, m, d) = apus_schema::time::civil_from_days(hour.div_euclid(24));
     format!("{y:04}-{m:02}-{d:02}/{:02}", hour.rem_euclid(24))
 }
 
@@ -44,14 +44,14 @@ pub(super) fn hour_of(dir: &Path) -> Option<i64> {
     if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
         return None;
     }
-    Some(crate::time::days_from_civil(y, m as u32, d as u32) * 24 + hh)
+    Some(apus_schema::time::days_from_civil(y, m as u32, d as u32) * 24 + hh)
 }
 
-pub(super) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), IngestError> {
+pub(super) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
     let tmp = path.with_extension("parquet.tmp");
     let mut props = WriterProperties::builder()
         .set_compression(Compression::ZSTD(
-            ZstdLevel::try_new(1).map_err(|e| IngestError::Store(e.to_string()))?,
+            ZstdLevel::try_new(1).map_err(|e| StoreError::Store(e.to_string()))?,
         ))
         .set_max_row_group_row_count(Some(128 * 1024));
     for f in batch.schema().fields() {
@@ -68,30 +68,30 @@ pub(super) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), Inge
     let props = props.build();
     let f = File::create(&tmp)?;
     let mut w = ArrowWriter::try_new(f, batch.schema(), Some(props))
-        .map_err(|e| IngestError::Store(e.to_string()))?;
+        .map_err(|e| StoreError::Store(e.to_string()))?;
     w.write(batch)
-        .map_err(|e| IngestError::Store(e.to_string()))?;
+        .map_err(|e| StoreError::Store(e.to_string()))?;
     let f = w
         .into_inner()
-        .map_err(|e| IngestError::Store(e.to_string()))?;
+        .map_err(|e| StoreError::Store(e.to_string()))?;
     f.sync_all()?;
     fs::rename(&tmp, path)?;
     Ok(())
 }
 
-pub(super) fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, IngestError> {
+pub(super) fn read_parquet(path: &Path) -> Result<Vec<RecordBatch>, StoreError> {
     let r = ParquetRecordBatchReaderBuilder::try_new(File::open(path)?)
         .and_then(|b| b.build())
-        .map_err(|e| IngestError::Store(e.to_string()))?;
-    r.map(|b| b.map_err(|e| IngestError::Store(e.to_string())))
+        .map_err(|e| StoreError::Store(e.to_string()))?;
+    r.map(|b| b.map_err(|e| StoreError::Store(e.to_string())))
         .collect()
 }
 
 /// Sort a batch by (hour, pool, ts) and return it with the per-row hour.
-pub(super) fn sort_for_layout(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i64>), IngestError> {
+pub(super) fn sort_for_layout(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i64>), StoreError> {
     let ts = batch
         .column_by_name("ts")
-        .ok_or_else(|| IngestError::Store("batch without ts".into()))?
+        .ok_or_else(|| StoreError::Store("batch without ts".into()))?
         .as_primitive::<TimestampMicrosecondType>()
         .clone();
     let hours: Int64Array = ts
@@ -112,12 +112,12 @@ pub(super) fn sort_for_layout(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i
         values: Arc::new(ts.clone()),
         options: None,
     });
-    let idx = lexsort_to_indices(&cols, None).map_err(|e| IngestError::Store(e.to_string()))?;
-    let sorted = take_record_batch(batch, &idx).map_err(|e| IngestError::Store(e.to_string()))?;
+    let idx = lexsort_to_indices(&cols, None).map_err(|e| StoreError::Store(e.to_string()))?;
+    let sorted = take_record_batch(batch, &idx).map_err(|e| StoreError::Store(e.to_string()))?;
     let ts = sorted
         .column_by_name("ts")
         .map(|c| c.as_primitive::<TimestampMicrosecondType>().clone())
-        .ok_or_else(|| IngestError::Store("batch without ts".into()))?;
+        .ok_or_else(|| StoreError::Store("batch without ts".into()))?;
     let hours = (0..ts.len())
         .map(|i| ts.value(i).div_euclid(HOUR_US))
         .collect();
@@ -128,18 +128,18 @@ pub(super) fn sort_for_layout(batch: &RecordBatch) -> Result<(RecordBatch, Vec<i
 pub(super) fn listing(
     paths: &[PathBuf],
     schema: datafusion::arrow::datatypes::SchemaRef,
-) -> Result<Arc<ListingTable>, IngestError> {
+) -> Result<Arc<ListingTable>, StoreError> {
     let urls = paths
         .iter()
         .map(|p| ListingTableUrl::parse(p.to_string_lossy()))
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| IngestError::Store(e.to_string()))?;
+        .map_err(|e| StoreError::Store(e.to_string()))?;
     let opts =
         ListingOptions::new(Arc::new(ParquetFormat::default())).with_file_extension(".parquet");
     let cfg = ListingTableConfig::new_with_multi_paths(urls)
         .with_listing_options(opts)
         .with_schema(schema);
     Ok(Arc::new(
-        ListingTable::try_new(cfg).map_err(|e| IngestError::Store(e.to_string()))?,
+        ListingTable::try_new(cfg).map_err(|e| StoreError::Store(e.to_string()))?,
     ))
 }

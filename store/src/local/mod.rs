@@ -24,8 +24,8 @@ mod files;
 
 use crate::metrics as m;
 use crate::rollup;
-use crate::schema::Table;
-use crate::IngestError;
+use crate::StoreError;
+use apus_schema::Table;
 use files::{
     hour_dir, hour_of, listing, parse_file_name, read_parquet, sort_for_layout, write_parquet,
 };
@@ -59,7 +59,7 @@ pub struct LocalStore {
 
 impl LocalStore {
     /// Open the store under `dir`, dropping files a crash left beyond a table's checkpoint.
-    pub fn open(dir: &Path) -> Result<LocalStore, IngestError> {
+    pub fn open(dir: &Path) -> Result<LocalStore, StoreError> {
         let mut tables = HashMap::new();
         for t in Table::ALL {
             let tdir = dir.join(t.name());
@@ -148,7 +148,7 @@ impl LocalStore {
     }
 
     /// Write the rollup of `rows` (the rows of raw file `f`) beside it.
-    fn write_rollup(&self, t: Table, f: &FileMeta, rows: &RecordBatch) -> Result<(), IngestError> {
+    fn write_rollup(&self, t: Table, f: &FileMeta, rows: &RecordBatch) -> Result<(), StoreError> {
         let Some(path) = self.companion(t, f) else {
             return Ok(());
         };
@@ -163,7 +163,7 @@ impl LocalStore {
 
     /// Give every committed raw file of `t` its rollup (files written before rollups
     /// existed, or whose companion went missing) and delete rollups without a raw file.
-    fn repair_rollups(&self, t: Table, files: &[FileMeta]) -> Result<(), IngestError> {
+    fn repair_rollups(&self, t: Table, files: &[FileMeta]) -> Result<(), StoreError> {
         let Some(name) = rollup::name(t) else {
             return Ok(());
         };
@@ -191,7 +191,7 @@ impl LocalStore {
             if self.companion(t, f).is_some_and(|p| !p.exists()) {
                 let batches = read_parquet(&f.path)?;
                 let all = concat_batches(&t.schema(), &batches)
-                    .map_err(|e| IngestError::Store(e.to_string()))?;
+                    .map_err(|e| StoreError::Store(e.to_string()))?;
                 self.write_rollup(t, f, &all)?;
                 built += 1;
             }
@@ -264,7 +264,7 @@ impl LocalStore {
     }
 
     /// Write the in-memory rows of `t` to Parquet. Returns the number of rows written.
-    pub fn flush(&self, t: Table) -> Result<usize, IngestError> {
+    pub fn flush(&self, t: Table) -> Result<usize, StoreError> {
         let taken: Vec<(u64, RecordBatch)> = {
             let g = self.lock();
             match g.get(&t) {
@@ -275,7 +275,7 @@ impl LocalStore {
         let (min_seq, max_seq) = (taken[0].0, taken[taken.len() - 1].0);
         let schema = t.schema();
         let all = concat_batches(&schema, taken.iter().map(|(_, b)| b))
-            .map_err(|e| IngestError::Store(e.to_string()))?;
+            .map_err(|e| StoreError::Store(e.to_string()))?;
         let rows = all.num_rows();
         let (sorted, hours) = sort_for_layout(&all)?;
         let mut new_files = Vec::new();
@@ -325,7 +325,7 @@ impl LocalStore {
     }
 
     /// Merge the files of each closed hour of `t` that has at least `min_files` files.
-    pub fn compact(&self, t: Table, min_files: usize, now_us: i64) -> Result<usize, IngestError> {
+    pub fn compact(&self, t: Table, min_files: usize, now_us: i64) -> Result<usize, StoreError> {
         let current_hour = now_us.div_euclid(HOUR_US);
         let groups: Vec<(i64, Vec<FileMeta>)> = {
             let g = self.lock();
@@ -347,7 +347,7 @@ impl LocalStore {
                 batches.extend(read_parquet(&f.path)?);
             }
             let all = concat_batches(&t.schema(), &batches)
-                .map_err(|e| IngestError::Store(e.to_string()))?;
+                .map_err(|e| StoreError::Store(e.to_string()))?;
             let (sorted, _) = sort_for_layout(&all)?;
             let (lo, hi) = (
                 files.iter().map(|f| f.min_seq).min().unwrap_or(0),
@@ -395,7 +395,7 @@ impl LocalStore {
     }
 
     /// Drop partitions older than `days`, and delete files retired more than `grace` ago.
-    pub fn expire(&self, days: u32, now_us: i64, grace: Duration) -> Result<usize, IngestError> {
+    pub fn expire(&self, days: u32, now_us: i64, grace: Duration) -> Result<usize, StoreError> {
         let cutoff = now_us.div_euclid(HOUR_US) - i64::from(days) * 24;
         let mut removed = 0;
         let mut g = self.lock();
@@ -427,8 +427,8 @@ impl LocalStore {
     /// Register every table in `ctx` as its in-memory rows (`{table}__mem`) plus its Parquet
     /// files; tables with a rollup also get `{table}_1h`, the rollups of exactly those files
     /// (rows still in memory are not in it); and the rollup functions `hist_of`/`hist_pct`.
-    pub async fn register(&self, ctx: &SessionContext) -> Result<(), IngestError> {
-        let e = |e: datafusion::error::DataFusionError| IngestError::Store(e.to_string());
+    pub async fn register(&self, ctx: &SessionContext) -> Result<(), StoreError> {
+        let e = |e: datafusion::error::DataFusionError| StoreError::Store(e.to_string());
         for f in rollup::udafs() {
             ctx.register_udaf(f);
         }
@@ -470,7 +470,7 @@ impl LocalStore {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{LogRecord, Micros, Row};
+    use apus_schema::{LogRecord, Micros, Row};
     use datafusion::arrow::array::AsArray;
 
     /// `SELECT count(*) FROM logs` over a fresh registration of `s`.
@@ -503,8 +503,8 @@ mod tests {
 
     #[test]
     fn dates() {
-        assert_eq!(crate::time::civil_from_days(0), (1970, 1, 1));
-        assert_eq!(crate::time::civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(apus_schema::time::civil_from_days(0), (1970, 1, 1));
+        assert_eq!(apus_schema::time::civil_from_days(19_723), (2024, 1, 1));
         assert_eq!(hour_dir(0), "1970-01-01/00");
         let p = PathBuf::from("/x/2024-03-01/13");
         assert_eq!(hour_dir(hour_of(&p).unwrap()), "2024-03-01/13");

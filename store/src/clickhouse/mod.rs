@@ -21,8 +21,8 @@ use std::time::Duration;
 
 use datafusion::arrow::datatypes::DataType;
 
-use crate::schema::Table;
-use crate::IngestError;
+use crate::StoreError;
+use apus_schema::Table;
 
 /// Where the ClickHouse server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,8 +36,8 @@ pub struct ChUrl {
 impl ChUrl {
     /// Parse `clickhouse://HOST:PORT/DATABASE` (PORT = the HTTP port, default 8123;
     /// DATABASE default `apus`).
-    pub fn parse(url: &str) -> Result<ChUrl, IngestError> {
-        let bad = |why: &str| IngestError::BadInput(format!("store URL `{url}`: {why}"));
+    pub fn parse(url: &str) -> Result<ChUrl, StoreError> {
+        let bad = |why: &str| StoreError::BadInput(format!("store URL `{url}`: {why}"));
         let rest = url
             .strip_prefix("clickhouse://")
             .ok_or_else(|| bad("expected clickhouse://HOST:PORT/DATABASE"))?;
@@ -82,21 +82,21 @@ impl ChClient {
     }
 
     /// Run one statement; returns the response body.
-    pub fn execute(&self, sql: &str) -> Result<String, IngestError> {
+    pub fn execute(&self, sql: &str) -> Result<String, StoreError> {
         let r = self
             .http
             .post(&self.url.base)
             .body(sql.to_string())
             .send()
-            .map_err(|e| IngestError::Store(format!("clickhouse {}: {e}", self.url.base)))?;
+            .map_err(|e| StoreError::Store(format!("clickhouse {}: {e}", self.url.base)))?;
         let ok = r.status().is_success();
         let body = r
             .text()
-            .map_err(|e| IngestError::Store(format!("clickhouse: {e}")))?;
+            .map_err(|e| StoreError::Store(format!("clickhouse: {e}")))?;
         if ok {
             Ok(body)
         } else {
-            Err(IngestError::Store(format!(
+            Err(StoreError::Store(format!(
                 "clickhouse: {}",
                 body.trim().chars().take(2000).collect::<String>()
             )))
@@ -104,7 +104,7 @@ impl ChClient {
     }
 
     /// Insert a RowBinary body into `table` (columns as [`columns`] lists them).
-    pub fn insert(&self, t: Table, body: impl Into<bytes::Bytes>) -> Result<(), IngestError> {
+    pub fn insert(&self, t: Table, body: impl Into<bytes::Bytes>) -> Result<(), StoreError> {
         let q = format!(
             "INSERT INTO {}.{} ({}) FORMAT RowBinary",
             self.url.database,
@@ -117,12 +117,12 @@ impl ChClient {
             .query(&[("query", q)])
             .body(body.into())
             .send()
-            .map_err(|e| IngestError::Store(format!("clickhouse {}: {e}", self.url.base)))?;
+            .map_err(|e| StoreError::Store(format!("clickhouse {}: {e}", self.url.base)))?;
         if r.status().is_success() {
             Ok(())
         } else {
             let body = r.text().unwrap_or_default();
-            Err(IngestError::Store(format!(
+            Err(StoreError::Store(format!(
                 "clickhouse insert into {}: {}",
                 t.name(),
                 body.trim().chars().take(2000).collect::<String>()
@@ -131,7 +131,7 @@ impl ChClient {
     }
 
     /// `(major, minor)` of the server.
-    pub fn version(&self) -> Result<(u32, u32), IngestError> {
+    pub fn version(&self) -> Result<(u32, u32), StoreError> {
         let v = self.execute("SELECT version()")?;
         let mut it = v.trim().split('.').map(|p| p.parse::<u32>().unwrap_or(0));
         Ok((it.next().unwrap_or(0), it.next().unwrap_or(0)))
@@ -294,14 +294,14 @@ pub fn migrate_cluster(
     c: &ChClient,
     retention_days: u32,
     cluster: &str,
-) -> Result<Profile, IngestError> {
+) -> Result<Profile, StoreError> {
     let p = migrate(c, retention_days)?;
     if !cluster.is_empty() {
         if !cluster
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || ch == '_')
         {
-            return Err(IngestError::BadInput(format!(
+            return Err(StoreError::BadInput(format!(
                 "cluster name `{cluster}` must be [A-Za-z0-9_]"
             )));
         }
@@ -315,7 +315,7 @@ pub fn migrate_cluster(
 }
 
 /// Create the database and bring its schema up to date; returns the profile used.
-pub fn migrate(c: &ChClient, retention_days: u32) -> Result<Profile, IngestError> {
+pub fn migrate(c: &ChClient, retention_days: u32) -> Result<Profile, StoreError> {
     let (major, minor) = c.version()?;
     let p = Profile::for_version(major, minor);
     let db = &c.url.database;
@@ -349,7 +349,7 @@ pub fn migrate(c: &ChClient, retention_days: u32) -> Result<Profile, IngestError
 }
 
 /// Drop the day partitions older than `days` (18.16 has no TTL); returns how many.
-pub fn expire(c: &ChClient, days: u32, now_us: i64) -> Result<usize, IngestError> {
+pub fn expire(c: &ChClient, days: u32, now_us: i64) -> Result<usize, StoreError> {
     if days == 0 {
         return Ok(0);
     }
@@ -364,7 +364,7 @@ pub fn expire(c: &ChClient, days: u32, now_us: i64) -> Result<usize, IngestError
         let Some((table, part)) = line.split_once('\t') else {
             continue;
         };
-        let Some(day) = crate::time::parse_rfc3339(&format!("{part}T00:00:00Z")) else {
+        let Some(day) = apus_schema::time::parse_rfc3339(&format!("{part}T00:00:00Z")) else {
             continue;
         };
         if day.div_euclid(86_400_000_000) < cutoff_day

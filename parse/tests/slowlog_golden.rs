@@ -8,13 +8,13 @@
 //! others are hand-written after MySQL 5.7, MySQL 8.0 (`log_slow_extra`), MariaDB
 //! (`log_slow_verbosity=query_plan,explain`) and Percona Server (extended verbosity).
 //!
-//! `UPDATE_GOLDEN=1 cargo test -p apus-ingest --test slowlog_golden` rewrites the `.entries`
+//! `UPDATE_GOLDEN=1 cargo test -p apus-parse --test slowlog_golden` rewrites the `.entries`
 //! and `.digest` files from the current code; review the diff before keeping it.
 
 use std::path::{Path, PathBuf};
 
-use apus_ingest::digest::Digest;
-use apus_ingest::slowlog::{parse_str, SlowEntry, SlowLogParser};
+use apus_parse::digest::Digest;
+use apus_parse::slowlog::{parse_str, SlowEntry, SlowLogParser};
 use serde_json::Value;
 
 const HAND_WRITTEN: [&str; 4] = ["mysql57", "mysql80", "mariadb", "percona"];

@@ -21,8 +21,9 @@ use std::time::{Duration, Instant};
 use datafusion::arrow::record_batch::RecordBatch;
 
 use super::{migrate_cluster, rowbinary, ChClient};
-use crate::schema::Table;
-use crate::IngestError;
+use crate::metrics as m;
+use crate::StoreError;
+use apus_schema::Table;
 
 /// Batching limits of the sink.
 #[derive(Debug, Clone)]
@@ -74,7 +75,7 @@ fn write_atomically(p: &Path, text: &str) -> std::io::Result<()> {
 }
 
 /// This data directory's node id (created on first start).
-pub fn node_id(dir: &Path) -> Result<String, IngestError> {
+pub fn node_id(dir: &Path) -> Result<String, StoreError> {
     let p = dir.join("node_id");
     if let Ok(s) = std::fs::read_to_string(&p) {
         if !s.trim().is_empty() {
@@ -83,7 +84,7 @@ pub fn node_id(dir: &Path) -> Result<String, IngestError> {
     }
     std::fs::create_dir_all(dir)?;
     let mut h = crc32fast::Hasher::new();
-    h.update(&crate::time::now_us().to_le_bytes());
+    h.update(&apus_schema::time::now_us().to_le_bytes());
     h.update(&std::process::id().to_le_bytes());
     h.update(dir.to_string_lossy().as_bytes());
     let id = format!(
@@ -101,7 +102,7 @@ impl ClickHouseSink {
         client: ChClient,
         dir: &Path,
         limits: SinkLimits,
-    ) -> Result<ClickHouseSink, IngestError> {
+    ) -> Result<ClickHouseSink, StoreError> {
         std::fs::create_dir_all(dir)?;
         let node = node_id(dir)?;
         let ckpt_path = dir.join("_checkpoint");
@@ -219,7 +220,7 @@ impl Worker {
     }
 
     /// Retry `f` with backoff until it succeeds (the server may be down for minutes).
-    fn retry<T>(&self, what: &str, mut f: impl FnMut() -> Result<T, IngestError>) -> T {
+    fn retry<T>(&self, what: &str, mut f: impl FnMut() -> Result<T, StoreError>) -> T {
         let mut delay = Duration::from_millis(100);
         let mut attempt = 0u64;
         loop {
@@ -230,7 +231,7 @@ impl Worker {
                 }
                 Err(e) => {
                     self.shared.connected.store(false, Ordering::Relaxed);
-                    metrics::counter!("apus_clickhouse_errors_total").increment(1);
+                    metrics::counter!(m::CH_ERRORS).increment(1);
                     if attempt.is_power_of_two() {
                         tracing::warn!(error = %e, attempt, "{what} failed; retrying");
                     }
@@ -288,10 +289,8 @@ impl Worker {
             let started = Instant::now();
             let body = bytes::Bytes::from(body);
             self.retry("clickhouse insert", || self.client.insert(t, body.clone()));
-            metrics::counter!("apus_clickhouse_rows_total", "table" => t.name())
-                .increment(n as u64);
-            metrics::histogram!("apus_clickhouse_insert_seconds")
-                .record(started.elapsed().as_secs_f64());
+            metrics::counter!(m::CH_ROWS, "table" => t.name()).increment(n as u64);
+            metrics::histogram!(m::CH_INSERT_SECONDS).record(started.elapsed().as_secs_f64());
             let top = items.last().map_or(0, |i| i.0);
             hw.insert(t, top);
         }
@@ -307,8 +306,7 @@ impl Worker {
             bytes.min(self.shared.backlog.load(Ordering::Relaxed)),
             Ordering::Relaxed,
         );
-        metrics::gauge!("apus_clickhouse_backlog_bytes")
-            .set(self.shared.backlog.load(Ordering::Relaxed) as f64);
+        metrics::gauge!(m::CH_BACKLOG).set(self.shared.backlog.load(Ordering::Relaxed) as f64);
         if let Err(e) = write_atomically(&self.ckpt_path, &max_seq.to_string()) {
             tracing::error!(error = %e, "clickhouse checkpoint not written");
         }

@@ -4,11 +4,11 @@
 //! (`line,template_id,template`, the template as it stood after that line, ids as 16 hex
 //! digits like the `logs.template_id` column). The ids pin the stable-id contract: a change
 //! in masking or hashing shows up here. Regenerate deliberately with
-//! `APUS_UPDATE_GOLDEN=1 cargo test -p apus-ingest --test templates_golden`.
+//! `APUS_UPDATE_GOLDEN=1 cargo test -p apus-parse --test templates_golden`.
 
 use std::path::PathBuf;
 
-use apus_ingest::templates::{exception_template, MinerConfig, TemplateMiner};
+use apus_parse::templates::{exception_template, MinerConfig, TemplateMiner};
 
 fn dir() -> PathBuf {
     PathBuf::from(concat!(

@@ -10,7 +10,7 @@ use datafusion::arrow::datatypes::{
 };
 use datafusion::arrow::record_batch::RecordBatch;
 
-use crate::IngestError;
+use crate::StoreError;
 
 fn varint(out: &mut Vec<u8>, mut v: u64) {
     loop {
@@ -35,11 +35,11 @@ pub fn encode(
     node: &str,
     seq: u64,
     out: &mut Vec<u8>,
-) -> Result<(), IngestError> {
+) -> Result<(), StoreError> {
     let cols = batch.columns();
     for c in cols {
         if c.null_count() > 0 {
-            return Err(IngestError::Store(
+            return Err(StoreError::Store(
                 "null values cannot be written to ClickHouse".into(),
             ));
         }
@@ -51,7 +51,7 @@ pub fn encode(
             | DataType::Float64
             | DataType::Timestamp(_, _) => {}
             t => {
-                return Err(IngestError::Store(format!(
+                return Err(StoreError::Store(format!(
                     "column type {t} has no ClickHouse mapping"
                 )))
             }
@@ -91,7 +91,7 @@ pub fn encode(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{ChangeRecord, Micros, Row};
+    use apus_schema::{ChangeRecord, Micros, Row};
 
     #[test]
     fn varints_and_layout() {

@@ -6,7 +6,7 @@
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
-use apus_ingest::fingerprint::{fingerprint, fingerprint_id};
+use apus_parse::fingerprint::{fingerprint, fingerprint_id};
 
 fn golden(name: &str) -> String {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -9,7 +9,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
-use apus_ingest::templates::{MinerConfig, TemplateId, TemplateMiner};
+use apus_parse::templates::{MinerConfig, TemplateId, TemplateMiner};
 
 /// (system, published Drain GA from the LogPAI benchmark, Zhu et al. ICSE-SEIP 2019).
 const SYSTEMS: [(&str, f64); 8] = [

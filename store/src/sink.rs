@@ -1,5 +1,5 @@
 //! The one interface between the WAL and a store: the embedded store
-//! ([`crate::store::LocalStore`], memory + Parquet) and ClickHouse
+//! ([`crate::local::LocalStore`], memory + Parquet) and ClickHouse
 //! ([`crate::clickhouse::sink::ClickHouseSink`]) both implement it, so the pipeline's
 //! durability rules (replay from the store's checkpoint, trim the WAL only below what the
 //! store has committed, refuse writes while its backlog is over budget) are written once.
@@ -7,7 +7,7 @@
 use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::clickhouse::sink::ClickHouseSink;
-use crate::schema::Table;
+use apus_schema::Table;
 
 /// A store fed by the WAL, in sequence order.
 pub trait StoreSink: Send + Sync {
@@ -21,7 +21,7 @@ pub trait StoreSink: Send + Sync {
     fn backlog_bytes(&self) -> usize;
 }
 
-impl StoreSink for crate::store::LocalStore {
+impl StoreSink for crate::local::LocalStore {
     fn deliver(&self, seq: u64, t: Table, batch: RecordBatch) {
         self.append(seq, t, batch);
     }

@@ -26,7 +26,7 @@ use tantivy::schema::{
 use tantivy::{Index, IndexReader, Order, ReloadPolicy, TantivyDocument, Term};
 
 use crate::metrics as m;
-use crate::IngestError;
+use crate::StoreError;
 
 /// The dimension fields a search can filter on.
 pub const DIMENSIONS: [&str; 9] = [
@@ -94,11 +94,11 @@ fn schema() -> Schema {
 }
 
 /// The fields of an index's schema (one this build created, or an older one found on disk).
-fn fields(schema: &Schema) -> Result<Fields, IngestError> {
+fn fields(schema: &Schema) -> Result<Fields, StoreError> {
     let get = |name: &str| {
         schema
             .get_field(name)
-            .map_err(|e| IngestError::Search(format!("index schema: {e}")))
+            .map_err(|e| StoreError::Search(format!("index schema: {e}")))
     };
     Ok(Fields {
         ts: get("ts")?,
@@ -107,15 +107,15 @@ fn fields(schema: &Schema) -> Result<Fields, IngestError> {
         dims: DIMENSIONS
             .iter()
             .map(|d| Ok((*d, get(d)?)))
-            .collect::<Result<_, IngestError>>()?,
+            .collect::<Result<_, StoreError>>()?,
     })
 }
 
 impl SearchIndex {
     /// Open or create the index in `dir` and start its writer thread.
-    pub fn open(dir: &Path) -> Result<SearchIndex, IngestError> {
+    pub fn open(dir: &Path) -> Result<SearchIndex, StoreError> {
         std::fs::create_dir_all(dir)?;
-        let mmap = MmapDirectory::open(dir).map_err(|e| IngestError::Search(e.to_string()))?;
+        let mmap = MmapDirectory::open(dir).map_err(|e| StoreError::Search(e.to_string()))?;
         // An index written by an earlier build keeps its own schema: the field names are
         // what the code relies on, not every field option.
         let index = if Index::exists(&mmap).unwrap_or(false) {
@@ -123,7 +123,7 @@ impl SearchIndex {
         } else {
             Index::create(mmap, schema(), tantivy::IndexSettings::default())
         }
-        .map_err(|e| IngestError::Search(e.to_string()))?;
+        .map_err(|e| StoreError::Search(e.to_string()))?;
         let fields = fields(&index.schema())?;
         let committed = index
             .load_metas()
@@ -135,10 +135,10 @@ impl SearchIndex {
             .reader_builder()
             .reload_policy(ReloadPolicy::OnCommitWithDelay)
             .try_into()
-            .map_err(|e: tantivy::TantivyError| IngestError::Search(e.to_string()))?;
+            .map_err(|e: tantivy::TantivyError| StoreError::Search(e.to_string()))?;
         let mut writer = index
             .writer_with_num_threads::<TantivyDocument>(1, 64 << 20)
-            .map_err(|e| IngestError::Search(e.to_string()))?;
+            .map_err(|e| StoreError::Search(e.to_string()))?;
         let fields = Arc::new(fields);
         let committed = Arc::new(AtomicU64::new(committed));
         let (tx, rx) = sync_channel::<(u64, RecordBatch)>(1024);
@@ -212,14 +212,14 @@ impl SearchIndex {
         to_us: Option<i64>,
         limit: usize,
         offset: usize,
-    ) -> Result<SearchResult, IngestError> {
+    ) -> Result<SearchResult, StoreError> {
         let f = &self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if !q.trim().is_empty() {
             let qp = QueryParser::for_index(&self.index, vec![f.message, f.exception]);
             let parsed = qp
                 .parse_query(q)
-                .map_err(|e| IngestError::BadInput(format!("query: {e}")))?;
+                .map_err(|e| StoreError::BadInput(format!("query: {e}")))?;
             clauses.push((Occur::Must, parsed));
         }
         for (k, v) in filters {
@@ -228,7 +228,7 @@ impl SearchIndex {
                 .iter()
                 .find(|(n, _)| n == k)
                 .map(|(_, f)| *f)
-                .ok_or_else(|| IngestError::BadInput(format!("unknown dimension `{k}`")))?;
+                .ok_or_else(|| StoreError::BadInput(format!("unknown dimension `{k}`")))?;
             clauses.push((
                 Occur::Must,
                 Box::new(TermQuery::new(
@@ -257,12 +257,12 @@ impl SearchIndex {
             .order_by_fast_field::<i64>("ts", Order::Desc);
         let (total, docs) = searcher
             .search(&query, &(Count, top))
-            .map_err(|e| IngestError::Search(e.to_string()))?;
+            .map_err(|e| StoreError::Search(e.to_string()))?;
         let mut rows = Vec::with_capacity(docs.len());
         for (_, addr) in docs {
             let d: TantivyDocument = searcher
                 .doc(addr)
-                .map_err(|e| IngestError::Search(e.to_string()))?;
+                .map_err(|e| StoreError::Search(e.to_string()))?;
             let text = |field: Field| {
                 d.get_first(field)
                     .and_then(|v| v.as_str())
@@ -285,10 +285,10 @@ impl SearchIndex {
     }
 
     /// Make the latest commit visible to searches now (tests, after a flush).
-    pub fn refresh(&self) -> Result<(), IngestError> {
+    pub fn refresh(&self) -> Result<(), StoreError> {
         self.reader
             .reload()
-            .map_err(|e| IngestError::Search(e.to_string()))
+            .map_err(|e| StoreError::Search(e.to_string()))
     }
 }
 
@@ -334,7 +334,7 @@ fn add_batch(writer: &tantivy::IndexWriter<TantivyDocument>, f: &Fields, batch: 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{LogRecord, Micros, Row};
+    use apus_schema::{LogRecord, Micros, Row};
 
     #[test]
     fn index_commit_search_and_reopen() {
@@ -398,11 +398,11 @@ mod tests {
             assert_eq!(r.total, 1);
             assert!(matches!(
                 idx.search("", &[("nope".into(), "x".into())], None, None, 1, 0),
-                Err(IngestError::BadInput(_))
+                Err(StoreError::BadInput(_))
             ));
             assert!(matches!(
                 idx.search("message:(unclosed", &[], None, None, 1, 0),
-                Err(IngestError::BadInput(_))
+                Err(StoreError::BadInput(_))
             ));
             // Page two.
             let r = idx.search("failed", &[], None, None, 3, 3).unwrap();

@@ -29,8 +29,8 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 pub use hist::{udafs, Hist};
 
-use crate::schema::Table;
-use crate::IngestError;
+use crate::StoreError;
+use apus_schema::Table;
 
 const HOUR_US: i64 = 3_600_000_000;
 
@@ -59,8 +59,8 @@ pub fn keys(t: Table) -> &'static [&'static str] {
     }
 }
 
-fn err(e: impl std::fmt::Display) -> IngestError {
-    IngestError::Store(format!("rollup: {e}"))
+fn err(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Store(format!("rollup: {e}"))
 }
 
 /// The aggregate columns of the slow-SQL rollup, after `ts` and [`SLOW_SQL_KEYS`].
@@ -142,7 +142,7 @@ struct Groups {
     first_row: Vec<u32>,
 }
 
-fn group(batch: &RecordBatch, keys: &[&str]) -> Result<Groups, IngestError> {
+fn group(batch: &RecordBatch, keys: &[&str]) -> Result<Groups, StoreError> {
     let ts = column(batch, "ts")?.as_primitive::<TimestampMicrosecondType>();
     let cols: Vec<&StringArray> = keys
         .iter()
@@ -178,7 +178,7 @@ fn group(batch: &RecordBatch, keys: &[&str]) -> Result<Groups, IngestError> {
     Ok(g)
 }
 
-fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, IngestError> {
+fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, StoreError> {
     batch
         .column_by_name(name)
         .ok_or_else(|| err(format!("batch without column {name}")))
@@ -189,7 +189,7 @@ fn key_columns(
     batch: &RecordBatch,
     keys: &[&str],
     g: &Groups,
-) -> Result<Vec<ArrayRef>, IngestError> {
+) -> Result<Vec<ArrayRef>, StoreError> {
     let idx = UInt32Array::from(g.first_row.clone());
     let mut out: Vec<ArrayRef> = vec![Arc::new(
         TimestampMicrosecondArray::from(g.hour.iter().map(|h| h * HOUR_US).collect::<Vec<_>>())
@@ -213,7 +213,7 @@ fn hists(h: Vec<Hist>) -> ArrayRef {
 }
 
 /// The rollup of `batch` (rows of `t`), or `None` if `t` has no rollup or `batch` no rows.
-pub fn build(t: Table, batch: &RecordBatch) -> Result<Option<RecordBatch>, IngestError> {
+pub fn build(t: Table, batch: &RecordBatch) -> Result<Option<RecordBatch>, StoreError> {
     let Some(schema) = schema(t) else {
         return Ok(None);
     };
@@ -301,7 +301,7 @@ pub fn build(t: Table, batch: &RecordBatch) -> Result<Option<RecordBatch>, Inges
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::schema::{AccessRecord, Micros, Row, SlowSqlRecord};
+    use apus_schema::{AccessRecord, Micros, Row, SlowSqlRecord};
 
     #[test]
     fn slow_sql_rollup_groups_by_hour_and_keys() {
