@@ -135,6 +135,12 @@ pub fn run(
     std::fs::create_dir_all(&dir)?;
     let cfg_path = dir.join("apus.toml");
     std::fs::write(&cfg_path, DEMO_CONFIG)?;
+    // Each demo tells the same story from the config's rules: the release state of an
+    // earlier demo run is discarded (the analytics data is kept).
+    let control = data_dir.join("control");
+    if control.exists() {
+        std::fs::remove_dir_all(&control)?;
+    }
     let rt = tokio::runtime::Runtime::new()?;
     for (port, name) in [(7001, "stable-1"), (7002, "stable-2"), (7003, "gray-1")] {
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
@@ -151,7 +157,7 @@ pub fn run(
     });
     println!("demo: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901 (token demo-admin-token)");
     println!("demo: config written to {}", cfg_path.display());
-    super::run::run(&cfg_path, Some(data_dir), None, prom)
+    super::run::run(&cfg_path, Some(data_dir), None, None, prom)
 }
 
 fn traffic(seconds: Option<u64>) {

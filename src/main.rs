@@ -2,6 +2,7 @@
 
 mod demo;
 mod logs_cmd;
+mod rules_cmd;
 mod run;
 mod slowlog_cmd;
 
@@ -38,6 +39,10 @@ enum Cmd {
         /// overrides `[ingest] store`.
         #[arg(long)]
         store: Option<String>,
+        /// Where the release state lives: `local` (the embedded log under the data dir) or
+        /// `etcd://HOST:PORT[,HOST:PORT]/PREFIX`; overrides `[gateway] control`.
+        #[arg(long)]
+        control: Option<String>,
     },
     /// Run a query node alone: the query API and dashboards over a ClickHouse store, log
     /// search fanned out to the ingest nodes.
@@ -84,6 +89,13 @@ enum Cmd {
         /// Gateway config file (TOML).
         #[arg(long)]
         config: PathBuf,
+        /// Data directory: the embedded control log (`--control local`) or the last
+        /// snapshot of the etcd state.
+        #[arg(long, default_value = "data")]
+        data_dir: PathBuf,
+        /// `local` or `etcd://HOST:PORT[,HOST:PORT]/PREFIX`; overrides the config's `control`.
+        #[arg(long)]
+        control: Option<String>,
     },
     /// Start demo upstreams (stable and gray), a gateway in front of them and demo traffic.
     Demo {
@@ -107,7 +119,7 @@ enum Cmd {
     /// Rule files.
     Rules {
         #[command(subcommand)]
-        cmd: RulesCmd,
+        cmd: rules_cmd::RulesCmd,
     },
     /// Log files offline.
     Logs {
@@ -118,15 +130,6 @@ enum Cmd {
     Slowlog {
         #[command(subcommand)]
         cmd: slowlog_cmd::SlowlogCmd,
-    },
-}
-
-#[derive(Subcommand)]
-enum RulesCmd {
-    /// Validate a gateway config / rule file offline; exit 1 with the reason if invalid.
-    Check {
-        /// The file to check.
-        file: PathBuf,
     },
 }
 
@@ -165,16 +168,20 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
     Ok(handle)
 }
 
-fn run_gateway(config: &Path) -> Result<()> {
-    let (cfg, rules) = apus_gateway::GatewayConfig::load(config)?;
+fn run_gateway(config: &Path, data_dir: &Path, control: Option<String>) -> Result<()> {
+    let (mut cfg, rules) = apus_gateway::GatewayConfig::load(config)?;
+    if let Some(c) = control {
+        cfg.control = c;
+    }
     let access_log =
         apus_gateway::AccessLog::from_config(&cfg.access_log, cfg.access_log_capacity)?;
     let gw = apus_gateway::build(
         &cfg,
         rules,
         config.parent(),
+        data_dir,
         access_log,
-        Some(install_metrics()?),
+        Some(run::render(install_metrics()?)),
     )?;
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "gateway starting");
     gw.server.run_forever()
@@ -187,9 +194,10 @@ fn main() -> Result<()> {
             config,
             data_dir,
             store,
+            control,
         } => {
             init_tracing();
-            run::run(&config, data_dir, store, install_metrics()?)
+            run::run(&config, data_dir, store, control, install_metrics()?)
         }
         Cmd::Query {
             config,
@@ -231,9 +239,13 @@ fn main() -> Result<()> {
                 toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
             Ok(apus_ingest::collect::run(cfg, None)?)
         }
-        Cmd::Gateway { config } => {
+        Cmd::Gateway {
+            config,
+            data_dir,
+            control,
+        } => {
             init_tracing();
-            run_gateway(&config)
+            run_gateway(&config, &data_dir, control)
         }
         Cmd::Demo { seconds, data_dir } => {
             init_tracing();
@@ -244,23 +256,6 @@ fn main() -> Result<()> {
         }
         Cmd::Logs { cmd } => logs_cmd::run(cmd),
         Cmd::Slowlog { cmd } => slowlog_cmd::run(cmd),
-        Cmd::Rules {
-            cmd: RulesCmd::Check { file },
-        } => match apus_gateway::GatewayConfig::load(&file) {
-            Ok((cfg, rules)) => {
-                let n_rules: usize = rules.routes().map(|r| r.gray_rules.len()).sum();
-                println!(
-                    "ok: {} pools, {} routes, {} gray rules",
-                    cfg.pools.len(),
-                    rules.routes().count(),
-                    n_rules
-                );
-                Ok(())
-            }
-            Err(e) => {
-                eprintln!("invalid: {e}");
-                std::process::exit(1);
-            }
-        },
+        Cmd::Rules { cmd } => rules_cmd::run(cmd),
     }
 }

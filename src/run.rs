@@ -181,7 +181,7 @@ impl AccessLogSink for InProcessSink {
     }
 }
 
-fn render(h: metrics_exporter_prometheus::PrometheusHandle) -> MetricsRender {
+pub fn render(h: metrics_exporter_prometheus::PrometheusHandle) -> MetricsRender {
     Arc::new(move || h.render())
 }
 
@@ -219,6 +219,7 @@ pub fn run(
     config: &Path,
     data_dir: Option<PathBuf>,
     store: Option<String>,
+    control: Option<String>,
     prom: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("{}", config.display()))?;
@@ -230,7 +231,11 @@ pub fn run(
     if let Some(s) = store {
         cfg.ingest.store = s;
     }
+    if let Some(c) = control {
+        cfg.gateway.control = c;
+    }
     let rules = cfg.gateway.validate(config.parent())?;
+    let data_dir = cfg.ingest.data_dir.clone();
     let store_url = cfg.ingest.store.clone();
     let (rt, pipeline) = start_ingest(cfg.ingest, Some(render(prom.clone())))?;
     let searcher = if cfg.query.search_nodes.is_empty() {
@@ -257,7 +262,14 @@ pub fn run(
             cfg.gateway.access_log_capacity,
         )
     };
-    let gw = apus_gateway::build(&cfg.gateway, rules, config.parent(), access_log, Some(prom))?;
+    let gw = apus_gateway::build(
+        &cfg.gateway,
+        rules,
+        config.parent(),
+        &data_dir,
+        access_log,
+        Some(render(prom)),
+    )?;
     let (p, h) = (pipeline.clone(), rt.handle().clone());
     gw.release.on_change(Box::new(move |rec| {
         let (p, rec) = (p.clone(), rec.clone());

@@ -38,19 +38,16 @@ impl<W: Write + Send + 'static> AccessLogSink for JsonLinesSink<W> {
 /// after the retries are exhausted, so the writer thread — not the proxy — absorbs outages.
 pub struct HttpSink {
     url: String,
-    client: reqwest::blocking::Client,
+    client: Poster,
 }
 
 impl HttpSink {
     /// A sink posting to the ingest node at `base` (`http://host:port`).
-    pub fn new(base: &str) -> Self {
-        HttpSink {
+    pub fn new(base: &str) -> std::io::Result<Self> {
+        Ok(HttpSink {
             url: format!("{}/ingest/v1/access", base.trim_end_matches('/')),
-            client: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(10))
-                .build()
-                .unwrap_or_default(),
-        }
+            client: Poster::new()?,
+        })
     }
 }
 
@@ -61,33 +58,103 @@ impl AccessLogSink for HttpSink {
             serde_json::to_writer(&mut body, r)?;
             body.push(b'\n');
         }
-        post_with_retry(&self.client, &self.url, body)
+        self.client.post_with_retry(&self.url, body)
     }
 }
 
-/// POST `body`, retrying 429/5xx/connection errors with exponential backoff (about 30 s).
-pub fn post_with_retry(
-    client: &reqwest::blocking::Client,
-    url: &str,
-    body: Vec<u8>,
-) -> std::io::Result<()> {
-    let mut delay = Duration::from_millis(100);
-    let mut last = String::new();
-    for _ in 0..10 {
-        match client.post(url).body(body.clone()).send() {
-            Ok(r) if r.status().is_success() => return Ok(()),
-            Ok(r) if r.status().as_u16() == 429 || r.status().is_server_error() => {
-                last = format!("{}", r.status())
-            }
-            Ok(r) => return Err(std::io::Error::other(format!("{url}: {}", r.status()))),
-            Err(e) => last = e.to_string(),
-        }
-        std::thread::sleep(delay);
-        delay = (delay * 2).min(Duration::from_secs(5));
+/// A blocking POST client for one shipping thread: `apus_control::http` on a
+/// current-thread runtime of its own.
+pub struct Poster(tokio::runtime::Runtime);
+
+impl Poster {
+    /// A client for the calling thread.
+    pub fn new() -> std::io::Result<Poster> {
+        Ok(Poster(
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+        ))
     }
-    Err(std::io::Error::other(format!(
-        "{url}: gave up after retries: {last}"
-    )))
+
+    /// POST `body` (JSON lines), retrying 429/5xx/connection errors with exponential
+    /// backoff (about 30 s in all).
+    pub fn post_with_retry(&self, url: &str, body: Vec<u8>) -> std::io::Result<()> {
+        let body = bytes::Bytes::from(body);
+        let mut delay = Duration::from_millis(100);
+        let mut last = String::new();
+        for _ in 0..10 {
+            let call = apus_control::http::post(
+                url,
+                "application/x-ndjson",
+                body.clone(),
+                Duration::from_secs(10),
+            );
+            match self.0.block_on(call) {
+                Ok((st, _)) if (200..300).contains(&st) => return Ok(()),
+                Ok((st, _)) if st == 429 || st >= 500 => last = format!("HTTP {st}"),
+                Ok((st, answer)) => {
+                    return Err(std::io::Error::other(format!(
+                        "{url}: HTTP {st}: {}",
+                        String::from_utf8_lossy(&answer)
+                    )))
+                }
+                Err(e) => last = e.to_string(),
+            }
+            std::thread::sleep(delay);
+            delay = (delay * 2).min(Duration::from_secs(5));
+        }
+        Err(std::io::Error::other(format!(
+            "{url}: gave up after retries: {last}"
+        )))
+    }
+}
+
+/// Ships single records (change events) to an ingest node as JSON lines from a background
+/// thread, batching what queued up meanwhile, through the same [`Poster`] as the access
+/// log; the caller never waits on the network. A full queue is logged, not hidden.
+pub struct Shipper<T> {
+    tx: SyncSender<T>,
+    what: &'static str,
+}
+
+impl<T: serde::Serialize + Clone + Send + 'static> Shipper<T> {
+    /// Start the shipping thread posting to `url`, with a queue of `capacity` records.
+    pub fn start(what: &'static str, url: String, capacity: usize) -> Self {
+        let (tx, rx) = sync_channel::<T>(capacity.max(1));
+        let spawned = std::thread::Builder::new()
+            .name(format!("apus-ship-{what}"))
+            .spawn(move || {
+                let client = match Poster::new() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        tracing::error!(what, error = %e, "no shipping runtime; records not shipped");
+                        return;
+                    }
+                };
+                while let Ok(first) = rx.recv() {
+                    let mut body = Vec::new();
+                    for r in std::iter::once(first).chain(rx.try_iter().take(999)) {
+                        if serde_json::to_writer(&mut body, &r).is_ok() {
+                            body.push(b'\n');
+                        }
+                    }
+                    if let Err(e) = client.post_with_retry(&url, body) {
+                        tracing::error!(what, error = %e, "records not delivered to ingest");
+                    }
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(what, error = %e, "could not start the shipping thread");
+        }
+        Shipper { tx, what }
+    }
+
+    /// Queue one record (never blocks).
+    pub fn send_one(&self, rec: &T) {
+        if self.tx.try_send(rec.clone()).is_err() {
+            tracing::error!(what = self.what, "shipping queue full; record not shipped");
+        }
+    }
 }
 
 /// The proxy-side handle: cheap to clone, never blocks.
@@ -124,7 +191,7 @@ impl AccessLog {
         Ok(match target {
             "off" | "" => Self::off(),
             url if url.starts_with("http://") || url.starts_with("https://") => {
-                Self::start(Box::new(HttpSink::new(url)), capacity)
+                Self::start(Box::new(HttpSink::new(url)?), capacity)
             }
             "stdout" => Self::start(
                 Box::new(JsonLinesSink(BufWriter::new(std::io::stdout()))),

@@ -7,14 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use apus_rules::GrayRuleSpec;
-use apus_schema::{ChangeRecord, Micros};
 use async_trait::async_trait;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Deserialize;
@@ -23,8 +21,12 @@ use serde_json::{json, Value};
 use crate::config::{Role, TokenConfig};
 use crate::metrics as m;
 use crate::pools::Pool;
-use crate::state::{now_us, ReleaseState};
+use crate::state::{Current, Edit, ReleaseState};
 use crate::GatewayError;
+
+/// Renders the process's metrics in the Prometheus text format (the binary owns the
+/// recorder; the gateway only serves what it renders).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 
 /// Shared state of the admin handlers.
 #[derive(Clone)]
@@ -32,7 +34,11 @@ pub struct AdminState {
     pub(crate) release: Arc<ReleaseState>,
     pub(crate) pools: Arc<HashMap<String, Arc<Pool>>>,
     pub(crate) tokens: Arc<Vec<TokenConfig>>,
-    pub(crate) prometheus: Option<PrometheusHandle>,
+    pub(crate) prometheus: Option<MetricsRender>,
+    /// The control store in use, as configured (`local` or the etcd URL).
+    pub(crate) control: String,
+    /// Protected envs and the approvals a change there needs.
+    pub(crate) approvals: Arc<std::collections::BTreeMap<String, u32>>,
 }
 
 impl IntoResponse for GatewayError {
@@ -104,13 +110,46 @@ fn count(kind: &'static str, r: &Result<impl Sized, GatewayError>) {
     metrics::counter!(m::ADMIN_CHANGES, "kind" => kind, "outcome" => outcome).increment(1);
 }
 
-type ApiResult = Result<Json<Value>, GatewayError>;
+type ApiResult = Result<Response, GatewayError>;
+
+/// A JSON answer carrying the version it reflects as an `ETag`.
+fn versioned(version: u64, body: Value) -> Response {
+    let mut r = Json(body).into_response();
+    if let Ok(v) = axum::http::HeaderValue::from_str(&format!("\"{version}\"")) {
+        r.headers_mut().insert(axum::http::header::ETAG, v);
+    }
+    r
+}
+
+/// The version a change is based on: `If-Match` (an `ETag` from a GET) or the body's
+/// `base_version`; both must agree when both are given.
+fn base_version(h: &HeaderMap, body: Option<u64>) -> Result<Option<u64>, GatewayError> {
+    let header = match h.get(axum::http::header::IF_MATCH) {
+        None => None,
+        Some(v) => {
+            let t = v.to_str().unwrap_or("").trim();
+            let t = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
+            Some(t.parse::<u64>().map_err(|_| {
+                GatewayError::BadRequest(format!("If-Match `{t}` is not a version"))
+            })?)
+        }
+    };
+    match (header, body) {
+        (Some(a), Some(b)) if a != b => Err(GatewayError::BadRequest(format!(
+            "If-Match says version {a}, base_version says {b}"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}
 
 async fn list_routes(State(s): State<AdminState>, h: HeaderMap) -> ApiResult {
     authenticate(&h, &s.tokens)?;
     let cur = s.release.load_full();
     let routes: Vec<_> = cur.rules.routes().collect();
-    Ok(Json(json!({ "version": cur.version, "routes": routes })))
+    Ok(versioned(
+        cur.version,
+        json!({ "version": cur.version, "routes": routes }),
+    ))
 }
 
 async fn list_pools(State(s): State<AdminState>, h: HeaderMap) -> ApiResult {
@@ -121,16 +160,33 @@ async fn list_pools(State(s): State<AdminState>, h: HeaderMap) -> ApiResult {
         .map(|p| json!({ "name": p.name, "servers": p.status() }))
         .collect();
     pools.sort_by(|a, b| a["name"].as_str().cmp(&b["name"].as_str()));
-    Ok(Json(json!({ "pools": pools })))
+    let v = s.release.load().version;
+    Ok(versioned(v, json!({ "version": v, "pools": pools })))
 }
 
 async fn list_changes(State(s): State<AdminState>, h: HeaderMap) -> ApiResult {
     authenticate(&h, &s.tokens)?;
-    Ok(Json(json!({
-        "version": s.release.load().version,
-        "versions": s.release.versions(),
-        "changes": s.release.changes(),
-    })))
+    let changes = s.release.changes().await?;
+    let versions: Vec<u64> = changes.iter().map(|c| c.to_version).collect();
+    let v = s.release.load().version;
+    Ok(versioned(
+        v,
+        json!({ "version": v, "versions": versions, "changes": changes }),
+    ))
+}
+
+async fn status(State(s): State<AdminState>, h: HeaderMap) -> ApiResult {
+    authenticate(&h, &s.tokens)?;
+    let v = s.release.load().version;
+    Ok(versioned(
+        v,
+        json!({ "version": v, "control": s.control, "store_connected": s.release.store_connected() }),
+    ))
+}
+
+/// Parse a JSON body only after the caller is authenticated, with the reason on failure.
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| GatewayError::BadRequest(format!("body: {e}")))
 }
 
 #[derive(Deserialize)]
@@ -139,28 +195,61 @@ struct SetRules {
     rules: Vec<GrayRuleSpec>,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    base_version: Option<u64>,
+    /// An admin's emergency bypass of a protected env's approvals.
+    #[serde(default)]
+    emergency: bool,
+}
+
+/// Approvals a change to `env` needs, and whether `t` may bypass them.
+fn approvals(
+    s: &AdminState,
+    t: &TokenConfig,
+    env: &str,
+    emergency: bool,
+) -> Result<u32, GatewayError> {
+    if emergency && t.role != Role::Admin {
+        return Err(GatewayError::Forbidden(format!(
+            "token `{}` may not bypass approvals (admins only)",
+            t.name
+        )));
+    }
+    Ok(s.approvals.get(env).copied().unwrap_or(0))
 }
 
 async fn set_rules(
     State(s): State<AdminState>,
     h: HeaderMap,
     Path(route): Path<String>,
-    Json(body): Json<SetRules>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
-    let r = (|| {
+    let r = async {
         let t = authenticate(&h, &s.tokens)?;
-        let cur = s.release.load_full();
-        let spec = cur
-            .rules
-            .routes()
-            .find(|r| r.name == route)
-            .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
-        may_change(t, &spec.project, &spec.env)?;
+        let body: SetRules = parse_body(&body)?;
+        let base = base_version(&h, body.base_version)?;
+        let rules = body.rules.clone();
         s.release
-            .set_route_rules(&route, body.rules, &t.name, &body.reason)
-    })();
+            .change(base, &t.name, &body.reason, |cur| {
+                let mut doc = (*cur.doc).clone();
+                let r = doc
+                    .routes
+                    .iter_mut()
+                    .find(|r| r.name == route)
+                    .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
+                may_change(t, &r.project, &r.env)?;
+                r.gray_rules = rules.clone();
+                let (project, env) = (r.project.clone(), r.env.clone());
+                let mut e = Edit::new(doc, "gray_rules", &project, &env, &route);
+                e.approvals = approvals(&s, t, &env, body.emergency)?;
+                e.emergency = body.emergency;
+                Ok(e)
+            })
+            .await
+    }
+    .await;
     count("gray_rules", &r);
-    Ok(Json(json!({ "change": r? })))
+    Ok(Json(json!({ "change": r? })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -169,42 +258,48 @@ struct Rollback {
     version: u64,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    base_version: Option<u64>,
+    #[serde(default)]
+    emergency: bool,
 }
 
-async fn rollback(
-    State(s): State<AdminState>,
-    h: HeaderMap,
-    Json(body): Json<Rollback>,
-) -> ApiResult {
-    let r = (|| {
+async fn rollback(State(s): State<AdminState>, h: HeaderMap, body: axum::body::Bytes) -> ApiResult {
+    let r = async {
         let t = authenticate(&h, &s.tokens)?;
-        let target = s.release.snapshot(body.version)?;
-        let cur = s.release.load_full();
-        // Every route the rollback touches must be in the token's scope.
-        let changed: Vec<_> = cur
-            .rules
-            .routes()
-            .filter(|r| !target.iter().any(|t| t == *r))
-            .map(|r| (r.project.clone(), r.env.clone(), r.name.clone()))
-            .chain(
-                target
-                    .iter()
-                    .map(|r| (r.project.clone(), r.env.clone(), r.name.clone())),
-            )
-            .collect();
-        for (p, e, _) in &changed {
-            may_change(t, p, e)?;
-        }
-        let (p, e) = changed
-            .first()
-            .map(|(p, e, _)| (p.clone(), e.clone()))
-            .unwrap_or_default();
+        let body: Rollback = parse_body(&body)?;
+        let base = base_version(&h, body.base_version)?;
+        let target = s.release.snapshot(body.version).await?.state.routes.clone();
         let reason = format!("rollback to v{}: {}", body.version, body.reason);
         s.release
-            .replace_routes(target, "rollback", &t.name, &reason, (&p, &e, "*"))
-    })();
+            .change(base, &t.name, &reason, |cur| {
+                // Every route the rollback touches must be in the token's scope.
+                let changed: Vec<(String, String)> = cur
+                    .doc
+                    .routes
+                    .iter()
+                    .filter(|r| !target.iter().any(|t| t == *r))
+                    .chain(target.iter())
+                    .map(|r| (r.project.clone(), r.env.clone()))
+                    .collect();
+                let mut needed = 0;
+                for (p, e) in &changed {
+                    may_change(t, p, e)?;
+                    needed = needed.max(approvals(&s, t, e, body.emergency)?);
+                }
+                let (project, env) = changed.first().cloned().unwrap_or_default();
+                let mut doc = (*cur.doc).clone();
+                doc.routes = target.clone();
+                let mut e = Edit::new(doc, "rollback", &project, &env, "*");
+                e.approvals = needed;
+                e.emergency = body.emergency;
+                Ok(e)
+            })
+            .await
+    }
+    .await;
     count("rollback", &r);
-    Ok(Json(json!({ "change": r? })))
+    Ok(Json(json!({ "change": r? })).into_response())
 }
 
 #[derive(Deserialize)]
@@ -213,82 +308,123 @@ struct AddServer {
     addr: String,
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    base_version: Option<u64>,
 }
 
-fn pool_scope<'p>(
-    s: &'p AdminState,
-    t: &TokenConfig,
-    pool: &str,
-) -> Result<&'p Arc<Pool>, GatewayError> {
-    let p = s
-        .pools
-        .get(pool)
-        .ok_or_else(|| GatewayError::NotFound(format!("pool {pool}")))?;
-    if t.role != Role::Admin {
+/// Whether `t` may change pool `pool` (in the state `cur`).
+fn pool_scope(cur: &Current, t: &TokenConfig, pool: &str) -> Result<(), GatewayError> {
+    if !cur.doc.pools.contains_key(pool) {
+        return Err(GatewayError::NotFound(format!("pool {pool}")));
+    }
+    match t.role {
+        Role::Admin => Ok(()),
+        Role::Viewer => Err(GatewayError::Forbidden(format!(
+            "token `{}` is a viewer",
+            t.name
+        ))),
         // A release manager may change a pool only if every route using it is in scope.
-        let cur = s.release.load_full();
-        let mut users = cur
+        Role::ReleaseManager => cur
             .rules
             .routes()
-            .filter(|r| r.stable_pool == pool || r.gray_rules.iter().any(|g| g.pool == pool));
-        if t.role == Role::Viewer {
-            return Err(GatewayError::Forbidden(format!(
-                "token `{}` is a viewer",
-                t.name
-            )));
-        }
-        users.try_for_each(|r| may_change(t, &r.project, &r.env))?;
+            .filter(|r| r.stable_pool == pool || r.gray_rules.iter().any(|g| g.pool == pool))
+            .try_for_each(|r| may_change(t, &r.project, &r.env)),
     }
-    Ok(p)
 }
 
-fn server_change(
-    s: &AdminState,
-    kind: &str,
-    actor: &str,
+#[derive(Clone, Copy, PartialEq)]
+enum ServerOp {
+    Add,
+    Drain,
+    Undrain,
+    Remove,
+}
+
+impl ServerOp {
+    fn kind(self) -> &'static str {
+        match self {
+            ServerOp::Add => "server_add",
+            ServerOp::Drain => "server_drain",
+            ServerOp::Undrain => "server_undrain",
+            ServerOp::Remove => "server_remove",
+        }
+    }
+}
+
+/// The edit of one server operation on the state `cur`.
+fn server_edit(
+    cur: &Current,
+    t: &TokenConfig,
+    op: ServerOp,
     pool: &str,
     addr: &str,
-    reason: &str,
-) -> ChangeRecord {
-    let v = s.release.load().version;
-    let rec = ChangeRecord {
-        ts: Micros(now_us()),
-        kind: kind.into(),
-        actor: actor.into(),
-        project: String::new(),
-        env: String::new(),
-        scope: format!("{pool}/{addr}"),
-        from_version: v,
-        to_version: v,
-        summary: format!("{kind} {addr} in pool {pool}; {reason}"),
-        touched: format!("pool:{pool} upstream:{addr}"),
-    };
-    s.release.record_event(rec.clone());
-    rec
+) -> Result<Edit, GatewayError> {
+    pool_scope(cur, t, pool)?;
+    let addr = Pool::canonical(addr)?;
+    let mut doc = (*cur.doc).clone();
+    let p = doc.pools.entry(pool.to_string()).or_default();
+    let present = p.servers.contains(&addr);
+    match op {
+        ServerOp::Add if present => {
+            return Err(GatewayError::BadRequest(format!(
+                "server {addr} is already in pool {pool}"
+            )))
+        }
+        ServerOp::Add => p.servers.push(addr.clone()),
+        _ if !present => {
+            return Err(GatewayError::NotFound(format!(
+                "server {addr} in pool {pool}"
+            )))
+        }
+        ServerOp::Drain => {
+            p.drained.insert(addr.clone());
+        }
+        ServerOp::Undrain => {
+            p.drained.remove(&addr);
+        }
+        ServerOp::Remove => {
+            p.servers.retain(|s| *s != addr);
+            p.drained.remove(&addr);
+        }
+    }
+    let kind = op.kind();
+    let mut e = Edit::new(doc, kind, "", "", &format!("{pool}/{addr}"));
+    e.summary = Some(format!("{kind} {addr} in pool {pool}"));
+    e.touched = Some(format!("pool:{pool} upstream:{addr}"));
+    Ok(e)
 }
 
-async fn add_server(
-    State(s): State<AdminState>,
+async fn server_op(
+    s: AdminState,
     h: HeaderMap,
-    Path(pool): Path<String>,
-    Json(body): Json<AddServer>,
+    pool: String,
+    addr: Option<String>,
+    op: ServerOp,
+    body: axum::body::Bytes,
 ) -> ApiResult {
     let r = async {
         let t = authenticate(&h, &s.tokens)?;
-        let p = pool_scope(&s, t, &pool)?;
-        p.add(&body.addr).await?;
-        Ok::<_, GatewayError>(server_change(
-            &s,
-            "server_add",
-            &t.name,
-            &pool,
-            &body.addr,
-            &body.reason,
-        ))
+        let (addr, reason, base) = if op == ServerOp::Add {
+            let b: AddServer = parse_body(&body)?;
+            (b.addr, b.reason, b.base_version)
+        } else {
+            let b: Reason = if body.is_empty() {
+                Reason::default()
+            } else {
+                parse_body(&body)?
+            };
+            (addr.unwrap_or_default(), b.reason, b.base_version)
+        };
+        let base = base_version(&h, base)?;
+        s.release
+            .change(base, &t.name, &reason, |cur| {
+                server_edit(cur, t, op, &pool, &addr)
+            })
+            .await
     }
     .await;
-    count("server_add", &r);
-    Ok(Json(json!({ "change": r? })))
+    count(op.kind(), &r);
+    Ok(Json(json!({ "change": r? })).into_response())
 }
 
 #[derive(Deserialize, Default)]
@@ -296,64 +432,176 @@ async fn add_server(
 struct Reason {
     #[serde(default)]
     reason: String,
+    #[serde(default)]
+    base_version: Option<u64>,
 }
 
-async fn server_op(
-    s: AdminState,
+async fn add_server(
+    State(s): State<AdminState>,
     h: HeaderMap,
-    pool: String,
-    addr: String,
-    op: &'static str,
-    reason: String,
+    Path(pool): Path<String>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
-    let r = async {
-        let t = authenticate(&h, &s.tokens)?;
-        let p = pool_scope(&s, t, &pool)?;
-        match op {
-            "server_drain" => p.set_drained(&addr, true)?,
-            "server_undrain" => p.set_drained(&addr, false)?,
-            _ => p.remove(&addr).await?,
-        }
-        Ok::<_, GatewayError>(server_change(&s, op, &t.name, &pool, &addr, &reason))
-    }
-    .await;
-    count(op, &r);
-    Ok(Json(json!({ "change": r? })))
-}
-
-fn reason_of(body: Option<Json<Reason>>) -> String {
-    body.map(|b| b.0.reason).unwrap_or_default()
+    server_op(s, h, pool, None, ServerOp::Add, body).await
 }
 
 async fn drain(
     State(s): State<AdminState>,
     h: HeaderMap,
     Path((pool, addr)): Path<(String, String)>,
-    body: Option<Json<Reason>>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
-    server_op(s, h, pool, addr, "server_drain", reason_of(body)).await
+    server_op(s, h, pool, Some(addr), ServerOp::Drain, body).await
 }
 
 async fn undrain(
     State(s): State<AdminState>,
     h: HeaderMap,
     Path((pool, addr)): Path<(String, String)>,
-    body: Option<Json<Reason>>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
-    server_op(s, h, pool, addr, "server_undrain", reason_of(body)).await
+    server_op(s, h, pool, Some(addr), ServerOp::Undrain, body).await
 }
 
 async fn remove(
     State(s): State<AdminState>,
     h: HeaderMap,
     Path((pool, addr)): Path<(String, String)>,
+    body: axum::body::Bytes,
 ) -> ApiResult {
-    server_op(s, h, pool, addr, "server_remove", String::new()).await
+    server_op(s, h, pool, Some(addr), ServerOp::Remove, body).await
+}
+
+async fn list_pending(State(s): State<AdminState>, h: HeaderMap) -> ApiResult {
+    authenticate(&h, &s.tokens)?;
+    let cur = s.release.load_full();
+    let pending: Vec<Value> = cur
+        .doc
+        .pending
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id, "kind": p.kind, "author": p.author, "reason": p.reason,
+                "project": p.project, "env": p.env, "scope": p.scope, "ts": p.ts,
+                "required": p.required, "approvals": p.approvals, "routes": p.routes,
+            })
+        })
+        .collect();
+    Ok(versioned(
+        cur.version,
+        json!({ "version": cur.version, "pending": pending }),
+    ))
+}
+
+/// The edit of approving (`approve`) or rejecting pending change `id` by `t`.
+fn decide(cur: &Current, t: &TokenConfig, id: u64, approve: bool) -> Result<Edit, GatewayError> {
+    let mut doc = (*cur.doc).clone();
+    let i = doc
+        .pending
+        .iter()
+        .position(|p| p.id == id)
+        .ok_or_else(|| GatewayError::NotFound(format!("pending change #{id}")))?;
+    let p = &mut doc.pending[i];
+    may_change(t, &p.project, &p.env)?;
+    let (project, env, scope) = (p.project.clone(), p.env.clone(), p.scope.clone());
+    if !approve {
+        let what = format!("change #{id} proposed by {} rejected", p.author);
+        doc.pending.remove(i);
+        let mut e = Edit::new(doc, "change_rejected", &project, &env, &scope);
+        e.summary = Some(what);
+        return Ok(e);
+    }
+    if p.author == t.name {
+        return Err(GatewayError::Forbidden(format!(
+            "`{}` proposed change #{id} and may not approve it",
+            t.name
+        )));
+    }
+    if p.approvals.contains(&t.name) {
+        return Err(GatewayError::BadRequest(format!(
+            "`{}` already approved change #{id}",
+            t.name
+        )));
+    }
+    p.approvals.push(t.name.clone());
+    if (p.approvals.len() as u32) < p.required {
+        let what = format!(
+            "approval {}/{} of change #{id} by {}",
+            p.approvals.len(),
+            p.required,
+            t.name
+        );
+        let mut e = Edit::new(doc, "change_approved", &project, &env, &scope);
+        e.summary = Some(what);
+        return Ok(e);
+    }
+    if cur.doc.routes != p.base_routes {
+        return Err(GatewayError::Conflict(format!(
+            "the routes changed since change #{id} was proposed; propose it again"
+        )));
+    }
+    let p = doc.pending.remove(i);
+    doc.routes = p.routes;
+    let mut e = Edit::new(doc, &p.kind, &project, &env, &scope);
+    e.note = Some(format!(
+        "change #{id} proposed by {} ({}), approved by {}",
+        p.author,
+        p.reason,
+        p.approvals.join(", ")
+    ));
+    Ok(e)
+}
+
+async fn decide_pending(
+    s: AdminState,
+    h: HeaderMap,
+    id: u64,
+    approve: bool,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    let kind = if approve {
+        "change_approved"
+    } else {
+        "change_rejected"
+    };
+    let r = async {
+        let t = authenticate(&h, &s.tokens)?;
+        let b: Reason = if body.is_empty() {
+            Reason::default()
+        } else {
+            parse_body(&body)?
+        };
+        let base = base_version(&h, b.base_version)?;
+        s.release
+            .change(base, &t.name, &b.reason, |cur| decide(cur, t, id, approve))
+            .await
+    }
+    .await;
+    count(kind, &r);
+    Ok(Json(json!({ "change": r? })).into_response())
+}
+
+async fn approve(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    decide_pending(s, h, id, true, body).await
+}
+
+async fn reject(
+    State(s): State<AdminState>,
+    h: HeaderMap,
+    Path(id): Path<u64>,
+    body: axum::body::Bytes,
+) -> ApiResult {
+    decide_pending(s, h, id, false, body).await
 }
 
 async fn prometheus(State(s): State<AdminState>) -> Response {
     match &s.prometheus {
-        Some(p) => ([("content-type", "text/plain; version=0.0.4")], p.render()).into_response(),
+        Some(p) => ([("content-type", "text/plain; version=0.0.4")], p()).into_response(),
         None => (StatusCode::NOT_FOUND, "metrics recorder not installed\n").into_response(),
     }
 }
@@ -377,6 +625,10 @@ pub fn router(state: AdminState) -> Router {
             post(undrain),
         )
         .route("/admin/v1/changes", get(list_changes))
+        .route("/admin/v1/status", get(status))
+        .route("/admin/v1/pending", get(list_pending))
+        .route("/admin/v1/pending/{id}/approve", post(approve))
+        .route("/admin/v1/pending/{id}/reject", post(reject))
         .route("/admin/v1/rollback", post(rollback))
         .with_state(state)
 }

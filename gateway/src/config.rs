@@ -50,9 +50,18 @@ pub struct GatewayConfig {
     /// Upstream connect timeout in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
-    /// Where rule-change history is persisted (JSON lines); none = memory only.
+    /// An audit copy of every change made through this node (JSON lines); the history
+    /// itself lives in the control store.
     #[serde(default)]
     pub history_file: Option<PathBuf>,
+    /// Where the release state lives: `local` (an embedded log under the data dir, one
+    /// node) or `etcd://HOST:PORT[,HOST:PORT]/PREFIX` (a fleet).
+    #[serde(default = "default_control")]
+    pub control: String,
+    /// Protected environments: env name → approvals a change there needs from principals
+    /// other than its author before it applies (e.g. `approvals = { prod = 1 }`).
+    #[serde(default)]
+    pub approvals: std::collections::BTreeMap<String, u32>,
     /// Base URL of an ingest node (`http://host:9200`) that receives change events when
     /// the gateway runs alone; inside `apus run` they go in-process.
     #[serde(default)]
@@ -156,6 +165,10 @@ pub enum Role {
     ReleaseManager,
     /// Read only.
     Viewer,
+}
+
+fn default_control() -> String {
+    "local".into()
 }
 
 fn default_listen() -> String {

@@ -29,6 +29,12 @@ pub enum GatewayError {
     /// Pingora refused something.
     #[error("proxy: {0}")]
     Proxy(String),
+    /// The change was based on a stale version.
+    #[error("{0}")]
+    Conflict(String),
+    /// The control store cannot be reached: writes are refused.
+    #[error("{0}")]
+    Unavailable(String),
 }
 
 impl GatewayError {
@@ -41,6 +47,8 @@ impl GatewayError {
             GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
+            GatewayError::Conflict(_) => StatusCode::CONFLICT,
+            GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Io(_) | GatewayError::Proxy(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

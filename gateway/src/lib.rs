@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apus_rules::{CidrSet, RuleSet};
-use metrics_exporter_prometheus::PrometheusHandle;
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
@@ -41,6 +40,9 @@ pub struct Gateway {
     pub server: Server,
     /// Release state (for wiring the change feed).
     pub release: Arc<ReleaseState>,
+    /// The runtime of the control-store client and its watch (lives as long as the
+    /// gateway).
+    pub control_runtime: tokio::runtime::Runtime,
 }
 
 /// The Pingora server settings of the gateway: `threads` proxy threads, one single-threaded
@@ -55,13 +57,15 @@ pub fn server_conf(threads: usize, work_stealing: bool) -> ServerConf {
     }
 }
 
-/// Build the Pingora server for `cfg` (already validated into `rules`).
+/// Build the Pingora server for `cfg` (already validated into `rules`, which seed an empty
+/// control store). `data_dir` holds the embedded control log (or etcd's local snapshot).
 pub fn build(
     cfg: &GatewayConfig,
     rules: RuleSet,
     base_dir: Option<&Path>,
+    data_dir: &Path,
     access_log: AccessLog,
-    prometheus: Option<PrometheusHandle>,
+    prometheus: Option<admin::MetricsRender>,
 ) -> Result<Gateway, GatewayError> {
     metrics::describe();
     let conf = server_conf(cfg.threads, cfg.work_stealing);
@@ -76,12 +80,21 @@ pub fn build(
         server.add_service(hc);
     }
     let pools = Arc::new(pools);
-    let release = Arc::new(ReleaseState::new(
-        rules,
-        cfg.pools.iter().map(|p| p.name.clone()).collect(),
+    let control_runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("apus-control")
+        .enable_all()
+        .build()?;
+    let control = control_runtime.block_on(apus_control::open(&cfg.control, data_dir))?;
+    let seed = state::seed_doc(rules.routes().cloned().collect(), &cfg.pools);
+    let release = control_runtime.block_on(ReleaseState::open(
+        seed,
+        pools.clone(),
         base_dir,
+        control,
         cfg.history_file.clone(),
-    ));
+    ))?;
+    control_runtime.spawn(release.clone().follow());
     let tag_header = http::HeaderName::from_bytes(cfg.tag_header.as_bytes())
         .map_err(|e| GatewayError::Config(format!("tag_header: {e}")))?;
     let proxy = GatewayProxy {
@@ -105,11 +118,17 @@ pub fn build(
             pools,
             tokens: Arc::new(cfg.tokens.clone()),
             prometheus,
+            control: cfg.control.clone(),
+            approvals: Arc::new(cfg.approvals.clone()),
         }),
     )?;
     server.add_service(background_service("admin api", admin));
     if let Some(url) = &cfg.changes_url {
         release.ship_changes_to(url);
     }
-    Ok(Gateway { server, release })
+    Ok(Gateway {
+        server,
+        release,
+        control_runtime,
+    })
 }

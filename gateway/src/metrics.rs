@@ -20,6 +20,8 @@ pub const RETRIES: &str = "apus_gateway_upstream_retries_total";
 pub const NO_HEALTHY: &str = "apus_gateway_no_healthy_upstream_total";
 /// Admin API changes, labels: kind, outcome.
 pub const ADMIN_CHANGES: &str = "apus_gateway_admin_changes_total";
+/// Changes to protected environments applied by an admin's emergency bypass.
+pub const EMERGENCY_BYPASS: &str = "apus_gateway_emergency_bypass_total";
 
 /// Register descriptions with the installed recorder.
 pub fn describe() {
@@ -47,6 +49,10 @@ pub fn describe() {
     describe_counter!(
         ADMIN_CHANGES,
         "admin API change attempts by kind and outcome"
+    );
+    describe_counter!(
+        EMERGENCY_BYPASS,
+        "changes to protected environments applied by an admin bypassing approvals"
     );
 }
 

@@ -287,4 +287,46 @@ impl Pool {
             .remove(&a);
         self.apply().await
     }
+
+    /// Bring the pool to `want`: add and remove servers, set drains. Servers added here
+    /// take traffic after their first passing check, as through [`Pool::add`].
+    pub async fn reconcile(&self, want: &apus_control::PoolState) -> Result<(), GatewayError> {
+        let have: Vec<String> = self
+            .members
+            .load()
+            .iter()
+            .filter_map(inet)
+            .map(|a| a.to_string())
+            .collect();
+        for s in &want.servers {
+            if !have.contains(s) {
+                self.add(s).await?;
+            }
+        }
+        for s in &have {
+            if !want.servers.contains(s) {
+                self.remove(s).await?;
+            }
+        }
+        let drained: HashSet<SocketAddr> = self
+            .drained
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        for s in &want.servers {
+            let (a, _) = self.parse(s)?;
+            let should = want.drained.contains(s);
+            if should != drained.contains(&a) {
+                self.set_drained(s, should)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Check `addr` as a server address (`ip:port`), in its canonical form.
+    pub fn canonical(addr: &str) -> Result<String, GatewayError> {
+        addr.parse::<SocketAddr>()
+            .map(|a| a.to_string())
+            .map_err(|_| GatewayError::BadRequest(format!("`{addr}` is not ip:port")))
+    }
 }

@@ -1,40 +1,52 @@
-//! The gateway's release state: the rule set in force (swapped atomically with `arc-swap`),
-//! its version, the snapshots that rollbacks return to, and the change history.
+//! The gateway's view of the release state: the rule set in force (swapped atomically with
+//! `arc-swap`) and its version, kept equal to the head of the control plane's change log.
 //!
-//! Invariants: versions only grow; a change is validated completely before the swap, so a
-//! refused change leaves the old rules serving; requests that loaded the old `Arc<RuleSet>`
-//! finish on it.
+//! Every change goes through the control store first (durable, compare-and-swap on the
+//! version it was based on) and is then installed here; changes made through other nodes
+//! arrive through the store's watch and are installed the same way. On start the node
+//! loads the newest state from the store; the config file only seeds an empty store.
+//!
+//! Invariants: versions only grow; a change is validated completely (it must compile)
+//! before it is committed, so a refused change leaves the old rules serving; requests that
+//! loaded the old `Arc<Current>` finish on it; a node that cannot reach the store keeps
+//! serving its last good version.
 
-use std::collections::VecDeque;
+use std::collections::HashMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use apus_rules::{GrayRuleSpec, RouteSpec, RuleSet};
+use apus_control::{Change, ControlError, ControlStore, Pending, PoolState, ReleaseDoc};
+use apus_rules::{RouteSpec, RuleSet};
 use apus_schema::{ChangeRecord, Micros};
 use arc_swap::ArcSwap;
 
 use crate::config::file_loader;
 use crate::metrics as m;
+use crate::pools::Pool;
 use crate::GatewayError;
 
-/// How many rule versions are kept for rollback.
-const KEEP_VERSIONS: usize = 1000;
+/// How many changes `/admin/v1/changes` lists.
+const HISTORY: usize = 1000;
+/// Longest `reason` kept in a change record.
+const MAX_REASON: usize = 1024;
 
 /// The rule set in force and its version.
 pub struct Current {
-    /// Version number (starts at 1 with the config file's rules).
+    /// Version number of the release state.
     pub version: u64,
     /// The compiled rules.
     pub rules: RuleSet,
+    /// The release state they were compiled from.
+    pub doc: Arc<ReleaseDoc>,
     /// Metric handles per route and lane: `lanes[route][0]` is stable, `[i + 1]` rule `i`.
     lanes: Vec<Vec<m::LaneMetrics>>,
 }
 
 impl Current {
     /// Wrap a rule set, registering its lanes' metric handles.
-    pub fn new(version: u64, rules: RuleSet) -> Self {
+    pub fn new(version: u64, rules: RuleSet, doc: Arc<ReleaseDoc>) -> Self {
         let lanes = rules
             .routes()
             .map(|r| {
@@ -54,6 +66,7 @@ impl Current {
         Current {
             version,
             rules,
+            doc,
             lanes,
         }
     }
@@ -64,52 +77,179 @@ impl Current {
     }
 }
 
-struct History {
-    snapshots: VecDeque<(u64, Vec<RouteSpec>)>,
-    changes: Vec<ChangeRecord>,
-    file: Option<PathBuf>,
-}
-
 /// A subscriber to the change feed.
 pub type ChangeListener = Box<dyn Fn(&ChangeRecord) + Send>;
 
-/// Shared release state.
+/// What a change is, besides the new state: the audit fields an edit fills in.
+pub struct Edit {
+    /// The new release state.
+    pub doc: ReleaseDoc,
+    /// Change kind (`gray_rules`, `rollback`, `server_drain`, …).
+    pub kind: String,
+    /// Project and env of what changed (empty when it spans several).
+    pub project: String,
+    pub env: String,
+    /// Route name, `*`, or `pool/addr`.
+    pub scope: String,
+    /// What changed, when the rule diff does not say it (server operations).
+    pub summary: Option<String>,
+    /// What it touched, when the rule diff does not say it.
+    pub touched: Option<String>,
+    /// Approvals the change needs before it applies (protected envs); 0 = none.
+    pub approvals: u32,
+    /// An admin's emergency bypass of the approvals (audited as such).
+    pub emergency: bool,
+    /// Said after the diff in the summary (e.g. who approved it).
+    pub note: Option<String>,
+}
+
+impl Edit {
+    /// An edit with no approval requirement and the summary taken from the rule diff.
+    pub fn new(doc: ReleaseDoc, kind: &str, project: &str, env: &str, scope: &str) -> Edit {
+        Edit {
+            doc,
+            kind: kind.into(),
+            project: project.into(),
+            env: env.into(),
+            scope: scope.into(),
+            summary: None,
+            touched: None,
+            approvals: 0,
+            emergency: false,
+            note: None,
+        }
+    }
+}
+
+/// Shared release state of one gateway node.
 pub struct ReleaseState {
     current: ArcSwap<Current>,
-    pools: Vec<String>,
+    pool_names: Vec<String>,
+    pools: Arc<HashMap<String, Arc<Pool>>>,
     base_dir: Option<PathBuf>,
-    history: Mutex<History>,
+    control: ControlStore,
+    history_file: Option<PathBuf>,
     listeners: Mutex<Vec<ChangeListener>>,
+    /// Serialises installs (rule swap + pool reconciliation) from the API and the watch.
+    install_lock: tokio::sync::Mutex<()>,
 }
 
 /// Microseconds since the epoch.
 pub fn now_us() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as i64)
-        .unwrap_or(0)
+    apus_schema::time::now_us()
+}
+
+impl From<ControlError> for GatewayError {
+    fn from(e: ControlError) -> Self {
+        match e {
+            ControlError::Conflict { .. } => GatewayError::Conflict(e.to_string()),
+            ControlError::Unavailable(_) => GatewayError::Unavailable(e.to_string()),
+            e => GatewayError::Config(e.to_string()),
+        }
+    }
+}
+
+/// The seed state from the config file: its routes, and each pool's servers.
+pub fn seed_doc(routes: Vec<RouteSpec>, pools: &[crate::config::PoolConfig]) -> ReleaseDoc {
+    ReleaseDoc {
+        routes,
+        pools: pools
+            .iter()
+            .map(|p| {
+                (
+                    p.name.clone(),
+                    PoolState {
+                        servers: p.servers.clone(),
+                        drained: Default::default(),
+                    },
+                )
+            })
+            .collect(),
+        pending: Vec::new(),
+    }
 }
 
 impl ReleaseState {
-    /// Start at version 1 with the config file's rules.
-    pub fn new(
-        rules: RuleSet,
-        pools: Vec<String>,
+    /// Load the newest state from `control` (seeding an empty store with `seed` as version
+    /// 1), compile it, and bring the pools to its membership.
+    pub async fn open(
+        seed: ReleaseDoc,
+        pools: Arc<HashMap<String, Arc<Pool>>>,
         base_dir: Option<&Path>,
+        control: ControlStore,
         history_file: Option<PathBuf>,
-    ) -> Self {
-        let routes: Vec<RouteSpec> = rules.routes().cloned().collect();
-        metrics::gauge!(m::RULE_VERSION).set(1.0);
-        ReleaseState {
-            current: ArcSwap::from_pointee(Current::new(1, rules)),
+    ) -> Result<Arc<ReleaseState>, GatewayError> {
+        let mut pool_names: Vec<String> = pools.keys().cloned().collect();
+        pool_names.sort();
+        let head = match control.head().await? {
+            Some(h) => h,
+            None => {
+                let rec = ChangeRecord {
+                    ts: Micros(now_us()),
+                    kind: "seed".into(),
+                    actor: "config".into(),
+                    scope: "*".into(),
+                    from_version: 0,
+                    to_version: 1,
+                    summary: "initial release state from the config file".into(),
+                    ..Default::default()
+                };
+                let c = Change {
+                    version: 1,
+                    base_version: 0,
+                    record: rec,
+                    state: seed,
+                };
+                match control.commit(c.clone()).await {
+                    Ok(()) => Arc::new(c),
+                    // Another node seeded it first: take theirs.
+                    Err(ControlError::Conflict { .. }) => {
+                        control.head().await?.ok_or_else(|| {
+                            GatewayError::Config("control store: seeded but empty".into())
+                        })?
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        };
+        let names: Vec<&str> = pool_names.iter().map(String::as_str).collect();
+        let loader = file_loader(base_dir);
+        let rules = RuleSet::compile(&head.state.routes, &names, &loader).map_err(|e| {
+            GatewayError::Config(format!(
+                "the release state at version {} does not compile against this config: {e}",
+                head.version
+            ))
+        })?;
+        metrics::gauge!(m::RULE_VERSION).set(head.version as f64);
+        let doc = Arc::new(head.state.clone());
+        let state = Arc::new(ReleaseState {
+            current: ArcSwap::from_pointee(Current::new(head.version, rules, doc.clone())),
+            pool_names,
             pools,
             base_dir: base_dir.map(Path::to_path_buf),
-            history: Mutex::new(History {
-                snapshots: VecDeque::from([(1, routes)]),
-                changes: Vec::new(),
-                file: history_file,
-            }),
+            control,
+            history_file,
             listeners: Mutex::new(Vec::new()),
+            install_lock: tokio::sync::Mutex::new(()),
+        });
+        state.reconcile_pools(&doc).await;
+        tracing::info!(version = head.version, "release state loaded");
+        Ok(state)
+    }
+
+    /// Install every newer version the store reports, for as long as the process runs.
+    pub async fn follow(self: Arc<Self>) {
+        let mut rx = self.control.subscribe();
+        loop {
+            let latest = rx.borrow_and_update().clone();
+            if let Some(c) = latest {
+                if let Err(e) = self.install(&c).await {
+                    tracing::error!(version = c.version, error = %e, "release state from the control store not installed; serving the last good version");
+                }
+            }
+            if rx.changed().await.is_err() {
+                return;
+            }
         }
     }
 
@@ -124,7 +264,13 @@ impl ReleaseState {
         self.current.load_full()
     }
 
-    /// Call `f` for every future change (the pipeline's change feed).
+    /// Whether the control store answered its last request.
+    pub fn store_connected(&self) -> bool {
+        self.control.connected()
+    }
+
+    /// Call `f` for every future change made through this node (the change feed: each
+    /// change reaches the pipeline once, from the node that made it).
     pub fn on_change(&self, f: ChangeListener) {
         self.listeners
             .lock()
@@ -132,139 +278,212 @@ impl ReleaseState {
             .push(f);
     }
 
-    /// Send every future change to an ingest node (`POST {base}/ingest/v1/changes`) from a
-    /// background thread, so the admin API never waits on the network.
+    /// Send every future change made through this node to an ingest node
+    /// (`POST {base}/ingest/v1/changes`) from a background thread.
     pub fn ship_changes_to(&self, base: &str) {
-        let url = format!("{}/ingest/v1/changes", base.trim_end_matches('/'));
-        let (tx, rx) = std::sync::mpsc::sync_channel::<ChangeRecord>(10_000);
-        std::thread::spawn(move || {
-            let client = reqwest::blocking::Client::new();
-            while let Ok(rec) = rx.recv() {
-                let body = serde_json::to_vec(&rec).unwrap_or_default();
-                if let Err(e) = crate::access_log::post_with_retry(&client, &url, body) {
-                    tracing::error!(error = %e, "change event not delivered to ingest");
-                }
-            }
-        });
-        self.on_change(Box::new(move |rec| {
-            if tx.try_send(rec.clone()).is_err() {
-                tracing::error!("change feed queue full; change event not shipped");
-            }
-        }));
+        let shipper = crate::access_log::Shipper::start(
+            "changes",
+            format!("{}/ingest/v1/changes", base.trim_end_matches('/')),
+            10_000,
+        );
+        self.on_change(Box::new(move |rec| shipper.send_one(rec)));
     }
 
     /// Change history, oldest first.
-    pub fn changes(&self) -> Vec<ChangeRecord> {
-        self.history
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .changes
-            .clone()
+    pub async fn changes(&self) -> Result<Vec<ChangeRecord>, GatewayError> {
+        Ok(self.control.history(HISTORY).await?)
     }
 
-    /// Versions available for rollback.
-    pub fn versions(&self) -> Vec<u64> {
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.snapshots.iter().map(|(v, _)| *v).collect()
+    /// The release state of an earlier version.
+    pub async fn snapshot(&self, version: u64) -> Result<Arc<Change>, GatewayError> {
+        self.control.get(version).await?.ok_or_else(|| {
+            GatewayError::NotFound(format!("rule version {version} (not kept for rollback)"))
+        })
     }
 
     fn compile(&self, routes: &[RouteSpec]) -> Result<RuleSet, GatewayError> {
-        let pools: Vec<&str> = self.pools.iter().map(String::as_str).collect();
+        let pools: Vec<&str> = self.pool_names.iter().map(String::as_str).collect();
         let loader = file_loader(self.base_dir.as_deref());
         Ok(RuleSet::compile(routes, &pools, &loader)?)
     }
 
-    /// Validate and swap in a whole new route list. Returns the change record.
-    pub fn replace_routes(
-        &self,
-        routes: Vec<RouteSpec>,
-        kind: &str,
-        actor: &str,
-        reason: &str,
-        scope: (&str, &str, &str),
-    ) -> Result<ChangeRecord, GatewayError> {
-        let new_rules = self.compile(&routes)?;
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        let old = self.current.load_full();
-        let diff = old.rules.diff(&new_rules);
-        let touched = old.rules.touched(&new_rules).join(" ");
-        let version = old.version + 1;
-        self.current
-            .store(Arc::new(Current::new(version, new_rules)));
-        metrics::gauge!(m::RULE_VERSION).set(version as f64);
-        h.snapshots.push_back((version, routes));
-        while h.snapshots.len() > KEEP_VERSIONS {
-            h.snapshots.pop_front();
+    /// Wait (up to 1 s) until this node serves `version` or newer.
+    async fn catch_up(&self, version: u64) {
+        let start = Instant::now();
+        while self.load().version < version && start.elapsed() < Duration::from_secs(1) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let summary = if diff.is_empty() {
-            format!("no rule change; {reason}")
-        } else {
-            format!("{}; {reason}", diff.join("; "))
-        };
-        let (project, env, scope) = scope;
-        let rec = ChangeRecord {
-            ts: Micros(now_us()),
-            kind: kind.into(),
-            actor: actor.into(),
-            project: project.into(),
-            env: env.into(),
-            scope: scope.into(),
-            from_version: old.version,
-            to_version: version,
-            summary,
-            touched,
-        };
-        self.record(&mut h, rec.clone());
-        Ok(rec)
     }
 
-    /// Replace one route's gray rules.
-    pub fn set_route_rules(
+    /// Make a change: `edit` derives the new state from the current one; it is validated,
+    /// committed to the control store against the version it was based on, installed, and
+    /// announced. With `base` (the client's `If-Match` / `base_version`), a stale base is
+    /// a conflict (409); without, the edit is re-applied to the newest state on conflict.
+    pub async fn change(
         &self,
-        route: &str,
-        rules: Vec<GrayRuleSpec>,
+        base: Option<u64>,
         actor: &str,
         reason: &str,
+        edit: impl Fn(&Current) -> Result<Edit, GatewayError>,
     ) -> Result<ChangeRecord, GatewayError> {
-        let cur = self.load_full();
-        let mut routes: Vec<RouteSpec> = cur.rules.routes().cloned().collect();
-        let r = routes
-            .iter_mut()
-            .find(|r| r.name == route)
-            .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
-        r.gray_rules = rules;
-        let (p, e) = (r.project.clone(), r.env.clone());
-        self.replace_routes(routes, "gray_rules", actor, reason, (&p, &e, route))
+        let reason: String = reason.chars().take(MAX_REASON).collect();
+        if let Some(b) = base {
+            self.catch_up(b).await;
+        }
+        for _ in 0..8 {
+            let cur = self.load_full();
+            if let Some(b) = base {
+                if b != cur.version {
+                    return Err(GatewayError::Conflict(format!(
+                        "the change is based on version {b}, the current version is {}",
+                        cur.version
+                    )));
+                }
+            }
+            let e = edit(&cur)?;
+            // Validate what the change would put in force, even when it only proposes it.
+            let after = self.compile(&e.doc.routes)?;
+            let diff = cur.rules.diff(&after);
+            let diff = if diff.is_empty() {
+                "no rule change".to_string()
+            } else {
+                diff.join("; ")
+            };
+            let version = cur.version + 1;
+            let (doc, rules, kind, summary, touched) = if e.approvals > 0 && !e.emergency {
+                let mut doc = (*cur.doc).clone();
+                doc.pending.push(Pending {
+                    id: version,
+                    kind: e.kind.clone(),
+                    author: actor.into(),
+                    reason: reason.clone(),
+                    project: e.project.clone(),
+                    env: e.env.clone(),
+                    scope: e.scope.clone(),
+                    ts: now_us(),
+                    required: e.approvals,
+                    approvals: Vec::new(),
+                    base_routes: cur.doc.routes.clone(),
+                    routes: e.doc.routes,
+                });
+                let summary = format!(
+                    "proposed change #{version} ({}), needs {} approval(s): {diff}; {reason}",
+                    e.kind, e.approvals
+                );
+                let rules = self.compile(&doc.routes)?;
+                (
+                    doc,
+                    rules,
+                    "change_proposed".to_string(),
+                    summary,
+                    String::new(),
+                )
+            } else {
+                let mut what = e.summary.clone().unwrap_or(diff);
+                if let Some(n) = &e.note {
+                    what = format!("{what}; {n}");
+                }
+                let summary = if e.emergency && e.approvals > 0 {
+                    metrics::counter!(m::EMERGENCY_BYPASS).increment(1);
+                    format!(
+                        "EMERGENCY, {} approval(s) bypassed: {what}; {reason}",
+                        e.approvals
+                    )
+                } else {
+                    format!("{what}; {reason}")
+                };
+                let touched = e
+                    .touched
+                    .clone()
+                    .unwrap_or_else(|| cur.rules.touched(&after).join(" "));
+                (e.doc, after, e.kind, summary, touched)
+            };
+            let rec = ChangeRecord {
+                ts: Micros(now_us()),
+                kind,
+                actor: actor.into(),
+                project: e.project,
+                env: e.env,
+                scope: e.scope,
+                from_version: cur.version,
+                to_version: version,
+                summary,
+                touched,
+            };
+            let change = Change {
+                version,
+                base_version: cur.version,
+                record: rec.clone(),
+                state: doc,
+            };
+            match self.control.commit(change.clone()).await {
+                Ok(()) => {
+                    self.install_compiled(&change, rules).await;
+                    self.announce(&rec);
+                    return Ok(rec);
+                }
+                Err(ControlError::Conflict { current, .. }) if base.is_none() => {
+                    self.catch_up(current).await;
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Err(GatewayError::Conflict(
+            "the release state kept changing underneath this change; retry".into(),
+        ))
     }
 
-    /// The route list of an earlier version.
-    pub fn snapshot(&self, version: u64) -> Result<Vec<RouteSpec>, GatewayError> {
-        let h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        h.snapshots
-            .iter()
-            .find(|(v, _)| *v == version)
-            .map(|(_, r)| r.clone())
-            .ok_or_else(|| GatewayError::NotFound(format!("rule version {version}")))
+    /// Install a change seen in the store (from any node) if it is newer than ours.
+    async fn install(&self, c: &Change) -> Result<(), GatewayError> {
+        if c.version <= self.load().version {
+            return Ok(());
+        }
+        let rules = self.compile(&c.state.routes)?;
+        self.install_compiled(c, rules).await;
+        Ok(())
     }
 
-    /// Record a change that is not a rule swap (server shelf operations).
-    pub fn record_event(&self, rec: ChangeRecord) {
-        let mut h = self.history.lock().unwrap_or_else(|p| p.into_inner());
-        self.record(&mut h, rec);
+    async fn install_compiled(&self, c: &Change, rules: RuleSet) {
+        let _g = self.install_lock.lock().await;
+        if c.version <= self.load().version {
+            return;
+        }
+        let doc = Arc::new(c.state.clone());
+        self.current
+            .store(Arc::new(Current::new(c.version, rules, doc.clone())));
+        metrics::gauge!(m::RULE_VERSION).set(c.version as f64);
+        tracing::info!(version = c.version, kind = %c.record.kind, actor = %c.record.actor, "release state installed");
+        self.reconcile_pools(&doc).await;
     }
 
-    fn record(&self, h: &mut History, rec: ChangeRecord) {
+    /// Bring each pool's servers and drains to what `doc` says.
+    async fn reconcile_pools(&self, doc: &ReleaseDoc) {
+        for (name, want) in &doc.pools {
+            match self.pools.get(name) {
+                Some(p) => {
+                    if let Err(e) = p.reconcile(want).await {
+                        tracing::error!(pool = %name, error = %e, "pool membership not applied");
+                    }
+                }
+                None => {
+                    tracing::warn!(pool = %name, "the release state names a pool this node's config lacks")
+                }
+            }
+        }
+    }
+
+    fn announce(&self, rec: &ChangeRecord) {
         tracing::info!(kind = %rec.kind, actor = %rec.actor, scope = %rec.scope,
             from = rec.from_version, to = rec.to_version, summary = %rec.summary, "change applied");
-        if let Some(path) = &h.file {
-            let line = serde_json::to_string(&rec).unwrap_or_default();
+        if let Some(path) = &self.history_file {
+            let line = serde_json::to_string(rec).unwrap_or_default();
             let res = std::fs::OpenOptions::new()
                 .create(true)
                 .append(true)
                 .open(path)
                 .and_then(|mut f| writeln!(f, "{line}"));
             if let Err(e) = res {
-                tracing::error!(error = %e, path = %path.display(), "could not persist change history");
+                tracing::error!(error = %e, path = %path.display(), "could not append to the history file");
             }
         }
         for l in self
@@ -273,8 +492,7 @@ impl ReleaseState {
             .unwrap_or_else(|p| p.into_inner())
             .iter()
         {
-            l(&rec);
+            l(rec);
         }
-        h.changes.push(rec);
     }
 }

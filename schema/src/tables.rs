@@ -5,124 +5,24 @@
 //! Timestamps are microseconds since the Unix epoch (UTC) in the row structs and Arrow
 //! `Timestamp(Microsecond, "UTC")` in batches.
 
+#[cfg(feature = "arrow")]
 use std::sync::Arc;
 
-use arrow_array::builder::{
-    Float64Builder, Int64Builder, StringBuilder, TimestampMicrosecondBuilder, UInt16Builder,
-    UInt64Builder,
-};
-use arrow_array::{ArrayRef, RecordBatch};
-use arrow_schema::ArrowError;
-use arrow_schema::{DataType, Field, Schema, SchemaRef, TimeUnit};
+#[cfg(feature = "arrow")]
+use crate::arrow::{arrow_type, Column};
+#[cfg(feature = "arrow")]
+use arrow_array::RecordBatch;
+#[cfg(feature = "arrow")]
+use arrow_schema::{ArrowError, Field, Schema, SchemaRef};
 use serde::{Deserialize, Serialize};
-
-/// How a column is stored: Rust type in the row, Arrow type in batches.
-pub trait Column: Sized {
-    /// The Arrow builder for this column kind.
-    type Builder;
-    /// A builder with room for `n` values.
-    fn builder(n: usize) -> Self::Builder;
-    /// Append one value.
-    fn append(b: &mut Self::Builder, v: &Self);
-    /// Finish into an array.
-    fn finish(b: Self::Builder) -> ArrayRef;
-}
 
 /// A timestamp column value (µs since the epoch, UTC).
 pub type Ts = i64;
-
-macro_rules! column {
-    ($t:ty, $builder:ty, $append:expr, $finish:expr) => {
-        impl Column for $t {
-            type Builder = $builder;
-            fn builder(n: usize) -> $builder {
-                <$builder>::with_capacity(n)
-            }
-            fn append(b: &mut $builder, v: &$t) {
-                $append(b, v)
-            }
-            fn finish(b: $builder) -> ArrayRef {
-                $finish(b)
-            }
-        }
-    };
-}
-
-column!(
-    u16,
-    UInt16Builder,
-    |b: &mut UInt16Builder, v: &u16| b.append_value(*v),
-    |mut b: UInt16Builder| Arc::new(b.finish()) as ArrayRef
-);
-column!(
-    u64,
-    UInt64Builder,
-    |b: &mut UInt64Builder, v: &u64| b.append_value(*v),
-    |mut b: UInt64Builder| Arc::new(b.finish()) as ArrayRef
-);
-column!(
-    f64,
-    Float64Builder,
-    |b: &mut Float64Builder, v: &f64| b.append_value(*v),
-    |mut b: Float64Builder| Arc::new(b.finish()) as ArrayRef
-);
-
-/// Strings: the builder is sized by rows only; Arrow grows the value buffer.
-impl Column for String {
-    type Builder = StringBuilder;
-    fn builder(n: usize) -> StringBuilder {
-        StringBuilder::with_capacity(n, n * 16)
-    }
-    fn append(b: &mut StringBuilder, v: &String) {
-        b.append_value(v)
-    }
-    fn finish(mut b: StringBuilder) -> ArrayRef {
-        Arc::new(b.finish())
-    }
-}
 
 /// Wrapper so `i64` columns can be either plain Int64 or timestamps.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(transparent)]
 pub struct Micros(pub i64);
-
-impl Column for Micros {
-    type Builder = TimestampMicrosecondBuilder;
-    fn builder(n: usize) -> Self::Builder {
-        TimestampMicrosecondBuilder::with_capacity(n)
-    }
-    fn append(b: &mut Self::Builder, v: &Micros) {
-        b.append_value(v.0)
-    }
-    fn finish(mut b: Self::Builder) -> ArrayRef {
-        Arc::new(b.finish().with_timezone("UTC"))
-    }
-}
-
-column!(
-    i64,
-    Int64Builder,
-    |b: &mut Int64Builder, v: &i64| b.append_value(*v),
-    |mut b: Int64Builder| Arc::new(b.finish()) as ArrayRef
-);
-
-fn arrow_type<T: 'static>() -> DataType {
-    use std::any::TypeId;
-    let t = TypeId::of::<T>();
-    if t == TypeId::of::<Micros>() {
-        DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
-    } else if t == TypeId::of::<String>() {
-        DataType::Utf8
-    } else if t == TypeId::of::<u16>() {
-        DataType::UInt16
-    } else if t == TypeId::of::<u64>() {
-        DataType::UInt64
-    } else if t == TypeId::of::<f64>() {
-        DataType::Float64
-    } else {
-        DataType::Int64
-    }
-}
 
 /// Columns (of any table) holding free text or ids with no order: no query prunes them by
 /// range, so the Parquet writer keeps no min/max statistics for them.
@@ -148,8 +48,10 @@ pub trait Row: Sized + Send + 'static {
     /// Table name.
     const TABLE: Table;
     /// The Arrow schema (cached).
+    #[cfg(feature = "arrow")]
     fn schema() -> SchemaRef;
     /// Build a batch from rows.
+    #[cfg(feature = "arrow")]
     fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError>;
 }
 
@@ -163,6 +65,7 @@ macro_rules! define_table {
 
         impl Row for $name {
             const TABLE: Table = $table;
+            #[cfg(feature = "arrow")]
             fn schema() -> SchemaRef {
                 static S: std::sync::OnceLock<SchemaRef> = std::sync::OnceLock::new();
                 S.get_or_init(|| {
@@ -172,6 +75,7 @@ macro_rules! define_table {
                 })
                 .clone()
             }
+            #[cfg(feature = "arrow")]
             fn to_batch(rows: &[Self]) -> Result<RecordBatch, ArrowError> {
                 $(let mut $field = <$ty as Column>::builder(rows.len());)+
                 for r in rows {
@@ -232,6 +136,7 @@ impl Table {
     }
 
     /// The Arrow schema of the table.
+    #[cfg(feature = "arrow")]
     pub fn schema(self) -> SchemaRef {
         match self {
             Table::AccessLog => AccessRecord::schema(),
@@ -370,9 +275,10 @@ define_table!(
     raw: String,
 });
 
-#[cfg(test)]
+#[cfg(all(test, feature = "arrow"))]
 mod tests {
     use super::*;
+    use arrow_schema::{DataType, TimeUnit};
 
     #[test]
     fn text_column_lists_name_real_string_columns() {

@@ -1,49 +1,14 @@
 //! Shared harness for end-to-end tests: real `apus` processes on loopback ports.
 #![allow(dead_code)]
 
-use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_apus");
 
-/// A free loopback port (bound then released).
-pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-/// A child process killed when dropped.
-pub struct Proc(pub Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-impl Proc {
-    pub fn kill(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-pub fn wait_until(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while start.elapsed() < timeout {
-        if f() {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    panic!("timed out after {timeout:?} waiting for {what}");
-}
+#[allow(unused_imports)]
+pub use apus_testkit::{free_port, wait_until, Etcd, Proc, TempDir};
 
 /// Start an echo upstream named `name` on `port`, and wait until it answers.
 pub fn upstream(port: u16, name: &str) -> Proc {
@@ -89,19 +54,39 @@ impl Gateway {
     /// settings; waits until the proxy and admin ports answer.
     pub fn start(body: &str) -> Gateway {
         let port = free_port();
-        let admin = free_port();
         let dir = std::env::temp_dir().join(format!("apus-test-{}-{}", std::process::id(), port));
         std::fs::create_dir_all(&dir).unwrap();
+        Self::start_in(body, &dir, port, free_port(), &[])
+    }
+
+    /// Start in `dir` (config, log, data dir `dir/data`) on the given ports, with extra
+    /// arguments (e.g. `--control etcd://…`); the same `dir` again is a restart.
+    pub fn start_in(
+        body: &str,
+        dir: &std::path::Path,
+        port: u16,
+        admin: u16,
+        extra: &[&str],
+    ) -> Gateway {
+        let dir = dir.to_path_buf();
         let cfg = format!(
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\naccess_log = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\n{body}\n{TOKENS}",
             dir.join("access.jsonl").display()
         );
         let path = dir.join("gateway.toml");
         std::fs::write(&path, cfg).unwrap();
+        let data = dir.join("data");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("gateway.log"))
+            .unwrap();
         let child = Command::new(BIN)
             .args(["gateway", "--config", path.to_str().unwrap()])
+            .args(["--data-dir", data.to_str().unwrap()])
+            .args(extra)
             .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.join("gateway.log")).unwrap())
+            .stderr(log)
             .spawn()
             .expect("spawn gateway");
         let g = Gateway {
