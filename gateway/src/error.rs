@@ -29,6 +29,9 @@ pub enum GatewayError {
     /// Pingora refused something.
     #[error("proxy: {0}")]
     Proxy(String),
+    /// A request body over the limit.
+    #[error("payload too large: {0}")]
+    TooLarge(String),
     /// The change was based on a stale version.
     #[error("{0}")]
     Conflict(String),
@@ -48,6 +51,7 @@ impl GatewayError {
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,
+            GatewayError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             GatewayError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             GatewayError::Io(_) | GatewayError::Proxy(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }

@@ -25,7 +25,6 @@ use apus_rules::{CidrSet, RuleSet};
 use pingora::proxy::http_proxy_service;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
-use pingora::services::background::background_service;
 
 pub use access_log::{AccessLog, AccessLogSink};
 pub use config::GatewayConfig;
@@ -111,18 +110,18 @@ pub fn build(
     svc.add_tcp(&cfg.listen);
     server.add_service(svc);
 
-    let admin = admin::AdminService::bind(
+    let admin = admin::service(
         &cfg.admin_listen,
-        admin::router(admin::AdminState {
+        admin::AdminState {
             release: release.clone(),
             pools,
             tokens: Arc::new(cfg.tokens.clone()),
             prometheus,
             control: cfg.control.clone(),
             approvals: Arc::new(cfg.approvals.clone()),
-        }),
+        },
     )?;
-    server.add_service(background_service("admin api", admin));
+    server.add_service(admin);
     if let Some(url) = &cfg.changes_url {
         release.ship_changes_to(url);
     }

@@ -1,0 +1,340 @@
+//! The admin API (release control) on its own listener, served by Pingora's own HTTP
+//! server (no second HTTP stack in the gateway): list routes, pools, versions and pending
+//! changes; replace a route's gray rules; roll back; approve; put servers on and off the
+//! shelf. Every call but `/health` and `/metrics` needs a bearer token; every change needs
+//! a role and scope that cover it, is validated before it is committed to the control
+//! store, and is recorded with actor, time, reason and diff. Bodies are read (up to
+//! [`MAX_BODY`]) before dispatch but parsed only after the token is checked.
+
+mod release;
+mod servers;
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{HeaderMap, Method, Response, StatusCode};
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use pingora::services::listening::Service;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use crate::config::{Role, TokenConfig};
+use crate::metrics as m;
+use crate::pools::Pool;
+use crate::state::ReleaseState;
+use crate::GatewayError;
+use servers::ServerOp;
+
+/// Largest request body accepted (413 above it).
+pub const MAX_BODY: usize = 1 << 20;
+
+/// Renders the process's metrics in the Prometheus text format (the binary owns the
+/// recorder; the gateway only serves what it renders).
+pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
+
+/// Shared state of the admin handlers.
+#[derive(Clone)]
+pub struct AdminState {
+    pub(crate) release: Arc<ReleaseState>,
+    pub(crate) pools: Arc<HashMap<String, Arc<Pool>>>,
+    pub(crate) tokens: Arc<Vec<TokenConfig>>,
+    pub(crate) prometheus: Option<MetricsRender>,
+    /// The control store in use, as configured (`local` or the etcd URL).
+    pub(crate) control: String,
+    /// Protected envs and the approvals a change there needs.
+    pub(crate) approvals: Arc<BTreeMap<String, u32>>,
+}
+
+/// A JSON answer, with the version it reflects as an `ETag` when it has one.
+pub(super) struct Answer {
+    etag: Option<u64>,
+    body: Value,
+}
+
+impl Answer {
+    pub(super) fn json(body: Value) -> Answer {
+        Answer { etag: None, body }
+    }
+    pub(super) fn versioned(version: u64, body: Value) -> Answer {
+        Answer {
+            etag: Some(version),
+            body,
+        }
+    }
+}
+
+pub(super) type ApiResult = Result<Answer, GatewayError>;
+
+pub(super) fn authenticate<'t>(
+    headers: &HeaderMap,
+    tokens: &'t [TokenConfig],
+) -> Result<&'t TokenConfig, GatewayError> {
+    let presented = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .ok_or(GatewayError::Unauthorized)?;
+    tokens
+        .iter()
+        .find(|t| constant_time_eq(t.token.as_bytes(), presented.trim().as_bytes()))
+        .ok_or(GatewayError::Unauthorized)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Whether `t` may change something in `project`/`env`.
+pub(super) fn may_change(t: &TokenConfig, project: &str, env: &str) -> Result<(), GatewayError> {
+    match t.role {
+        Role::Admin => Ok(()),
+        Role::Viewer => Err(GatewayError::Forbidden(format!(
+            "token `{}` is a viewer",
+            t.name
+        ))),
+        Role::ReleaseManager => {
+            let ok = t.scopes.iter().any(|s| match s.split_once('/') {
+                Some((p, e)) => (p == "*" || p == project) && (e == "*" || e == env),
+                None => s == "*" || s == env || s == project,
+            });
+            if ok {
+                Ok(())
+            } else {
+                Err(GatewayError::Forbidden(format!(
+                    "token `{}` may not change project `{project}` env `{env}`",
+                    t.name
+                )))
+            }
+        }
+    }
+}
+
+pub(super) fn count(kind: &'static str, r: &Result<impl Sized, GatewayError>) {
+    let outcome = match r {
+        Ok(_) => "ok",
+        Err(e) => match e.status().as_u16() {
+            401 | 403 => "denied",
+            _ => "refused",
+        },
+    };
+    metrics::counter!(m::ADMIN_CHANGES, "kind" => kind, "outcome" => outcome).increment(1);
+}
+
+/// The version a change is based on: `If-Match` (an `ETag` from a GET) or the body's
+/// `base_version`; both must agree when both are given.
+pub(super) fn base_version(h: &HeaderMap, body: Option<u64>) -> Result<Option<u64>, GatewayError> {
+    let header = match h.get(http::header::IF_MATCH) {
+        None => None,
+        Some(v) => {
+            let t = v.to_str().unwrap_or("").trim();
+            let t = t.strip_prefix("W/").unwrap_or(t).trim_matches('"');
+            Some(t.parse::<u64>().map_err(|_| {
+                GatewayError::BadRequest(format!("If-Match `{t}` is not a version"))
+            })?)
+        }
+    };
+    match (header, body) {
+        (Some(a), Some(b)) if a != b => Err(GatewayError::BadRequest(format!(
+            "If-Match says version {a}, base_version says {b}"
+        ))),
+        (a, b) => Ok(a.or(b)),
+    }
+}
+
+/// Parse a JSON body only after the caller is authenticated, with the reason on failure.
+pub(super) fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| GatewayError::BadRequest(format!("body: {e}")))
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(super) struct Reason {
+    #[serde(default)]
+    pub(super) reason: String,
+    #[serde(default)]
+    pub(super) base_version: Option<u64>,
+}
+
+fn respond(status: StatusCode, content_type: &str, body: Vec<u8>) -> Response<Vec<u8>> {
+    let mut r = Response::new(body);
+    *r.status_mut() = status;
+    let h = r.headers_mut();
+    if let Ok(v) = content_type.parse() {
+        h.insert(http::header::CONTENT_TYPE, v);
+    }
+    if let Ok(v) = r.body().len().to_string().parse() {
+        r.headers_mut().insert(http::header::CONTENT_LENGTH, v);
+    }
+    r
+}
+
+fn error_response(e: &GatewayError) -> Response<Vec<u8>> {
+    let status = e.status();
+    let mut r = respond(
+        status,
+        "application/json",
+        json!({ "error": e.to_string() }).to_string().into_bytes(),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            "www-authenticate",
+            http::HeaderValue::from_static("Bearer realm=\"apus-admin\""),
+        );
+    }
+    r
+}
+
+fn answer_response(r: ApiResult) -> Response<Vec<u8>> {
+    match r {
+        Ok(a) => {
+            let mut resp = respond(
+                StatusCode::OK,
+                "application/json",
+                a.body.to_string().into_bytes(),
+            );
+            if let Some(v) = a.etag.and_then(|v| format!("\"{v}\"").parse().ok()) {
+                resp.headers_mut().insert(http::header::ETAG, v);
+            }
+            resp
+        }
+        Err(e) => error_response(&e),
+    }
+}
+
+/// Percent-decode one path segment (server addresses and route names).
+fn decode(seg: &str) -> String {
+    let b = seg.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (
+            b[i],
+            b.get(i + 1).copied().and_then(hex),
+            b.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, ..) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Route one request to its handler.
+async fn dispatch(
+    s: &AdminState,
+    method: &Method,
+    path: &str,
+    h: &HeaderMap,
+    body: &[u8],
+) -> Response<Vec<u8>> {
+    let segs: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
+    let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let r = match (method.as_str(), segs.as_slice()) {
+        ("GET", ["health"]) => return respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
+        ("GET", ["metrics"]) => {
+            return match &s.prometheus {
+                Some(p) => respond(
+                    StatusCode::OK,
+                    "text/plain; version=0.0.4",
+                    p().into_bytes(),
+                ),
+                None => respond(
+                    StatusCode::NOT_FOUND,
+                    "text/plain",
+                    b"metrics recorder not installed\n".to_vec(),
+                ),
+            }
+        }
+        ("GET", ["admin", "v1", "routes"]) => release::list_routes(s, h).await,
+        ("PUT", ["admin", "v1", "routes", route, "rules"]) => {
+            release::set_rules(s, h, route, body).await
+        }
+        ("POST", ["admin", "v1", "rollback"]) => release::rollback(s, h, body).await,
+        ("GET", ["admin", "v1", "changes"]) => release::list_changes(s, h).await,
+        ("GET", ["admin", "v1", "status"]) => release::status(s, h).await,
+        ("GET", ["admin", "v1", "pending"]) => release::list_pending(s, h).await,
+        ("POST", ["admin", "v1", "pending", id, verdict @ ("approve" | "reject")]) => {
+            match id.parse() {
+                Ok(id) => release::decide_pending(s, h, id, *verdict == "approve", body).await,
+                Err(_) => Err(GatewayError::NotFound(format!("pending change #{id}"))),
+            }
+        }
+        ("GET", ["admin", "v1", "pools"]) => servers::list_pools(s, h).await,
+        ("POST", ["admin", "v1", "pools", pool, "servers"]) => {
+            servers::server_op(s, h, pool, None, ServerOp::Add, body).await
+        }
+        ("DELETE", ["admin", "v1", "pools", pool, "servers", addr]) => {
+            servers::server_op(s, h, pool, Some(addr), ServerOp::Remove, body).await
+        }
+        ("POST", ["admin", "v1", "pools", pool, "servers", addr, "drain"]) => {
+            servers::server_op(s, h, pool, Some(addr), ServerOp::Drain, body).await
+        }
+        ("POST", ["admin", "v1", "pools", pool, "servers", addr, "undrain"]) => {
+            servers::server_op(s, h, pool, Some(addr), ServerOp::Undrain, body).await
+        }
+        _ => Err(GatewayError::NotFound(format!("{method} {path}"))),
+    };
+    answer_response(r)
+}
+
+/// The admin API as a Pingora HTTP app.
+pub struct AdminApp(pub AdminState);
+
+/// Read the whole request body, refusing more than [`MAX_BODY`] bytes.
+async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, GatewayError> {
+    let mut body = Vec::new();
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > MAX_BODY {
+                    return Err(GatewayError::TooLarge(format!(
+                        "request body over {MAX_BODY} bytes"
+                    )));
+                }
+                body.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(body),
+            Err(e) => return Err(GatewayError::BadRequest(format!("request body: {e}"))),
+        }
+    }
+}
+
+#[async_trait]
+impl ServeHttp for AdminApp {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let (method, path, headers) = (
+            req.method.clone(),
+            req.uri.path().to_string(),
+            req.headers.clone(),
+        );
+        match read_body(session).await {
+            Ok(body) => dispatch(&self.0, &method, &path, &headers, &body).await,
+            Err(e) => {
+                session.set_keepalive(None);
+                error_response(&e)
+            }
+        }
+    }
+}
+
+/// The admin listener as a Pingora service on `addr`. The address is checked (bound and
+/// released) now, so a taken port fails start-up with its name instead of later.
+pub fn service(addr: &str, state: AdminState) -> Result<Service<AdminApp>, GatewayError> {
+    drop(
+        std::net::TcpListener::bind(addr)
+            .map_err(|e| GatewayError::Config(format!("admin_listen {addr}: {e}")))?,
+    );
+    let mut svc = Service::new("admin api".to_string(), AdminApp(state));
+    svc.add_tcp(addr);
+    Ok(svc)
+}

@@ -1,0 +1,267 @@
+//! Release handlers: routes and their gray rules, rollback, change history, status, and
+//! the approvals of changes to protected environments.
+
+use apus_rules::GrayRuleSpec;
+use http::HeaderMap;
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+use super::{
+    authenticate, base_version, count, may_change, parse_body, AdminState, Answer, ApiResult,
+    Reason,
+};
+use crate::config::{Role, TokenConfig};
+use crate::state::{Current, Edit};
+use crate::GatewayError;
+
+pub(super) async fn list_routes(s: &AdminState, h: &HeaderMap) -> ApiResult {
+    authenticate(h, &s.tokens)?;
+    let cur = s.release.load_full();
+    let routes: Vec<_> = cur.rules.routes().collect();
+    Ok(Answer::versioned(
+        cur.version,
+        json!({ "version": cur.version, "routes": routes }),
+    ))
+}
+
+pub(super) async fn list_changes(s: &AdminState, h: &HeaderMap) -> ApiResult {
+    authenticate(h, &s.tokens)?;
+    let changes = s.release.changes().await?;
+    let versions: Vec<u64> = changes.iter().map(|c| c.to_version).collect();
+    let v = s.release.load().version;
+    Ok(Answer::versioned(
+        v,
+        json!({ "version": v, "versions": versions, "changes": changes }),
+    ))
+}
+
+pub(super) async fn status(s: &AdminState, h: &HeaderMap) -> ApiResult {
+    authenticate(h, &s.tokens)?;
+    let v = s.release.load().version;
+    Ok(Answer::versioned(
+        v,
+        json!({ "version": v, "control": s.control, "store_connected": s.release.store_connected() }),
+    ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetRules {
+    rules: Vec<GrayRuleSpec>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    base_version: Option<u64>,
+    /// An admin's emergency bypass of a protected env's approvals.
+    #[serde(default)]
+    emergency: bool,
+}
+
+/// Approvals a change to `env` needs, and whether `t` may bypass them.
+fn approvals(
+    s: &AdminState,
+    t: &TokenConfig,
+    env: &str,
+    emergency: bool,
+) -> Result<u32, GatewayError> {
+    if emergency && t.role != Role::Admin {
+        return Err(GatewayError::Forbidden(format!(
+            "token `{}` may not bypass approvals (admins only)",
+            t.name
+        )));
+    }
+    Ok(s.approvals.get(env).copied().unwrap_or(0))
+}
+
+pub(super) async fn set_rules(
+    s: &AdminState,
+    h: &HeaderMap,
+    route: &str,
+    body: &[u8],
+) -> ApiResult {
+    let r = async {
+        let t = authenticate(h, &s.tokens)?;
+        let body: SetRules = parse_body(body)?;
+        let base = base_version(h, body.base_version)?;
+        let rules = body.rules.clone();
+        s.release
+            .change(base, &t.name, &body.reason, |cur| {
+                let mut doc = (*cur.doc).clone();
+                let r = doc
+                    .routes
+                    .iter_mut()
+                    .find(|r| r.name == route)
+                    .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
+                may_change(t, &r.project, &r.env)?;
+                r.gray_rules = rules.clone();
+                let (project, env) = (r.project.clone(), r.env.clone());
+                let mut e = Edit::new(doc, "gray_rules", &project, &env, route);
+                e.approvals = approvals(s, t, &env, body.emergency)?;
+                e.emergency = body.emergency;
+                Ok(e)
+            })
+            .await
+    }
+    .await;
+    count("gray_rules", &r);
+    Ok(Answer::json(json!({ "change": r? })))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Rollback {
+    version: u64,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    base_version: Option<u64>,
+    #[serde(default)]
+    emergency: bool,
+}
+
+pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiResult {
+    let r = async {
+        let t = authenticate(h, &s.tokens)?;
+        let body: Rollback = parse_body(body)?;
+        let base = base_version(h, body.base_version)?;
+        let target = s.release.snapshot(body.version).await?.state.routes.clone();
+        let reason = format!("rollback to v{}: {}", body.version, body.reason);
+        s.release
+            .change(base, &t.name, &reason, |cur| {
+                // Every route the rollback touches must be in the token's scope.
+                let changed: Vec<(String, String)> = cur
+                    .doc
+                    .routes
+                    .iter()
+                    .filter(|r| !target.iter().any(|t| t == *r))
+                    .chain(target.iter())
+                    .map(|r| (r.project.clone(), r.env.clone()))
+                    .collect();
+                let mut needed = 0;
+                for (p, e) in &changed {
+                    may_change(t, p, e)?;
+                    needed = needed.max(approvals(s, t, e, body.emergency)?);
+                }
+                let (project, env) = changed.first().cloned().unwrap_or_default();
+                let mut doc = (*cur.doc).clone();
+                doc.routes = target.clone();
+                let mut e = Edit::new(doc, "rollback", &project, &env, "*");
+                e.approvals = needed;
+                e.emergency = body.emergency;
+                Ok(e)
+            })
+            .await
+    }
+    .await;
+    count("rollback", &r);
+    Ok(Answer::json(json!({ "change": r? })))
+}
+
+pub(super) async fn list_pending(s: &AdminState, h: &HeaderMap) -> ApiResult {
+    authenticate(h, &s.tokens)?;
+    let cur = s.release.load_full();
+    let pending: Vec<Value> = cur
+        .doc
+        .pending
+        .iter()
+        .map(|p| {
+            json!({
+                "id": p.id, "kind": p.kind, "author": p.author, "reason": p.reason,
+                "project": p.project, "env": p.env, "scope": p.scope, "ts": p.ts,
+                "required": p.required, "approvals": p.approvals, "routes": p.routes,
+            })
+        })
+        .collect();
+    Ok(Answer::versioned(
+        cur.version,
+        json!({ "version": cur.version, "pending": pending }),
+    ))
+}
+
+/// The edit of approving (`approve`) or rejecting pending change `id` by `t`.
+fn decide(cur: &Current, t: &TokenConfig, id: u64, approve: bool) -> Result<Edit, GatewayError> {
+    let mut doc = (*cur.doc).clone();
+    let i = doc
+        .pending
+        .iter()
+        .position(|p| p.id == id)
+        .ok_or_else(|| GatewayError::NotFound(format!("pending change #{id}")))?;
+    let p = &mut doc.pending[i];
+    may_change(t, &p.project, &p.env)?;
+    let (project, env, scope) = (p.project.clone(), p.env.clone(), p.scope.clone());
+    if !approve {
+        let what = format!("change #{id} proposed by {} rejected", p.author);
+        doc.pending.remove(i);
+        let mut e = Edit::new(doc, "change_rejected", &project, &env, &scope);
+        e.summary = Some(what);
+        return Ok(e);
+    }
+    if p.author == t.name {
+        return Err(GatewayError::Forbidden(format!(
+            "`{}` proposed change #{id} and may not approve it",
+            t.name
+        )));
+    }
+    if p.approvals.contains(&t.name) {
+        return Err(GatewayError::BadRequest(format!(
+            "`{}` already approved change #{id}",
+            t.name
+        )));
+    }
+    p.approvals.push(t.name.clone());
+    if (p.approvals.len() as u32) < p.required {
+        let what = format!(
+            "approval {}/{} of change #{id} by {}",
+            p.approvals.len(),
+            p.required,
+            t.name
+        );
+        let mut e = Edit::new(doc, "change_approved", &project, &env, &scope);
+        e.summary = Some(what);
+        return Ok(e);
+    }
+    if cur.doc.routes != p.base_routes {
+        return Err(GatewayError::Conflict(format!(
+            "the routes changed since change #{id} was proposed; propose it again"
+        )));
+    }
+    let p = doc.pending.remove(i);
+    doc.routes = p.routes;
+    let mut e = Edit::new(doc, &p.kind, &project, &env, &scope);
+    e.note = Some(format!(
+        "change #{id} proposed by {} ({}), approved by {}",
+        p.author,
+        p.reason,
+        p.approvals.join(", ")
+    ));
+    Ok(e)
+}
+
+pub(super) async fn decide_pending(
+    s: &AdminState,
+    h: &HeaderMap,
+    id: u64,
+    approve: bool,
+    body: &[u8],
+) -> ApiResult {
+    let kind = if approve {
+        "change_approved"
+    } else {
+        "change_rejected"
+    };
+    let r = async {
+        let t = authenticate(h, &s.tokens)?;
+        let b: Reason = if body.is_empty() {
+            Reason::default()
+        } else {
+            parse_body(body)?
+        };
+        let base = base_version(h, b.base_version)?;
+        s.release
+            .change(base, &t.name, &b.reason, |cur| decide(cur, t, id, approve))
+            .await
+    }
+    .await;
+    count(kind, &r);
+    Ok(Answer::json(json!({ "change": r? })))
+}
