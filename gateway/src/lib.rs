@@ -84,6 +84,12 @@ pub fn build(
         .thread_name("apus-control")
         .enable_all()
         .build()?;
+    control_runtime.block_on(async {
+        for p in pools.values() {
+            p.apply().await?;
+        }
+        Ok::<_, GatewayError>(())
+    })?;
     let control = control_runtime.block_on(apus_control::open(&cfg.control, data_dir))?;
     let seed = state::seed_doc(rules.routes().cloned().collect(), &cfg.pools);
     let release = control_runtime.block_on(ReleaseState::open(

@@ -8,7 +8,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -95,7 +95,9 @@ pub struct Pool {
     lb: Arc<LoadBalancer<RoundRobin>>,
     members: Arc<ArcSwap<BTreeSet<Backend>>>,
     pending: Arc<PendingSet>,
-    drained: Mutex<HashSet<SocketAddr>>,
+    /// Drained servers: excluded at selection (as well as disabled in the load balancer,
+    /// whose backends a later update may rebuild).
+    drained: ArcSwap<HashSet<SocketAddr>>,
     /// Serialises membership updates (Pingora requires updates not to overlap).
     update_lock: tokio::sync::Mutex<()>,
 }
@@ -162,7 +164,7 @@ impl Pool {
             lb: bg.task(),
             members,
             pending,
-            drained: Mutex::new(HashSet::new()),
+            drained: ArcSwap::from_pointee(HashSet::new()),
             update_lock: tokio::sync::Mutex::new(()),
         });
         Ok((pool, bg))
@@ -172,11 +174,14 @@ impl Pool {
     #[inline]
     pub fn select(&self, exclude: &[SocketAddr]) -> Option<Backend> {
         let pending = self.pending.load();
+        let drained = self.drained.load();
         self.lb.select_with(b"", 256, |b, ready| {
             ready
                 && match inet(b) {
                     Some(a) => {
-                        !exclude.contains(&a) && (pending.is_empty() || !pending.contains(&a))
+                        !exclude.contains(&a)
+                            && (pending.is_empty() || !pending.contains(&a))
+                            && (drained.is_empty() || !drained.contains(&a))
                     }
                     None => true,
                 }
@@ -186,7 +191,7 @@ impl Pool {
     /// The pool's servers and their states.
     pub fn status(&self) -> Vec<ServerStatus> {
         let pending = self.pending.load();
-        let drained = self.drained.lock().unwrap_or_else(|p| p.into_inner());
+        let drained = self.drained.load();
         self.members
             .load()
             .iter()
@@ -230,7 +235,9 @@ impl Pool {
         Ok((a, b))
     }
 
-    async fn apply(&self) -> Result<(), GatewayError> {
+    /// Rebuild the load balancer's backends from the membership (also done once before
+    /// the proxy starts, so the first requests find the servers).
+    pub async fn apply(&self) -> Result<(), GatewayError> {
         let _g = self.update_lock.lock().await;
         self.lb
             .update()
@@ -264,12 +271,15 @@ impl Pool {
     pub fn set_drained(&self, addr: &str, drain: bool) -> Result<(), GatewayError> {
         let (a, b) = self.find(addr)?;
         self.lb.backends().set_enable(&b, !drain);
-        let mut d = self.drained.lock().unwrap_or_else(|p| p.into_inner());
-        if drain {
-            d.insert(a);
-        } else {
-            d.remove(&a);
-        }
+        self.drained.rcu(|d| {
+            let mut d = HashSet::clone(d);
+            if drain {
+                d.insert(a);
+            } else {
+                d.remove(&a);
+            }
+            d
+        });
         Ok(())
     }
 
@@ -281,10 +291,11 @@ impl Pool {
             m.remove(&b);
             m
         });
-        self.drained
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&a);
+        self.drained.rcu(|d| {
+            let mut d = HashSet::clone(d);
+            d.remove(&a);
+            d
+        });
         self.apply().await
     }
 
@@ -308,11 +319,7 @@ impl Pool {
                 self.remove(s).await?;
             }
         }
-        let drained: HashSet<SocketAddr> = self
-            .drained
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let drained = self.drained.load_full();
         for s in &want.servers {
             let (a, _) = self.parse(s)?;
             let should = want.drained.contains(s);

@@ -132,6 +132,9 @@ pub struct ReleaseState {
     listeners: Mutex<Vec<ChangeListener>>,
     /// Serialises installs (rule swap + pool reconciliation) from the API and the watch.
     install_lock: tokio::sync::Mutex<()>,
+    /// Serialises this node's changes (read, edit, commit), so they conflict only with
+    /// other nodes' (etcd) and never starve each other.
+    change_lock: tokio::sync::Mutex<()>,
 }
 
 /// Microseconds since the epoch.
@@ -231,6 +234,7 @@ impl ReleaseState {
             history_file,
             listeners: Mutex::new(Vec::new()),
             install_lock: tokio::sync::Mutex::new(()),
+            change_lock: tokio::sync::Mutex::new(()),
         });
         state.reconcile_pools(&doc).await;
         tracing::info!(version = head.version, "release state loaded");
@@ -330,6 +334,7 @@ impl ReleaseState {
         if let Some(b) = base {
             self.catch_up(b).await;
         }
+        let _serial = self.change_lock.lock().await;
         for _ in 0..8 {
             let cur = self.load_full();
             if let Some(b) = base {
