@@ -327,8 +327,10 @@ fn rule_flips_under_load_fail_no_request() {
         .json()
         .unwrap();
     assert_eq!(v["version"], 101);
-    assert_eq!(v["changes"].as_array().unwrap().len(), 100);
-    assert_eq!(v["changes"][0]["actor"], "bob");
+    // The history starts with the seed (version 1, from the config file), then the flips.
+    assert_eq!(v["changes"].as_array().unwrap().len(), 101);
+    assert_eq!(v["changes"][0]["kind"], "seed");
+    assert_eq!(v["changes"][1]["actor"], "bob");
     assert_eq!(
         failed.load(Ordering::Relaxed),
         0,
@@ -499,6 +501,7 @@ fn servers_go_on_and_off_the_shelf_at_runtime() {
     assert_eq!(
         kinds,
         [
+            "seed",
             "server_add",
             "server_drain",
             "server_undrain",
