@@ -12,37 +12,7 @@ use common::*;
 use serde_json::{json, Value};
 
 fn config(stable: &[u16], gray: u16) -> String {
-    let servers = stable
-        .iter()
-        .map(|p| format!("\"127.0.0.1:{p}\""))
-        .collect::<Vec<_>>()
-        .join(", ");
-    format!(
-        r#"
-[[pools]]
-name = "stable"
-servers = [{servers}]
-health_check = {{ kind = "tcp", interval_ms = 200, timeout_ms = 300 }}
-
-[[pools]]
-name = "gray"
-servers = ["127.0.0.1:{gray}"]
-health_check = {{ kind = "tcp", interval_ms = 200, timeout_ms = 300 }}
-
-[[routes]]
-name = "api"
-path_prefix = "/"
-project = "shop"
-env = "prod"
-stable_pool = "stable"
-tenant_sources = [{{ header = "x-tenant-id" }}]
-
-[[routes.gray_rules]]
-name = "beta"
-pool = "gray"
-tenants = ["acme"]
-"#
-    )
+    format!("{}{ROUTE}", pools(stable, &[gray], 200))
 }
 
 fn admin(
@@ -171,12 +141,7 @@ fn release_state_survives_sigkill_and_restart() {
     assert_eq!(body["change"]["from_version"], 5);
     assert_eq!(body["change"]["to_version"], 6);
     let (_, h) = admin(&c, &gw, "GET", "/admin/v1/changes", Value::Null);
-    let kinds: Vec<_> = h["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["kind"].as_str().unwrap().to_string())
-        .collect();
+    let kinds = change_kinds(&h);
     assert_eq!(
         kinds,
         [

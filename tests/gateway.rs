@@ -10,51 +10,6 @@ use std::time::Duration;
 use common::*;
 use serde_json::json;
 
-fn pools(stable: &[u16], gray: &[u16], interval_ms: u64) -> String {
-    let list = |ps: &[u16]| {
-        ps.iter()
-            .map(|p| format!("\"127.0.0.1:{p}\""))
-            .collect::<Vec<_>>()
-            .join(", ")
-    };
-    format!(
-        r#"
-[[pools]]
-name = "stable"
-servers = [{}]
-health_check = {{ kind = "http", path = "/health", interval_ms = {interval_ms}, timeout_ms = 300 }}
-
-[[pools]]
-name = "gray"
-servers = [{}]
-health_check = {{ kind = "tcp", interval_ms = {interval_ms}, timeout_ms = 300 }}
-"#,
-        list(stable),
-        list(gray)
-    )
-}
-
-const ROUTE: &str = r#"
-[[routes]]
-name = "api"
-path_prefix = "/"
-project = "shop"
-env = "prod"
-stable_pool = "stable"
-tenant_sources = [{ header = "x-tenant-id" }, { query = "orgId" }]
-
-[[routes.gray_rules]]
-name = "beta"
-pool = "gray"
-tenants = ["acme"]
-
-[[routes.gray_rules]]
-name = "office"
-pool = "gray"
-tag = "office"
-cidrs = ["10.0.0.0/8"]
-"#;
-
 struct Setup {
     _ups: Vec<Proc>,
     gw: Gateway,
@@ -492,12 +447,7 @@ fn servers_go_on_and_off_the_shelf_at_runtime() {
         .unwrap()
         .json()
         .unwrap();
-    let kinds: Vec<_> = v["changes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| c["kind"].as_str().unwrap().to_string())
-        .collect();
+    let kinds = change_kinds(&v);
     assert_eq!(
         kinds,
         [

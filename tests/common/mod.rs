@@ -270,3 +270,61 @@ pub fn scalar_i64(b: &[datafusion::arrow::record_batch::RecordBatch]) -> i64 {
         .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
         .value(0)
 }
+
+/// The `[[pools]]` of a test gateway: `stable` (HTTP health checks) and `gray` (TCP).
+pub fn pools(stable: &[u16], gray: &[u16], interval_ms: u64) -> String {
+    let list = |ps: &[u16]| {
+        ps.iter()
+            .map(|p| format!("\"127.0.0.1:{p}\""))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    format!(
+        r#"
+[[pools]]
+name = "stable"
+servers = [{}]
+health_check = {{ kind = "http", path = "/health", interval_ms = {interval_ms}, timeout_ms = 300 }}
+
+[[pools]]
+name = "gray"
+servers = [{}]
+health_check = {{ kind = "tcp", interval_ms = {interval_ms}, timeout_ms = 300 }}
+"#,
+        list(stable),
+        list(gray)
+    )
+}
+
+/// The kinds of the changes in a `/admin/v1/changes` answer, oldest first.
+pub fn change_kinds(v: &serde_json::Value) -> Vec<String> {
+    v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap().to_string())
+        .collect()
+}
+
+/// Route `api` of project `shop`, env `prod`: tenant `acme` and the `10.0.0.0/8` office
+/// network go gray.
+pub const ROUTE: &str = r#"
+[[routes]]
+name = "api"
+path_prefix = "/"
+project = "shop"
+env = "prod"
+stable_pool = "stable"
+tenant_sources = [{ header = "x-tenant-id" }, { query = "orgId" }]
+
+[[routes.gray_rules]]
+name = "beta"
+pool = "gray"
+tenants = ["acme"]
+
+[[routes.gray_rules]]
+name = "office"
+pool = "gray"
+tag = "office"
+cidrs = ["10.0.0.0/8"]
+"#;

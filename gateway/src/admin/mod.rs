@@ -67,6 +67,15 @@ impl Answer {
 
 pub(super) type ApiResult = Result<Answer, GatewayError>;
 
+/// The answer to a change request: the change record, counted by kind and outcome.
+pub(super) fn change_answer(
+    kind: &'static str,
+    r: Result<apus_schema::ChangeRecord, GatewayError>,
+) -> ApiResult {
+    count(kind, &r);
+    Ok(Answer::json(json!({ "change": r? })))
+}
+
 pub(super) fn authenticate<'t>(
     headers: &HeaderMap,
     tokens: &'t [TokenConfig],
@@ -111,7 +120,7 @@ pub(super) fn may_change(t: &TokenConfig, project: &str, env: &str) -> Result<()
     }
 }
 
-pub(super) fn count(kind: &'static str, r: &Result<impl Sized, GatewayError>) {
+fn count(kind: &'static str, r: &Result<impl Sized, GatewayError>) {
     let outcome = match r {
         Ok(_) => "ok",
         Err(e) => match e.status().as_u16() {

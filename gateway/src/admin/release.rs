@@ -7,8 +7,8 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{
-    authenticate, base_version, count, may_change, parse_body, AdminState, Answer, ApiResult,
-    Reason,
+    authenticate, base_version, change_answer, may_change, parse_body, AdminState, Answer,
+    ApiResult, Reason,
 };
 use crate::config::{Role, TokenConfig};
 use crate::state::{Current, Edit};
@@ -103,8 +103,7 @@ pub(super) async fn set_rules(
             .await
     }
     .await;
-    count("gray_rules", &r);
-    Ok(Answer::json(json!({ "change": r? })))
+    change_answer("gray_rules", r)
 }
 
 #[derive(Deserialize)]
@@ -153,8 +152,7 @@ pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiR
             .await
     }
     .await;
-    count("rollback", &r);
-    Ok(Answer::json(json!({ "change": r? })))
+    change_answer("rollback", r)
 }
 
 pub(super) async fn list_pending(s: &AdminState, h: &HeaderMap) -> ApiResult {
@@ -262,6 +260,5 @@ pub(super) async fn decide_pending(
             .await
     }
     .await;
-    count(kind, &r);
-    Ok(Answer::json(json!({ "change": r? })))
+    change_answer(kind, r)
 }

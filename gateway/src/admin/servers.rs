@@ -6,8 +6,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    authenticate, base_version, count, may_change, parse_body, AdminState, Answer, ApiResult,
-    Reason,
+    authenticate, base_version, change_answer, may_change, parse_body, AdminState, Answer,
+    ApiResult, Reason,
 };
 use crate::config::{Role, TokenConfig};
 use crate::pools::Pool;
@@ -154,6 +154,5 @@ pub(super) async fn server_op(
             .await
     }
     .await;
-    count(op.kind(), &r);
-    Ok(Answer::json(json!({ "change": r? })))
+    change_answer(op.kind(), r)
 }
