@@ -345,82 +345,8 @@ impl ReleaseState {
                     )));
                 }
             }
-            let e = edit(&cur)?;
-            // Validate what the change would put in force, even when it only proposes it.
-            let after = self.compile(&e.doc.routes)?;
-            let diff = cur.rules.diff(&after);
-            let diff = if diff.is_empty() {
-                "no rule change".to_string()
-            } else {
-                diff.join("; ")
-            };
-            let version = cur.version + 1;
-            let (doc, rules, kind, summary, touched) = if e.approvals > 0 && !e.emergency {
-                let mut doc = (*cur.doc).clone();
-                doc.pending.push(Pending {
-                    id: version,
-                    kind: e.kind.clone(),
-                    author: actor.into(),
-                    reason: reason.clone(),
-                    project: e.project.clone(),
-                    env: e.env.clone(),
-                    scope: e.scope.clone(),
-                    ts: now_us(),
-                    required: e.approvals,
-                    approvals: Vec::new(),
-                    base_routes: cur.doc.routes.clone(),
-                    routes: e.doc.routes,
-                });
-                let summary = format!(
-                    "proposed change #{version} ({}), needs {} approval(s): {diff}; {reason}",
-                    e.kind, e.approvals
-                );
-                let rules = self.compile(&doc.routes)?;
-                (
-                    doc,
-                    rules,
-                    "change_proposed".to_string(),
-                    summary,
-                    String::new(),
-                )
-            } else {
-                let mut what = e.summary.clone().unwrap_or(diff);
-                if let Some(n) = &e.note {
-                    what = format!("{what}; {n}");
-                }
-                let summary = if e.emergency && e.approvals > 0 {
-                    metrics::counter!(m::EMERGENCY_BYPASS).increment(1);
-                    format!(
-                        "EMERGENCY, {} approval(s) bypassed: {what}; {reason}",
-                        e.approvals
-                    )
-                } else {
-                    format!("{what}; {reason}")
-                };
-                let touched = e
-                    .touched
-                    .clone()
-                    .unwrap_or_else(|| cur.rules.touched(&after).join(" "));
-                (e.doc, after, e.kind, summary, touched)
-            };
-            let rec = ChangeRecord {
-                ts: Micros(now_us()),
-                kind,
-                actor: actor.into(),
-                project: e.project,
-                env: e.env,
-                scope: e.scope,
-                from_version: cur.version,
-                to_version: version,
-                summary,
-                touched,
-            };
-            let change = Change {
-                version,
-                base_version: cur.version,
-                record: rec.clone(),
-                state: doc,
-            };
+            let (change, rules) = self.prepare(&cur, edit(&cur)?, actor, &reason)?;
+            let rec = change.record.clone();
             match self.control.commit(change.clone()).await {
                 Ok(()) => {
                     self.install_compiled(&change, rules).await;
@@ -436,6 +362,94 @@ impl ReleaseState {
         Err(GatewayError::Conflict(
             "the release state kept changing underneath this change; retry".into(),
         ))
+    }
+
+    /// Turn an edit of `cur` into the change to commit and the rules it puts in force:
+    /// validated (it must compile, even when it is only proposed), summarised with its
+    /// rule diff, and — for a protected env without an emergency bypass — turned into a
+    /// proposal that waits for approvals.
+    fn prepare(
+        &self,
+        cur: &Current,
+        e: Edit,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(Change, RuleSet), GatewayError> {
+        let after = self.compile(&e.doc.routes)?;
+        let diff = cur.rules.diff(&after);
+        let diff = if diff.is_empty() {
+            "no rule change".to_string()
+        } else {
+            diff.join("; ")
+        };
+        let version = cur.version + 1;
+        let (doc, rules, kind, summary, touched) = if e.approvals > 0 && !e.emergency {
+            let mut doc = (*cur.doc).clone();
+            doc.pending.push(Pending {
+                id: version,
+                kind: e.kind.clone(),
+                author: actor.into(),
+                reason: reason.into(),
+                project: e.project.clone(),
+                env: e.env.clone(),
+                scope: e.scope.clone(),
+                ts: now_us(),
+                required: e.approvals,
+                approvals: Vec::new(),
+                base_routes: cur.doc.routes.clone(),
+                routes: e.doc.routes,
+            });
+            let summary = format!(
+                "proposed change #{version} ({}), needs {} approval(s): {diff}; {reason}",
+                e.kind, e.approvals
+            );
+            let rules = self.compile(&doc.routes)?;
+            (
+                doc,
+                rules,
+                "change_proposed".to_string(),
+                summary,
+                String::new(),
+            )
+        } else {
+            let mut what = e.summary.clone().unwrap_or(diff);
+            if let Some(n) = &e.note {
+                what = format!("{what}; {n}");
+            }
+            let summary = if e.emergency && e.approvals > 0 {
+                metrics::counter!(m::EMERGENCY_BYPASS).increment(1);
+                format!(
+                    "EMERGENCY, {} approval(s) bypassed: {what}; {reason}",
+                    e.approvals
+                )
+            } else {
+                format!("{what}; {reason}")
+            };
+            let touched = e
+                .touched
+                .clone()
+                .unwrap_or_else(|| cur.rules.touched(&after).join(" "));
+            (e.doc, after, e.kind, summary, touched)
+        };
+        let record = ChangeRecord {
+            ts: Micros(now_us()),
+            kind,
+            actor: actor.into(),
+            project: e.project,
+            env: e.env,
+            scope: e.scope,
+            from_version: cur.version,
+            to_version: version,
+            summary,
+            touched,
+        };
+        let change = Change {
+            version,
+            base_version: cur.version,
+            record,
+            state: doc,
+        };
+        Ok((change, rules))
     }
 
     /// Install a change seen in the store (from any node) if it is newer than ours.

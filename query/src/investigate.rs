@@ -23,7 +23,7 @@ use crate::params::Params;
 use crate::rank::ERROR_LINES;
 use crate::rootcause::{
     adtributor, onset, rank_changes_with_grace, ratio, surges, AdtributorParams, Bucket, Change,
-    DimCounts, KeyCounts,
+    ChangeSuspect, DimCounts, DimensionSuspect, KeyCounts,
 };
 use crate::QueryError;
 
@@ -40,16 +40,75 @@ const EXPLAIN: &[&str] = &["tag", "tenant", "pool", "route", "upstream"];
 /// Change suspects scoring at least this go before the other kinds of suspects.
 const CHANGE_FIRST: f64 = 0.2;
 
-/// Run the root-cause analysis for `p`.
+/// What the analysis measures and against which baseline.
+struct Setup {
+    metric: &'static str,
+    /// SQL: 1 for a bad request (5xx, or slower than `slow_ms`), else 0.
+    bad: String,
+    /// Start of the baseline.
+    base_from: i64,
+    /// The whole analysed span: baseline + window.
+    span: Params,
+}
+
+/// The anomalous period found in the span.
+struct Window {
+    /// The onset the series showed, if any.
+    detected: Option<i64>,
+    /// Start of the anomalous period (the onset, or `from`).
+    start: i64,
+    /// SQL: the row is in the anomalous period.
+    cur: String,
+    /// Bucket width of the onset series.
+    step_us: i64,
+}
+
+/// Requests and bad requests of the baseline and the anomalous period.
+#[derive(Default)]
+struct Totals {
+    bt: f64,
+    bb: f64,
+    ct: f64,
+    cb: f64,
+}
+
+/// Run the root-cause analysis for `p`: one function per step (see the module doc).
 pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
-    let d = e.dialect();
-    let (t_access, t_logs, t_slow, t_changes) = (
-        e.table("access_log"),
-        e.table("logs"),
-        e.table("slow_sql"),
-        e.table("changes"),
-    );
     let started = std::time::Instant::now();
+    let setup = setup(p)?;
+    let w = find_onset(e, p, &setup).await?;
+    let (explained, totals) = explain(e, p, &setup, &w).await?;
+    let suspects: Vec<(String, f64)> = explained
+        .iter()
+        .flat_map(|d| {
+            d.values
+                .iter()
+                .map(move |v| (format!("{}:{}", d.dimension, v.value), v.explanatory_power))
+        })
+        .collect();
+    let ranked_changes = changes_before(e, p, &setup, &w, &suspects).await?;
+    let (templates, fingerprints, layers) = novelties_and_layers(e, &setup, &w).await?;
+    let rows = suspect_list(&ranked_changes, &explained, &templates, &fingerprints);
+    let (Totals { bt, bb, ct, cb }, start) = (totals, w.start);
+    Ok(json!({
+        "rows": rows,
+        "metric": setup.metric,
+        "onset": w.detected.map(rfc3339),
+        "current": {"from": rfc3339(start), "to": rfc3339(p.to_us),
+                    "requests": ct, "bad": cb, "rate": ratio(cb, ct)},
+        "baseline": {"from": rfc3339(setup.base_from), "to": rfc3339(start),
+                     "requests": bt, "bad": bb, "rate": ratio(bb, bt)},
+        "dimensions": explained,
+        "changes": ranked_changes.iter().map(change_json).collect::<Vec<_>>(),
+        "templates": templates.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+        "slow_sql": fingerprints.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
+        "layers": layers.into_iter().take(50).collect::<Vec<_>>(),
+        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
+    }))
+}
+
+/// The options: measure, slow threshold, baseline.
+fn setup(p: &Params) -> Result<Setup, QueryError> {
     let metric = p.choice("metric", &["error_rate", "latency"])?;
     let slow_ms = match p.opt("slow_ms") {
         None => 1000.0,
@@ -68,21 +127,36 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
             "baseline_from must be before from".into(),
         ));
     }
-    let bad = match metric {
-        "error_rate" => "CASE WHEN status >= 500 THEN 1 ELSE 0 END".to_string(),
-        _ => format!(
-            "CASE WHEN latency_us > {} THEN 1 ELSE 0 END",
-            (slow_ms * 1000.0) as i64
+    let (metric, bad) = match metric {
+        "error_rate" => (
+            "error_rate",
+            "CASE WHEN status >= 500 THEN 1 ELSE 0 END".to_string(),
+        ),
+        _ => (
+            "latency",
+            format!(
+                "CASE WHEN latency_us > {} THEN 1 ELSE 0 END",
+                (slow_ms * 1000.0) as i64
+            ),
         ),
     };
-    let span = p.with_range(base_from, p.to_us);
+    Ok(Setup {
+        metric,
+        bad,
+        base_from,
+        span: p.with_range(base_from, p.to_us),
+    })
+}
 
-    // 1. Onset, in buckets over the part of the span that has data (a default "last hour"
-    // over a service that started a minute ago must still get fine buckets).
+/// Step 1: the onset, in buckets over the part of the span that has data (a default "last
+/// hour" over a service that started a minute ago must still get fine buckets).
+async fn find_onset(e: &Engine, p: &Params, s: &Setup) -> Result<Window, QueryError> {
+    let d = e.dialect();
+    let t_access = e.table("access_log");
     let extent = e
         .rows(&format!(
             "SELECT min({us}) AS lo FROM {t_access} WHERE {}",
-            span.conditions(d, &[]),
+            s.span.conditions(d, &[]),
             us = d.us()
         ))
         .await?;
@@ -90,15 +164,16 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
         .first()
         .and_then(|r| r.get("lo"))
         .and_then(|v| v.as_i64())
-        .unwrap_or(base_from)
-        .max(base_from);
+        .unwrap_or(s.base_from)
+        .max(s.base_from);
     let step_us = ((p.to_us - data_from) / 120).max(1_000_000);
     let series = e
         .rows(&format!(
             "SELECT {b} AS b, count(*) AS total, \
              sum({bad}) AS bad FROM {t_access} WHERE {} GROUP BY b ORDER BY b",
-            span.conditions(d, &[]),
+            s.span.conditions(d, &[]),
             b = d.bucket(step_us),
+            bad = s.bad,
         ))
         .await?;
     let buckets: Vec<Bucket> = series
@@ -110,10 +185,25 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
         })
         .collect();
     let detected = onset(&buckets);
-    let start = detected.filter(|t| *t > base_from).unwrap_or(p.from_us);
-    let cur = d.since(start);
+    let start = detected.filter(|t| *t > s.base_from).unwrap_or(p.from_us);
+    Ok(Window {
+        detected,
+        start,
+        cur: d.since(start),
+        step_us,
+    })
+}
 
-    // 2. Dimensions.
+/// Step 2: per dimension, the bad/total counts of both periods, weighed by Adtributor.
+async fn explain(
+    e: &Engine,
+    p: &Params,
+    s: &Setup,
+    w: &Window,
+) -> Result<(Vec<DimensionSuspect>, Totals), QueryError> {
+    let d = e.dialect();
+    let t_access = e.table("access_log");
+    let (cur, bad) = (&w.cur, &s.bad);
     let dims: Vec<&str> = EXPLAIN
         .iter()
         .copied()
@@ -126,21 +216,21 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
              sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS ct, \
              sum(CASE WHEN {cur} THEN {bad} ELSE 0 END) AS cb \
              FROM {t_access} WHERE {} GROUP BY value",
-            span.conditions(d, &[])
+            s.span.conditions(d, &[])
         ))
     });
     let dim_rows = futures::future::try_join_all(dim_queries).await?;
     let mut counts = Vec::new();
-    let (mut bt, mut bb, mut ct, mut cb) = (0.0, 0.0, 0.0, 0.0);
+    let mut t = Totals::default();
     for (i, (d, rows)) in dims.iter().zip(&dim_rows).enumerate() {
         // A dimension with one value cannot discriminate (it "explains" everything).
         let single = rows.len() < 2;
         for r in rows {
             if i == 0 {
-                bt += num(r, "bt");
-                bb += num(r, "bb");
-                ct += num(r, "ct");
-                cb += num(r, "cb");
+                t.bt += num(r, "bt");
+                t.bb += num(r, "bb");
+                t.ct += num(r, "ct");
+                t.cb += num(r, "cb");
             }
             if single {
                 continue;
@@ -164,21 +254,25 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
             ..AdtributorParams::default()
         },
     );
-    let suspects: Vec<(String, f64)> = explained
-        .iter()
-        .flat_map(|d| {
-            d.values
-                .iter()
-                .map(move |v| (format!("{}:{}", d.dimension, v.value), v.explanatory_power))
-        })
-        .collect();
+    Ok((explained, t))
+}
 
-    // 3. Changes before the onset.
+/// Step 3: changes in the lookback before the onset, ranked by time proximity and by overlap
+/// of what they touched with the explaining values.
+async fn changes_before(
+    e: &Engine,
+    p: &Params,
+    s: &Setup,
+    w: &Window,
+    suspects: &[(String, f64)],
+) -> Result<Vec<ChangeSuspect>, QueryError> {
+    let d = e.dialect();
+    let t_changes = e.table("changes");
     let lookback_us = match p.opt("lookback") {
         Some(v) => crate::rank::parse_step(v)? * 1_000_000,
-        None => (start - base_from).max(3_600_000_000),
+        None => (w.start - s.base_from).max(3_600_000_000),
     };
-    let mut change_scope = vec![d.time_range(start - lookback_us, p.to_us + 1)];
+    let mut change_scope = vec![d.time_range(w.start - lookback_us, p.to_us + 1)];
     for (k, v) in &p.dims {
         if k == "project" || k == "env" {
             change_scope.push(format!("({k} = {} OR {k} = '')", d.lit(v)));
@@ -211,11 +305,25 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
         })
         .collect();
     let half_life = (lookback_us / 4).max(60_000_000);
-    let ranked_changes = rank_changes_with_grace(&changes, start, &suspects, half_life, step_us);
+    Ok(rank_changes_with_grace(
+        &changes, w.start, suspects, half_life, w.step_us,
+    ))
+}
 
-    // 4. Templates and fingerprints that appeared or surged.
-    let window_ratio = (p.to_us - start) as f64 / (start - base_from).max(1) as f64;
-    let log_scope = scoped(d, &span, &["project", "env", "pool", "tenant", "tag"]);
+type Surged = Vec<(Row, crate::rootcause::Surge)>;
+
+/// Steps 4 and 5: exception templates and slow-SQL fingerprints that are new or surged, and the
+/// route → pool → upstream layers with their error rate and p99 in both periods.
+async fn novelties_and_layers(
+    e: &Engine,
+    s: &Setup,
+    w: &Window,
+) -> Result<(Surged, Surged, Vec<Row>), QueryError> {
+    let d = e.dialect();
+    let (t_access, t_logs, t_slow) = (e.table("access_log"), e.table("logs"), e.table("slow_sql"));
+    let (cur, bad, span) = (&w.cur, &s.bad, &s.span);
+    let window_ratio = (span.to_us - w.start) as f64 / (w.start - s.base_from).max(1) as f64;
+    let log_scope = scoped(d, span, &["project", "env", "pool", "tenant", "tag"]);
     let tpl_sql = format!(
         "SELECT pool, template_id, max(template) AS _a_template, max(exception) AS _a_exception, \
          {sample} AS _a_sample, \
@@ -224,7 +332,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
          FROM {t_logs} WHERE {log_scope} AND {ERROR_LINES} GROUP BY pool, template_id",
         sample = d.arg_max("message", d.us()),
     );
-    let sql_scope = scoped(d, &span, &["project", "env", "pool"]);
+    let sql_scope = scoped(d, span, &["project", "env", "pool"]);
     let fp_sql = format!(
         "SELECT fingerprint_id, max(fingerprint) AS _a_fingerprint, \
          sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
@@ -240,7 +348,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
          {p99} / 1000.0 AS p99_ms, {bp99} / 1000.0 AS baseline_p99_ms \
          FROM {t_access} WHERE {} GROUP BY route, pool, upstream",
         span.conditions(d, &[]),
-        p99 = d.pct_if(0.99, "latency_us", &cur),
+        p99 = d.pct_if(0.99, "latency_us", cur),
         bp99 = d.pct_if(0.99, "latency_us", &format!("NOT ({cur})")),
     );
     let (tpl_rows, fp_rows, layer_rows) = futures::future::try_join3(
@@ -269,20 +377,29 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
         (num(b, "rate") - num(b, "baseline_rate"))
             .total_cmp(&(num(a, "rate") - num(a, "baseline_rate")))
     });
+    Ok((templates, fingerprints, layers))
+}
 
-    // One ranked list of suspects.
+fn change_json(c: &ChangeSuspect) -> Value {
+    json!({"kind": "change", "id": c.id, "change_kind": c.kind, "ts": rfc3339(c.ts),
+           "score": c.score, "time_score": c.time_score, "overlap_score": c.overlap_score,
+           "matched": c.matched, "summary": c.summary, "evidence": c.evidence})
+}
+
+/// One ranked list of suspects: strong change suspects, then the explaining dimensions
+/// (the most complete explanation first; Adtributor's own order, by surprise, stays in
+/// `dimensions`), new or surged templates and slow queries, then the weaker changes.
+fn suspect_list(
+    ranked_changes: &[ChangeSuspect],
+    explained: &[DimensionSuspect],
+    templates: &Surged,
+    fingerprints: &Surged,
+) -> Vec<Value> {
     let mut rows: Vec<Value> = Vec::new();
-    let change_json = |c: &crate::rootcause::ChangeSuspect| {
-        json!({"kind": "change", "id": c.id, "change_kind": c.kind, "ts": rfc3339(c.ts),
-               "score": c.score, "time_score": c.time_score, "overlap_score": c.overlap_score,
-               "matched": c.matched, "summary": c.summary, "evidence": c.evidence})
-    };
     for c in ranked_changes.iter().filter(|c| c.score >= CHANGE_FIRST) {
         rows.push(change_json(c));
     }
-    // Dimensions in the suspect list: the most complete explanation first (Adtributor's
-    // own order, by surprise, stays in `dimensions`).
-    let mut by_ep: Vec<&crate::rootcause::DimensionSuspect> = explained.iter().collect();
+    let mut by_ep: Vec<&DimensionSuspect> = explained.iter().collect();
     by_ep.sort_by(|a, b| {
         b.explanatory_power
             .total_cmp(&a.explanatory_power)
@@ -307,7 +424,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
             "values": d.values, "score": d.explanatory_power, "surprise": d.surprise,
             "evidence": vals.join("; ")}));
     }
-    for t in &templates {
+    for t in templates {
         rows.push(
             json!({"kind": "template", "pool": t.0["pool"], "template_id": t.0["template_id"],
             "template": t.0["template"], "exception": t.0["exception"], "sample": t.0["sample"],
@@ -315,7 +432,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
             "score": t.1.z, "evidence": surge_text(&t.1, "exception template")}),
         );
     }
-    for f in &fingerprints {
+    for f in fingerprints {
         rows.push(
             json!({"kind": "slow_sql", "fingerprint_id": f.0["fingerprint_id"],
             "fingerprint": f.0["fingerprint"], "new": f.1.is_new, "current": f.1.current,
@@ -329,21 +446,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     for (i, r) in rows.iter_mut().enumerate() {
         r["rank"] = json!(i + 1);
     }
-    Ok(json!({
-        "rows": rows,
-        "metric": metric,
-        "onset": detected.map(rfc3339),
-        "current": {"from": rfc3339(start), "to": rfc3339(p.to_us),
-                    "requests": ct, "bad": cb, "rate": ratio(cb, ct)},
-        "baseline": {"from": rfc3339(base_from), "to": rfc3339(start),
-                     "requests": bt, "bad": bb, "rate": ratio(bb, bt)},
-        "dimensions": explained,
-        "changes": ranked_changes.iter().map(change_json).collect::<Vec<_>>(),
-        "templates": templates.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
-        "slow_sql": fingerprints.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
-        "layers": layers.into_iter().take(50).collect::<Vec<_>>(),
-        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
-    }))
+    rows
 }
 
 fn scoped(d: crate::dialect::Dialect, span: &Params, allowed: &[&str]) -> String {
@@ -356,11 +459,7 @@ fn scoped(d: crate::dialect::Dialect, span: &Params, allowed: &[&str]) -> String
     span.conditions(d, &skip)
 }
 
-fn surged(
-    rows: &[Row],
-    window_ratio: f64,
-    key: impl Fn(&Row) -> String,
-) -> Vec<(Row, crate::rootcause::Surge)> {
+fn surged(rows: &[Row], window_ratio: f64, key: impl Fn(&Row) -> String) -> Surged {
     let by_key: HashMap<String, &Row> = rows.iter().map(|r| (key(r), r)).collect();
     let keys: Vec<KeyCounts> = rows
         .iter()
