@@ -214,15 +214,8 @@ impl Inner {
 
 fn save_snapshot(dir: &Path, c: &Change) -> std::io::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let tmp = dir.join("head.json.tmp");
     let body = serde_json::to_vec(c).map_err(std::io::Error::other)?;
-    {
-        use std::io::Write;
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&body)?;
-        f.sync_all()?;
-    }
-    std::fs::rename(&tmp, dir.join("head.json"))
+    apus_wal::write_atomic(&dir.join("head.json"), &body)
 }
 
 fn load_snapshot(dir: &Path) -> Option<Change> {

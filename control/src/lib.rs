@@ -13,6 +13,8 @@
 //!
 //! Must never depend on: the stores, the query tier, ingest, Pingora.
 
+#![warn(clippy::print_stdout)]
+
 pub mod etcd;
 pub mod http;
 pub mod local;

@@ -4,7 +4,14 @@
 //!
 //! Main types: [`GatewayProxy`] (the `ProxyHttp` impl), [`ReleaseState`] (rules in force,
 //! versions, change history), [`Pool`] (a load balancer with health checks and runtime
-//! shelf operations). [`build`] wires them into a Pingora `Server`.
+//! shelf operations). [`build`] wires them into a Pingora `Server`. Release state lives in
+//! the control plane (`apus-control`): the gateway loads it, watches it and writes through
+//! it.
+//!
+//! Must never depend on: the stores, ingest, the query tier (the proxy never waits on
+//! analytics, and its build carries no DataFusion, Tantivy or Parquet).
+
+#![warn(clippy::print_stdout)]
 
 pub mod access_log;
 pub mod admin;

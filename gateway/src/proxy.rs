@@ -19,8 +19,9 @@ use pingora::{ErrorSource, ErrorType};
 use crate::access_log::AccessLog;
 use crate::metrics as m;
 use crate::pools::Pool;
-use crate::state::{now_us, Current, ReleaseState};
+use crate::state::{Current, ReleaseState};
 use crate::tagging::{client_ip, merge_baggage, new_request_id, valid_request_id};
+use apus_schema::time::now_us;
 
 /// Per-request state. The decision and the rule set it came from live here so that a
 /// retry, the response and the access log all see one decision.

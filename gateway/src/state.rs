@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use apus_control::{Change, ControlError, ControlStore, Pending, PoolState, ReleaseDoc};
 use apus_rules::{RouteSpec, RuleSet};
+use apus_schema::time::now_us;
 use apus_schema::{ChangeRecord, Micros};
 use arc_swap::ArcSwap;
 
@@ -135,11 +136,6 @@ pub struct ReleaseState {
     /// Serialises this node's changes (read, edit, commit), so they conflict only with
     /// other nodes' (etcd) and never starve each other.
     change_lock: tokio::sync::Mutex<()>,
-}
-
-/// Microseconds since the epoch.
-pub fn now_us() -> i64 {
-    apus_schema::time::now_us()
 }
 
 impl From<ControlError> for GatewayError {

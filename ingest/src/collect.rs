@@ -164,14 +164,8 @@ fn save_state(path: &Path, tails: &[Tail]) -> Result<(), IngestError> {
         .iter()
         .map(|t| (t.spec.path.display().to_string(), t.pos))
         .collect();
-    let tmp = path.with_extension("tmp");
-    std::fs::write(
-        &tmp,
-        serde_json::to_vec(&map).map_err(|e| IngestError::Store(e.to_string()))?,
-    )?;
-    File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
-    Ok(())
+    let body = serde_json::to_vec(&map).map_err(|e| IngestError::Store(e.to_string()))?;
+    Ok(apus_wal::write_atomic(path, &body)?)
 }
 
 fn post(client: &reqwest::blocking::Client, url: &str, body: Vec<u8>) -> Result<(), IngestError> {

@@ -9,6 +9,8 @@
 //!
 //! Must never depend on: `apus-query` (the read side), the gateway, the control plane.
 
+#![warn(clippy::print_stdout)]
+
 pub mod collect;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]

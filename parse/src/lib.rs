@@ -5,6 +5,8 @@
 //!
 //! Must never depend on: anything with IO (files, sockets, runtimes), Arrow, the stores.
 
+#![warn(clippy::print_stdout)]
+
 pub mod digest;
 pub mod fingerprint;
 pub mod slowlog;

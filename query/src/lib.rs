@@ -8,6 +8,11 @@
 //! (memory batches + Parquet) and searches; [`rank`] builds the ranking queries;
 //! [`rootcause`] holds the pure attribution algorithms and [`investigate`] feeds them;
 //! [`api`] is the HTTP surface on the query listener (default `127.0.0.1:3000`).
+//!
+//! Must never depend on: `apus-ingest` (the write side), the gateway, the control plane;
+//! it reads the stores through `apus-store` and the tables of `apus-schema`.
+
+#![warn(clippy::print_stdout)]
 
 pub mod api;
 pub mod dialect;

@@ -16,7 +16,7 @@ use apus_store::rollup;
 use crate::dialect::Dialect;
 use crate::params::Params;
 
-const HOUR_US: i64 = 3_600_000_000;
+use apus_schema::time::HOUR_US;
 
 /// How a window splits into whole hours (read from rollups) and raw edges.
 #[derive(Debug, Clone, PartialEq)]

@@ -12,6 +12,8 @@
 //! This crate depends on nothing else of Apus and does no IO: loading tenant files is the
 //! caller's job (see [`TenantLoader`]).
 
+#![warn(clippy::print_stdout)]
+
 mod cidr;
 mod error;
 mod hash;

@@ -6,6 +6,8 @@
 //! Must never depend on: any other Apus crate, DataFusion, IO. The gateway and `collect`
 //! depend on this crate, so it stays small (serde and the Arrow array/schema crates).
 
+#![warn(clippy::print_stdout)]
+
 #[cfg(feature = "arrow")]
 mod arrow;
 mod tables;

@@ -3,7 +3,10 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
-/// Now in µs since the epoch.
+/// One hour in µs (the partition and rollup unit).
+pub const HOUR_US: i64 = 3_600_000_000;
+
+/// Microseconds since the Unix epoch, now.
 pub fn now_us() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

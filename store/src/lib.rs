@@ -8,6 +8,8 @@
 //! Must never depend on: `apus-ingest` (receivers), `apus-query`, the gateway or the
 //! control plane.
 
+#![warn(clippy::print_stdout)]
+
 pub mod clickhouse;
 mod error;
 pub mod local;

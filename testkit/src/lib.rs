@@ -3,6 +3,8 @@
 //! the tests start (ClickHouse, etcd).
 //!
 //! Must never be a normal (non-dev) dependency of any crate.
+
+#![warn(clippy::print_stdout)]
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

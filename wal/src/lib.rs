@@ -15,6 +15,8 @@
 //! Must never depend on: any other Apus crate (it is below all of them), Arrow, async
 //! runtimes beyond a oneshot channel.
 
+#![warn(clippy::print_stdout)]
+
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -26,6 +28,25 @@ use tokio::sync::oneshot;
 
 pub mod metrics;
 use crate::metrics as m;
+
+/// Replace `path` with `bytes` durably: write a temporary file beside it, fsync it, rename
+/// it over `path`, fsync the directory. A crash leaves the old or the new content, never
+/// a torn mix. (State files: collector offsets, store checkpoints, the etcd snapshot.)
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    {
+        let mut f = File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+    }
+    fs::rename(&tmp, path)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        File::open(dir)?.sync_all()?;
+    }
+    Ok(())
+}
 
 const HEADER: usize = 8;
 const SEG_BYTES: u64 = 64 << 20;

@@ -12,17 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::StoreError;
 
-fn varint(out: &mut Vec<u8>, mut v: u64) {
-    loop {
-        let b = (v & 0x7f) as u8;
-        v >>= 7;
-        if v == 0 {
-            out.push(b);
-            return;
-        }
-        out.push(b | 0x80);
-    }
-}
+use crate::rollup::hist::put_varint as varint;
 
 fn string(out: &mut Vec<u8>, s: &[u8]) {
     varint(out, s.len() as u64);

@@ -68,10 +68,7 @@ fn read_u64(p: &Path) -> Option<u64> {
 }
 
 fn write_atomically(p: &Path, text: &str) -> std::io::Result<()> {
-    let tmp = p.with_extension("tmp");
-    std::fs::write(&tmp, text)?;
-    std::fs::File::open(&tmp)?.sync_all()?;
-    std::fs::rename(&tmp, p)
+    apus_wal::write_atomic(p, text.as_bytes())
 }
 
 /// This data directory's node id (created on first start).

@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::fs::{self, File};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -30,7 +29,7 @@ use files::{
     hour_dir, hour_of, listing, parse_file_name, read_parquet, sort_for_layout, write_parquet,
 };
 
-const HOUR_US: i64 = 3_600_000_000;
+use apus_schema::time::HOUR_US;
 
 #[derive(Debug, Clone)]
 struct FileMeta {
@@ -301,14 +300,7 @@ impl LocalStore {
             start = end;
         }
         let tdir = self.dir.join(t.name());
-        let tmp = tdir.join("_checkpoint.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            writeln!(f, "{max_seq}")?;
-            f.sync_all()?;
-        }
-        fs::rename(&tmp, tdir.join("_checkpoint"))?;
-        File::open(&tdir)?.sync_all()?;
+        apus_wal::write_atomic(&tdir.join("_checkpoint"), format!("{max_seq}\n").as_bytes())?;
         let mut g = self.lock();
         let s = g.entry(t).or_default();
         let n = taken.len();

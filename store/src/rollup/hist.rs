@@ -43,7 +43,9 @@ fn value(i: i32) -> f64 {
     }
 }
 
-fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+/// LEB128: 7 bits a byte, low first, high bit set on all but the last (RowBinary and
+/// the histogram encoding both use it).
+pub(crate) fn put_varint(out: &mut Vec<u8>, mut v: u64) {
     while v >= 0x80 {
         out.push((v as u8) | 0x80);
         v >>= 7;

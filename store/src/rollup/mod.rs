@@ -32,7 +32,7 @@ pub use hist::{udafs, Hist};
 use crate::StoreError;
 use apus_schema::Table;
 
-const HOUR_US: i64 = 3_600_000_000;
+use apus_schema::time::HOUR_US;
 
 /// Group keys of the `slow_sql` rollup (besides the hour).
 pub const SLOW_SQL_KEYS: &[&str] = &["project", "env", "pool", "db", "user", "fingerprint_id"];
