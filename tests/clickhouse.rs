@@ -6,126 +6,12 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use apus_schema::{AccessRecord, Micros};
+use apus_testkit::ClickHouse;
 use common::*;
-
-/// A ClickHouse server process on free loopback ports.
-struct ClickHouse {
-    dir: PathBuf,
-    http: u16,
-    tcp: u16,
-    pid: Option<u32>,
-    remote: Option<PathBuf>,
-}
-
-impl ClickHouse {
-    fn start(name: &str) -> ClickHouse {
-        let dir = std::env::temp_dir().join(format!(
-            "apus-ch-{name}-{}-{}",
-            std::process::id(),
-            free_port()
-        ));
-        let mut ch = ClickHouse {
-            dir,
-            http: free_port(),
-            tcp: free_port(),
-            pid: None,
-            remote: None,
-        };
-        ch.up();
-        ch
-    }
-
-    /// A server that is one shard of the cluster `apus2` described by `remote` (XML).
-    fn start_shard(name: &str, http: u16, tcp: u16, remote: &Path) -> ClickHouse {
-        let mut ch = ClickHouse {
-            dir: std::env::temp_dir().join(format!(
-                "apus-ch-{name}-{}-{}",
-                std::process::id(),
-                free_port()
-            )),
-            http,
-            tcp,
-            pid: None,
-            remote: Some(remote.to_path_buf()),
-        };
-        ch.up();
-        ch
-    }
-
-    fn up(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/clickhouse-start");
-        let out = Command::new(script)
-            .arg(&self.dir)
-            .arg(self.http.to_string())
-            .arg(self.tcp.to_string())
-            .args(self.remote.iter())
-            .output()
-            .expect("run scripts/clickhouse-start (needs clickhouse-server: scripts/setup)");
-        assert!(
-            out.status.success(),
-            "clickhouse-server did not start: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        self.pid = Some(String::from_utf8_lossy(&out.stdout).trim().parse().unwrap());
-    }
-
-    fn down(&mut self) {
-        if let Some(pid) = self.pid.take() {
-            let _ = Command::new("kill").arg("-9").arg(pid.to_string()).status();
-            let deadline = std::time::Instant::now() + Duration::from_secs(20);
-            while Path::new(&format!("/proc/{pid}")).exists()
-                && std::time::Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
-    }
-
-    fn url(&self, db: &str) -> String {
-        format!("clickhouse://127.0.0.1:{}/{db}", self.http)
-    }
-
-    fn query(&self, sql: &str) -> String {
-        let r = client()
-            .post(format!("http://127.0.0.1:{}/", self.http))
-            .body(sql.to_string())
-            .send()
-            .unwrap();
-        let ok = r.status().is_success();
-        let body = r.text().unwrap();
-        assert!(ok, "{sql}: {body}");
-        body.trim().to_string()
-    }
-
-    /// A count, or None while the table does not exist yet (or the server is down).
-    fn try_count(&self, sql: &str) -> Option<u64> {
-        let r = client()
-            .post(format!("http://127.0.0.1:{}/", self.http))
-            .body(sql.to_string())
-            .send()
-            .ok()?;
-        if !r.status().is_success() {
-            return None;
-        }
-        r.text().ok()?.trim().parse().ok()
-    }
-
-    fn count(&self, sql: &str) -> u64 {
-        self.query(sql).parse().unwrap_or_else(|_| panic!("{sql}"))
-    }
-}
-
-impl Drop for ClickHouse {
-    fn drop(&mut self) {
-        self.down();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
 
 fn tmpdir(name: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!(
