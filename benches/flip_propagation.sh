@@ -92,7 +92,7 @@ def lane(i, tenant):
 times, failed = [], 0
 for k in range(flips):
     gray = k % 2 == 0
-    body = json.dumps({"rules": [{"name": "b", "pool": "gray", "tenants": ["probe"] if gray else []}], "reason": f"flip {k}"})
+    body = json.dumps({"rules": [{"name": "b", "pool": "gray", "tenants": ["probe"] if gray else ["nobody"]}], "reason": f"flip {k}"})
     c = admin[k % len(admin)]
     c.request("PUT", "/admin/v1/routes/api/rules", body=body, headers=H)
     r = c.getresponse(); r.read()
