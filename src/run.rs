@@ -170,7 +170,7 @@ impl AccessLogSink for InProcessSink {
         for _ in 0..40 {
             match self.rt.block_on(self.pipeline.write(batch)) {
                 Ok(_) => return Ok(()),
-                Err(IngestError::Overloaded(_)) => {
+                Err(IngestError::Overloaded(..)) => {
                     std::thread::sleep(delay);
                     delay = (delay * 2).min(Duration::from_secs(2));
                 }

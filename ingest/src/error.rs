@@ -14,9 +14,9 @@ pub enum IngestError {
     /// The body exceeds the configured limit.
     #[error("payload too large: {0}")]
     TooLarge(String),
-    /// Memory or queues are full; retry later.
+    /// Memory or queues are full; retry after the given seconds (`Retry-After`).
     #[error("overloaded: {0}")]
-    Overloaded(String),
+    Overloaded(String, u64),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
     #[error("wal: {0}")]
@@ -30,7 +30,7 @@ pub enum IngestError {
 impl From<WalError> for IngestError {
     fn from(e: WalError) -> Self {
         match e {
-            WalError::Full => IngestError::Overloaded("write-ahead log queue is full".into()),
+            WalError::Full => IngestError::Overloaded("write-ahead log queue is full".into(), 1),
             WalError::TooLarge(n) => IngestError::TooLarge(format!("a batch of {n} bytes")),
             e => IngestError::Wal(e),
         }
@@ -54,7 +54,7 @@ impl IngestError {
         match self {
             IngestError::BadInput(_) => StatusCode::BAD_REQUEST,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
-            IngestError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            IngestError::Overloaded(..) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Wal(WalError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }

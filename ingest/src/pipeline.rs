@@ -256,10 +256,13 @@ impl Pipeline {
         let used = self.fanout.sink.backlog_bytes();
         if used > self.cfg.max_memory_bytes {
             metrics::counter!(m::THROTTLED, "reason" => "memory").increment(1);
-            return Err(IngestError::Overloaded(format!(
-                "{used} bytes awaiting flush (limit {})",
-                self.cfg.max_memory_bytes
-            )));
+            return Err(IngestError::Overloaded(
+                format!(
+                    "{used} bytes awaiting flush (limit {})",
+                    self.cfg.max_memory_bytes
+                ),
+                self.cfg.retry_after_s,
+            ));
         }
         Ok(())
     }
@@ -281,10 +284,15 @@ impl Pipeline {
             .wal
             .append(table.code(), payload, Some(batch.clone()))
             .await
-            .inspect_err(|e| {
-                if matches!(e, apus_wal::WalError::Full) {
+            .map_err(|e| match e {
+                apus_wal::WalError::Full => {
                     metrics::counter!(m::THROTTLED, "reason" => "wal_queue").increment(1);
+                    IngestError::Overloaded(
+                        "write-ahead log queue is full".into(),
+                        self.cfg.retry_after_s,
+                    )
                 }
+                e => e.into(),
             })?;
         self.last_seq.fetch_max(seq, Ordering::Relaxed);
         metrics::counter!(m::ROWS, "table" => table.name()).increment(batch.num_rows() as u64);

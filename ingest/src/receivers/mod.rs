@@ -60,10 +60,13 @@ impl IntoResponse for IngestError {
         if status.is_server_error() {
             tracing::error!(error = %self, "ingest request failed");
         }
+        let retry = match &self {
+            IngestError::Overloaded(_, secs) => Some((*secs).max(1)),
+            _ => None,
+        };
         let mut r = (status, Json(json!({ "error": self.to_string() }))).into_response();
-        if status == StatusCode::TOO_MANY_REQUESTS {
-            r.headers_mut()
-                .insert("retry-after", HeaderValue::from_static("1"));
+        if let Some(secs) = retry {
+            r.headers_mut().insert("retry-after", HeaderValue::from(secs));
         }
         r
     }
@@ -386,4 +389,18 @@ pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router 
         )
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod retry_after_tests {
+    use super::*;
+
+    #[test]
+    fn overload_tells_the_configured_wait() {
+        let r = IngestError::Overloaded("full".into(), 7).into_response();
+        assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(r.headers()["retry-after"], "7");
+        let r = IngestError::BadInput("x".into()).into_response();
+        assert!(r.headers().get("retry-after").is_none());
+    }
 }
