@@ -66,7 +66,8 @@ impl IntoResponse for IngestError {
         };
         let mut r = (status, Json(json!({ "error": self.to_string() }))).into_response();
         if let Some(secs) = retry {
-            r.headers_mut().insert("retry-after", HeaderValue::from(secs));
+            r.headers_mut()
+                .insert("retry-after", HeaderValue::from(secs));
         }
         r
     }
