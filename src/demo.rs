@@ -166,90 +166,113 @@ fn traffic(seconds: Option<u64>) {
     let start = std::time::Instant::now();
     let mut round = 0u64;
     loop {
-        let mut counts = std::collections::BTreeMap::<String, u32>::new();
-        for i in 0..200 {
-            let tenant = match i % 4 {
-                0 => "acme".to_string(),
-                1 => INCIDENT_TENANT.to_string(),
-                _ => format!("tenant-{}", round * 200 + i),
-            };
-            let r = client
-                .get(format!("http://127.0.0.1:8080/api/orders?orgId={tenant}"))
-                .send()
-                .and_then(|r| r.json::<Value>());
-            let key = match r {
-                Ok(v) => format!(
-                    "{} ({})",
-                    v["upstream"].as_str().unwrap_or("?"),
-                    v["x-env-tag"].as_str().unwrap_or("?")
-                ),
-                Err(e) => format!("error: {e}"),
-            };
-            *counts.entry(key).or_default() += 1;
-        }
-        println!("demo traffic round {round}: {counts:?}");
+        println!("demo traffic round {round}: {:?}", requests(&client, round));
         if round == INCIDENT_ROUND {
-            let r = client
-                .put("http://127.0.0.1:9901/admin/v1/routes/api/rules")
-                .bearer_auth("demo-admin-token")
-                .json(&incident_rules())
-                .send();
-            match r {
-                Ok(r) if r.status().is_success() => println!(
-                    "demo: released gray rule beta-initech (tenant {INCIDENT_TENANT} → gray, \
-                     whose build fails for it); see the root cause at \
-                     http://127.0.0.1:3000/#Root%20cause"
-                ),
-                Ok(r) => println!("demo: gray rule release refused: {}", r.status()),
-                Err(e) => println!("demo: gray rule release failed: {e}"),
-            }
+            release_incident_rule(&client);
         }
         if round > INCIDENT_ROUND {
-            let now = apus_schema::time::now_us() / 1_000_000;
-            let errors: String = (0..5)
-                .map(|i| format!("{}\n", json!({
-                    "message": format!("pricing lookup failed for tenant {INCIDENT_TENANT} (sku {})", round * 5 + i),
-                    "exception": "java.lang.IllegalStateException: missing pricing config\n\tat shop.Pricing.lookup(Pricing.java:42)",
-                    "level": "ERROR", "pool": "gray", "project": "shop", "env": "prod",
-                    "host": "demo", "tenant": INCIDENT_TENANT, "tag": "gray"})))
-                .collect();
-            let iso = apus_query::json::rfc3339(now * 1_000_000);
-            let slow = format!(
-                "# Time: {iso}\n# User@Host: app[app] @ gray-1 [10.0.0.9]  Id: 7\n\
-                 # Query_time: 2.{round:03}  Lock_time: 0.000100 Rows_sent: 1  Rows_examined: 250000\n\
-                 use shop;\nSET timestamp={now};\n\
-                 SELECT * FROM price_overrides WHERE tenant = 'initech' AND sku LIKE '%{round}%';\n"
-            );
-            let _ = client
-                .post("http://127.0.0.1:9200/ingest/v1/logs")
-                .body(errors)
-                .send();
-            let _ = client
-                .post("http://127.0.0.1:9200/ingest/v1/slowlog?project=shop&env=prod&pool=gray")
-                .body(slow)
-                .send();
+            incident_signals(&client, round);
         }
-        let logs: String = (0..50)
-            .map(|i| {
-                let (pool, level, msg) = if i % 10 == 0 {
-                    ("gray", "ERROR", format!("payment {i} failed: timeout after 3000 ms"))
-                } else {
-                    ("stable", "INFO", format!("order {} created for tenant-{i}", round * 50 + i))
-                };
-                format!("{}\n", json!({"message": msg, "level": level, "pool": pool, "project": "shop", "env": "prod", "host": "demo"}))
-            })
-            .collect();
-        if let Err(e) = client
-            .post("http://127.0.0.1:9200/ingest/v1/logs")
-            .body(logs)
-            .send()
-        {
-            println!("demo: posting app logs failed: {e}");
-        }
+        app_logs(&client, round);
         round += 1;
         if seconds.is_some_and(|s| start.elapsed() >= Duration::from_secs(s)) {
             std::process::exit(0);
         }
         std::thread::sleep(Duration::from_secs(3));
+    }
+}
+
+/// 200 requests through the gateway; where they landed (upstream and lane).
+fn requests(
+    client: &reqwest::blocking::Client,
+    round: u64,
+) -> std::collections::BTreeMap<String, u32> {
+    let mut counts = std::collections::BTreeMap::<String, u32>::new();
+    for i in 0..200 {
+        let tenant = match i % 4 {
+            0 => "acme".to_string(),
+            1 => INCIDENT_TENANT.to_string(),
+            _ => format!("tenant-{}", round * 200 + i),
+        };
+        let r = client
+            .get(format!("http://127.0.0.1:8080/api/orders?orgId={tenant}"))
+            .send()
+            .and_then(|r| r.json::<Value>());
+        let key = match r {
+            Ok(v) => format!(
+                "{} ({})",
+                v["upstream"].as_str().unwrap_or("?"),
+                v["x-env-tag"].as_str().unwrap_or("?")
+            ),
+            Err(e) => format!("error: {e}"),
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    counts
+}
+
+/// The release manager's mistake: the gray rule that sends the incident tenant gray.
+fn release_incident_rule(client: &reqwest::blocking::Client) {
+    let r = client
+        .put("http://127.0.0.1:9901/admin/v1/routes/api/rules")
+        .bearer_auth("demo-admin-token")
+        .json(&incident_rules())
+        .send();
+    match r {
+        Ok(r) if r.status().is_success() => println!(
+            "demo: released gray rule beta-initech (tenant {INCIDENT_TENANT} → gray, \
+             whose build fails for it); see the root cause at \
+             http://127.0.0.1:3000/#Root%20cause"
+        ),
+        Ok(r) => println!("demo: gray rule release refused: {}", r.status()),
+        Err(e) => println!("demo: gray rule release failed: {e}"),
+    }
+}
+
+/// What the failing gray build logs after the release: a new exception and a slow query.
+fn incident_signals(client: &reqwest::blocking::Client, round: u64) {
+    let now = apus_schema::time::now_us() / 1_000_000;
+    let errors: String = (0..5)
+        .map(|i| format!("{}\n", json!({
+            "message": format!("pricing lookup failed for tenant {INCIDENT_TENANT} (sku {})", round * 5 + i),
+            "exception": "java.lang.IllegalStateException: missing pricing config\n\tat shop.Pricing.lookup(Pricing.java:42)",
+            "level": "ERROR", "pool": "gray", "project": "shop", "env": "prod",
+            "host": "demo", "tenant": INCIDENT_TENANT, "tag": "gray"})))
+        .collect();
+    let iso = apus_query::json::rfc3339(now * 1_000_000);
+    let slow = format!(
+        "# Time: {iso}\n# User@Host: app[app] @ gray-1 [10.0.0.9]  Id: 7\n\
+         # Query_time: 2.{round:03}  Lock_time: 0.000100 Rows_sent: 1  Rows_examined: 250000\n\
+         use shop;\nSET timestamp={now};\n\
+         SELECT * FROM price_overrides WHERE tenant = 'initech' AND sku LIKE '%{round}%';\n"
+    );
+    let _ = client
+        .post("http://127.0.0.1:9200/ingest/v1/logs")
+        .body(errors)
+        .send();
+    let _ = client
+        .post("http://127.0.0.1:9200/ingest/v1/slowlog?project=shop&env=prod&pool=gray")
+        .body(slow)
+        .send();
+}
+
+/// Ordinary application logs of both pools.
+fn app_logs(client: &reqwest::blocking::Client, round: u64) {
+    let logs: String = (0..50)
+        .map(|i| {
+            let (pool, level, msg) = if i % 10 == 0 {
+                ("gray", "ERROR", format!("payment {i} failed: timeout after 3000 ms"))
+            } else {
+                ("stable", "INFO", format!("order {} created for tenant-{i}", round * 50 + i))
+            };
+            format!("{}\n", json!({"message": msg, "level": level, "pool": pool, "project": "shop", "env": "prod", "host": "demo"}))
+        })
+        .collect();
+    if let Err(e) = client
+        .post("http://127.0.0.1:9200/ingest/v1/logs")
+        .body(logs)
+        .send()
+    {
+        println!("demo: posting app logs failed: {e}");
     }
 }

@@ -46,11 +46,32 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
     if !matches!(format, "text" | "json") {
         bail!("unknown format {format:?} (expected text or json)");
     }
+    let (digest, bytes, saw_slow_log) = digest_file(path)?;
+    if bytes > 0 && digest.is_empty() && !saw_slow_log {
+        bail!(
+            "{}: no slow-log entries (not a MySQL/MariaDB slow query log?)",
+            path.display()
+        );
+    }
+    let rows = digest.rows((limit > 0).then_some(limit));
+    let out = match format {
+        "json" => serde_json::to_string_pretty(&rows)? + "\n",
+        _ => render_text(&rows),
+    };
+    match std::io::stdout().lock().write_all(out.as_bytes()) {
+        // `apus slowlog digest big.log | head` is fine.
+        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
+        r => r.context("write report"),
+    }
+}
+
+/// Read and parse `path` on this thread while two workers fingerprint and aggregate
+/// alternate batches (the heavier half); their digests merge as if built in input order.
+/// Bounded hand-over keeps memory flat. Returns the digest, the bytes read, and whether
+/// the input looked like a slow log at all.
+fn digest_file(path: &Path) -> Result<(Digest, u64, bool)> {
     let mut file = File::open(path).with_context(|| format!("open {}", path.display()))?;
     let mut parser = SlowLogParser::new();
-    // This thread reads and parses; two workers fingerprint and aggregate alternate
-    // batches (the heavier half), and their digests merge as if built in input order.
-    // Bounded hand-over keeps memory flat.
     let workers: Vec<_> = (0..2)
         .map(|_| {
             let (tx, rx) = std::sync::mpsc::sync_channel::<(u64, Vec<SlowEntry>)>(4);
@@ -107,20 +128,5 @@ fn digest(path: &Path, limit: usize, format: &str) -> Result<()> {
             .map_err(|_| anyhow::anyhow!("digest worker panicked"))?;
         digest.merge(part);
     }
-    if bytes > 0 && digest.is_empty() && !parser.saw_slow_log() {
-        bail!(
-            "{}: no slow-log entries (not a MySQL/MariaDB slow query log?)",
-            path.display()
-        );
-    }
-    let rows = digest.rows((limit > 0).then_some(limit));
-    let out = match format {
-        "json" => serde_json::to_string_pretty(&rows)? + "\n",
-        _ => render_text(&rows),
-    };
-    match std::io::stdout().lock().write_all(out.as_bytes()) {
-        // `apus slowlog digest big.log | head` is fine.
-        Err(e) if e.kind() == ErrorKind::BrokenPipe => Ok(()),
-        r => r.context("write report"),
-    }
+    Ok((digest, bytes, parser.saw_slow_log()))
 }

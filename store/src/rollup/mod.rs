@@ -222,80 +222,87 @@ pub fn build(t: Table, batch: &RecordBatch) -> Result<Option<RecordBatch>, Store
     }
     let keys = keys(t);
     let g = group(batch, keys)?;
-    let n = g.hour.len();
     let mut cols = key_columns(batch, keys, &g)?;
-    match t {
-        Table::SlowSql => {
-            let qt = column(batch, "query_time")?.as_primitive::<Float64Type>();
-            let rx = column(batch, "rows_examined")?.as_primitive::<UInt64Type>();
-            let ts = column(batch, "ts")?.as_primitive::<TimestampMicrosecondType>();
-            let (mut calls, mut total, mut rows) = (vec![0i64; n], vec![0f64; n], vec![0u64; n]);
-            let (mut min, mut max) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
-            let (mut first, mut last) = (vec![i64::MAX; n], vec![i64::MIN; n]);
-            let mut sample = g.first_row.clone();
-            let mut hist = vec![Hist::default(); n];
-            for (row, &gid) in g.of_row.iter().enumerate() {
-                let i = gid as usize;
-                let (q, at) = (qt.value(row), ts.value(row));
-                calls[i] += 1;
-                total[i] += q;
-                rows[i] = rows[i].saturating_add(rx.value(row));
-                min[i] = min[i].min(q);
-                if q > max[i] {
-                    max[i] = q;
-                    sample[i] = row as u32;
-                }
-                first[i] = first[i].min(at);
-                last[i] = last[i].max(at);
-                hist[i].add(q);
-            }
-            let fp = take(
-                column(batch, "fingerprint")?,
-                &UInt32Array::from(g.first_row.clone()),
-                None,
-            )
-            .map_err(err)?;
-            let sample =
-                take(column(batch, "sample")?, &UInt32Array::from(sample), None).map_err(err)?;
-            cols.extend([
-                fp,
-                Arc::new(Int64Array::from(calls)) as ArrayRef,
-                Arc::new(Float64Array::from(total)),
-                Arc::new(Float64Array::from(min)),
-                Arc::new(Float64Array::from(max)),
-                Arc::new(UInt64Array::from(rows)),
-                Arc::new(Int64Array::from(first)),
-                Arc::new(Int64Array::from(last)),
-                sample,
-                hists(hist),
-            ]);
-        }
-        Table::AccessLog => {
-            let lat = column(batch, "latency_us")?.as_primitive::<UInt64Type>();
-            let status = column(batch, "status")?.as_primitive::<UInt16Type>();
-            let (mut req, mut e5, mut e4) = (vec![0i64; n], vec![0i64; n], vec![0i64; n]);
-            let mut sum = vec![0u64; n];
-            let mut hist = vec![Hist::default(); n];
-            for (row, &gid) in g.of_row.iter().enumerate() {
-                let i = gid as usize;
-                let (l, s) = (lat.value(row), status.value(row));
-                req[i] += 1;
-                e5[i] += i64::from(s >= 500);
-                e4[i] += i64::from((400..500).contains(&s));
-                sum[i] = sum[i].saturating_add(l);
-                hist[i].add(l as f64);
-            }
-            cols.extend([
-                Arc::new(Int64Array::from(req)) as ArrayRef,
-                Arc::new(Int64Array::from(e5)),
-                Arc::new(Int64Array::from(e4)),
-                Arc::new(UInt64Array::from(sum)),
-                hists(hist),
-            ]);
-        }
+    cols.extend(match t {
+        Table::SlowSql => slow_sql_aggregates(batch, &g)?,
+        Table::AccessLog => access_log_aggregates(batch, &g)?,
         _ => return Ok(None),
-    }
+    });
     RecordBatch::try_new(schema, cols).map(Some).map_err(err)
+}
+
+/// Per group of a slow-SQL batch: fingerprint, calls, total/min/max time, rows examined,
+/// first/last seen, the slowest sample, and the latency histogram.
+fn slow_sql_aggregates(batch: &RecordBatch, g: &Groups) -> Result<Vec<ArrayRef>, StoreError> {
+    let n = g.hour.len();
+    let qt = column(batch, "query_time")?.as_primitive::<Float64Type>();
+    let rx = column(batch, "rows_examined")?.as_primitive::<UInt64Type>();
+    let ts = column(batch, "ts")?.as_primitive::<TimestampMicrosecondType>();
+    let (mut calls, mut total, mut rows) = (vec![0i64; n], vec![0f64; n], vec![0u64; n]);
+    let (mut min, mut max) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
+    let (mut first, mut last) = (vec![i64::MAX; n], vec![i64::MIN; n]);
+    let mut sample = g.first_row.clone();
+    let mut hist = vec![Hist::default(); n];
+    for (row, &gid) in g.of_row.iter().enumerate() {
+        let i = gid as usize;
+        let (q, at) = (qt.value(row), ts.value(row));
+        calls[i] += 1;
+        total[i] += q;
+        rows[i] = rows[i].saturating_add(rx.value(row));
+        min[i] = min[i].min(q);
+        if q > max[i] {
+            max[i] = q;
+            sample[i] = row as u32;
+        }
+        first[i] = first[i].min(at);
+        last[i] = last[i].max(at);
+        hist[i].add(q);
+    }
+    let fp = take(
+        column(batch, "fingerprint")?,
+        &UInt32Array::from(g.first_row.clone()),
+        None,
+    )
+    .map_err(err)?;
+    let sample = take(column(batch, "sample")?, &UInt32Array::from(sample), None).map_err(err)?;
+    Ok(vec![
+        fp,
+        Arc::new(Int64Array::from(calls)) as ArrayRef,
+        Arc::new(Float64Array::from(total)),
+        Arc::new(Float64Array::from(min)),
+        Arc::new(Float64Array::from(max)),
+        Arc::new(UInt64Array::from(rows)),
+        Arc::new(Int64Array::from(first)),
+        Arc::new(Int64Array::from(last)),
+        sample,
+        hists(hist),
+    ])
+}
+
+/// Per group of an access-log batch: requests, 5xx, 4xx, latency sum and histogram.
+fn access_log_aggregates(batch: &RecordBatch, g: &Groups) -> Result<Vec<ArrayRef>, StoreError> {
+    let n = g.hour.len();
+    let lat = column(batch, "latency_us")?.as_primitive::<UInt64Type>();
+    let status = column(batch, "status")?.as_primitive::<UInt16Type>();
+    let (mut req, mut e5, mut e4) = (vec![0i64; n], vec![0i64; n], vec![0i64; n]);
+    let mut sum = vec![0u64; n];
+    let mut hist = vec![Hist::default(); n];
+    for (row, &gid) in g.of_row.iter().enumerate() {
+        let i = gid as usize;
+        let (l, s) = (lat.value(row), status.value(row));
+        req[i] += 1;
+        e5[i] += i64::from(s >= 500);
+        e4[i] += i64::from((400..500).contains(&s));
+        sum[i] = sum[i].saturating_add(l);
+        hist[i].add(l as f64);
+    }
+    Ok(vec![
+        Arc::new(Int64Array::from(req)) as ArrayRef,
+        Arc::new(Int64Array::from(e5)),
+        Arc::new(Int64Array::from(e4)),
+        Arc::new(UInt64Array::from(sum)),
+        hists(hist),
+    ])
 }
 
 #[cfg(test)]
