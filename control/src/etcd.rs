@@ -408,8 +408,3 @@ impl Backend for EtcdLog {
         self.inner.connected.load(Ordering::Relaxed)
     }
 }
-
-/// The `Path` of the snapshot a node starts from when etcd is down.
-pub fn snapshot_path(cache: &Path) -> PathBuf {
-    cache.join("head.json")
-}
