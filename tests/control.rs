@@ -504,3 +504,72 @@ fn protected_env_changes_wait_for_approval() {
     assert_eq!(st, 409, "{body}");
     assert_eq!(lands(&c, &gw, "xxx"), "stable-1");
 }
+
+#[test]
+fn rules_export_and_import_move_state() {
+    let dir = TempDir::new("apus-rules-io");
+    let data = dir.path().join("data");
+    let cfg = dir.path().join("gateway.toml");
+    std::fs::write(&cfg, config(&[7101], 7102)).unwrap();
+    let apus = |args: &[&str]| {
+        let out = std::process::Command::new(BIN)
+            .args(args)
+            .arg("--data-dir")
+            .arg(&data)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (ok, out, err) = apus(&["rules", "import", cfg.to_str().unwrap(), "--reason", "seed"]);
+    assert!(ok && out.contains("imported as version 1"), "{out}{err}");
+    let (ok, exported, _) = apus(&["rules", "export"]);
+    assert!(ok);
+    let v: Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["state"]["routes"][0]["name"], "api");
+    assert_eq!(
+        v["state"]["pools"]["stable"]["servers"][0],
+        "127.0.0.1:7101"
+    );
+    // An edited export goes back in as the next version, guarded by its base.
+    let mut state = v["state"].clone();
+    state["pools"]["stable"]["drained"] = json!(["127.0.0.1:7101"]);
+    let file = dir.path().join("state.json");
+    std::fs::write(&file, state.to_string()).unwrap();
+    let f = file.to_str().unwrap();
+    let (ok, _, err) = apus(&["rules", "import", f, "--base-version", "0"]);
+    assert!(!ok && err.contains("conflict"), "{err}");
+    let (ok, out, err) = apus(&["rules", "import", f, "--base-version", "1"]);
+    assert!(ok && out.contains("version 2"), "{out}{err}");
+    // Refused whole when it does not compile.
+    state["routes"][0]["stable_pool"] = json!("nope");
+    std::fs::write(&file, state.to_string()).unwrap();
+    let (ok, _, err) = apus(&["rules", "import", f]);
+    assert!(!ok && err.contains("unknown pool `nope`"), "{err}");
+    let (_, exported, _) = apus(&["rules", "export"]);
+    let v: Value = serde_json::from_str(&exported).unwrap();
+    assert_eq!(v["version"], 2);
+    assert_eq!(
+        v["state"]["pools"]["stable"]["drained"][0],
+        "127.0.0.1:7101"
+    );
+    // A running gateway holds the embedded log: a second process is refused.
+    let gw = Gateway::start_in(
+        &config(&[7101], 7102),
+        dir.path(),
+        free_port(),
+        free_port(),
+        &[],
+    );
+    let (ok, _, err) = apus(&["rules", "export"]);
+    assert!(!ok && err.contains("in use by another process"), "{err}");
+    assert_eq!(
+        version(&client(), &gw),
+        2,
+        "the gateway serves the imported state"
+    );
+}
