@@ -46,9 +46,9 @@ pub struct CollectConfig {
 pub struct FileSpec {
     /// Path of the (current) file.
     pub path: PathBuf,
-    /// `logs` (one event per line, stack traces joined) or `slowlog`.
-    #[serde(default = "default_kind")]
-    pub kind: String,
+    /// What the file holds (default `logs`).
+    #[serde(default)]
+    pub kind: FileKind,
     #[serde(default)]
     pub project: String,
     #[serde(default)]
@@ -68,8 +68,15 @@ fn default_poll() -> u64 {
 fn default_batch() -> usize {
     4 << 20
 }
-fn default_kind() -> String {
-    "logs".into()
+/// What a tailed file holds; an unknown kind is refused when the config is read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileKind {
+    /// Application logs: one event per line, Java stack traces joined to their line.
+    #[default]
+    Logs,
+    /// A MySQL/MariaDB slow query log, shipped up to the last complete entry.
+    Slowlog,
 }
 
 /// Checkpointed position of one file.
@@ -254,7 +261,7 @@ fn step(
         t.spec.project, t.spec.env, t.spec.pool, t.spec.host
     );
     let base = cfg.ingest_url.trim_end_matches('/');
-    let covered = if t.spec.kind == "slowlog" {
+    let covered = if t.spec.kind == FileKind::Slowlog {
         let n = slowlog_cut(&text, idle);
         if n > 0 {
             post(
@@ -344,6 +351,18 @@ mod tests {
         );
         let (ev, n) = log_events("INFO a\nINFO b\n", true);
         assert_eq!((ev.len(), n), (2, 14));
+    }
+
+    #[test]
+    fn file_kinds_are_checked_when_read() {
+        let f: FileSpec = serde_json::from_str(r#"{"path": "/var/log/a.log"}"#).unwrap();
+        assert_eq!(f.kind, FileKind::Logs);
+        let f: FileSpec = serde_json::from_str(r#"{"path": "/s.log", "kind": "slowlog"}"#).unwrap();
+        assert_eq!(f.kind, FileKind::Slowlog);
+        let e = serde_json::from_str::<FileSpec>(r#"{"path": "/s.log", "kind": "slow_log"}"#)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("unknown variant `slow_log`"), "{e}");
     }
 
     #[test]
