@@ -140,7 +140,7 @@ async fn import(
     let version = current + 1;
     let record = ChangeRecord {
         ts: Micros(apus_schema::time::now_us()),
-        kind: "import".into(),
+        kind: apus_schema::ChangeKind::Import.as_str().into(),
         actor: format!("cli:{}", std::env::var("USER").unwrap_or_default()),
         scope: "*".into(),
         from_version: current,

@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 
 use apus_rules::RouteSpec;
-use apus_schema::ChangeRecord;
+use apus_schema::{ChangeKind, ChangeRecord};
 use serde::{Deserialize, Serialize};
 
 /// One pool's membership: its servers in order, and which of them are drained.
@@ -39,7 +39,7 @@ pub struct Pending {
     /// Its id: the version at which it was proposed.
     pub id: u64,
     /// The change kind it will apply as (`gray_rules`, `rollback`).
-    pub kind: String,
+    pub kind: ChangeKind,
     /// Who proposed it.
     pub author: String,
     /// The author's reason.

@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use apus_control::{Change, ControlError, ControlStore, Pending, PoolState, ReleaseDoc};
 use apus_rules::{RouteSpec, RuleSet};
 use apus_schema::time::now_us;
-use apus_schema::{ChangeRecord, Micros};
+use apus_schema::{ChangeKind, ChangeRecord, Micros};
 use arc_swap::ArcSwap;
 
 use crate::config::file_loader;
@@ -85,8 +85,8 @@ pub type ChangeListener = Box<dyn Fn(&ChangeRecord) + Send>;
 pub struct Edit {
     /// The new release state.
     pub doc: ReleaseDoc,
-    /// Change kind (`gray_rules`, `rollback`, `server_drain`, …).
-    pub kind: String,
+    /// Change kind.
+    pub kind: ChangeKind,
     /// Project and env of what changed (empty when it spans several).
     pub project: String,
     pub env: String,
@@ -106,10 +106,10 @@ pub struct Edit {
 
 impl Edit {
     /// An edit with no approval requirement and the summary taken from the rule diff.
-    pub fn new(doc: ReleaseDoc, kind: &str, project: &str, env: &str, scope: &str) -> Edit {
+    pub fn new(doc: ReleaseDoc, kind: ChangeKind, project: &str, env: &str, scope: &str) -> Edit {
         Edit {
             doc,
-            kind: kind.into(),
+            kind,
             project: project.into(),
             env: env.into(),
             scope: scope.into(),
@@ -185,7 +185,7 @@ impl ReleaseState {
             None => {
                 let rec = ChangeRecord {
                     ts: Micros(now_us()),
-                    kind: "seed".into(),
+                    kind: ChangeKind::Seed.as_str().into(),
                     actor: "config".into(),
                     scope: "*".into(),
                     from_version: 0,
@@ -383,7 +383,7 @@ impl ReleaseState {
             let mut doc = (*cur.doc).clone();
             doc.pending.push(Pending {
                 id: version,
-                kind: e.kind.clone(),
+                kind: e.kind,
                 author: actor.into(),
                 reason: reason.into(),
                 project: e.project.clone(),
@@ -403,7 +403,7 @@ impl ReleaseState {
             (
                 doc,
                 rules,
-                "change_proposed".to_string(),
+                ChangeKind::ChangeProposed.as_str().to_string(),
                 summary,
                 String::new(),
             )
@@ -425,7 +425,7 @@ impl ReleaseState {
                 .touched
                 .clone()
                 .unwrap_or_else(|| cur.rules.touched(&after).join(" "));
-            (e.doc, after, e.kind, summary, touched)
+            (e.doc, after, e.kind.as_str().to_string(), summary, touched)
         };
         let record = ChangeRecord {
             ts: Micros(now_us()),

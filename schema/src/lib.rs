@@ -10,7 +10,9 @@
 
 #[cfg(feature = "arrow")]
 mod arrow;
+mod change;
 mod tables;
 pub mod time;
 
+pub use change::ChangeKind;
 pub use tables::*;

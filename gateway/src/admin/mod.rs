@@ -69,10 +69,10 @@ pub(super) type ApiResult = Result<Answer, GatewayError>;
 
 /// The answer to a change request: the change record, counted by kind and outcome.
 pub(super) fn change_answer(
-    kind: &'static str,
+    kind: apus_schema::ChangeKind,
     r: Result<apus_schema::ChangeRecord, GatewayError>,
 ) -> ApiResult {
-    count(kind, &r);
+    count(kind.as_str(), &r);
     Ok(Answer::json(json!({ "change": r? })))
 }
 

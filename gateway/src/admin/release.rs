@@ -2,6 +2,7 @@
 //! the approvals of changes to protected environments.
 
 use apus_rules::GrayRuleSpec;
+use apus_schema::ChangeKind;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -95,7 +96,7 @@ pub(super) async fn set_rules(
                 may_change(t, &r.project, &r.env)?;
                 r.gray_rules = rules.clone();
                 let (project, env) = (r.project.clone(), r.env.clone());
-                let mut e = Edit::new(doc, "gray_rules", &project, &env, route);
+                let mut e = Edit::new(doc, ChangeKind::GrayRules, &project, &env, route);
                 e.approvals = approvals(s, t, &env, body.emergency)?;
                 e.emergency = body.emergency;
                 Ok(e)
@@ -103,7 +104,7 @@ pub(super) async fn set_rules(
             .await
     }
     .await;
-    change_answer("gray_rules", r)
+    change_answer(ChangeKind::GrayRules, r)
 }
 
 #[derive(Deserialize)]
@@ -144,7 +145,7 @@ pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiR
                 let (project, env) = changed.first().cloned().unwrap_or_default();
                 let mut doc = (*cur.doc).clone();
                 doc.routes = target.clone();
-                let mut e = Edit::new(doc, "rollback", &project, &env, "*");
+                let mut e = Edit::new(doc, ChangeKind::Rollback, &project, &env, "*");
                 e.approvals = needed;
                 e.emergency = body.emergency;
                 Ok(e)
@@ -152,7 +153,7 @@ pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiR
             .await
     }
     .await;
-    change_answer("rollback", r)
+    change_answer(ChangeKind::Rollback, r)
 }
 
 pub(super) async fn list_pending(s: &AdminState, h: &HeaderMap) -> ApiResult {
@@ -190,7 +191,7 @@ fn decide(cur: &Current, t: &TokenConfig, id: u64, approve: bool) -> Result<Edit
     if !approve {
         let what = format!("change #{id} proposed by {} rejected", p.author);
         doc.pending.remove(i);
-        let mut e = Edit::new(doc, "change_rejected", &project, &env, &scope);
+        let mut e = Edit::new(doc, ChangeKind::ChangeRejected, &project, &env, &scope);
         e.summary = Some(what);
         return Ok(e);
     }
@@ -214,7 +215,7 @@ fn decide(cur: &Current, t: &TokenConfig, id: u64, approve: bool) -> Result<Edit
             p.required,
             t.name
         );
-        let mut e = Edit::new(doc, "change_approved", &project, &env, &scope);
+        let mut e = Edit::new(doc, ChangeKind::ChangeApproved, &project, &env, &scope);
         e.summary = Some(what);
         return Ok(e);
     }
@@ -225,7 +226,7 @@ fn decide(cur: &Current, t: &TokenConfig, id: u64, approve: bool) -> Result<Edit
     }
     let p = doc.pending.remove(i);
     doc.routes = p.routes;
-    let mut e = Edit::new(doc, &p.kind, &project, &env, &scope);
+    let mut e = Edit::new(doc, p.kind, &project, &env, &scope);
     e.note = Some(format!(
         "change #{id} proposed by {} ({}), approved by {}",
         p.author,
@@ -243,9 +244,9 @@ pub(super) async fn decide_pending(
     body: &[u8],
 ) -> ApiResult {
     let kind = if approve {
-        "change_approved"
+        ChangeKind::ChangeApproved
     } else {
-        "change_rejected"
+        ChangeKind::ChangeRejected
     };
     let r = async {
         let t = authenticate(h, &s.tokens)?;

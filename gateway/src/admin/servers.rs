@@ -1,6 +1,7 @@
 //! Pool handlers: list servers and their health, and put servers on and off the shelf
 //! (add, drain, undrain, remove), each a version of the release state.
 
+use apus_schema::ChangeKind;
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
@@ -68,12 +69,12 @@ pub(super) enum ServerOp {
 }
 
 impl ServerOp {
-    fn kind(self) -> &'static str {
+    fn kind(self) -> ChangeKind {
         match self {
-            ServerOp::Add => "server_add",
-            ServerOp::Drain => "server_drain",
-            ServerOp::Undrain => "server_undrain",
-            ServerOp::Remove => "server_remove",
+            ServerOp::Add => ChangeKind::ServerAdd,
+            ServerOp::Drain => ChangeKind::ServerDrain,
+            ServerOp::Undrain => ChangeKind::ServerUndrain,
+            ServerOp::Remove => ChangeKind::ServerRemove,
         }
     }
 }
