@@ -168,6 +168,27 @@ pub fn seed_doc(routes: Vec<RouteSpec>, pools: &[crate::config::PoolConfig]) -> 
     }
 }
 
+/// The state at `cur` with `e` recorded as a proposal (id `version`) waiting for its
+/// approvals; the rules in force stay as they are.
+fn proposed_doc(cur: &Current, e: &Edit, version: u64, actor: &str, reason: &str) -> ReleaseDoc {
+    let mut doc = (*cur.doc).clone();
+    doc.pending.push(Pending {
+        id: version,
+        kind: e.kind,
+        author: actor.into(),
+        reason: reason.into(),
+        project: e.project.clone(),
+        env: e.env.clone(),
+        scope: e.scope.clone(),
+        ts: now_us(),
+        required: e.approvals,
+        approvals: Vec::new(),
+        base_routes: cur.doc.routes.clone(),
+        routes: e.doc.routes.clone(),
+    });
+    doc
+}
+
 impl ReleaseState {
     /// Load the newest state from `control` (seeding an empty store with `seed` as version
     /// 1), compile it, and bring the pools to its membership.
@@ -380,21 +401,7 @@ impl ReleaseState {
         };
         let version = cur.version + 1;
         let (doc, rules, kind, summary, touched) = if e.approvals > 0 && !e.emergency {
-            let mut doc = (*cur.doc).clone();
-            doc.pending.push(Pending {
-                id: version,
-                kind: e.kind,
-                author: actor.into(),
-                reason: reason.into(),
-                project: e.project.clone(),
-                env: e.env.clone(),
-                scope: e.scope.clone(),
-                ts: now_us(),
-                required: e.approvals,
-                approvals: Vec::new(),
-                base_routes: cur.doc.routes.clone(),
-                routes: e.doc.routes,
-            });
+            let doc = proposed_doc(cur, &e, version, actor, reason);
             let summary = format!(
                 "proposed change #{version} ({}), needs {} approval(s): {diff}; {reason}",
                 e.kind, e.approvals
