@@ -107,10 +107,10 @@ pub fn decode(payload: &Bytes) -> Result<Vec<RecordBatch>, IngestError> {
 }
 
 struct Fanout {
-    search: Arc<SearchIndex>,
-    /// Highest `logs` sequence handed to the search index.
-    search_sent: AtomicU64,
-    /// Where rows go: the embedded store, or ClickHouse with `store = clickhouse://…`.
+    /// Where rows go: the store (embedded, or ClickHouse with `store = clickhouse://…`)
+    /// first, then the search index.
+    sinks: Vec<Arc<dyn StoreSink>>,
+    /// The store among the sinks (admission control counts its backlog).
     sink: Arc<dyn StoreSink>,
     /// The ClickHouse sink, when that is the store (retention, status).
     clickhouse: Option<Arc<ClickHouseSink>>,
@@ -118,11 +118,23 @@ struct Fanout {
 
 impl Fanout {
     fn deliver_batch(&self, seq: u64, table: Table, b: RecordBatch) {
-        if table == Table::Logs && seq > self.search.checkpoint() {
-            self.search.index(seq, b.clone());
-            self.search_sent.fetch_max(seq, Ordering::Relaxed);
+        for s in &self.sinks {
+            s.deliver(seq, table, b.clone());
         }
-        self.sink.deliver(seq, table, b);
+    }
+
+    /// The WAL replays above the lowest checkpoint of any sink.
+    fn committed(&self, t: Table) -> u64 {
+        self.sinks.iter().map(|s| s.committed(t)).min().unwrap_or(0)
+    }
+
+    /// The WAL may drop what every sink has committed.
+    fn safe_upto(&self, last: u64) -> u64 {
+        self.sinks
+            .iter()
+            .map(|s| s.safe_upto(last))
+            .min()
+            .unwrap_or(last)
     }
 
     /// Replay path: the payload must be decoded.
@@ -191,19 +203,16 @@ impl Pipeline {
             None => store.clone(),
         };
         let fanout = Arc::new(Fanout {
-            search: search.clone(),
-            search_sent: AtomicU64::new(0),
+            sinks: vec![sink.clone(), search.clone()],
             sink: sink.clone(),
             clickhouse: clickhouse.clone(),
         });
-        let (s2, f2) = (sink.clone(), fanout.clone());
-        let search_ckpt = search.checkpoint();
+        let (s2, f2) = (fanout.clone(), fanout.clone());
         let (wal, report) = Wal::open(
             "ingest",
             &dir.join("wal"),
             cfg.wal_queue,
             |kind| match Table::from_code(kind) {
-                Some(Table::Logs) => s2.committed(Table::Logs).min(search_ckpt),
                 Some(t) => s2.committed(t),
                 // Unknown kinds are skipped with an error when delivered.
                 None => 0,
@@ -329,15 +338,7 @@ impl Pipeline {
             }
         }
         let last = self.last_seq.load(Ordering::Relaxed);
-        let mut safe = self.fanout.sink.safe_upto(last);
-        let (ck, sent) = (
-            self.search.checkpoint(),
-            self.fanout.search_sent.load(Ordering::Relaxed),
-        );
-        if sent > ck {
-            safe = safe.min(ck);
-        }
-        self.wal.remove_upto(safe)?;
+        self.wal.remove_upto(self.fanout.safe_upto(last))?;
         Ok(())
     }
 

@@ -72,6 +72,8 @@ pub struct SearchIndex {
     fields: Arc<Fields>,
     tx: SyncSender<(u64, RecordBatch)>,
     committed: Arc<AtomicU64>,
+    /// Highest `logs` sequence handed to the indexer.
+    sent: AtomicU64,
 }
 
 /// The index schema. Dimensions are exact-match terms, stored for hits; the
@@ -186,6 +188,7 @@ impl SearchIndex {
             fields,
             tx,
             committed,
+            sent: AtomicU64::new(0),
         })
     }
 
@@ -200,6 +203,12 @@ impl SearchIndex {
         if self.tx.send((seq, batch)).is_err() {
             tracing::error!("tantivy writer thread is gone");
         }
+        self.sent.fetch_max(seq, Ordering::Relaxed);
+    }
+
+    /// Highest `logs` sequence handed to the indexer (committed or not).
+    pub fn sent(&self) -> u64 {
+        self.sent.load(Ordering::Relaxed)
     }
 
     /// Search `q` (Tantivy query syntax over message and exception; empty = everything)

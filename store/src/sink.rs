@@ -3,6 +3,7 @@
 //! ([`crate::clickhouse::sink::ClickHouseSink`]) both implement it, so the pipeline's
 //! durability rules (replay from the store's checkpoint, trim the WAL only below what the
 //! store has committed, refuse writes while its backlog is over budget) are written once.
+//! The Tantivy index is a sink too, so the pipeline treats its sinks alike.
 
 use datafusion::arrow::record_batch::RecordBatch;
 
@@ -33,6 +34,34 @@ impl StoreSink for crate::local::LocalStore {
     }
     fn backlog_bytes(&self) -> usize {
         self.mem_bytes()
+    }
+}
+
+/// Tantivy indexes the `logs` table beside either store: it is fed and checkpointed like
+/// them, so the WAL replays and keeps what it has not committed.
+impl StoreSink for crate::search::SearchIndex {
+    fn deliver(&self, seq: u64, t: Table, batch: RecordBatch) {
+        if t == Table::Logs && seq > self.checkpoint() {
+            self.index(seq, batch);
+        }
+    }
+    fn committed(&self, t: Table) -> u64 {
+        match t {
+            Table::Logs => self.checkpoint(),
+            // Nothing to replay for tables it does not index.
+            _ => u64::MAX,
+        }
+    }
+    fn safe_upto(&self, last: u64) -> u64 {
+        let ck = self.checkpoint();
+        if self.sent() > ck {
+            ck
+        } else {
+            last
+        }
+    }
+    fn backlog_bytes(&self) -> usize {
+        0
     }
 }
 
