@@ -239,7 +239,7 @@ fn incident_signals(client: &reqwest::blocking::Client, round: u64) {
             "level": "ERROR", "pool": "gray", "project": "shop", "env": "prod",
             "host": "demo", "tenant": INCIDENT_TENANT, "tag": "gray"})))
         .collect();
-    let iso = apus_query::json::rfc3339(now * 1_000_000);
+    let iso = apus_store::read::json::rfc3339(now * 1_000_000);
     let slow = format!(
         "# Time: {iso}\n# User@Host: app[app] @ gray-1 [10.0.0.9]  Id: 7\n\
          # Query_time: 2.{round:03}  Lock_time: 0.000100 Rows_sent: 1  Rows_examined: 250000\n\

@@ -9,9 +9,12 @@ use anyhow::{Context, Result};
 use apus_gateway::{AccessLog, AccessLogSink, GatewayConfig};
 use apus_ingest::receivers::MetricsRender;
 use apus_ingest::{IngestConfig, IngestError, Pipeline};
-use apus_query::engine::Store;
 use apus_query::{Engine, QueryConfig, Searcher};
 use apus_schema::AccessRecord;
+use apus_store::clickhouse::read::ClickHouseBackend;
+use apus_store::read::local::LocalBackend;
+use apus_store::read::SqlBackend;
+use apus_store::StoreUrl;
 use serde::Deserialize;
 
 /// `apus run` configuration: `[gateway]` and `[ingest]` sections.
@@ -86,18 +89,25 @@ pub fn start_ingest(
 }
 
 /// The query engine's store for an ingest `store` setting: the pipeline's embedded store,
-/// or the ClickHouse server it writes to.
-fn query_store(store: &str, pipeline: Option<&Arc<Pipeline>>, cluster: bool) -> Result<Store> {
-    if store.starts_with("clickhouse://") {
-        let u = apus_store::clickhouse::ChUrl::parse(store)?;
-        return Ok(Store::ClickHouse {
-            base: u.base,
-            database: u.database,
-            cluster,
-        });
+/// or the ClickHouse server it writes to (through the same client type the sink uses).
+fn query_store(
+    store: &StoreUrl,
+    pipeline: Option<&Arc<Pipeline>>,
+    cfg: &QueryConfig,
+) -> Result<Arc<dyn SqlBackend>> {
+    if let StoreUrl::ClickHouse(u) = store {
+        let client = apus_store::clickhouse::ChClient::new(u.clone());
+        return Ok(Arc::new(ClickHouseBackend::new(
+            client,
+            cfg.cluster,
+            cfg.read_limits(),
+        )));
     }
     match pipeline {
-        Some(p) => Ok(Store::Local(p.store().clone())),
+        Some(p) => Ok(Arc::new(LocalBackend::new(
+            p.store().clone(),
+            cfg.limits().memory_bytes,
+        ))),
         None => anyhow::bail!(
             "a query node alone needs --store clickhouse://HOST:PORT/DB; the embedded store \
              is queried inside `apus run`"
@@ -109,11 +119,11 @@ fn query_store(store: &str, pipeline: Option<&Arc<Pipeline>>, cluster: bool) -> 
 pub fn start_query(
     rt: &tokio::runtime::Runtime,
     cfg: &QueryConfig,
-    store: Store,
+    store: Arc<dyn SqlBackend>,
     searcher: Searcher,
     render: Option<MetricsRender>,
 ) -> Result<()> {
-    let engine = Arc::new(Engine::with_store(store, searcher, cfg.limits()));
+    let engine = Arc::new(Engine::with_backend(store, searcher, cfg.limits()));
     serve(
         rt,
         "query API and dashboards",
@@ -143,7 +153,7 @@ pub fn query(
         cfg.search_nodes = search_nodes;
     }
     cfg.cluster |= cluster;
-    let store = query_store(store, None, cfg.cluster)?;
+    let store = query_store(&StoreUrl::parse(store)?, None, &cfg)?;
     let searcher = if cfg.search_nodes.is_empty() {
         Searcher::Off
     } else {
@@ -205,7 +215,7 @@ pub fn ingest(
         cfg.listen = l;
     }
     if let Some(s) = store {
-        cfg.store = s;
+        cfg.store = StoreUrl::parse(&s)?;
     }
     let (rt, _p) = start_ingest(cfg, Some(render(prom)))?;
     rt.block_on(async {
@@ -229,7 +239,7 @@ pub fn run(
         cfg.ingest.data_dir = d;
     }
     if let Some(s) = store {
-        cfg.ingest.store = s;
+        cfg.ingest.store = StoreUrl::parse(&s)?;
     }
     if let Some(c) = control {
         cfg.gateway.control = c;
@@ -243,7 +253,7 @@ pub fn run(
     } else {
         Searcher::Remote(cfg.query.search_nodes.clone())
     };
-    let qstore = query_store(&store_url, Some(&pipeline), cfg.query.cluster)?;
+    let qstore = query_store(&store_url, Some(&pipeline), &cfg.query)?;
     start_query(
         &rt,
         &cfg.query,

@@ -42,7 +42,7 @@ impl From<StoreError> for IngestError {
         match e {
             StoreError::BadInput(s) => IngestError::BadInput(s),
             StoreError::Io(e) => IngestError::Io(e),
-            StoreError::Store(s) => IngestError::Store(s),
+            StoreError::Store(s) | StoreError::Unavailable(s) => IngestError::Store(s),
             StoreError::Search(s) => IngestError::Search(s),
         }
     }

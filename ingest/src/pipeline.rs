@@ -23,10 +23,11 @@ use crate::IngestError;
 use apus_schema::time::now_us;
 use apus_schema::{Row, Table};
 use apus_store::clickhouse::sink::{ClickHouseSink, SinkLimits};
-use apus_store::clickhouse::{ChClient, ChUrl};
+use apus_store::clickhouse::ChClient;
 use apus_store::local::LocalStore;
 use apus_store::search::SearchIndex;
 use apus_store::sink::StoreSink;
+use apus_store::StoreUrl;
 use apus_wal::{Consumer, Wal};
 
 /// Ingest configuration.
@@ -54,7 +55,7 @@ pub struct IngestConfig {
     /// Seconds clients are told to wait in `Retry-After`.
     pub retry_after_s: u64,
     /// `local` (the embedded store under `data_dir`) or `clickhouse://HOST:PORT/DATABASE`.
-    pub store: String,
+    pub store: StoreUrl,
     /// ClickHouse sink: insert when this many rows wait...
     pub clickhouse_batch_rows: usize,
     /// ... or when the oldest waiting row is this old (ms).
@@ -77,7 +78,7 @@ impl Default for IngestConfig {
             retention_days: 7,
             compact_min_files: 6,
             retry_after_s: 1,
-            store: "local".into(),
+            store: StoreUrl::Local,
             clickhouse_batch_rows: 200_000,
             clickhouse_batch_ms: 1000,
             clickhouse_cluster: String::new(),
@@ -182,10 +183,8 @@ impl Pipeline {
         let dir = cfg.data_dir.clone();
         let store = Arc::new(LocalStore::open(&dir.join("store"))?);
         let search = Arc::new(SearchIndex::open(&dir.join("search"))?);
-        let clickhouse = if cfg.store == "local" || cfg.store.is_empty() {
-            None
-        } else {
-            let url = ChUrl::parse(&cfg.store)?;
+        let clickhouse = if let StoreUrl::ClickHouse(url) = &cfg.store {
+            let url = url.clone();
             tracing::info!(server = %url.base, database = %url.database, "store: clickhouse");
             Some(Arc::new(ClickHouseSink::start(
                 ChClient::new(url),
@@ -197,6 +196,8 @@ impl Pipeline {
                     cluster: cfg.clickhouse_cluster.clone(),
                 },
             )?))
+        } else {
+            None
         };
         let sink: Arc<dyn StoreSink> = match &clickhouse {
             Some(ch) => ch.clone(),

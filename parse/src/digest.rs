@@ -4,8 +4,8 @@
 //! slowest call (the first of equals). Rows rank by total time, then calls, then fingerprint.
 //!
 //! Memory per fingerprint is bounded: the p95 is exact (nearest rank) while a group has at
-//! most [`EXACT_SAMPLES`] calls; past that its times move into a log-scale histogram whose
-//! buckets are 1% wide, so the reported p95 is within 0.5% of a true query time of that rank
+//! most [`EXACT_SAMPLES`] calls; past that its times move into the shared quantile sketch
+//! ([`crate::sketch`]) with buckets 1% wide, so the reported p95 is within 0.5% of a true query time of that rank
 //! (times under 1 µs share one bucket, reported as 0), clamped to the group's min and max.
 
 use std::collections::HashMap;
@@ -14,6 +14,7 @@ use std::fmt::Write as _;
 use serde::Serialize;
 
 use crate::fingerprint::{fingerprint, fingerprint_id};
+use crate::sketch::Sketch;
 use crate::slowlog::SlowEntry;
 
 /// Calls per fingerprint whose times are kept exactly.
@@ -197,11 +198,11 @@ impl Digest {
     }
 }
 
-/// Query times of one group: exact while few, then a log-scale histogram.
+/// Query times of one group: exact while few, then the shared [`Sketch`] at γ = 1.01.
 #[derive(Debug)]
 enum Quantiles {
     Exact(Vec<f64>),
-    Histogram { zero: u64, counts: Vec<u64> },
+    Histogram(Sketch),
 }
 
 impl Default for Quantiles {
@@ -210,75 +211,35 @@ impl Default for Quantiles {
     }
 }
 
-/// Times below this share bucket "zero".
-const HIST_MIN_S: f64 = 1e-6;
-/// Bucket `i` holds `[HIST_MIN_S * GAMMA^i, HIST_MIN_S * GAMMA^(i+1))`.
-const GAMMA: f64 = 1.01;
-/// Caps the histogram (GAMMA^4000 * 1 µs is far beyond any query time).
-const MAX_BUCKET: usize = 4000;
-
-fn bucket_of(t: f64) -> Option<usize> {
-    if t < HIST_MIN_S {
-        return None;
-    }
-    let i = ((t / HIST_MIN_S).ln() / GAMMA.ln()).floor();
-    Some((i as usize).min(MAX_BUCKET))
-}
-
-/// The geometric middle of a bucket: within √GAMMA of anything in it.
-fn bucket_value(i: usize) -> f64 {
-    HIST_MIN_S * GAMMA.powf(i as f64 + 0.5)
-}
+/// The digest's bucket ratio: buckets 1% wide, so a p95 is within 0.5% of a true time.
+const DIGEST_GAMMA: f64 = 1.01;
 
 impl Quantiles {
+    fn sketch(&mut self) -> &mut Sketch {
+        if let Quantiles::Exact(v) = self {
+            let mut s = Sketch::new(DIGEST_GAMMA);
+            for &x in v.iter() {
+                s.add(clean(x));
+            }
+            *self = Quantiles::Histogram(s);
+        }
+        match self {
+            Quantiles::Histogram(s) => s,
+            Quantiles::Exact(_) => unreachable!("converted above"),
+        }
+    }
+
     fn add(&mut self, t: f64) {
         match self {
             Quantiles::Exact(v) if v.len() < EXACT_SAMPLES => v.push(t),
-            Quantiles::Exact(v) => {
-                let mut hist = Quantiles::Histogram {
-                    zero: 0,
-                    counts: Vec::new(),
-                };
-                for &x in v.iter() {
-                    hist.add(x);
-                }
-                hist.add(t);
-                *self = hist;
-            }
-            Quantiles::Histogram { zero, counts } => match bucket_of(t) {
-                None => *zero += 1,
-                Some(i) => {
-                    if counts.len() <= i {
-                        counts.resize(i + 1, 0);
-                    }
-                    counts[i] += 1;
-                }
-            },
+            _ => self.sketch().add(clean(t)),
         }
     }
 
     fn merge(&mut self, o: Quantiles) {
         match o {
             Quantiles::Exact(v) => v.into_iter().for_each(|x| self.add(x)),
-            Quantiles::Histogram { zero, counts } => {
-                if let Quantiles::Exact(v) = self {
-                    let mine = std::mem::take(v);
-                    *self = Quantiles::Histogram {
-                        zero: 0,
-                        counts: Vec::new(),
-                    };
-                    mine.into_iter().for_each(|x| self.add(x));
-                }
-                if let Quantiles::Histogram { zero: z, counts: c } = self {
-                    *z += zero;
-                    if c.len() < counts.len() {
-                        c.resize(counts.len(), 0);
-                    }
-                    for (a, b) in c.iter_mut().zip(counts) {
-                        *a += b;
-                    }
-                }
-            }
+            Quantiles::Histogram(h) => self.sketch().merge(&h),
         }
     }
 
@@ -291,22 +252,20 @@ impl Quantiles {
                 sorted.sort_by(f64::total_cmp);
                 sorted[nearest_rank(q, sorted.len()) - 1]
             }
-            Quantiles::Histogram { zero, counts } => {
-                let n = zero + counts.iter().sum::<u64>();
-                let rank = nearest_rank(q, n as usize) as u64;
-                if rank <= *zero {
-                    return 0.0;
-                }
-                let mut seen = *zero;
-                for (i, c) in counts.iter().enumerate() {
-                    seen += c;
-                    if seen >= rank {
-                        return bucket_value(i);
-                    }
-                }
-                bucket_value(counts.len().saturating_sub(1))
+            Quantiles::Histogram(h) => {
+                let rank = nearest_rank(q, h.count() as usize) as u64;
+                h.at_rank(rank - 1).unwrap_or(0.0)
             }
         }
+    }
+}
+
+/// Times under 1 µs (and bad ones) count as 0, as in the exact path's report.
+fn clean(t: f64) -> f64 {
+    if t >= 1e-6 {
+        t
+    } else {
+        0.0
     }
 }
 
@@ -434,7 +393,7 @@ mod tests {
         for i in 101..=100_000 {
             q.add(f64::from(i) / 1000.0);
         }
-        assert!(matches!(q, Quantiles::Histogram { .. }));
+        assert!(matches!(q, Quantiles::Histogram(_)));
         let p95 = q.quantile(0.95);
         assert!((p95 / 95.0 - 1.0).abs() < 0.005, "{p95}");
         let mut zeros = Quantiles::default();
@@ -443,7 +402,11 @@ mod tests {
         }
         assert_eq!(zeros.quantile(0.95), 0.0);
         assert_eq!(Quantiles::default().quantile(0.95), 0.0);
-        assert_eq!(bucket_of(1e300), Some(MAX_BUCKET));
+        let mut huge = Quantiles::default();
+        for _ in 0..=EXACT_SAMPLES {
+            huge.add(1e300);
+        }
+        assert!(huge.quantile(0.95).is_finite());
     }
 
     #[test]

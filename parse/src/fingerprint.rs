@@ -17,7 +17,6 @@
 //! The transform is a fixed sequence of byte passes, each a hand-written scanner (no regex
 //! engine), alternating between two buffers.
 
-mod md5;
 mod passes;
 
 use passes::{
@@ -87,7 +86,8 @@ pub fn fingerprint(sql: &str) -> String {
 /// The id of a fingerprint: the last 16 hex digits (lowercase) of the MD5 of its text — the
 /// same value pt-query-digest prints (uppercase) as the query's checksum.
 pub fn fingerprint_id(fp: &str) -> String {
-    let digest = md5::md5(fp.as_bytes());
+    use md5::Digest as _;
+    let digest = md5::Md5::digest(fp.as_bytes());
     let mut s = String::with_capacity(16);
     for byte in &digest[8..] {
         s.push(char::from(HEX[usize::from(byte >> 4)]));

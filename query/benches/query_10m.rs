@@ -201,9 +201,10 @@ where
 }
 
 /// Copy the embedded store's `slow_sql` into ClickHouse (once) and time the TOP 100 there.
-async fn clickhouse_top(local: &Engine, url: &str, rows: usize, p: &Params) -> f64 {
-    use apus_query::engine::Store;
+async fn clickhouse_top(local: &Arc<LocalStore>, url: &str, rows: usize, p: &Params) -> f64 {
+    use apus_store::clickhouse::read::{ClickHouseBackend, ReadLimits};
     use apus_store::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
+    use apus_store::read::local::LocalBackend;
     let u = ChUrl::parse(url).unwrap();
     let client = ChClient::new(u.clone());
     let db = u.database.clone();
@@ -231,7 +232,10 @@ async fn clickhouse_top(local: &Engine, url: &str, rows: usize, p: &Params) -> f
             .await
             .unwrap();
         let started = Instant::now();
-        let batches = local.query("SELECT * FROM slow_sql").await.unwrap();
+        let batches = LocalBackend::new(local.clone(), 2 << 30)
+            .batches("SELECT * FROM slow_sql")
+            .await
+            .unwrap();
         for (i, b) in batches.into_iter().enumerate() {
             let c = client.clone();
             tokio::task::spawn_blocking(move || {
@@ -251,12 +255,8 @@ async fn clickhouse_top(local: &Engine, url: &str, rows: usize, p: &Params) -> f
             started.elapsed().as_secs_f64()
         );
     }
-    let ch = Engine::with_store(
-        Store::ClickHouse {
-            base: u.base,
-            database: u.database,
-            cluster: false,
-        },
+    let ch = Engine::with_backend(
+        Arc::new(ClickHouseBackend::new(client, false, ReadLimits::default())),
         Searcher::Off,
         Limits::default(),
     );
@@ -296,7 +296,13 @@ fn main() {
     let (store, search) = (Arc::new(store), Arc::new(search));
     let engine = Engine::new(store.clone(), Searcher::Local(search), Limits::default());
     // The same rankings from raw rows only, for the README's before/after.
-    let raw = Engine::new(store, Searcher::Off, Limits::default()).without_rollups();
+    let raw = Engine::with_backend(
+        Arc::new(
+            apus_store::read::local::LocalBackend::new(store.clone(), 2 << 30).without_rollups(),
+        ),
+        Searcher::Off,
+        Limits::default(),
+    );
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -362,7 +368,7 @@ fn main() {
         let like_p50 = median(like_ms);
         // The same slow-SQL TOP 100 on ClickHouse, when a server is given.
         if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
-            let ch_ms = clickhouse_top(&engine, &url, rows, &p_slow).await;
+            let ch_ms = clickhouse_top(&store, &url, rows, &p_slow).await;
             println!(
                 "RESULT clickhouse_vs_embedded rows={rows} clickhouse_top100_ms={ch_ms:.1} \
                  embedded_top100_ms={slow_ms:.1} ratio={:.2}",

@@ -22,12 +22,13 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
-use crate::json::{rfc3339, Row};
 use crate::params::Params;
 use crate::{investigate, rank, QueryError};
+use apus_store::read::json::{rfc3339, Row};
 
 /// Renders the process's Prometheus metrics.
 pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
@@ -55,14 +56,51 @@ fn params(q: Option<String>, dims: &[&str], opts: &[&str]) -> Result<Params, Que
     Params::parse(&pairs(q)?, dims, opts, apus_schema::time::now_us())
 }
 
+/// A page of ranking rows over a window.
+#[derive(Serialize)]
+struct Page {
+    rows: Vec<Row>,
+    count: usize,
+    from: String,
+    to: String,
+    took_ms: f64,
+}
+
+/// A page of log search hits.
+#[derive(Serialize)]
+struct SearchPage {
+    rows: Vec<Value>,
+    total: usize,
+    limit: usize,
+    offset: usize,
+    next_offset: Option<usize>,
+    from: String,
+    to: String,
+    took_ms: f64,
+}
+
+/// The answer to a user's SQL.
+#[derive(Serialize)]
+struct SqlAnswer {
+    rows: Vec<Row>,
+    count: usize,
+    truncated: bool,
+    limit: usize,
+    took_ms: f64,
+}
+
+fn ms_since(t: Instant) -> f64 {
+    t.elapsed().as_secs_f64() * 1000.0
+}
+
 fn page(p: &Params, rows: Vec<Row>, started: Instant) -> Response {
-    Json(json!({
-        "rows": rows,
-        "count": rows.len(),
-        "from": rfc3339(p.from_us),
-        "to": rfc3339(p.to_us),
-        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
-    }))
+    Json(Page {
+        count: rows.len(),
+        rows,
+        from: rfc3339(p.from_us),
+        to: rfc3339(p.to_us),
+        took_ms: ms_since(started),
+    })
     .into_response()
 }
 
@@ -195,16 +233,16 @@ async fn search(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
             v
         })
         .collect();
-    Ok(Json(json!({
-        "rows": rows,
-        "total": r.total,
-        "limit": limit,
-        "offset": offset,
-        "next_offset": (offset + n < r.total).then_some(offset + n),
-        "from": rfc3339(p.from_us),
-        "to": rfc3339(p.to_us),
-        "took_ms": t.elapsed().as_secs_f64() * 1000.0,
-    }))
+    Ok(Json(SearchPage {
+        rows,
+        total: r.total,
+        limit,
+        offset,
+        next_offset: (offset + n < r.total).then_some(offset + n),
+        from: rfc3339(p.from_us),
+        to: rfc3339(p.to_us),
+        took_ms: ms_since(t),
+    })
     .into_response())
 }
 
@@ -238,14 +276,14 @@ async fn sql(State(a): State<Api>, h: HeaderMap, body: Bytes) -> ApiResult {
             "`limit` must be 1 to 100000, got {limit}"
         )));
     }
-    let (rows, truncated) = a.engine.user_sql(&req.sql, limit).await?;
-    Ok(Json(json!({
-        "rows": rows,
-        "count": rows.len(),
-        "truncated": truncated,
-        "limit": limit,
-        "took_ms": t.elapsed().as_secs_f64() * 1000.0,
-    }))
+    let apus_store::read::Answer { rows, truncated } = a.engine.user_sql(&req.sql, limit).await?;
+    Ok(Json(SqlAnswer {
+        count: rows.len(),
+        rows,
+        truncated,
+        limit,
+        took_ms: ms_since(t),
+    })
     .into_response())
 }
 
@@ -257,8 +295,5 @@ async fn changes(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
 
 async fn rootcause(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
     let p = params(q, investigate::RCA_DIMS, investigate::RCA_OPTS)?;
-    let mut v = investigate::rootcause(&a.engine, &p).await?;
-    v["from"] = Value::from(rfc3339(p.from_us));
-    v["to"] = Value::from(rfc3339(p.to_us));
-    Ok(Json(v).into_response())
+    Ok(Json(investigate::rootcause(&a.engine, &p).await?).into_response())
 }

@@ -1,25 +1,22 @@
-//! The engine: SQL over a fresh snapshot of the embedded store (in-memory batches plus
-//! Parquet files, registered into a new DataFusion context per query so a query sees one
-//! consistent set of rows), bounded in memory, time and concurrency; and log search, local
+//! The engine: SQL through the store's [`SqlBackend`] (the embedded store or ClickHouse),
+//! bounded in time and concurrency here and in memory by the backend; and log search, local
 //! (this process's Tantivy index) or fanned out to the ingest nodes that hold the indexes.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use apus_store::local::LocalStore;
+use apus_store::read::local::LocalBackend;
+use apus_store::read::{Answer, Origin, SqlBackend};
 use apus_store::search::{Hit, SearchIndex, SearchResult};
-use datafusion::arrow::record_batch::RecordBatch;
-use datafusion::execution::memory_pool::FairSpillPool;
-use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::prelude::{SQLOptions, SessionConfig, SessionContext};
 use datafusion::sql::sqlparser::ast::Statement;
 use datafusion::sql::sqlparser::dialect::GenericDialect;
 use datafusion::sql::sqlparser::parser::Parser;
 use tokio::sync::Semaphore;
 
-use crate::dialect::Dialect;
-use crate::json::{self, Row};
 use crate::QueryError;
+use apus_store::read::dialect::Dialect;
+use apus_store::read::json::Row;
 
 /// Where log searches go.
 #[derive(Clone)]
@@ -74,6 +71,16 @@ impl QueryConfig {
             concurrency: self.concurrency.max(1),
         }
     }
+
+    /// The limits a ClickHouse backend runs reads under.
+    pub fn read_limits(&self) -> apus_store::clickhouse::read::ReadLimits {
+        let l = self.limits();
+        apus_store::clickhouse::read::ReadLimits {
+            timeout: l.timeout,
+            memory_bytes: l.memory_bytes,
+            ..Default::default()
+        }
+    }
 }
 
 /// Resource limits of the engine.
@@ -97,69 +104,43 @@ impl Default for Limits {
     }
 }
 
-/// Which store answers SQL.
-#[derive(Clone)]
-pub enum Store {
-    /// The embedded store of this process (memory batches + Parquet, via DataFusion).
-    Local(Arc<LocalStore>),
-    /// A ClickHouse server (`base` = its HTTP interface); with `cluster`, queries read the
-    /// `{table}_all` Distributed tables that span the shards.
-    ClickHouse {
-        /// `http://host:port`.
-        base: String,
-        /// Database.
-        database: String,
-        /// Read through the Distributed `{table}_all` tables.
-        cluster: bool,
-    },
-}
-
 /// The query engine over one store.
 pub struct Engine {
-    store: Store,
+    backend: Arc<dyn SqlBackend>,
     searcher: Searcher,
     limits: Limits,
-    runtime: Arc<RuntimeEnv>,
     slots: Semaphore,
     http: reqwest::Client,
-    rollups: bool,
 }
 
 impl Engine {
     /// An engine over the embedded store and a searcher.
     pub fn new(store: Arc<LocalStore>, searcher: Searcher, limits: Limits) -> Engine {
-        Self::with_store(Store::Local(store), searcher, limits)
+        let backend = LocalBackend::new(store, limits.memory_bytes);
+        Self::with_backend(Arc::new(backend), searcher, limits)
     }
 
     /// An engine over any store.
-    pub fn with_store(store: Store, searcher: Searcher, limits: Limits) -> Engine {
-        let runtime = RuntimeEnvBuilder::new()
-            .with_memory_pool(Arc::new(FairSpillPool::new(limits.memory_bytes)))
-            .build_arc()
-            .unwrap_or_else(|_| Arc::new(RuntimeEnv::default()));
+    pub fn with_backend(
+        backend: Arc<dyn SqlBackend>,
+        searcher: Searcher,
+        limits: Limits,
+    ) -> Engine {
         Engine {
-            store,
+            backend,
             searcher,
             slots: Semaphore::new(limits.concurrency.max(1)),
             limits,
-            runtime,
             http: reqwest::Client::builder()
                 .timeout(Duration::from_secs(10))
                 .build()
                 .unwrap_or_default(),
-            rollups: true,
         }
-    }
-
-    /// This engine, answering rankings from raw rows only (for comparisons and tests).
-    pub fn without_rollups(mut self) -> Engine {
-        self.rollups = false;
-        self
     }
 
     /// Whether rankings may read the embedded store's hourly rollups.
     pub fn rollups(&self) -> bool {
-        self.rollups && matches!(self.store, Store::Local(_))
+        self.backend.local().is_some()
     }
 
     /// The searcher this engine uses.
@@ -169,95 +150,12 @@ impl Engine {
 
     /// The SQL dialect of the store.
     pub fn dialect(&self) -> Dialect {
-        match self.store {
-            Store::Local(_) => Dialect::DataFusion,
-            Store::ClickHouse { .. } => Dialect::ClickHouse,
-        }
+        self.backend.dialect()
     }
 
     /// The name to read table `t` by.
     pub fn table(&self, t: &str) -> String {
-        match &self.store {
-            Store::ClickHouse { cluster: true, .. } => format!("{t}_all"),
-            _ => t.to_string(),
-        }
-    }
-
-    /// POST `sql` to ClickHouse (read-only, with row/time limits) and return its rows.
-    async fn clickhouse_rows(
-        &self,
-        sql: &str,
-        max_rows: Option<usize>,
-        user: bool,
-    ) -> Result<(Vec<Row>, bool), QueryError> {
-        let Store::ClickHouse { base, database, .. } = &self.store else {
-            return Err(QueryError::Engine("not a ClickHouse store".into()));
-        };
-        let mut params: Vec<(&str, String)> = vec![
-            ("database", database.clone()),
-            ("readonly", "2".into()),
-            ("output_format_json_quote_64bit_integers", "0".into()),
-            ("output_format_json_quote_denormals", "0".into()),
-            (
-                "max_execution_time",
-                self.limits.timeout.as_secs().to_string(),
-            ),
-            ("max_memory_usage", self.limits.memory_bytes.to_string()),
-        ];
-        if let Some(n) = max_rows {
-            params.push(("max_result_rows", (n + 1).to_string()));
-            params.push(("result_overflow_mode", "break".into()));
-        }
-        let body = format!("{} FORMAT JSON", sql.trim().trim_end_matches(';'));
-        let r = self
-            .http
-            .post(base)
-            .query(&params)
-            .body(body)
-            .send()
-            .await
-            .map_err(|e| QueryError::Unavailable(format!("clickhouse {base}: {e}")))?;
-        let status = r.status();
-        let text = r
-            .text()
-            .await
-            .map_err(|e| QueryError::Unavailable(format!("clickhouse {base}: {e}")))?;
-        if !status.is_success() {
-            let msg = text.trim().chars().take(1000).collect::<String>();
-            return Err(if user {
-                QueryError::BadRequest(format!("SQL: {msg}"))
-            } else {
-                QueryError::Engine(format!("clickhouse: {msg} (in generated SQL: {sql})"))
-            });
-        }
-        let v: serde_json::Value = serde_json::from_str(&text)
-            .map_err(|e| QueryError::Engine(format!("clickhouse answer: {e}")))?;
-        let mut rows: Vec<Row> = v["data"]
-            .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|r| r.as_object().cloned())
-                    .collect::<Vec<_>>()
-            })
-            .unwrap_or_default();
-        let truncated = max_rows.is_some_and(|n| rows.len() > n);
-        if let Some(n) = max_rows {
-            rows.truncate(n);
-        }
-        Ok((rows, truncated))
-    }
-
-    async fn context(&self) -> Result<SessionContext, QueryError> {
-        let Store::Local(store) = &self.store else {
-            return Err(QueryError::Engine("not the embedded store".into()));
-        };
-        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let cfg = SessionConfig::new()
-            .with_target_partitions(threads)
-            .with_information_schema(true);
-        let ctx = SessionContext::new_with_config_rt(cfg, self.runtime.clone());
-        store.register(&ctx).await?;
-        Ok(ctx)
+        self.backend.table(t)
     }
 
     async fn bounded<T>(
@@ -276,32 +174,15 @@ impl Engine {
         r
     }
 
-    /// Run trusted SQL (built by this crate) and collect the batches.
-    pub async fn query(&self, sql: &str) -> Result<Vec<RecordBatch>, QueryError> {
-        self.bounded(async {
-            let ctx = self.context().await?;
-            let df = ctx
-                .sql(sql)
-                .await
-                .map_err(|e| QueryError::Engine(format!("{e} (in generated SQL: {sql})")))?;
-            Ok(df.collect().await?)
-        })
-        .await
-    }
-
     /// Run trusted SQL (built by this crate, in [`Engine::dialect`]) and return JSON rows.
     ///
     /// An alias `_a_NAME` comes back as `NAME`: generated SQL names aggregates that way when
     /// NAME is also a column, because ClickHouse lets an alias shadow a column everywhere
     /// in the query (`max(db) AS db` would break `WHERE db = …`).
     pub async fn rows(&self, sql: &str) -> Result<Vec<Row>, QueryError> {
-        let mut rows = match self.store {
-            Store::Local(_) => json::rows(&self.query(sql).await?),
-            Store::ClickHouse { .. } => {
-                self.bounded(async { Ok(self.clickhouse_rows(sql, None, false).await?.0) })
-                    .await?
-            }
-        };
+        let mut rows = self
+            .bounded(async { Ok(self.backend.run(sql, Origin::Generated).await?.rows) })
+            .await?;
         if rows
             .first()
             .is_some_and(|r| r.keys().any(|k| k.starts_with("_a_")))
@@ -326,34 +207,10 @@ impl Engine {
 
     /// Run an SRE's SQL: one `SELECT` (or `WITH … SELECT`, `EXPLAIN` of one) only; at most
     /// `max_rows` rows are returned and `truncated` says whether there were more.
-    pub async fn user_sql(
-        &self,
-        sql: &str,
-        max_rows: usize,
-    ) -> Result<(Vec<Row>, bool), QueryError> {
+    pub async fn user_sql(&self, sql: &str, max_rows: usize) -> Result<Answer, QueryError> {
         check_read_only(sql)?;
-        if let Store::ClickHouse { .. } = self.store {
-            return self
-                .bounded(self.clickhouse_rows(sql, Some(max_rows), true))
-                .await;
-        }
-        self.bounded(async {
-            let ctx = self.context().await?;
-            let opts = SQLOptions::new()
-                .with_allow_ddl(false)
-                .with_allow_dml(false)
-                .with_allow_statements(false);
-            let df = ctx
-                .sql_with_options(sql, opts)
-                .await
-                .map_err(|e| QueryError::BadRequest(format!("SQL: {e}")))?;
-            let df = df.limit(0, Some(max_rows + 1))?;
-            let mut rows = json::rows(&df.collect().await?);
-            let truncated = rows.len() > max_rows;
-            rows.truncate(max_rows);
-            Ok((rows, truncated))
-        })
-        .await
+        self.bounded(async { Ok(self.backend.run(sql, Origin::User { max_rows }).await?) })
+            .await
     }
 
     /// Search logs: Tantivy syntax in `q`, exact dimension filters, a time range, newest

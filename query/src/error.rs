@@ -20,8 +20,8 @@ pub enum QueryError {
     /// Too many queries are running; retry after the given seconds.
     #[error("overloaded: too many queries running, retry in {0} s")]
     Overloaded(u64),
-    /// A search node could not be reached.
-    #[error("search node unavailable: {0}")]
+    /// A store or search node could not be reached.
+    #[error("unavailable: {0}")]
     Unavailable(String),
 }
 
@@ -48,6 +48,7 @@ impl From<apus_store::StoreError> for QueryError {
     fn from(e: apus_store::StoreError) -> Self {
         match e {
             apus_store::StoreError::BadInput(m) => QueryError::BadRequest(m),
+            apus_store::StoreError::Unavailable(m) => QueryError::Unavailable(m),
             e => QueryError::Engine(e.to_string()),
         }
     }

@@ -15,17 +15,18 @@
 
 use std::collections::HashMap;
 
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 
 use crate::engine::Engine;
-use crate::json::{num, rfc3339, text, Row};
 use crate::params::Params;
 use crate::rank::ERROR_LINES;
 use crate::rootcause::{
     adtributor, onset, rank_changes_with_grace, ratio, surges, AdtributorParams, Bucket, Change,
-    ChangeSuspect, DimCounts, DimensionSuspect, KeyCounts,
+    ChangeSuspect, DimCounts, DimensionSuspect, KeyCounts, ValueSuspect,
 };
 use crate::QueryError;
+use apus_store::read::json::{num, rfc3339, text, Row};
 
 /// Scope dimensions root cause accepts.
 pub const RCA_DIMS: &[&str] = &[
@@ -72,8 +73,107 @@ struct Totals {
     cb: f64,
 }
 
+/// The answer of root cause (the JSON of `/api/v1/rootcause`).
+#[derive(Debug, Serialize)]
+pub struct RootCause {
+    /// Every suspect, ranked.
+    pub rows: Vec<Ranked>,
+    /// `error_rate` or `latency`.
+    pub metric: &'static str,
+    /// Where the measure's series turned, if it did.
+    pub onset: Option<String>,
+    /// The window asked about.
+    pub from: String,
+    /// End of the window.
+    pub to: String,
+    /// The anomalous period.
+    pub current: Period,
+    /// The period before it.
+    pub baseline: Period,
+    /// Adtributor's explaining dimensions, by surprise.
+    pub dimensions: Vec<DimensionSuspect>,
+    /// Every change suspect, by score.
+    pub changes: Vec<Suspect>,
+    /// New or surged exception templates (their rows).
+    pub templates: Vec<Row>,
+    /// New or surged slow-SQL fingerprints (their rows).
+    pub slow_sql: Vec<Row>,
+    /// Route → pool → upstream layers, the most worsened first.
+    pub layers: Vec<Row>,
+    /// Time the analysis took.
+    pub took_ms: f64,
+}
+
+/// Requests and bad requests of one period.
+#[derive(Debug, Serialize)]
+pub struct Period {
+    pub from: String,
+    pub to: String,
+    pub requests: f64,
+    pub bad: f64,
+    pub rate: f64,
+}
+
+/// A suspect with its place in the list.
+#[derive(Debug, Serialize)]
+pub struct Ranked {
+    /// 1-based.
+    pub rank: usize,
+    #[serde(flatten)]
+    pub suspect: Suspect,
+}
+
+/// One suspect, by kind.
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Suspect {
+    /// A change (gray flip, release, rollout step, server change) before the onset.
+    Change {
+        id: String,
+        change_kind: String,
+        ts: String,
+        score: f64,
+        time_score: f64,
+        overlap_score: f64,
+        matched: Vec<String>,
+        summary: String,
+        evidence: String,
+    },
+    /// A dimension whose values explain the change.
+    Dimension {
+        dimension: String,
+        values: Vec<ValueSuspect>,
+        score: f64,
+        surprise: f64,
+        evidence: String,
+    },
+    /// A new or surged exception template.
+    Template {
+        pool: String,
+        template_id: String,
+        template: String,
+        exception: String,
+        sample: String,
+        new: bool,
+        current: f64,
+        baseline: f64,
+        score: f64,
+        evidence: String,
+    },
+    /// A new or surged slow-SQL fingerprint.
+    SlowSql {
+        fingerprint_id: String,
+        fingerprint: String,
+        new: bool,
+        current: f64,
+        baseline: f64,
+        score: f64,
+        evidence: String,
+    },
+}
+
 /// Run the root-cause analysis for `p`: one function per step (see the module doc).
-pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
+pub async fn rootcause(e: &Engine, p: &Params) -> Result<RootCause, QueryError> {
     let started = std::time::Instant::now();
     let setup = setup(p)?;
     let w = find_onset(e, p, &setup).await?;
@@ -90,21 +190,33 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<Value, QueryError> {
     let (templates, fingerprints, layers) = novelties_and_layers(e, &setup, &w).await?;
     let rows = suspect_list(&ranked_changes, &explained, &templates, &fingerprints);
     let (Totals { bt, bb, ct, cb }, start) = (totals, w.start);
-    Ok(json!({
-        "rows": rows,
-        "metric": setup.metric,
-        "onset": w.detected.map(rfc3339),
-        "current": {"from": rfc3339(start), "to": rfc3339(p.to_us),
-                    "requests": ct, "bad": cb, "rate": ratio(cb, ct)},
-        "baseline": {"from": rfc3339(setup.base_from), "to": rfc3339(start),
-                     "requests": bt, "bad": bb, "rate": ratio(bb, bt)},
-        "dimensions": explained,
-        "changes": ranked_changes.iter().map(change_json).collect::<Vec<_>>(),
-        "templates": templates.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
-        "slow_sql": fingerprints.iter().map(|t| t.0.clone()).collect::<Vec<_>>(),
-        "layers": layers.into_iter().take(50).collect::<Vec<_>>(),
-        "took_ms": started.elapsed().as_secs_f64() * 1000.0,
-    }))
+    Ok(RootCause {
+        rows,
+        metric: setup.metric,
+        onset: w.detected.map(rfc3339),
+        from: rfc3339(p.from_us),
+        to: rfc3339(p.to_us),
+        current: Period {
+            from: rfc3339(start),
+            to: rfc3339(p.to_us),
+            requests: ct,
+            bad: cb,
+            rate: ratio(cb, ct),
+        },
+        baseline: Period {
+            from: rfc3339(setup.base_from),
+            to: rfc3339(start),
+            requests: bt,
+            bad: bb,
+            rate: ratio(bb, bt),
+        },
+        dimensions: explained,
+        changes: ranked_changes.iter().map(change_suspect).collect(),
+        templates: templates.into_iter().map(|t| t.0).collect(),
+        slow_sql: fingerprints.into_iter().map(|t| t.0).collect(),
+        layers: layers.into_iter().take(50).collect(),
+        took_ms: started.elapsed().as_secs_f64() * 1000.0,
+    })
 }
 
 /// The options: measure, slow threshold, baseline.
@@ -368,8 +480,8 @@ async fn novelties_and_layers(
         .map(|mut r| {
             let cur_rate = ratio(num(&r, "bad"), num(&r, "requests"));
             let base_rate = ratio(num(&r, "baseline_bad"), num(&r, "baseline_requests"));
-            r.insert("rate".into(), json!(cur_rate));
-            r.insert("baseline_rate".into(), json!(base_rate));
+            r.insert("rate".into(), Value::from(cur_rate));
+            r.insert("baseline_rate".into(), Value::from(base_rate));
             r
         })
         .collect();
@@ -380,10 +492,18 @@ async fn novelties_and_layers(
     Ok((templates, fingerprints, layers))
 }
 
-fn change_json(c: &ChangeSuspect) -> Value {
-    json!({"kind": "change", "id": c.id, "change_kind": c.kind, "ts": rfc3339(c.ts),
-           "score": c.score, "time_score": c.time_score, "overlap_score": c.overlap_score,
-           "matched": c.matched, "summary": c.summary, "evidence": c.evidence})
+fn change_suspect(c: &ChangeSuspect) -> Suspect {
+    Suspect::Change {
+        id: c.id.clone(),
+        change_kind: c.kind.clone(),
+        ts: rfc3339(c.ts),
+        score: c.score,
+        time_score: c.time_score,
+        overlap_score: c.overlap_score,
+        matched: c.matched.clone(),
+        summary: c.summary.clone(),
+        evidence: c.evidence.clone(),
+    }
 }
 
 /// One ranked list of suspects: strong change suspects, then the explaining dimensions
@@ -394,10 +514,10 @@ fn suspect_list(
     explained: &[DimensionSuspect],
     templates: &Surged,
     fingerprints: &Surged,
-) -> Vec<Value> {
-    let mut rows: Vec<Value> = Vec::new();
+) -> Vec<Ranked> {
+    let mut rows: Vec<Suspect> = Vec::new();
     for c in ranked_changes.iter().filter(|c| c.score >= CHANGE_FIRST) {
-        rows.push(change_json(c));
+        rows.push(change_suspect(c));
     }
     let mut by_ep: Vec<&DimensionSuspect> = explained.iter().collect();
     by_ep.sort_by(|a, b| {
@@ -420,36 +540,52 @@ fn suspect_list(
                 )
             })
             .collect();
-        rows.push(json!({"kind": "dimension", "dimension": d.dimension,
-            "values": d.values, "score": d.explanatory_power, "surprise": d.surprise,
-            "evidence": vals.join("; ")}));
+        rows.push(Suspect::Dimension {
+            dimension: d.dimension.clone(),
+            values: d.values.clone(),
+            score: d.explanatory_power,
+            surprise: d.surprise,
+            evidence: vals.join("; "),
+        });
     }
-    for t in templates {
-        rows.push(
-            json!({"kind": "template", "pool": t.0["pool"], "template_id": t.0["template_id"],
-            "template": t.0["template"], "exception": t.0["exception"], "sample": t.0["sample"],
-            "new": t.1.is_new, "current": t.1.current, "baseline": t.1.baseline,
-            "score": t.1.z, "evidence": surge_text(&t.1, "exception template")}),
-        );
+    for (r, s) in templates {
+        rows.push(Suspect::Template {
+            pool: text(r, "pool").into(),
+            template_id: text(r, "template_id").into(),
+            template: text(r, "template").into(),
+            exception: text(r, "exception").into(),
+            sample: text(r, "sample").into(),
+            new: s.is_new,
+            current: s.current,
+            baseline: s.baseline,
+            score: s.z,
+            evidence: surge_text(s, "exception template"),
+        });
     }
-    for f in fingerprints {
-        rows.push(
-            json!({"kind": "slow_sql", "fingerprint_id": f.0["fingerprint_id"],
-            "fingerprint": f.0["fingerprint"], "new": f.1.is_new, "current": f.1.current,
-            "baseline": f.1.baseline, "score": f.1.z,
-            "evidence": surge_text(&f.1, "slow query")}),
-        );
+    for (r, s) in fingerprints {
+        rows.push(Suspect::SlowSql {
+            fingerprint_id: text(r, "fingerprint_id").into(),
+            fingerprint: text(r, "fingerprint").into(),
+            new: s.is_new,
+            current: s.current,
+            baseline: s.baseline,
+            score: s.z,
+            evidence: surge_text(s, "slow query"),
+        });
     }
     for c in ranked_changes.iter().filter(|c| c.score < CHANGE_FIRST) {
-        rows.push(change_json(c));
+        rows.push(change_suspect(c));
     }
-    for (i, r) in rows.iter_mut().enumerate() {
-        r["rank"] = json!(i + 1);
-    }
-    rows
+    rows.into_iter()
+        .enumerate()
+        .map(|(i, suspect)| Ranked {
+            rank: i + 1,
+            suspect,
+        })
+        .collect()
 }
 
-fn scoped(d: crate::dialect::Dialect, span: &Params, allowed: &[&str]) -> String {
+fn scoped(d: apus_store::read::dialect::Dialect, span: &Params, allowed: &[&str]) -> String {
     let skip: Vec<&str> = span
         .dims
         .iter()

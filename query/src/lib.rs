@@ -15,11 +15,9 @@
 #![warn(clippy::print_stdout)]
 
 pub mod api;
-pub mod dialect;
 pub mod engine;
 mod error;
 pub mod investigate;
-pub mod json;
 pub mod params;
 pub mod rank;
 pub mod rollup;

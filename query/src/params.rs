@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 
 use apus_schema::time::parse_rfc3339;
 
-use crate::dialect::Dialect;
 use crate::QueryError;
+use apus_store::read::dialect::Dialect;
 
 /// The longest time range one request may cover.
 pub const MAX_RANGE_US: i64 = 400 * 86_400 * 1_000_000;

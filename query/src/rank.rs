@@ -9,12 +9,12 @@ use apus_schema::Table;
 use serde_json::{json, Value};
 
 use crate::engine::Engine;
-pub use crate::json::fix_times;
-use crate::json::{num, rfc3339, text, Row};
 use crate::params::Params;
 use crate::rollup;
 use crate::rootcause::{ratio, surges, KeyCounts};
 use crate::QueryError;
+pub use apus_store::read::json::fix_times;
+use apus_store::read::json::{num, rfc3339, text, Row};
 
 /// Dimensions of the slow-SQL ranking.
 pub const SLOW_SQL_DIMS: &[&str] = &["project", "env", "pool", "db", "user", "client"];

@@ -13,8 +13,8 @@
 use apus_schema::Table;
 use apus_store::rollup;
 
-use crate::dialect::Dialect;
 use crate::params::Params;
+use apus_store::read::dialect::Dialect;
 
 use apus_schema::time::HOUR_US;
 

@@ -165,7 +165,7 @@ async fn rankings_and_root_cause_of_a_gray_flip(e: &Engine) {
         investigate::RCA_OPTS,
     )
     .unwrap();
-    let rc = investigate::rootcause(e, &p).await.unwrap();
+    let rc = serde_json::to_value(investigate::rootcause(e, &p).await.unwrap()).unwrap();
     let rows = rc["rows"].as_array().unwrap();
     let first = &rows[0];
     assert_eq!(first["kind"], "change", "{first}");
@@ -255,7 +255,7 @@ async fn rankings_and_root_cause_of_a_gray_flip(e: &Engine) {
     assert!(page2.rows[0].ts <= r.rows[9].ts);
 
     // Read-only SQL.
-    let (rows, truncated) = e
+    let apus_store::read::Answer { rows, truncated } = e
         .user_sql(
             "SELECT tenant, count(*) AS n FROM access_log GROUP BY tenant",
             3,

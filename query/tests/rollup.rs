@@ -102,7 +102,11 @@ fn store(dir: &std::path::Path) -> Arc<LocalStore> {
 
 fn engines(s: &Arc<LocalStore>) -> (Engine, Engine) {
     let e = || Engine::new(s.clone(), Searcher::Off, Limits::default());
-    (e(), e().without_rollups())
+    let raw = apus_store::read::local::LocalBackend::new(s.clone(), 2 << 30).without_rollups();
+    (
+        e(),
+        Engine::with_backend(Arc::new(raw), Searcher::Off, Limits::default()),
+    )
 }
 
 fn params(from: i64, to: i64, dims: &[(&str, &str)], allowed: &[&str]) -> Params {

@@ -3,6 +3,8 @@
 
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use chrono::{DateTime, Datelike, NaiveDate};
+
 /// One hour in µs (the partition and rollup unit).
 pub const HOUR_US: i64 = 3_600_000_000;
 
@@ -14,42 +16,31 @@ pub fn now_us() -> i64 {
         .unwrap_or(0)
 }
 
-/// Days since 1970-01-01 of a civil date (H. Hinnant's algorithm).
-pub fn days_from_civil(y: i64, m: u32, d: u32) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (i64::from(m) + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + i64::from(d) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+/// Days since 1970-01-01 of a civil date; `None` for a date that does not exist
+/// (month 13, February 30).
+pub fn days_from_civil(y: i64, m: u32, d: u32) -> Option<i64> {
+    let date = NaiveDate::from_ymd_opt(i32::try_from(y).ok()?, m, d)?;
+    Some(i64::from(date.num_days_from_ce()) - i64::from(EPOCH_DAYS_FROM_CE))
 }
 
-/// Days since the epoch → (year, month, day), proleptic Gregorian (H. Hinnant's algorithm).
+/// Days since the epoch → (year, month, day), proleptic Gregorian.
 pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+    let date = i32::try_from(days + i64::from(EPOCH_DAYS_FROM_CE))
+        .ok()
+        .and_then(NaiveDate::from_num_days_from_ce_opt)
+        .unwrap_or_default();
+    (i64::from(date.year()), date.month(), date.day())
 }
+
+/// `NaiveDate::from_ymd(1970, 1, 1).num_days_from_ce()`.
+const EPOCH_DAYS_FROM_CE: i32 = 719_163;
 
 /// Format µs since the epoch as `YYYY-MM-DDTHH:MM:SS.ffffffZ` (UTC).
 pub fn format_rfc3339(us: i64) -> String {
-    let secs = us.div_euclid(1_000_000);
-    let sod = secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(secs.div_euclid(86_400));
-    format!(
-        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{:06}Z",
-        sod / 3600,
-        sod % 3600 / 60,
-        sod % 60,
-        us.rem_euclid(1_000_000)
-    )
+    match DateTime::from_timestamp_micros(us) {
+        Some(t) => t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        None => String::from("invalid-time"),
+    }
 }
 
 fn num(s: &[u8]) -> Option<i64> {
@@ -110,7 +101,7 @@ pub fn parse_rfc3339(s: &str) -> Option<i64> {
     if i != b.len() {
         return None;
     }
-    let days = days_from_civil(y, mo as u32, d as u32);
+    let days = days_from_civil(y, mo as u32, d as u32)?;
     Some(((days * 86_400 + h * 3600 + mi * 60 + se) - offset_s) * 1_000_000 + frac_us)
 }
 
@@ -159,6 +150,7 @@ mod tests {
             "2024-01-01T00:00:00Q",
             "yesterday",
             "2024-01-01T00:00:00+1",
+            "2023-02-29T00:00:00Z",
         ] {
             assert_eq!(parse_rfc3339(bad), None, "{bad}");
         }
@@ -168,5 +160,14 @@ mod tests {
             Some(1_700_000_000_000_000)
         );
         assert_eq!(epoch_to_us(f64::NAN), None);
+        assert_eq!(civil_from_days(0), (1970, 1, 1));
+        assert_eq!(civil_from_days(19_723), (2024, 1, 1));
+        assert_eq!(days_from_civil(2024, 1, 1), Some(19_723));
+        assert_eq!(days_from_civil(1969, 12, 31), Some(-1));
+        assert_eq!(
+            format_rfc3339(1_704_164_645_123_456),
+            "2024-01-02T03:04:05.123456Z"
+        );
+        assert_eq!(format_rfc3339(-1), "1969-12-31T23:59:59.999999Z");
     }
 }

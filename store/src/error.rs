@@ -11,6 +11,9 @@ pub enum StoreError {
     /// The embedded store or ClickHouse failed.
     #[error("store: {0}")]
     Store(String),
+    /// A store's server could not be reached (ClickHouse down, connection cut).
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
     /// The Tantivy index failed.
     #[error("search: {0}")]
     Search(String),

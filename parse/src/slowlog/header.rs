@@ -174,7 +174,7 @@ pub(crate) fn parse_time(s: &str) -> Option<i64> {
         }
         _ => 0,
     };
-    let days = days_from_civil(year, month, day);
+    let days = days_from_civil(year, month, day)?;
     let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
     Some(secs * 1_000_000 + micros)
 }
@@ -187,8 +187,8 @@ fn num(b: &[u8]) -> Option<i64> {
 }
 
 /// Days since 1970-01-01 (the one civil-date routine lives in `crate::time`).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    apus_schema::time::days_from_civil(y, m as u32, d as u32)
+fn days_from_civil(y: i64, m: i64, d: i64) -> Option<i64> {
+    apus_schema::time::days_from_civil(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?)
 }
 
 /// `SET timestamp=N;`, possibly with `last_insert_id=` / `insert_id=` before it: the server's

@@ -5,7 +5,7 @@ pub mod data;
 
 use std::sync::Arc;
 
-use apus_query::engine::{Limits, Store};
+use apus_query::engine::Limits;
 use apus_query::{Engine, Searcher};
 use apus_schema::{LogRecord, Row, Table};
 use apus_store::local::LocalStore;
@@ -94,12 +94,13 @@ pub fn clickhouse_fixture() -> Fixture {
     }
     let dir = tempfile::tempdir().unwrap();
     let search = index(dir.path());
-    let engine = Engine::with_store(
-        Store::ClickHouse {
-            base: url.base,
-            database: url.database,
-            cluster: false,
-        },
+    let backend = apus_store::clickhouse::read::ClickHouseBackend::new(
+        client,
+        false,
+        apus_store::clickhouse::read::ReadLimits::default(),
+    );
+    let engine = Engine::with_backend(
+        Arc::new(backend),
         Searcher::Local(search),
         Limits::default(),
     );

@@ -14,9 +14,11 @@
 //! Both profiles share the column layout, so the query layer has one dialect. Migrations
 //! are numbered, recorded in `_apus_migrations`, and idempotent (`IF NOT EXISTS`).
 
+pub mod read;
 pub mod rowbinary;
 pub mod sink;
 
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use datafusion::arrow::datatypes::DataType;
@@ -61,30 +63,44 @@ impl ChUrl {
     }
 }
 
-/// A blocking client of the HTTP interface.
+/// The one client of a ClickHouse server's HTTP interface, for writes (blocking: the sink
+/// runs on its own thread) and reads (async: the query tier). Each transport is made on
+/// first use, so a reader never starts the blocking client's thread and a writer never
+/// needs a runtime.
 #[derive(Clone)]
 pub struct ChClient {
     /// Server and database.
     pub url: ChUrl,
-    http: reqwest::blocking::Client,
+    blocking: Arc<OnceLock<reqwest::blocking::Client>>,
+    pub(crate) reads: Arc<OnceLock<reqwest::Client>>,
 }
+
+/// How long one request may take end to end (a query's own limit is shorter).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
 impl ChClient {
     /// A client for `url`.
     pub fn new(url: ChUrl) -> ChClient {
         ChClient {
             url,
-            http: reqwest::blocking::Client::builder()
-                .timeout(Duration::from_secs(60))
-                .build()
-                .unwrap_or_default(),
+            blocking: Arc::default(),
+            reads: Arc::default(),
         }
+    }
+
+    fn http(&self) -> &reqwest::blocking::Client {
+        self.blocking.get_or_init(|| {
+            reqwest::blocking::Client::builder()
+                .timeout(REQUEST_TIMEOUT)
+                .build()
+                .unwrap_or_default()
+        })
     }
 
     /// Run one statement; returns the response body.
     pub fn execute(&self, sql: &str) -> Result<String, StoreError> {
         let r = self
-            .http
+            .http()
             .post(&self.url.base)
             .body(sql.to_string())
             .send()
@@ -112,7 +128,7 @@ impl ChClient {
             columns(t).join(", ")
         );
         let r = self
-            .http
+            .http()
             .post(&self.url.base)
             .query(&[("query", q)])
             .body(body.into())

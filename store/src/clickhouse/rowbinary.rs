@@ -12,7 +12,7 @@ use datafusion::arrow::record_batch::RecordBatch;
 
 use crate::StoreError;
 
-use crate::rollup::hist::put_varint as varint;
+use apus_parse::sketch::put_varint as varint;
 
 fn string(out: &mut Vec<u8>, s: &[u8]) {
     varint(out, s.len() as u64);

@@ -41,10 +41,9 @@ pub(super) fn hour_of(dir: &Path) -> Option<i64> {
     let date = dir.parent()?.file_name()?.to_str()?;
     let mut it = date.split('-').map(|s| s.parse::<i64>().ok());
     let (y, m, d) = (it.next()??, it.next()??, it.next()??);
-    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
-        return None;
-    }
-    Some(apus_schema::time::days_from_civil(y, m as u32, d as u32) * 24 + hh)
+    let day =
+        apus_schema::time::days_from_civil(y, u32::try_from(m).ok()?, u32::try_from(d).ok()?)?;
+    Some(day * 24 + hh)
 }
 
 pub(super) fn write_parquet(path: &Path, batch: &RecordBatch) -> Result<(), StoreError> {
