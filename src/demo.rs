@@ -129,12 +129,15 @@ fn incident_rules() -> Value {
 pub fn run(
     seconds: Option<u64>,
     data_dir: std::path::PathBuf,
+    auth: &super::run::AuthArgs,
     prom: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<()> {
     let dir = std::env::temp_dir().join(format!("apus-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let cfg_path = dir.join("apus.toml");
-    std::fs::write(&cfg_path, DEMO_CONFIG)?;
+    // A fresh admin token per demo, for every listener; the traffic generator uses it too.
+    let token = apus_auth::new_token();
+    std::fs::write(&cfg_path, DEMO_CONFIG.replace("demo-admin-token", &token))?;
     // Each demo tells the same story from the config's rules: the release state of an
     // earlier demo run is discarded (the analytics data is kept).
     let control = data_dir.join("control");
@@ -151,17 +154,27 @@ pub fn run(
             }
         });
     }
+    let t = token.clone();
     std::thread::spawn(move || {
         let _rt = rt; // keeps the upstreams alive
-        traffic(seconds);
+        traffic(seconds, &t);
     });
-    println!("demo: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901 (token demo-admin-token)");
+    println!("demo: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901");
+    println!("demo: console on http://127.0.0.1:3000/ ; log in with the demo's admin token:");
+    println!("  {token}");
     println!("demo: config written to {}", cfg_path.display());
-    super::run::run(&cfg_path, Some(data_dir), None, None, prom)
+    super::run::run(&cfg_path, Some(data_dir), None, None, auth, prom)
 }
 
-fn traffic(seconds: Option<u64>) {
-    let client = reqwest::blocking::Client::new();
+fn traffic(seconds: Option<u64>, token: &str) {
+    let mut auth = reqwest::header::HeaderMap::new();
+    if let Ok(v) = format!("Bearer {token}").parse() {
+        auth.insert(reqwest::header::AUTHORIZATION, v);
+    }
+    let client = reqwest::blocking::Client::builder()
+        .default_headers(auth)
+        .build()
+        .unwrap_or_default();
     std::thread::sleep(Duration::from_secs(2));
     let start = std::time::Instant::now();
     let mut round = 0u64;

@@ -43,6 +43,8 @@ enum Cmd {
         /// `etcd://HOST:PORT[,HOST:PORT]/PREFIX`; overrides `[gateway] control`.
         #[arg(long)]
         control: Option<String>,
+        #[command(flatten)]
+        auth: run::AuthArgs,
     },
     /// Run a query node alone: the query API and dashboards over a ClickHouse store, log
     /// search fanned out to the ingest nodes.
@@ -62,6 +64,8 @@ enum Cmd {
         /// Read the `{table}_all` Distributed tables of a ClickHouse cluster.
         #[arg(long)]
         cluster: bool,
+        #[command(flatten)]
+        auth: run::AuthArgs,
     },
     /// Tail files (application logs, slow logs) and ship them to an ingest node.
     Collect {
@@ -83,6 +87,8 @@ enum Cmd {
         /// `local` (embedded store, default) or `clickhouse://HOST:HTTP_PORT/DATABASE`.
         #[arg(long)]
         store: Option<String>,
+        #[command(flatten)]
+        auth: run::AuthArgs,
     },
     /// Run the gateway alone (proxy + admin API).
     Gateway {
@@ -96,6 +102,8 @@ enum Cmd {
         /// `local` or `etcd://HOST:PORT[,HOST:PORT]/PREFIX`; overrides the config's `control`.
         #[arg(long)]
         control: Option<String>,
+        #[command(flatten)]
+        auth: run::AuthArgs,
     },
     /// Start demo upstreams (stable and gray), a gateway in front of them and demo traffic.
     Demo {
@@ -105,6 +113,8 @@ enum Cmd {
         /// Data directory of the embedded store.
         #[arg(long, default_value = "data")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        auth: run::AuthArgs,
     },
     /// A tiny echo upstream (for demos and tests): answers JSON naming itself and echoing
     /// the lane headers; `GET /health` answers `ok`.
@@ -168,13 +178,28 @@ fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
     Ok(handle)
 }
 
-fn run_gateway(config: &Path, data_dir: &Path, control: Option<String>) -> Result<()> {
+fn run_gateway(
+    config: &Path,
+    data_dir: &Path,
+    control: Option<String>,
+    auth: &run::AuthArgs,
+) -> Result<()> {
     let (mut cfg, rules) = apus_gateway::GatewayConfig::load(config)?;
     if let Some(c) = control {
         cfg.control = c;
     }
-    let access_log =
-        apus_gateway::AccessLog::from_config(&cfg.access_log, cfg.access_log_capacity)?;
+    let tokens = run::tokens(
+        auth,
+        cfg.tokens.clone(),
+        data_dir,
+        &[&cfg.admin_listen],
+        None,
+    )?;
+    let access_log = apus_gateway::AccessLog::from_config(
+        &cfg.access_log,
+        cfg.access_log_capacity,
+        cfg.ingest_token(),
+    )?;
     let gw = apus_gateway::build(
         &cfg,
         rules,
@@ -182,6 +207,7 @@ fn run_gateway(config: &Path, data_dir: &Path, control: Option<String>) -> Resul
         data_dir,
         access_log,
         Some(run::render(install_metrics()?)),
+        (*tokens).clone(),
     )?;
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "gateway starting");
     gw.server.run_forever()
@@ -195,9 +221,10 @@ fn main() -> Result<()> {
             data_dir,
             store,
             control,
+            auth,
         } => {
             init_tracing();
-            run::run(&config, data_dir, store, control, install_metrics()?)
+            run::run(&config, data_dir, store, control, &auth, install_metrics()?)
         }
         Cmd::Query {
             config,
@@ -205,6 +232,7 @@ fn main() -> Result<()> {
             listen,
             search_nodes,
             cluster,
+            auth,
         } => {
             init_tracing();
             run::query(
@@ -213,6 +241,7 @@ fn main() -> Result<()> {
                 listen,
                 search_nodes,
                 cluster,
+                (&auth, Path::new("data")),
                 install_metrics()?,
             )
         }
@@ -221,6 +250,7 @@ fn main() -> Result<()> {
             data_dir,
             listen,
             store,
+            auth,
         } => {
             init_tracing();
             run::ingest(
@@ -228,6 +258,7 @@ fn main() -> Result<()> {
                 data_dir,
                 listen,
                 store,
+                &auth,
                 install_metrics()?,
             )
         }
@@ -243,13 +274,18 @@ fn main() -> Result<()> {
             config,
             data_dir,
             control,
+            auth,
         } => {
             init_tracing();
-            run_gateway(&config, &data_dir, control)
+            run_gateway(&config, &data_dir, control, &auth)
         }
-        Cmd::Demo { seconds, data_dir } => {
+        Cmd::Demo {
+            seconds,
+            data_dir,
+            auth,
+        } => {
             init_tracing();
-            demo::run(seconds, data_dir, install_metrics()?)
+            demo::run(seconds, data_dir, &auth, install_metrics()?)
         }
         Cmd::Upstream { listen, name } => {
             tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name, None))

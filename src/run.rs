@@ -31,6 +31,63 @@ pub struct RunConfig {
     pub query: QueryConfig,
 }
 
+/// Authentication flags shared by every long-running command.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct AuthArgs {
+    /// A tokens file (TOML, `[[tokens]]` with name, token, role, scopes), added to the
+    /// config's tokens. With no token anywhere, the data dir's admin token is used (created
+    /// and printed on first start).
+    #[arg(long)]
+    pub tokens: Option<PathBuf>,
+    /// Turn authentication off. Allowed only when every listener is on loopback; warned
+    /// about every minute.
+    #[arg(long)]
+    pub no_auth: bool,
+}
+
+/// Decide the tokens of this process and tell the operator how to get in.
+pub fn tokens(
+    args: &AuthArgs,
+    mut configured: Vec<apus_auth::TokenConfig>,
+    data_dir: &Path,
+    listeners: &[&str],
+    console: Option<&str>,
+) -> Result<Arc<apus_auth::Tokens>> {
+    if let Some(f) = &args.tokens {
+        configured.extend(apus_auth::load_file(f)?);
+    }
+    let (tokens, origin) = apus_auth::resolve(configured, data_dir, args.no_auth, listeners)?;
+    let console = console
+        .map(|c| format!("\n  console: http://{c}/ (log in with the token)"))
+        .unwrap_or_default();
+    match origin {
+        apus_auth::Origin::Configured => {
+            tracing::info!(tokens = tokens.len(), "authentication: configured tokens")
+        }
+        apus_auth::Origin::Created { token, path } => println!(
+            "apus: no token was configured, so an admin token was created and kept in {} \
+             (mode 0600). It is shown once:\n  {token}{console}",
+            path.display()
+        ),
+        apus_auth::Origin::Existing { path } => println!(
+            "apus: using the admin token kept in {}{console}",
+            path.display()
+        ),
+        apus_auth::Origin::Open => {
+            std::thread::Builder::new()
+                .name("apus-no-auth-warning".into())
+                .spawn(|| loop {
+                    tracing::warn!(
+                        "authentication is OFF (--no-auth): anyone who reaches the listeners \
+                         may read and change everything"
+                    );
+                    std::thread::sleep(Duration::from_secs(60));
+                })?;
+        }
+    }
+    Ok(Arc::new(tokens))
+}
+
 /// A multi-threaded runtime for one role.
 fn runtime(name: &str) -> Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
@@ -66,6 +123,7 @@ fn serve(
 pub fn start_ingest(
     cfg: IngestConfig,
     render: Option<MetricsRender>,
+    tokens: Arc<apus_auth::Tokens>,
 ) -> Result<(tokio::runtime::Runtime, Arc<Pipeline>)> {
     let rt = runtime("apus-ingest")?;
     let listen = cfg.listen.clone();
@@ -82,8 +140,8 @@ pub fn start_ingest(
         Searcher::Local(pipeline.search().clone()),
         QueryConfig::default().limits(),
     ));
-    let app = apus_ingest::receivers::router(pipeline.clone(), render)
-        .merge(apus_query::api::search_router(engine));
+    let app = apus_ingest::receivers::router(pipeline.clone(), render, tokens.clone())
+        .merge(apus_query::api::search_router(engine, tokens));
     serve(&rt, "ingest", &listen, app)?;
     Ok((rt, pipeline))
 }
@@ -122,13 +180,14 @@ pub fn start_query(
     store: Arc<dyn SqlBackend>,
     searcher: Searcher,
     render: Option<MetricsRender>,
+    tokens: Arc<apus_auth::Tokens>,
 ) -> Result<()> {
     let engine = Arc::new(Engine::with_backend(store, searcher, cfg.limits()));
     serve(
         rt,
         "query API and dashboards",
         &cfg.listen,
-        apus_query::api::router(engine, render),
+        apus_query::api::router(engine, render, tokens),
     )
 }
 
@@ -139,6 +198,7 @@ pub fn query(
     listen: Option<String>,
     search_nodes: Vec<String>,
     cluster: bool,
+    (auth, data_dir): (&AuthArgs, &Path),
     prom: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<()> {
     let mut cfg: QueryConfig = match config {
@@ -154,13 +214,16 @@ pub fn query(
     }
     cfg.cluster |= cluster;
     let store = query_store(&StoreUrl::parse(store)?, None, &cfg)?;
-    let searcher = if cfg.search_nodes.is_empty() {
-        Searcher::Off
-    } else {
-        Searcher::Remote(cfg.search_nodes.clone())
-    };
+    let searcher = cfg.searcher(Searcher::Off);
+    let tokens = tokens(
+        auth,
+        Vec::new(),
+        data_dir,
+        &[&cfg.listen],
+        Some(&cfg.listen),
+    )?;
     let rt = runtime("apus-query")?;
-    start_query(&rt, &cfg, store, searcher, Some(render(prom)))?;
+    start_query(&rt, &cfg, store, searcher, Some(render(prom)), tokens)?;
     rt.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });
@@ -201,6 +264,7 @@ pub fn ingest(
     data_dir: Option<PathBuf>,
     listen: Option<String>,
     store: Option<String>,
+    auth: &AuthArgs,
     prom: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<()> {
     let mut cfg: IngestConfig = match config {
@@ -217,7 +281,8 @@ pub fn ingest(
     if let Some(s) = store {
         cfg.store = StoreUrl::parse(&s)?;
     }
-    let (rt, _p) = start_ingest(cfg, Some(render(prom)))?;
+    let tokens = tokens(auth, Vec::new(), &cfg.data_dir, &[&cfg.listen], None)?;
+    let (rt, _p) = start_ingest(cfg, Some(render(prom)), tokens)?;
     rt.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });
@@ -230,6 +295,7 @@ pub fn run(
     data_dir: Option<PathBuf>,
     store: Option<String>,
     control: Option<String>,
+    auth: &AuthArgs,
     prom: metrics_exporter_prometheus::PrometheusHandle,
 ) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("{}", config.display()))?;
@@ -247,12 +313,22 @@ pub fn run(
     let rules = cfg.gateway.validate(config.parent())?;
     let data_dir = cfg.ingest.data_dir.clone();
     let store_url = cfg.ingest.store.clone();
-    let (rt, pipeline) = start_ingest(cfg.ingest, Some(render(prom.clone())))?;
-    let searcher = if cfg.query.search_nodes.is_empty() {
-        Searcher::Local(pipeline.search().clone())
-    } else {
-        Searcher::Remote(cfg.query.search_nodes.clone())
-    };
+    // One set of tokens for the admin API, the receivers and the query API.
+    let tokens = tokens(
+        auth,
+        cfg.gateway.tokens.clone(),
+        &data_dir,
+        &[
+            &cfg.gateway.admin_listen,
+            &cfg.ingest.listen,
+            &cfg.query.listen,
+        ],
+        Some(&cfg.query.listen),
+    )?;
+    let (rt, pipeline) = start_ingest(cfg.ingest, Some(render(prom.clone())), tokens.clone())?;
+    let searcher = cfg
+        .query
+        .searcher(Searcher::Local(pipeline.search().clone()));
     let qstore = query_store(&store_url, Some(&pipeline), &cfg.query)?;
     start_query(
         &rt,
@@ -260,6 +336,7 @@ pub fn run(
         qstore,
         searcher,
         Some(render(prom.clone())),
+        tokens.clone(),
     )?;
     let access_log = if cfg.gateway.access_log == "off" {
         AccessLog::off()
@@ -279,6 +356,7 @@ pub fn run(
         &data_dir,
         access_log,
         Some(render(prom)),
+        (*tokens).clone(),
     )?;
     let (p, h) = (pipeline.clone(), rt.handle().clone());
     gw.release.on_change(Box::new(move |rec| {

@@ -315,7 +315,10 @@ fn two_shard_cluster_rankings_and_search_span_both_nodes() {
             &search_nodes[0],
             "--search-node",
             &search_nodes[1],
+            "--tokens",
+            tokens_file(&work.join("query")).to_str().unwrap(),
         ])
+        .env("APUS_SEARCH_TOKEN", ADMIN)
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(work.join("query.log")).unwrap())
         .spawn()

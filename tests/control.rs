@@ -377,7 +377,7 @@ fn etcd_down_at_start_uses_the_snapshot_or_fails_clearly() {
     drop(gw);
     // Without one: exits with a clear message.
     let fresh = TempDir::new("apus-etcd-fresh");
-    std::fs::write(fresh.path().join("gateway.toml"), format!("listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{cfg}\n[[tokens]]\nname = \"a\"\ntoken = \"admin-token-x\"\nrole = \"admin\"\n", free_port(), free_port())).unwrap();
+    std::fs::write(fresh.path().join("gateway.toml"), format!("listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\n{cfg}\n[[tokens]]\nname = \"a\"\ntoken = \"admin-token-x-0001\"\nrole = \"admin\"\n", free_port(), free_port())).unwrap();
     let out = std::process::Command::new(BIN)
         .args(["gateway", "--config"])
         .arg(fresh.path().join("gateway.toml"))

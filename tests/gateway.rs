@@ -298,8 +298,9 @@ fn rule_flips_under_load_fail_no_request() {
 fn admin_auth_and_invalid_rules() {
     let s = setup(ROUTE);
     let c = client();
+    let bare = bare_client();
     let rules = json!([{ "name": "all", "pool": "gray" }]);
-    let r = c
+    let r = bare
         .put(s.gw.admin_url("/admin/v1/routes/api/rules"))
         .json(&json!({"rules": rules}))
         .send()
@@ -311,7 +312,7 @@ fn admin_auth_and_invalid_rules() {
     );
     assert_eq!(set_rules(&c, &s.gw, VIEWER, rules.clone()).0, 403);
     assert_eq!(
-        c.get(s.gw.admin_url("/admin/v1/routes"))
+        bare.get(s.gw.admin_url("/admin/v1/routes"))
             .send()
             .unwrap()
             .status()

@@ -322,6 +322,7 @@ fn collector_follows_rotation_keeps_traces_whole_and_resumes_after_kill() {
         Proc(
             std::process::Command::new(BIN)
                 .args(["collect", "--config", cfg.to_str().unwrap()])
+                .env("APUS_INGEST_TOKEN", ADMIN)
                 .stderr(std::fs::File::create(dir.join("collect.log")).unwrap())
                 .spawn()
                 .unwrap(),

@@ -141,7 +141,7 @@ role = "admin"
     let sql = |body: &str| {
         let r = c
             .post(format!("http://127.0.0.1:{qport}/api/v1/sql"))
-            .body(body.to_string())
+            .json(&serde_json::json!({ "sql": body }))
             .send()
             .unwrap();
         (r.status().as_u16(), r.json::<serde_json::Value>().unwrap())
@@ -173,7 +173,7 @@ role = "admin"
                 "--disable-gpu",
                 "--virtual-time-budget=10000",
                 "--dump-dom",
-                &format!("http://127.0.0.1:{qport}/#{tab}"),
+                &format!("http://127.0.0.1:{qport}/#{tab}&token={ADMIN}"),
             ])
             .output()
             .expect("chromium (scripts/setup installs it)");
@@ -188,6 +188,23 @@ role = "admin"
             .count();
         assert_eq!(banners, 0, "{tab} shows an error: {dom}");
     }
+    // Without a token the console asks for one instead of showing data.
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            &format!("http://127.0.0.1:{qport}/#Overview"),
+        ])
+        .output()
+        .expect("chromium");
+    let dom = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        dom.contains("data-ready=\"login\"") && dom.contains("id=\"token\""),
+        "no login form: {dom}"
+    );
     p.kill();
     let d = DataDir::open(&data);
     assert_eq!(d.count("SELECT count(*) FROM access_log WHERE route = 'api' AND status = 200 AND tag = 'stable'"), 20);

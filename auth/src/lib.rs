@@ -224,8 +224,13 @@ impl Principal {
         if self.role == Role::Admin || self.scopes.iter().any(|s| s.covers(project, env)) {
             Ok(())
         } else {
+            let verb = match a {
+                Action::Read => "read",
+                Action::Change => "change",
+                Action::Ingest | Action::WriteChanges => "write",
+            };
             Err(AuthError::Forbidden(format!(
-                "token `{}` is bound to {} and may not act on project `{project}` env `{env}`",
+                "token `{}` may not {verb} project `{project}` env `{env}`: it is bound to {}",
                 self.name,
                 self.scope_list()
             )))

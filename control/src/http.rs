@@ -88,8 +88,18 @@ pub async fn post(
     body: Bytes,
     timeout: Duration,
 ) -> Result<(u16, Bytes), HttpError> {
+    post_with(url, &[("content-type", content_type)], body, timeout).await
+}
+
+/// [`post`] with any headers (content type, authorization).
+pub async fn post_with(
+    url: &str,
+    headers: &[(&str, &str)],
+    body: Bytes,
+    timeout: Duration,
+) -> Result<(u16, Bytes), HttpError> {
     let call = async {
-        let resp = send("POST", url, &[("content-type", content_type)], body).await?;
+        let resp = send("POST", url, headers, body).await?;
         let status = resp.status().as_u16();
         let body = Limited::new(resp.into_body(), MAX_BODY)
             .collect()

@@ -42,11 +42,12 @@ pub struct HttpSink {
 }
 
 impl HttpSink {
-    /// A sink posting to the ingest node at `base` (`http://host:port`).
-    pub fn new(base: &str) -> std::io::Result<Self> {
+    /// A sink posting to the ingest node at `base` (`http://host:port`), presenting
+    /// `token` (a `gateway` or `shipper` token of that node).
+    pub fn new(base: &str, token: Option<String>) -> std::io::Result<Self> {
         Ok(HttpSink {
             url: format!("{}/ingest/v1/access", base.trim_end_matches('/')),
-            client: Poster::new()?,
+            client: Poster::new(token)?,
         })
     }
 }
@@ -63,17 +64,21 @@ impl AccessLogSink for HttpSink {
 }
 
 /// A blocking POST client for one shipping thread: `apus_control::http` on a
-/// current-thread runtime of its own.
-pub struct Poster(tokio::runtime::Runtime);
+/// current-thread runtime of its own, presenting the ingest token if one is set.
+pub struct Poster {
+    rt: tokio::runtime::Runtime,
+    authorization: Option<String>,
+}
 
 impl Poster {
-    /// A client for the calling thread.
-    pub fn new() -> std::io::Result<Poster> {
-        Ok(Poster(
-            tokio::runtime::Builder::new_current_thread()
+    /// A client for the calling thread, sending `Authorization: Bearer token`.
+    pub fn new(token: Option<String>) -> std::io::Result<Poster> {
+        Ok(Poster {
+            rt: tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()?,
-        ))
+            authorization: token.map(|t| format!("Bearer {t}")),
+        })
     }
 
     /// POST `body` (JSON lines), retrying 429/5xx/connection errors with exponential
@@ -83,13 +88,13 @@ impl Poster {
         let mut delay = Duration::from_millis(100);
         let mut last = String::new();
         for _ in 0..10 {
-            let call = apus_control::http::post(
-                url,
-                "application/x-ndjson",
-                body.clone(),
-                Duration::from_secs(10),
-            );
-            match self.0.block_on(call) {
+            let mut headers = vec![("content-type", "application/x-ndjson")];
+            if let Some(a) = &self.authorization {
+                headers.push(("authorization", a.as_str()));
+            }
+            let call =
+                apus_control::http::post_with(url, &headers, body.clone(), Duration::from_secs(10));
+            match self.rt.block_on(call) {
                 Ok((st, _)) if (200..300).contains(&st) => return Ok(()),
                 Ok((st, _)) if st == 429 || st >= 500 => last = format!("HTTP {st}"),
                 Ok((st, answer)) => {
@@ -118,13 +123,14 @@ pub struct Shipper<T> {
 }
 
 impl<T: serde::Serialize + Clone + Send + 'static> Shipper<T> {
-    /// Start the shipping thread posting to `url`, with a queue of `capacity` records.
-    pub fn start(what: &'static str, url: String, capacity: usize) -> Self {
+    /// Start the shipping thread posting to `url` (presenting `token`), with a queue of
+    /// `capacity` records.
+    pub fn start(what: &'static str, url: String, token: Option<String>, capacity: usize) -> Self {
         let (tx, rx) = sync_channel::<T>(capacity.max(1));
         let spawned = std::thread::Builder::new()
             .name(format!("apus-ship-{what}"))
             .spawn(move || {
-                let client = match Poster::new() {
+                let client = match Poster::new(token) {
                     Ok(c) => c,
                     Err(e) => {
                         tracing::error!(what, error = %e, "no shipping runtime; records not shipped");
@@ -186,12 +192,17 @@ impl AccessLog {
         }
     }
 
-    /// Open the sink named by the config's `access_log` value.
-    pub fn from_config(target: &str, capacity: usize) -> Result<Self, GatewayError> {
+    /// Open the sink named by the config's `access_log` value (an ingest URL is sent
+    /// `token`).
+    pub fn from_config(
+        target: &str,
+        capacity: usize,
+        token: Option<String>,
+    ) -> Result<Self, GatewayError> {
         Ok(match target {
             "off" | "" => Self::off(),
             url if url.starts_with("http://") || url.starts_with("https://") => {
-                Self::start(Box::new(HttpSink::new(url)?), capacity)
+                Self::start(Box::new(HttpSink::new(url, token)?), capacity)
             }
             "stdout" => Self::start(
                 Box::new(JsonLinesSink(BufWriter::new(std::io::stdout()))),

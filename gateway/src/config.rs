@@ -72,7 +72,11 @@ pub struct GatewayConfig {
     /// Routes and their gray rules.
     #[serde(default)]
     pub routes: Vec<RouteSpec>,
-    /// Admin API bearer tokens.
+    /// The token this node presents to the ingest node it ships access logs and change
+    /// events to (a `gateway` token there). Default: `$APUS_INGEST_TOKEN`.
+    #[serde(default)]
+    pub ingest_token: Option<String>,
+    /// Admin API tokens (see `apus_auth`): with none, the data directory's admin token.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
 }
@@ -139,33 +143,7 @@ impl Default for HealthCheckConfig {
     }
 }
 
-/// An admin API token.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TokenConfig {
-    /// Who holds it (recorded as the actor of changes).
-    pub name: String,
-    /// The bearer token.
-    pub token: String,
-    /// `admin`, `release_manager` or `viewer`.
-    pub role: Role,
-    /// For release managers: the environments and/or projects they may change
-    /// (`prod`, `shop`, or `shop/prod`); `*` = all.
-    #[serde(default)]
-    pub scopes: Vec<String>,
-}
-
-/// Admin API roles.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Role {
-    /// Everything, everywhere.
-    Admin,
-    /// Change routes within its scopes.
-    ReleaseManager,
-    /// Read only.
-    Viewer,
-}
+pub use apus_auth::{Role, TokenConfig};
 
 fn default_control() -> String {
     "local".into()
@@ -227,6 +205,14 @@ pub fn file_loader(base: Option<&Path>) -> impl Fn(&str) -> Result<String, Strin
 }
 
 impl GatewayConfig {
+    /// The token to present to the ingest node: the config's, else `$APUS_INGEST_TOKEN`.
+    pub fn ingest_token(&self) -> Option<String> {
+        self.ingest_token
+            .clone()
+            .or_else(|| std::env::var("APUS_INGEST_TOKEN").ok())
+            .filter(|t| !t.is_empty())
+    }
+
     /// Parse TOML text (no validation beyond the shape).
     pub fn from_toml(s: &str) -> Result<Self, GatewayError> {
         toml::from_str(s).map_err(|e| GatewayError::Config(e.to_string()))
@@ -292,14 +278,8 @@ impl GatewayConfig {
                 ));
             }
         }
-        let mut tokens = std::collections::HashSet::new();
-        for t in &self.tokens {
-            if t.token.len() < 8 {
-                return bad(format!("token `{}`: shorter than 8 characters", t.name));
-            }
-            if !tokens.insert(t.token.as_str()) {
-                return bad(format!("token `{}`: duplicate token", t.name));
-            }
+        if let Err(e) = apus_auth::Tokens::new(&self.tokens) {
+            return bad(e.to_string());
         }
         let loader = file_loader(base);
         Ok(RuleSet::compile(&self.routes, &self.pool_names(), &loader)?)

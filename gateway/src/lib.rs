@@ -72,6 +72,7 @@ pub fn build(
     data_dir: &Path,
     access_log: AccessLog,
     prometheus: Option<admin::MetricsRender>,
+    tokens: apus_auth::Tokens,
 ) -> Result<Gateway, GatewayError> {
     metrics::describe();
     let conf = server_conf(cfg.threads, cfg.work_stealing);
@@ -128,7 +129,7 @@ pub fn build(
         admin::AdminState {
             release: release.clone(),
             pools,
-            tokens: Arc::new(cfg.tokens.clone()),
+            tokens: Arc::new(tokens),
             prometheus,
             control: cfg.control.clone(),
             approvals: Arc::new(cfg.approvals.clone()),
@@ -136,7 +137,7 @@ pub fn build(
     )?;
     server.add_service(admin);
     if let Some(url) = &cfg.changes_url {
-        release.ship_changes_to(url);
+        release.ship_changes_to(url, cfg.ingest_token());
     }
     Ok(Gateway {
         server,

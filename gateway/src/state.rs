@@ -301,10 +301,11 @@ impl ReleaseState {
 
     /// Send every future change made through this node to an ingest node
     /// (`POST {base}/ingest/v1/changes`) from a background thread.
-    pub fn ship_changes_to(&self, base: &str) {
+    pub fn ship_changes_to(&self, base: &str, token: Option<String>) {
         let shipper = crate::access_log::Shipper::start(
             "changes",
             format!("{}/ingest/v1/changes", base.trim_end_matches('/')),
+            token,
             10_000,
         );
         self.on_change(Box::new(move |rec| shipper.send_one(rec)));

@@ -28,6 +28,10 @@ pub struct CollectConfig {
     /// Base URL of the ingest node.
     #[serde(default = "default_url")]
     pub ingest_url: String,
+    /// The token presented to the ingest node (a `shipper` token there). Default:
+    /// `$APUS_INGEST_TOKEN`.
+    #[serde(default)]
+    pub token: Option<String>,
     /// Where offsets are checkpointed.
     pub state_file: PathBuf,
     /// Poll interval in milliseconds.
@@ -309,8 +313,21 @@ pub fn run(cfg: CollectConfig, rounds: Option<u64>) -> Result<(), IngestError> {
             file: None,
         })
         .collect();
+    let mut headers = reqwest::header::HeaderMap::new();
+    let token = cfg
+        .token
+        .clone()
+        .or_else(|| std::env::var("APUS_INGEST_TOKEN").ok())
+        .filter(|t| !t.is_empty());
+    if let Some(t) = token {
+        let v = format!("Bearer {t}")
+            .parse()
+            .map_err(|_| IngestError::BadInput("collect: token is not a valid header".into()))?;
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+    }
     let client = reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(60))
+        .default_headers(headers)
         .build()
         .map_err(|e| IngestError::Store(e.to_string()))?;
     let mut n = 0;

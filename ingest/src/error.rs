@@ -11,6 +11,9 @@ pub enum IngestError {
     /// The request or a record is malformed.
     #[error("bad input: {0}")]
     BadInput(String),
+    /// The caller's token may not write this (403).
+    #[error("{0}")]
+    Forbidden(String),
     /// The body exceeds the configured limit.
     #[error("payload too large: {0}")]
     TooLarge(String),
@@ -54,6 +57,7 @@ impl IngestError {
         match self {
             IngestError::BadInput(_) => StatusCode::BAD_REQUEST,
             IngestError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
             IngestError::Overloaded(..) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Wal(WalError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::INTERNAL_SERVER_ERROR,

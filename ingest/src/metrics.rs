@@ -10,10 +10,13 @@ pub const BYTES: &str = "apus_ingest_bytes_total";
 pub const REJECTED: &str = "apus_ingest_rejected_total";
 /// Requests refused for overload (429), label: reason.
 pub const THROTTLED: &str = "apus_ingest_throttled_total";
+/// Requests refused for their credentials (401/403).
+pub const DENIED: &str = "apus_ingest_denied_total";
 
 /// Register descriptions with the installed recorder.
 pub fn describe() {
     describe_counter!(ROWS, "rows accepted (durable) per table");
+    describe_counter!(DENIED, "requests refused for their credentials (401/403)");
     describe_counter!(BYTES, "request body bytes received per receiver");
     describe_counter!(
         REJECTED,

@@ -105,9 +105,14 @@ fn page(p: &Params, rows: Vec<Row>, started: Instant) -> Response {
 }
 
 /// The query API router (plus the dashboards UI at `/` and `/metrics`).
-pub fn router(engine: Arc<Engine>, render: Option<MetricsRender>) -> Router {
+pub fn router(
+    engine: Arc<Engine>,
+    render: Option<MetricsRender>,
+    tokens: Arc<apus_auth::Tokens>,
+) -> Router {
     Router::new()
         .route("/", get(ui))
+        .route("/health", get(|| async { "ok\n" }))
         .route("/api/v1/slow-sql/top", get(slow_sql_top))
         .route("/api/v1/exceptions/top", get(exceptions_top))
         .route("/api/v1/rank/{kind}", get(rank_by))
@@ -119,13 +124,21 @@ pub fn router(engine: Arc<Engine>, render: Option<MetricsRender>) -> Router {
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_SQL_BYTES))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            crate::auth::authorize,
+        ))
         .with_state(Api { engine, render })
 }
 
 /// Only the search endpoint: what an ingest node serves so query nodes can fan out to it.
-pub fn search_router(engine: Arc<Engine>) -> Router {
+pub fn search_router(engine: Arc<Engine>, tokens: Arc<apus_auth::Tokens>) -> Router {
     Router::new()
         .route("/api/v1/logs/search", get(search))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            crate::auth::authorize,
+        ))
         .with_state(Api {
             engine,
             render: None,
@@ -260,16 +273,17 @@ async fn sql(State(a): State<Api>, h: HeaderMap, body: Bytes) -> ApiResult {
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/json"));
-    let req = if is_json {
-        serde_json::from_slice::<SqlBody>(&body)
-            .map_err(|e| QueryError::BadRequest(format!("body: {e}")))?
-    } else {
-        SqlBody {
-            sql: String::from_utf8(body.to_vec())
-                .map_err(|_| QueryError::BadRequest("body is not UTF-8".into()))?,
-            limit: None,
-        }
-    };
+    // JSON only: a form or text/plain POST is what a hostile web page can send without a
+    // CORS preflight.
+    if !is_json {
+        return Ok((
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            Json(json!({"error": "send {\"sql\": \"SELECT …\"} as application/json"})),
+        )
+            .into_response());
+    }
+    let req = serde_json::from_slice::<SqlBody>(&body)
+        .map_err(|e| QueryError::BadRequest(format!("body: {e}")))?;
     let limit = req.limit.unwrap_or(1000);
     if limit == 0 || limit > 100_000 {
         return Err(QueryError::BadRequest(format!(

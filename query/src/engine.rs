@@ -23,8 +23,14 @@ use apus_store::read::json::Row;
 pub enum Searcher {
     /// This process's index (`apus run`, or an ingest node answering its part).
     Local(Arc<SearchIndex>),
-    /// Fan out to these ingest nodes (`http://host:port`) and merge by time.
-    Remote(Vec<String>),
+    /// Fan out to these ingest nodes (`http://host:port`), presenting `token` (a reader
+    /// token of theirs), and merge by time.
+    Remote {
+        /// `http://host:port` of each node.
+        nodes: Vec<String>,
+        /// Bearer token for the nodes.
+        token: Option<String>,
+    },
     /// No search configured.
     Off,
 }
@@ -46,6 +52,8 @@ pub struct QueryConfig {
     pub concurrency: usize,
     /// Read through the `{table}_all` Distributed tables of a ClickHouse cluster.
     pub cluster: bool,
+    /// The token presented to `search_nodes`. Default: `$APUS_SEARCH_TOKEN`.
+    pub search_token: Option<String>,
 }
 
 impl Default for QueryConfig {
@@ -58,11 +66,27 @@ impl Default for QueryConfig {
             memory_mb: l.memory_bytes >> 20,
             concurrency: l.concurrency,
             cluster: false,
+            search_token: None,
         }
     }
 }
 
 impl QueryConfig {
+    /// The searcher this config asks for: remote nodes, or `local` when none are named.
+    pub fn searcher(&self, local: Searcher) -> Searcher {
+        if self.search_nodes.is_empty() {
+            return local;
+        }
+        Searcher::Remote {
+            nodes: self.search_nodes.clone(),
+            token: self
+                .search_token
+                .clone()
+                .or_else(|| std::env::var("APUS_SEARCH_TOKEN").ok())
+                .filter(|t| !t.is_empty()),
+        }
+    }
+
     /// The engine limits this config asks for.
     pub fn limits(&self) -> Limits {
         Limits {
@@ -237,7 +261,7 @@ impl Engine {
                 .map_err(|e| QueryError::Engine(e.to_string()))?
                 .map_err(QueryError::from)
             }
-            Searcher::Remote(nodes) => {
+            Searcher::Remote { nodes, token } => {
                 let mut params: Vec<(String, String)> = vec![
                     ("q".into(), q.to_string()),
                     ("from".into(), from_us.to_string()),
@@ -247,7 +271,10 @@ impl Engine {
                 params.extend(filters.iter().cloned());
                 let calls = nodes.iter().map(|n| {
                     let url = format!("{}/api/v1/logs/search", n.trim_end_matches('/'));
-                    let req = self.http.get(&url).query(&params);
+                    let mut req = self.http.get(&url).query(&params);
+                    if let Some(t) = token {
+                        req = req.bearer_auth(t);
+                    }
                     async move {
                         let r = req
                             .send()

@@ -15,6 +15,7 @@
 #![warn(clippy::print_stdout)]
 
 pub mod api;
+pub mod auth;
 pub mod engine;
 mod error;
 pub mod investigate;

@@ -320,3 +320,28 @@ mod tests {
         }
     }
 }
+
+/// A row that belongs to one project and environment: what a token's `project/env` scope
+/// is checked against when the row is written.
+pub trait Scoped {
+    /// `(project, env)` of the row.
+    fn project_env(&self) -> (&str, &str);
+}
+
+macro_rules! scoped {
+    ($($t:ty),+) => {
+        $(impl Scoped for $t {
+            fn project_env(&self) -> (&str, &str) {
+                (&self.project, &self.env)
+            }
+        })+
+    };
+}
+
+scoped!(
+    AccessRecord,
+    LogRecord,
+    SlowSqlRecord,
+    MetricRecord,
+    ChangeRecord
+);

@@ -34,11 +34,33 @@ pub fn upstream(port: u16, name: &str) -> Proc {
     p
 }
 
+/// A client presenting the admin token (every listener checks tokens).
 pub fn client() -> reqwest::blocking::Client {
+    let mut h = reqwest::header::HeaderMap::new();
+    h.insert(
+        reqwest::header::AUTHORIZATION,
+        format!("Bearer {ADMIN}").parse().unwrap(),
+    );
+    reqwest::blocking::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .default_headers(h)
+        .build()
+        .unwrap()
+}
+
+/// A client with no credentials.
+pub fn bare_client() -> reqwest::blocking::Client {
     reqwest::blocking::Client::builder()
         .timeout(Duration::from_secs(10))
         .build()
         .unwrap()
+}
+
+/// The test tokens as a tokens file next to `dir` (for `--tokens`).
+pub fn tokens_file(dir: &std::path::Path) -> PathBuf {
+    let path = dir.with_extension("tokens.toml");
+    std::fs::write(&path, TOKENS).unwrap();
+    path
 }
 
 /// A running gateway with its ports and working directory.
@@ -83,6 +105,7 @@ impl Gateway {
             .unwrap();
         let child = Command::new(BIN)
             .args(["gateway", "--config", path.to_str().unwrap()])
+            .env("APUS_INGEST_TOKEN", ADMIN)
             .args(["--data-dir", data.to_str().unwrap()])
             .args(extra)
             .stdout(Stdio::null())
@@ -119,8 +142,8 @@ impl Gateway {
 }
 
 pub const ADMIN: &str = "test-admin-token";
-pub const RM_PROD: &str = "rm-prod-token";
-pub const VIEWER: &str = "viewer-token";
+pub const RM_PROD: &str = "rm-prod-token-0001";
+pub const VIEWER: &str = "viewer-token-00001";
 
 const TOKENS: &str = r#"
 [[tokens]]
@@ -130,13 +153,13 @@ role = "admin"
 
 [[tokens]]
 name = "bob"
-token = "rm-prod-token"
+token = "rm-prod-token-0001"
 role = "release_manager"
 scopes = ["shop/prod"]
 
 [[tokens]]
 name = "carol"
-token = "viewer-token"
+token = "viewer-token-00001"
 role = "viewer"
 "#;
 
@@ -192,8 +215,10 @@ impl Ingest {
                 "ingest",
                 "--listen",
                 &format!("127.0.0.1:{port}"),
-                "--data-dir",
+                "--tokens",
             ])
+            .arg(tokens_file(data_dir))
+            .arg("--data-dir")
             .arg(data_dir)
             .args(extra)
             .envs(env.iter().copied())

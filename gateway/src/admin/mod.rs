@@ -20,11 +20,11 @@ use pingora::services::listening::Service;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use crate::config::{Role, TokenConfig};
 use crate::metrics as m;
 use crate::pools::Pool;
 use crate::state::ReleaseState;
 use crate::GatewayError;
+use apus_auth::{Action, Principal, Tokens};
 use servers::ServerOp;
 
 /// Largest request body accepted (413 above it).
@@ -39,7 +39,7 @@ pub type MetricsRender = Arc<dyn Fn() -> String + Send + Sync>;
 pub struct AdminState {
     pub(crate) release: Arc<ReleaseState>,
     pub(crate) pools: Arc<HashMap<String, Arc<Pool>>>,
-    pub(crate) tokens: Arc<Vec<TokenConfig>>,
+    pub(crate) tokens: Arc<Tokens>,
     pub(crate) prometheus: Option<MetricsRender>,
     /// The control store in use, as configured (`local` or the etcd URL).
     pub(crate) control: String,
@@ -76,48 +76,25 @@ pub(super) fn change_answer(
     Ok(Answer::json(json!({ "change": r? })))
 }
 
-pub(super) fn authenticate<'t>(
+/// The caller, if its token may read or change release state (viewers, release managers,
+/// admins; telemetry tokens may not).
+pub(super) fn authenticate(
     headers: &HeaderMap,
-    tokens: &'t [TokenConfig],
-) -> Result<&'t TokenConfig, GatewayError> {
-    let presented = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .ok_or(GatewayError::Unauthorized)?;
-    tokens
-        .iter()
-        .find(|t| constant_time_eq(t.token.as_bytes(), presented.trim().as_bytes()))
-        .ok_or(GatewayError::Unauthorized)
-}
-
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    tokens: &Tokens,
+) -> Result<Arc<Principal>, GatewayError> {
+    let p = tokens.authenticate(headers).map_err(|e| {
+        tracing::warn!(error = %e, "admin API: authentication failed");
+        GatewayError::Unauthorized
+    })?;
+    p.check_role(Action::Read)
+        .map_err(|e| GatewayError::Forbidden(e.to_string()))?;
+    Ok(p)
 }
 
 /// Whether `t` may change something in `project`/`env`.
-pub(super) fn may_change(t: &TokenConfig, project: &str, env: &str) -> Result<(), GatewayError> {
-    match t.role {
-        Role::Admin => Ok(()),
-        Role::Viewer => Err(GatewayError::Forbidden(format!(
-            "token `{}` is a viewer",
-            t.name
-        ))),
-        Role::ReleaseManager => {
-            let ok = t.scopes.iter().any(|s| match s.split_once('/') {
-                Some((p, e)) => (p == "*" || p == project) && (e == "*" || e == env),
-                None => s == "*" || s == env || s == project,
-            });
-            if ok {
-                Ok(())
-            } else {
-                Err(GatewayError::Forbidden(format!(
-                    "token `{}` may not change project `{project}` env `{env}`",
-                    t.name
-                )))
-            }
-        }
-    }
+pub(super) fn may_change(t: &Principal, project: &str, env: &str) -> Result<(), GatewayError> {
+    t.check(Action::Change, project, env)
+        .map_err(|e| GatewayError::Forbidden(e.to_string()))
 }
 
 fn count(kind: &'static str, r: &Result<impl Sized, GatewayError>) {

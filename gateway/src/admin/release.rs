@@ -11,9 +11,9 @@ use super::{
     authenticate, base_version, change_answer, may_change, parse_body, AdminState, Answer,
     ApiResult, Reason,
 };
-use crate::config::{Role, TokenConfig};
 use crate::state::{Current, Edit};
 use crate::GatewayError;
+use apus_auth::{Principal, Role};
 
 pub(super) async fn list_routes(s: &AdminState, h: &HeaderMap) -> ApiResult {
     authenticate(h, &s.tokens)?;
@@ -61,7 +61,7 @@ struct SetRules {
 /// Approvals a change to `env` needs, and whether `t` may bypass them.
 fn approvals(
     s: &AdminState,
-    t: &TokenConfig,
+    t: &Principal,
     env: &str,
     emergency: bool,
 ) -> Result<u32, GatewayError> {
@@ -81,7 +81,7 @@ pub(super) async fn set_rules(
     body: &[u8],
 ) -> ApiResult {
     let r = async {
-        let t = authenticate(h, &s.tokens)?;
+        let t = &*authenticate(h, &s.tokens)?;
         let body: SetRules = parse_body(body)?;
         let base = base_version(h, body.base_version)?;
         let rules = body.rules.clone();
@@ -121,7 +121,7 @@ struct Rollback {
 
 pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiResult {
     let r = async {
-        let t = authenticate(h, &s.tokens)?;
+        let t = &*authenticate(h, &s.tokens)?;
         let body: Rollback = parse_body(body)?;
         let base = base_version(h, body.base_version)?;
         let target = s.release.snapshot(body.version).await?.state.routes.clone();
@@ -178,7 +178,7 @@ pub(super) async fn list_pending(s: &AdminState, h: &HeaderMap) -> ApiResult {
 }
 
 /// The edit of approving (`approve`) or rejecting pending change `id` by `t`.
-fn decide(cur: &Current, t: &TokenConfig, id: u64, approve: bool) -> Result<Edit, GatewayError> {
+fn decide(cur: &Current, t: &Principal, id: u64, approve: bool) -> Result<Edit, GatewayError> {
     let mut doc = (*cur.doc).clone();
     let i = doc
         .pending
@@ -249,7 +249,7 @@ pub(super) async fn decide_pending(
         ChangeKind::ChangeRejected
     };
     let r = async {
-        let t = authenticate(h, &s.tokens)?;
+        let t = &*authenticate(h, &s.tokens)?;
         let b: Reason = if body.is_empty() {
             Reason::default()
         } else {

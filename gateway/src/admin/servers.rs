@@ -10,10 +10,10 @@ use super::{
     authenticate, base_version, change_answer, may_change, parse_body, AdminState, Answer,
     ApiResult, Reason,
 };
-use crate::config::{Role, TokenConfig};
 use crate::pools::Pool;
 use crate::state::{Current, Edit};
 use crate::GatewayError;
+use apus_auth::{Principal, Role};
 
 pub(super) async fn list_pools(s: &AdminState, h: &HeaderMap) -> ApiResult {
     authenticate(h, &s.tokens)?;
@@ -41,23 +41,28 @@ struct AddServer {
 }
 
 /// Whether `t` may change pool `pool` (in the state `cur`).
-fn pool_scope(cur: &Current, t: &TokenConfig, pool: &str) -> Result<(), GatewayError> {
+fn pool_scope(cur: &Current, t: &Principal, pool: &str) -> Result<(), GatewayError> {
     if !cur.doc.pools.contains_key(pool) {
         return Err(GatewayError::NotFound(format!("pool {pool}")));
     }
-    match t.role {
-        Role::Admin => Ok(()),
-        Role::Viewer => Err(GatewayError::Forbidden(format!(
-            "token `{}` is a viewer",
-            t.name
-        ))),
-        // A release manager may change a pool only if every route using it is in scope.
-        Role::ReleaseManager => cur
-            .rules
-            .routes()
-            .filter(|r| r.stable_pool == pool || r.gray_rules.iter().any(|g| g.pool == pool))
-            .try_for_each(|r| may_change(t, &r.project, &r.env)),
+    if t.role == Role::Admin {
+        return Ok(());
     }
+    t.check_role(apus_auth::Action::Change)
+        .map_err(|e| GatewayError::Forbidden(e.to_string()))?;
+    // Anyone else may change a pool only if routes use it and every one is in scope: a
+    // pool no route uses belongs to no project, so only admins touch it.
+    let mut routes = cur
+        .rules
+        .routes()
+        .filter(|r| r.stable_pool == pool || r.gray_rules.iter().any(|g| g.pool == pool))
+        .peekable();
+    if routes.peek().is_none() {
+        return Err(GatewayError::Forbidden(format!(
+            "pool {pool} is used by no route; only admins may change it"
+        )));
+    }
+    routes.try_for_each(|r| may_change(t, &r.project, &r.env))
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -82,7 +87,7 @@ impl ServerOp {
 /// The edit of one server operation on the state `cur`.
 fn server_edit(
     cur: &Current,
-    t: &TokenConfig,
+    t: &Principal,
     op: ServerOp,
     pool: &str,
     addr: &str,
@@ -131,7 +136,7 @@ pub(super) async fn server_op(
     body: &[u8],
 ) -> ApiResult {
     let r = async {
-        let t = authenticate(h, &s.tokens)?;
+        let t = &*authenticate(h, &s.tokens)?;
         let (addr, reason, base) = if op == ServerOp::Add {
             let b: AddServer = parse_body(body)?;
             (b.addr, b.reason, b.base_version)

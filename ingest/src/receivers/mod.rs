@@ -13,6 +13,7 @@
 //! `dead_letter` with the raw input, while the rest of the batch lands; bodies over the
 //! limit get 413; overload gets 429 with `Retry-After`. Every 2xx means durable.
 
+mod auth;
 mod bulk;
 mod fields;
 mod logs;
@@ -28,6 +29,7 @@ use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::Extension;
 use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde_json::{json, Value};
@@ -39,6 +41,7 @@ pub use prom::{decode_remote_write, parse_text_line, Label, Sample, TimeSeries, 
 use crate::metrics as m;
 use crate::pipeline::Pipeline;
 use crate::IngestError;
+use apus_auth::{Principal, Tokens};
 use apus_parse::templates::MinerConfig;
 use apus_schema::time::now_us;
 use apus_schema::{AccessRecord, ChangeRecord, DeadLetterRecord, Micros, Row};
@@ -89,7 +92,7 @@ fn truncate(s: &str) -> String {
 
 /// Rejected records of one request.
 #[derive(Default)]
-struct Rejects {
+pub(crate) struct Rejects {
     rows: Vec<DeadLetterRecord>,
     report: Vec<Value>,
 }
@@ -159,6 +162,7 @@ fn lines(body: &[u8]) -> impl Iterator<Item = (usize, &[u8])> {
 
 async fn post_logs(
     State(s): State<Receivers>,
+    Extension(who): Extension<Arc<Principal>>,
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
     body: Bytes,
@@ -167,7 +171,7 @@ async fn post_logs(
     metrics::counter!(m::BYTES, "receiver" => "logs").increment(body.len() as u64);
     let d = dims(&q, &h);
     let miner = s.miner.clone();
-    let (rows, rejects) = tokio::task::spawn_blocking(move || {
+    let (rows, mut rejects) = tokio::task::spawn_blocking(move || {
         let mut parsed = Vec::new();
         let mut rej = Rejects::default();
         for (n, line) in lines(&body) {
@@ -181,6 +185,7 @@ async fn post_logs(
     })
     .await
     .map_err(|e| IngestError::Store(e.to_string()))?;
+    let rows = auth::in_scope(&who, rows, &mut rejects, "logs");
     s.pipeline.write(&rows).await?;
     rejects.store(&s.pipeline, "logs").await?;
     Ok(rejects.response(rows.len()))
@@ -189,6 +194,7 @@ async fn post_logs(
 /// Elasticsearch bulk API: `index` and `create` actions, ES-shaped per-item results.
 async fn post_bulk(
     State(s): State<Receivers>,
+    Extension(who): Extension<Arc<Principal>>,
     index: Option<Path<String>>,
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
@@ -242,6 +248,8 @@ async fn post_bulk(
     })
     .await
     .map_err(|e| IngestError::Store(e.to_string()))?;
+    let (rows, mut rej) = (rows, rej);
+    let rows = auth::in_scope(&who, rows, &mut rej, "bulk");
     s.pipeline.write(&rows).await?;
     rej.store(&s.pipeline, "bulk").await?;
     let body = json!({ "took": start.elapsed().as_millis() as u64, "errors": !rej.rows.is_empty(), "items": items });
@@ -249,8 +257,9 @@ async fn post_bulk(
 }
 
 /// JSON lines of a row type (from remote gateways: access logs and changes).
-async fn post_rows<R: Row + DeserializeOwned>(
+async fn post_rows<R: Row + DeserializeOwned + apus_schema::Scoped + serde::Serialize>(
     s: &Receivers,
+    who: &Principal,
     source: &'static str,
     body: &[u8],
 ) -> Result<Response, IngestError> {
@@ -269,21 +278,31 @@ async fn post_rows<R: Row + DeserializeOwned>(
             ),
         }
     }
+    let rows = auth::in_scope(who, rows, &mut rej, source);
     s.pipeline.write(&rows).await?;
     rej.store(&s.pipeline, source).await?;
     Ok(rej.response(rows.len()))
 }
 
-async fn post_access(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
-    post_rows::<AccessRecord>(&s, "access", &body).await
+async fn post_access(
+    State(s): State<Receivers>,
+    Extension(who): Extension<Arc<Principal>>,
+    body: Bytes,
+) -> Result<Response, IngestError> {
+    post_rows::<AccessRecord>(&s, &who, "access", &body).await
 }
 
-async fn post_changes(State(s): State<Receivers>, body: Bytes) -> Result<Response, IngestError> {
-    post_rows::<ChangeRecord>(&s, "changes", &body).await
+async fn post_changes(
+    State(s): State<Receivers>,
+    Extension(who): Extension<Arc<Principal>>,
+    body: Bytes,
+) -> Result<Response, IngestError> {
+    post_rows::<ChangeRecord>(&s, &who, "changes", &body).await
 }
 
 async fn post_metrics_text(
     State(s): State<Receivers>,
+    Extension(who): Extension<Arc<Principal>>,
     body: Bytes,
 ) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
@@ -299,6 +318,7 @@ async fn post_metrics_text(
             Some(Err(e)) => rej.add("metrics", n + 1, e, line),
         }
     }
+    let rows = auth::in_scope(&who, rows, &mut rej, "metrics");
     s.pipeline.write(&rows).await?;
     rej.store(&s.pipeline, "metrics").await?;
     Ok(rej.response(rows.len()))
@@ -306,13 +326,24 @@ async fn post_metrics_text(
 
 async fn post_remote_write(
     State(s): State<Receivers>,
+    Extension(who): Extension<Arc<Principal>>,
     body: Bytes,
 ) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "remote_write").increment(body.len() as u64);
     match decode_remote_write(&body, s.pipeline.cfg.max_body_bytes * 8) {
         Ok(rows) => {
+            let mut rej = Rejects::default();
+            let rows = auth::in_scope(&who, rows, &mut rej, "remote_write");
             s.pipeline.write(&rows).await?;
+            rej.store(&s.pipeline, "remote_write").await?;
+            if rows.is_empty() && !rej.rows.is_empty() {
+                return Err(IngestError::Forbidden(format!(
+                    "every series is outside token `{}`'s scopes ({})",
+                    who.name,
+                    who.scope_list()
+                )));
+            }
             Ok(StatusCode::NO_CONTENT.into_response())
         }
         Err((413, e)) => Err(IngestError::TooLarge(e)),
@@ -332,12 +363,16 @@ async fn post_remote_write(
 
 async fn post_slowlog(
     State(s): State<Receivers>,
+    Extension(who): Extension<Arc<Principal>>,
     Query(q): Query<HashMap<String, String>>,
     h: HeaderMap,
     body: Body,
 ) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     let d = dims(&q, &h);
+    // Every entry of a slow log takes its project and env from the request.
+    who.check(apus_auth::Action::Ingest, &d.project, &d.env)
+        .map_err(|e| IngestError::Forbidden(e.to_string()))?;
     let n = slowlog::ingest_stream(&s.pipeline, &d, body).await?;
     Ok(Json(json!({ "accepted": n, "rejected": 0, "errors": [] })).into_response())
 }
@@ -362,8 +397,12 @@ async fn render_metrics(State(s): State<Receivers>) -> Response {
     }
 }
 
-/// The receivers' router.
-pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router {
+/// The receivers' router; every path but `/health` and `/metrics` checks `tokens`.
+pub fn router(
+    pipeline: Arc<Pipeline>,
+    render: Option<MetricsRender>,
+    tokens: Arc<Tokens>,
+) -> Router {
     let limit = pipeline.cfg.max_body_bytes;
     let state = Receivers {
         pipeline,
@@ -389,6 +428,10 @@ pub fn router(pipeline: Arc<Pipeline>, render: Option<MetricsRender>) -> Router 
             post(post_slowlog).layer(DefaultBodyLimit::disable()),
         )
         .layer(DefaultBodyLimit::max(limit))
+        .layer(axum::middleware::from_fn_with_state(
+            tokens,
+            auth::authorize,
+        ))
         .with_state(state)
 }
 

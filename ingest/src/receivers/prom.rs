@@ -146,10 +146,10 @@ fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
         }
         let name = &s[start..i];
         if name.is_empty() || i >= b.len() || b[i] != b'=' {
-            return Err(format!(
-                "bad label name near `{}`",
-                &s[start..(start + 20).min(s.len())]
-            ));
+            // At most 20 characters of context, cut on a character boundary (a byte
+            // offset could fall inside `é` and panic).
+            let near: String = s[start..].chars().take(20).collect();
+            return Err(format!("bad label name near `{near}`"));
         }
         i += 1;
         if i >= b.len() || b[i] != b'"' {
@@ -238,6 +238,14 @@ pub fn parse_text_line(line: &str, default_ts_us: i64) -> Option<Result<MetricRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn non_ascii_label_names_are_refused_not_a_panic() {
+        // This line dropped the connection: an error message sliced inside `é`.
+        let line = format!("up{{a{}=\"1\"}} 1", "é".repeat(12));
+        let r = parse_text_line(&line, 0).unwrap();
+        assert!(r.unwrap_err().contains("bad label name"));
+    }
 
     #[test]
     fn text_format() {

@@ -1,0 +1,124 @@
+//! Who may read what through the query API. Every path but the dashboards' page, `/health`
+//! and `/metrics` needs a token whose role may read (viewer, release manager, admin). A
+//! token bound to some projects or environments must name them: each request's `project`
+//! and `env` filters must fall inside one of its scopes (dimension filters are exact
+//! matches, so the filter is the whole answer's scope), and raw SQL, which no filter can
+//! bound, needs a token that covers everything.
+
+use std::sync::Arc;
+
+use apus_auth::{Action, AuthError, Principal, Tokens};
+use axum::extract::{Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde_json::json;
+
+/// Paths anyone may fetch: the dashboards' page (it holds no data and asks for a token),
+/// health and metrics.
+fn is_public(path: &str) -> bool {
+    matches!(path, "/" | "/health" | "/metrics")
+}
+
+/// The middleware: authenticate, check the role and the scope of the filters.
+pub async fn authorize(
+    State(tokens): State<Arc<Tokens>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if is_public(req.uri().path()) {
+        return next.run(req).await;
+    }
+    let principal = match tokens.authenticate(req.headers()) {
+        Ok(p) => p,
+        Err(e) => return deny(&e, req.uri().path()),
+    };
+    if let Err(e) = check(&principal, req.uri().path(), req.uri().query()) {
+        return deny(&e, req.uri().path());
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
+
+/// Whether `p` may make this request.
+pub fn check(p: &Principal, path: &str, query: Option<&str>) -> Result<(), AuthError> {
+    p.check_role(Action::Read)?;
+    if p.covers_all() {
+        return Ok(());
+    }
+    if path == "/api/v1/sql" {
+        return Err(AuthError::Forbidden(format!(
+            "token `{}` is bound to {}; raw SQL needs a token that may read everything",
+            p.name,
+            p.scope_list()
+        )));
+    }
+    let pairs: Vec<(String, String)> =
+        serde_urlencoded::from_str(query.unwrap_or("")).unwrap_or_default();
+    let value = |k: &str| pairs.iter().find(|(n, _)| n == k).map(|(_, v)| v.as_str());
+    let (project, env) = (value("project"), value("env"));
+    let ok = p.scopes.iter().any(|s| {
+        (s.project == "*" || project == Some(s.project.as_str()))
+            && (s.env == "*" || env == Some(s.env.as_str()))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden(format!(
+            "token `{}` may read only {}: add project= and env= filters inside them",
+            p.name,
+            p.scope_list()
+        )))
+    }
+}
+
+fn deny(e: &AuthError, path: &str) -> Response {
+    metrics::counter!("apus_query_denied_total").increment(1);
+    tracing::warn!(error = %e, path, "query API: request denied");
+    let status = e.status();
+    let mut r = (status, Json(json!({ "error": e.to_string() }))).into_response();
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            header::HeaderValue::from_static("Bearer realm=\"apus\""),
+        );
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use apus_auth::{Role, TokenConfig};
+
+    fn principal(scopes: &[&str]) -> Principal {
+        let t = Tokens::new(&[TokenConfig {
+            name: "v".into(),
+            token: "viewer-token-00001".into(),
+            role: Role::Viewer,
+            scopes: scopes.iter().map(|s| s.to_string()).collect(),
+        }])
+        .unwrap();
+        let mut h = axum::http::HeaderMap::new();
+        h.insert(
+            "authorization",
+            "Bearer viewer-token-00001".parse().unwrap(),
+        );
+        (*t.authenticate(&h).unwrap()).clone()
+    }
+
+    #[test]
+    fn scoped_readers_must_filter_inside_their_scope() {
+        let p = principal(&["shop/prod"]);
+        assert!(check(&p, "/api/v1/rank/pool", Some("project=shop&env=prod")).is_ok());
+        for q in [None, Some("project=shop"), Some("project=bank&env=prod")] {
+            assert!(check(&p, "/api/v1/rank/pool", q).is_err(), "{q:?}");
+        }
+        assert!(check(&p, "/api/v1/sql", None).is_err());
+        let any_env = principal(&["shop/*"]);
+        assert!(check(&any_env, "/api/v1/logs/search", Some("project=shop")).is_ok());
+        let all = principal(&[]);
+        assert!(check(&all, "/api/v1/sql", None).is_ok());
+    }
+}

@@ -1,0 +1,255 @@
+//! Every listener of `apus run` checks tokens: the receivers (with Elasticsearch-style
+//! Basic auth and per-row project/env scopes), the query API (scoped readers must filter
+//! inside their scopes; raw SQL only as JSON and only for unscoped readers) and the admin
+//! API. With no token configured, the first start creates an admin token (mode 0600) and
+//! prints it once.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const SHIPPER: &str = "filebeat-shop-token-1";
+const SCOPED_VIEWER: &str = "viewer-shop-prod-token-1";
+
+struct Run {
+    _p: Proc,
+    ing: u16,
+    q: u16,
+    admin: u16,
+    dir: std::path::PathBuf,
+}
+
+fn start(extra_tokens: &str, with_config_token: bool) -> Run {
+    let (up, port, admin, ing, q) = (
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+        free_port(),
+    );
+    let dir = std::env::temp_dir().join(format!("apus-sec-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let token = if with_config_token {
+        format!("[[gateway.tokens]]\nname = \"alice\"\ntoken = \"{ADMIN}\"\nrole = \"admin\"\n")
+    } else {
+        String::new()
+    };
+    let cfg = format!(
+        r#"
+[ingest]
+listen = "127.0.0.1:{ing}"
+flush_interval_ms = 200
+
+[query]
+listen = "127.0.0.1:{q}"
+
+[gateway]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+access_log = "off"
+
+[[gateway.pools]]
+name = "stable"
+servers = ["127.0.0.1:{up}"]
+
+[[gateway.routes]]
+name = "api"
+project = "shop"
+env = "prod"
+stable_pool = "stable"
+
+{token}
+"#
+    );
+    std::fs::write(dir.join("apus.toml"), cfg).unwrap();
+    let mut args = vec![
+        "run".to_string(),
+        "--config".into(),
+        dir.join("apus.toml").display().to_string(),
+        "--data-dir".into(),
+        dir.join("data").display().to_string(),
+    ];
+    if !extra_tokens.is_empty() {
+        std::fs::write(dir.join("tokens.toml"), extra_tokens).unwrap();
+        args.push("--tokens".into());
+        args.push(dir.join("tokens.toml").display().to_string());
+    }
+    let child = Command::new(BIN)
+        .args(&args)
+        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+        .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let p = Proc(child);
+    let c = bare_client();
+    wait_until("apus run", Duration::from_secs(30), || {
+        [admin, ing, q].iter().all(|p| {
+            c.get(format!("http://127.0.0.1:{p}/health"))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+        })
+    });
+    Run {
+        _p: p,
+        ing,
+        q,
+        admin,
+        dir,
+    }
+}
+
+fn status(r: reqwest::blocking::RequestBuilder) -> (u16, Value) {
+    let r = r.send().unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(Value::Null))
+}
+
+#[test]
+fn every_listener_checks_tokens_roles_and_scopes() {
+    let tokens = format!(
+        r#"
+[[tokens]]
+name = "filebeat"
+token = "{SHIPPER}"
+role = "shipper"
+scopes = ["shop/*"]
+
+[[tokens]]
+name = "shop-sre"
+token = "{SCOPED_VIEWER}"
+role = "viewer"
+scopes = ["shop/prod"]
+"#
+    );
+    let r = start(&tokens, true);
+    let bare = bare_client();
+    let ing = |p: &str| format!("http://127.0.0.1:{}{p}", r.ing);
+    let qu = |p: &str| format!("http://127.0.0.1:{}{p}", r.q);
+    let line = |project: &str| {
+        format!(r#"{{"message":"hello","level":"INFO","project":"{project}","env":"prod"}}"#)
+    };
+
+    // Ingest: no token, a wrong token, a reader's token.
+    assert_eq!(
+        status(bare.post(ing("/ingest/v1/logs")).body(line("shop"))).0,
+        401
+    );
+    assert_eq!(
+        status(
+            bare.post(ing("/ingest/v1/logs"))
+                .bearer_auth("not-a-token-at-all")
+                .body(line("shop"))
+        )
+        .0,
+        401
+    );
+    assert_eq!(
+        status(
+            bare.post(ing("/ingest/v1/logs"))
+                .bearer_auth(SCOPED_VIEWER)
+                .body(line("shop"))
+        )
+        .0,
+        403
+    );
+    // A shipper with Elasticsearch-style Basic auth: its scope lands, another project's row
+    // is refused with the reason and kept as a dead letter.
+    let (st, body) = status(
+        bare.post(ing("/ingest/v1/logs"))
+            .basic_auth("filebeat", Some(SHIPPER))
+            .body(format!("{}\n{}\n", line("shop"), line("bank"))),
+    );
+    assert_eq!(st, 200, "{body}");
+    assert_eq!(
+        (body["accepted"].as_u64(), body["rejected"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert!(body["errors"][0]["reason"]
+        .as_str()
+        .unwrap()
+        .contains("shop/*"));
+    // Forged change events: shippers may not write the audit trail.
+    let change = r#"{"ts":1,"kind":"gray_rules","actor":"mallory","project":"shop","env":"prod","scope":"api","from_version":1,"to_version":2,"summary":"forged","touched":""}"#;
+    assert_eq!(
+        status(
+            bare.post(ing("/ingest/v1/changes"))
+                .bearer_auth(SHIPPER)
+                .body(change)
+        )
+        .0,
+        403
+    );
+    // Health and metrics stay open.
+    assert_eq!(status(bare.get(ing("/health"))).0, 200);
+
+    // Query API: the page is public, the data is not.
+    assert_eq!(bare.get(qu("/")).send().unwrap().status().as_u16(), 200);
+    assert_eq!(status(bare.get(qu("/api/v1/rank/pools"))).0, 401);
+    let viewer = |p: &str| status(bare.get(qu(p)).bearer_auth(SCOPED_VIEWER));
+    assert_eq!(viewer("/api/v1/rank/pools").0, 403);
+    assert_eq!(viewer("/api/v1/rank/pools?project=bank&env=prod").0, 403);
+    let (st, body) = viewer("/api/v1/rank/pools?project=shop&env=prod");
+    assert_eq!(st, 200, "{body}");
+    let sql = |token: &str| {
+        status(
+            bare.post(qu("/api/v1/sql"))
+                .bearer_auth(token)
+                .json(&json!({"sql": "SELECT 1 AS one"})),
+        )
+    };
+    assert_eq!(sql(SCOPED_VIEWER).0, 403);
+    assert_eq!(sql(ADMIN).0, 200);
+    // A text/plain POST (what any web page can send without a preflight) is refused.
+    assert_eq!(
+        status(
+            bare.post(qu("/api/v1/sql"))
+                .bearer_auth(ADMIN)
+                .header("content-type", "text/plain")
+                .body("SELECT 1")
+        )
+        .0,
+        415
+    );
+
+    // Admin API: the shipper may not read release state.
+    assert_eq!(
+        status(
+            bare.get(format!("http://127.0.0.1:{}/admin/v1/routes", r.admin))
+                .bearer_auth(SHIPPER)
+        )
+        .0,
+        403
+    );
+    let _ = std::fs::remove_dir_all(&r.dir);
+}
+
+#[test]
+fn first_start_creates_and_prints_an_admin_token() {
+    let r = start("", false);
+    let path = r.dir.join("data/auth/admin.token");
+    let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    wait_until("token printed", Duration::from_secs(5), || {
+        std::fs::read_to_string(r.dir.join("stdout")).is_ok_and(|s| s.contains(&token))
+    });
+    let bare = bare_client();
+    let q = |t: Option<&str>| {
+        let mut b = bare.get(format!("http://127.0.0.1:{}/api/v1/changes", r.q));
+        if let Some(t) = t {
+            b = b.bearer_auth(t);
+        }
+        status(b).0
+    };
+    assert_eq!(q(None), 401);
+    assert_eq!(q(Some(&token)), 200);
+    let _ = std::fs::remove_dir_all(&r.dir);
+}
