@@ -334,6 +334,15 @@ fn admin_auth_and_invalid_rules() {
             json!([{ "name": "x", "pool": "gray", "percent": 150 }]),
             "outside 0-100",
         ),
+        // Reading files through the API: /dev/zero never ends, /etc/shadow is an oracle.
+        (
+            json!([{ "name": "x", "pool": "gray", "tenants_file": "/dev/zero" }]),
+            "only in the config file",
+        ),
+        (
+            json!([{ "name": "x", "pool": "gray", "tenants_file": "../../etc/shadow" }]),
+            "only in the config file",
+        ),
     ] {
         let (st, body) = set_rules(&c, &s.gw, ADMIN, bad);
         assert_eq!(st, 400, "{body}");

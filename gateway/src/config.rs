@@ -196,12 +196,45 @@ fn default_threshold() -> usize {
 pub fn file_loader(base: Option<&Path>) -> impl Fn(&str) -> Result<String, String> + '_ {
     move |p: &str| {
         let path = Path::new(p);
-        let full = match base {
-            Some(b) if path.is_relative() => b.join(path),
-            _ => path.to_path_buf(),
-        };
-        std::fs::read_to_string(&full).map_err(|e| format!("{}: {e}", full.display()))
+        // Only files under the config's directory: no absolute path, no `..` (a release
+        // manager's rule must not read `/etc/shadow` or probe for it).
+        if path.is_absolute()
+            || path
+                .components()
+                .any(|c| !matches!(c, std::path::Component::Normal(_)))
+        {
+            return Err(format!(
+                "`{p}` must be a relative path under the config's directory, without `..`"
+            ));
+        }
+        let full = base.map_or_else(|| path.to_path_buf(), |b| b.join(path));
+        read_regular(&full, MAX_TENANTS_FILE)
     }
+}
+
+/// The largest `tenants_file` read.
+pub const MAX_TENANTS_FILE: u64 = 16 << 20;
+
+/// Read a regular file of at most `cap` bytes: never a FIFO (which would hang the reader),
+/// a device (`/dev/zero` never ends) or a directory.
+fn read_regular(full: &Path, cap: u64) -> Result<String, String> {
+    use std::io::Read as _;
+    let shown = full.display();
+    let meta = std::fs::metadata(full).map_err(|e| format!("{shown}: {e}"))?;
+    if !meta.is_file() {
+        return Err(format!("{shown}: not a regular file"));
+    }
+    if meta.len() > cap {
+        return Err(format!("{shown}: larger than {cap} bytes"));
+    }
+    let mut text = String::new();
+    std::fs::File::open(full)
+        .and_then(|f| f.take(cap + 1).read_to_string(&mut text))
+        .map_err(|e| format!("{shown}: {e}"))?;
+    if text.len() as u64 > cap {
+        return Err(format!("{shown}: larger than {cap} bytes"));
+    }
+    Ok(text)
 }
 
 impl GatewayConfig {
@@ -295,5 +328,35 @@ impl GatewayConfig {
                     .or_else(|| t.parse::<std::net::IpAddr>().ok().map(IpNet::from))
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenants_files_are_regular_files_under_the_config_dir() {
+        let dir = std::env::temp_dir().join(format!("apus-loader-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("sub")).unwrap();
+        std::fs::write(dir.join("t.txt"), "acme\n").unwrap();
+        let load = file_loader(Some(&dir));
+        assert_eq!(load("t.txt").unwrap(), "acme\n");
+        for bad in [
+            "/etc/passwd",
+            "/dev/zero",
+            "../t.txt",
+            "sub/../t.txt",
+            "sub",
+        ] {
+            assert!(load(bad).is_err(), "{bad}");
+        }
+        // A FIFO would block the reader forever.
+        let fifo = dir.join("fifo");
+        let made = std::process::Command::new("mkfifo").arg(&fifo).status();
+        if made.is_ok_and(|s| s.success()) {
+            assert!(load("fifo").unwrap_err().contains("not a regular file"));
+        }
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

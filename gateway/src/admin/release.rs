@@ -94,6 +94,23 @@ pub(super) async fn set_rules(
                     .find(|r| r.name == route)
                     .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
                 may_change(t, &r.project, &r.env)?;
+                // A tenants file is named in the config, never through the API: a rule may
+                // keep one its route already uses, not point at a new path.
+                for g in &rules {
+                    if let Some(f) = &g.tenants_file {
+                        if !r
+                            .gray_rules
+                            .iter()
+                            .any(|o| o.tenants_file.as_ref() == Some(f))
+                        {
+                            return Err(GatewayError::BadRequest(format!(
+                                "rule `{}`: tenants_file `{f}` can be set only in the config \
+                                 file, not through the API (list tenants in `tenants` instead)",
+                                g.name
+                            )));
+                        }
+                    }
+                }
                 r.gray_rules = rules.clone();
                 let (project, env) = (r.project.clone(), r.env.clone());
                 let mut e = Edit::new(doc, ChangeKind::GrayRules, &project, &env, route);

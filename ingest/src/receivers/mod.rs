@@ -78,6 +78,9 @@ impl IntoResponse for IngestError {
 
 const MAX_RAW: usize = 64 * 1024;
 const MAX_REPORTED: usize = 100;
+/// Dead-letter records kept per request; the rest are summarised in one more record, so a
+/// body of garbage cannot multiply into millions of rows.
+pub const MAX_DEAD_LETTERS: usize = 1000;
 
 fn truncate(s: &str) -> String {
     if s.len() <= MAX_RAW {
@@ -95,12 +98,20 @@ fn truncate(s: &str) -> String {
 pub(crate) struct Rejects {
     rows: Vec<DeadLetterRecord>,
     report: Vec<Value>,
+    /// Rejected past [`MAX_DEAD_LETTERS`]: counted, summarised in one record.
+    more: usize,
+    more_source: String,
 }
 
 impl Rejects {
     fn add(&mut self, source: &str, line: usize, reason: String, raw: &str) {
         if self.report.len() < MAX_REPORTED {
             self.report.push(json!({ "line": line, "reason": reason }));
+        }
+        if self.rows.len() >= MAX_DEAD_LETTERS {
+            self.more += 1;
+            self.more_source = source.into();
+            return;
         }
         self.rows.push(DeadLetterRecord {
             ts: Micros(now_us()),
@@ -110,9 +121,28 @@ impl Rejects {
         });
     }
 
-    async fn store(&self, p: &Pipeline, source: &'static str) -> Result<(), IngestError> {
+    /// How many records were refused.
+    fn count(&self) -> usize {
+        self.rows.len() + self.more
+    }
+
+    async fn store(&mut self, p: &Pipeline, source: &'static str) -> Result<(), IngestError> {
+        if self.count() > 0 {
+            metrics::counter!(m::REJECTED, "receiver" => source).increment(self.count() as u64);
+        }
+        if self.more > 0 {
+            self.rows.push(DeadLetterRecord {
+                ts: Micros(now_us()),
+                source: std::mem::take(&mut self.more_source),
+                reason: format!(
+                    "{} more records of this request were refused; the first {MAX_DEAD_LETTERS} \
+                     are kept with their reasons",
+                    self.more
+                ),
+                raw: String::new(),
+            });
+        }
         if !self.rows.is_empty() {
-            metrics::counter!(m::REJECTED, "receiver" => source).increment(self.rows.len() as u64);
             p.write(&self.rows).await?;
         }
         Ok(())
@@ -120,7 +150,7 @@ impl Rejects {
 
     /// 200 when anything landed (or nothing was sent), 400 when every record was refused.
     fn response(self, accepted: usize) -> Response {
-        let rejected = self.rows.len();
+        let rejected = self.count();
         let status = if accepted == 0 && rejected > 0 {
             StatusCode::BAD_REQUEST
         } else {
@@ -252,32 +282,41 @@ async fn post_bulk(
     let rows = auth::in_scope(&who, rows, &mut rej, "bulk");
     s.pipeline.write(&rows).await?;
     rej.store(&s.pipeline, "bulk").await?;
-    let body = json!({ "took": start.elapsed().as_millis() as u64, "errors": !rej.rows.is_empty(), "items": items });
+    let body = json!({ "took": start.elapsed().as_millis() as u64, "errors": rej.count() > 0, "items": items });
     Ok(([("x-elastic-product", "Elasticsearch")], Json(body)).into_response())
 }
 
-/// JSON lines of a row type (from remote gateways: access logs and changes).
-async fn post_rows<R: Row + DeserializeOwned + apus_schema::Scoped + serde::Serialize>(
+/// JSON lines of a row type (from remote gateways: access logs and changes), parsed on a
+/// blocking thread.
+async fn post_rows<R>(
     s: &Receivers,
     who: &Principal,
     source: &'static str,
-    body: &[u8],
-) -> Result<Response, IngestError> {
+    body: Bytes,
+) -> Result<Response, IngestError>
+where
+    R: Row + DeserializeOwned + apus_schema::Scoped + serde::Serialize,
+{
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => source).increment(body.len() as u64);
-    let mut rows: Vec<R> = Vec::new();
-    let mut rej = Rejects::default();
-    for (n, line) in lines(body) {
-        match serde_json::from_slice::<R>(line) {
-            Ok(r) => rows.push(r),
-            Err(e) => rej.add(
-                source,
-                n,
-                format!("invalid record: {e}"),
-                &String::from_utf8_lossy(line),
-            ),
+    let (rows, mut rej) = tokio::task::spawn_blocking(move || {
+        let mut rows: Vec<R> = Vec::new();
+        let mut rej = Rejects::default();
+        for (n, line) in lines(&body) {
+            match serde_json::from_slice::<R>(line) {
+                Ok(r) => rows.push(r),
+                Err(e) => rej.add(
+                    source,
+                    n,
+                    format!("invalid record: {e}"),
+                    &String::from_utf8_lossy(line),
+                ),
+            }
         }
-    }
+        (rows, rej)
+    })
+    .await
+    .map_err(|e| IngestError::Store(e.to_string()))?;
     let rows = auth::in_scope(who, rows, &mut rej, source);
     s.pipeline.write(&rows).await?;
     rej.store(&s.pipeline, source).await?;
@@ -289,7 +328,7 @@ async fn post_access(
     Extension(who): Extension<Arc<Principal>>,
     body: Bytes,
 ) -> Result<Response, IngestError> {
-    post_rows::<AccessRecord>(&s, &who, "access", &body).await
+    post_rows::<AccessRecord>(&s, &who, "access", body).await
 }
 
 async fn post_changes(
@@ -297,7 +336,7 @@ async fn post_changes(
     Extension(who): Extension<Arc<Principal>>,
     body: Bytes,
 ) -> Result<Response, IngestError> {
-    post_rows::<ChangeRecord>(&s, &who, "changes", &body).await
+    post_rows::<ChangeRecord>(&s, &who, "changes", body).await
 }
 
 async fn post_metrics_text(
@@ -307,17 +346,22 @@ async fn post_metrics_text(
 ) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "metrics").increment(body.len() as u64);
-    let text = String::from_utf8_lossy(&body);
-    let now = now_us();
-    let mut rows = Vec::new();
-    let mut rej = Rejects::default();
-    for (n, line) in text.lines().enumerate() {
-        match parse_text_line(line, now) {
-            None => {}
-            Some(Ok(r)) => rows.push(r),
-            Some(Err(e)) => rej.add("metrics", n + 1, e, line),
+    let (rows, mut rej) = tokio::task::spawn_blocking(move || {
+        let text = String::from_utf8_lossy(&body);
+        let now = now_us();
+        let mut rows = Vec::new();
+        let mut rej = Rejects::default();
+        for (n, line) in text.lines().enumerate() {
+            match parse_text_line(line, now) {
+                None => {}
+                Some(Ok(r)) => rows.push(r),
+                Some(Err(e)) => rej.add("metrics", n + 1, e, line),
+            }
         }
-    }
+        (rows, rej)
+    })
+    .await
+    .map_err(|e| IngestError::Store(e.to_string()))?;
     let rows = auth::in_scope(&who, rows, &mut rej, "metrics");
     s.pipeline.write(&rows).await?;
     rej.store(&s.pipeline, "metrics").await?;
@@ -331,13 +375,18 @@ async fn post_remote_write(
 ) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "remote_write").increment(body.len() as u64);
-    match decode_remote_write(&body, s.pipeline.cfg.max_body_bytes * 8) {
+    let max_decoded = s.pipeline.cfg.max_body_bytes * 8;
+    let b = body.clone();
+    let decoded = tokio::task::spawn_blocking(move || decode_remote_write(&b, max_decoded))
+        .await
+        .map_err(|e| IngestError::Store(e.to_string()))?;
+    match decoded {
         Ok(rows) => {
             let mut rej = Rejects::default();
             let rows = auth::in_scope(&who, rows, &mut rej, "remote_write");
             s.pipeline.write(&rows).await?;
             rej.store(&s.pipeline, "remote_write").await?;
-            if rows.is_empty() && !rej.rows.is_empty() {
+            if rows.is_empty() && rej.count() > 0 {
                 return Err(IngestError::Forbidden(format!(
                     "every series is outside token `{}`'s scopes ({})",
                     who.name,
@@ -438,6 +487,20 @@ pub fn router(
 #[cfg(test)]
 mod retry_after_tests {
     use super::*;
+
+    #[test]
+    fn dead_letters_are_capped_per_request() {
+        // A body of garbage lines must not become millions of dead-letter rows.
+        let mut r = Rejects::default();
+        for i in 0..50_000 {
+            r.add("logs", i, "invalid JSON".into(), "{");
+        }
+        assert_eq!(r.rows.len(), MAX_DEAD_LETTERS);
+        assert_eq!(r.count(), 50_000);
+        assert_eq!(r.report.len(), MAX_REPORTED);
+        let resp = r.response(0);
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    }
 
     #[test]
     fn overload_tells_the_configured_wait() {

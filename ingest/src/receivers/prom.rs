@@ -83,29 +83,21 @@ pub fn decode_remote_write(
     let raw = snap::raw::Decoder::new()
         .decompress_vec(body)
         .map_err(|e| (400, format!("snappy: {e}")))?;
-    let req = WriteRequest::decode(raw.as_slice()).map_err(|e| (400, format!("protobuf: {e}")))?;
-    // Every sample becomes a row with its own copy of the series' labels: a long label on
-    // a series with many tiny samples would multiply a small body into gigabytes. Bound
-    // the rows' size before building them.
+    // Count what decoding will allocate before decoding: an empty series is 2 bytes on the
+    // wire but a struct of its own in memory, and every sample becomes a row with its own
+    // copy of the series' labels, so a small body could otherwise become gigabytes.
     let budget = max_decoded.saturating_mul(EXPANSION);
-    let mut need = 0usize;
-    for ts in &req.timeseries {
-        let labels: usize = ts
-            .labels
-            .iter()
-            .map(|l| 2 * (l.name.len() + l.value.len()) + 8)
-            .sum();
-        need = need.saturating_add((ROW_OVERHEAD + labels).saturating_mul(ts.samples.len()));
-        if need > budget {
-            return Err((
-                413,
-                format!(
-                    "the samples of this request expand to more than {budget} bytes of rows \
-                     (labels are copied per sample); send fewer samples per request"
-                ),
-            ));
-        }
+    let need = census(&raw, budget).map_err(|e| (400, format!("protobuf: {e}")))?;
+    if need > budget {
+        return Err((
+            413,
+            format!(
+                "this request decodes to more than {budget} bytes (series, labels and one row \
+                 per sample with its labels); send fewer samples (or series) per request"
+            ),
+        ));
     }
+    let req = WriteRequest::decode(raw.as_slice()).map_err(|e| (400, format!("protobuf: {e}")))?;
     let mut out = Vec::new();
     for ts in req.timeseries {
         let mut labels: BTreeMap<String, String> =
@@ -123,6 +115,83 @@ pub fn decode_remote_write(
         }
     }
     Ok(out)
+}
+
+fn varint(b: &mut &[u8]) -> Result<u64, String> {
+    let mut v = 0u64;
+    for shift in (0..64).step_by(7) {
+        let (&x, rest) = b.split_first().ok_or("truncated varint")?;
+        *b = rest;
+        v |= u64::from(x & 0x7f) << shift;
+        if x < 0x80 {
+            return Ok(v);
+        }
+    }
+    Err("varint longer than 10 bytes".into())
+}
+
+/// Walk the fields of one protobuf message without decoding them: `(field, wire type,
+/// payload)` for each (the payload of a length-delimited field, else empty).
+fn walk(mut b: &[u8], mut f: impl FnMut(u64, u64, &[u8])) -> Result<(), String> {
+    while !b.is_empty() {
+        let key = varint(&mut b)?;
+        let (field, wire) = (key >> 3, key & 7);
+        let payload: &[u8] = match wire {
+            0 => {
+                varint(&mut b)?;
+                &[]
+            }
+            1 | 5 => {
+                let n = if wire == 1 { 8 } else { 4 };
+                b = b.get(n..).ok_or("truncated fixed-width field")?;
+                &[]
+            }
+            2 => {
+                let n = usize::try_from(varint(&mut b)?).map_err(|_| "length overflow")?;
+                let p = b.get(..n).ok_or("truncated length-delimited field")?;
+                b = &b[n..];
+                p
+            }
+            w => return Err(format!("unsupported wire type {w}")),
+        };
+        f(field, wire, payload);
+    }
+    Ok(())
+}
+
+/// Bytes a `WriteRequest` will take decoded and expanded to rows, counted on the wire; stops
+/// counting once past `budget`.
+fn census(raw: &[u8], budget: usize) -> Result<usize, String> {
+    let mut need = 0usize;
+    let mut err = None;
+    walk(raw, |field, wire, series| {
+        if field != 1 || wire != 2 || need > budget || err.is_some() {
+            return;
+        }
+        let (mut labels, mut label_bytes, mut samples) = (0usize, 0usize, 0usize);
+        let r = walk(series, |f, w, p| match (f, w) {
+            (1, 2) => {
+                labels += 1;
+                label_bytes += p.len();
+            }
+            (2, 2) => samples += 1,
+            _ => {}
+        });
+        if let Err(e) = r {
+            err = Some(e);
+            return;
+        }
+        let decoded = std::mem::size_of::<TimeSeries>()
+            + labels * std::mem::size_of::<Label>()
+            + label_bytes
+            + samples * std::mem::size_of::<Sample>();
+        let rows = (ROW_OVERHEAD + 2 * label_bytes + 8 * labels).saturating_mul(samples);
+        need = need.saturating_add(decoded).saturating_add(rows);
+    })?;
+    match err {
+        Some(e) => Err(e),
+        None => Ok(need),
+    }
 }
 
 fn parse_labels(s: &str) -> Result<(BTreeMap<String, String>, &str), String> {
@@ -238,6 +307,37 @@ pub fn parse_text_line(line: &str, default_ts_us: i64) -> Option<Result<MetricRe
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn empty_series_are_counted_before_they_are_decoded() {
+        // 1M empty series: 2 MB on the wire, ~50 MB of structs once decoded.
+        let raw: Vec<u8> = [0x0a, 0x00].repeat(1_000_000);
+        let body = snap::raw::Encoder::new().compress_vec(&raw).unwrap();
+        let e = decode_remote_write(&body, 4 << 20).unwrap_err();
+        assert_eq!(e.0, 413, "{}", e.1);
+        // A real request still decodes.
+        let ok = WriteRequest {
+            timeseries: vec![TimeSeries {
+                labels: vec![Label {
+                    name: "__name__".into(),
+                    value: "up".into(),
+                }],
+                samples: vec![Sample {
+                    value: 1.0,
+                    timestamp: 1,
+                }],
+            }],
+        };
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&ok.encode_to_vec())
+            .unwrap();
+        assert_eq!(decode_remote_write(&body, 4 << 20).unwrap().len(), 1);
+        // Garbage on the wire is a 400, not a panic.
+        let body = snap::raw::Encoder::new()
+            .compress_vec(&[0x0a, 0xff])
+            .unwrap();
+        assert_eq!(decode_remote_write(&body, 4 << 20).unwrap_err().0, 400);
+    }
 
     #[test]
     fn non_ascii_label_names_are_refused_not_a_panic() {
