@@ -203,6 +203,23 @@ scopes = ["shop/prod"]
     };
     assert_eq!(sql(SCOPED_VIEWER).0, 403);
     assert_eq!(sql(ADMIN).0, 200);
+    // SQL that took the process down (repeat allocates outside the memory pool; a deep
+    // expression exhausts a stack) or reaches out (table functions) is refused up front.
+    let deep = format!("SELECT {}1", "1 + ".repeat(3000));
+    for bad in [
+        "SELECT length(repeat('x', 1000000000000)) AS n",
+        "SELECT * FROM generate_series(1, 1000000000000)",
+        "SELECT * FROM system.tables",
+        deep.as_str(),
+    ] {
+        let (st, body) = status(
+            bare.post(qu("/api/v1/sql"))
+                .bearer_auth(ADMIN)
+                .json(&json!({ "sql": bad })),
+        );
+        assert_eq!(st, 400, "{body}");
+    }
+    assert_eq!(status(bare.get(qu("/health"))).0, 200);
     // A text/plain POST (what any web page can send without a preflight) is refused.
     assert_eq!(
         status(

@@ -23,6 +23,7 @@ pub mod params;
 pub mod rank;
 pub mod rollup;
 pub mod rootcause;
+pub mod sqlcheck;
 
 pub use engine::{Engine, QueryConfig, Searcher};
 pub use error::QueryError;

@@ -14,6 +14,9 @@ use super::{json, Answer, Dialect, Origin, SqlBackend};
 use crate::local::LocalStore;
 use crate::StoreError;
 
+/// The largest answer to a user's SQL, in Arrow bytes (its JSON is of the same order).
+pub const MAX_ANSWER_BYTES: usize = 64 << 20;
+
 /// The embedded store as a [`SqlBackend`].
 pub struct LocalBackend {
     store: Arc<LocalStore>,
@@ -98,6 +101,13 @@ impl SqlBackend for LocalBackend {
             .collect()
             .await
             .map_err(|e| StoreError::Store(e.to_string()))?;
+        let bytes: usize = batches.iter().map(RecordBatch::get_array_memory_size).sum();
+        if bytes > MAX_ANSWER_BYTES {
+            return Err(StoreError::BadInput(format!(
+                "SQL: the answer is larger than {} MiB; select fewer columns or rows",
+                MAX_ANSWER_BYTES >> 20
+            )));
+        }
         let mut rows = json::rows(&batches);
         let truncated = rows.len() > max_rows;
         rows.truncate(max_rows);
