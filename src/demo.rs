@@ -21,6 +21,14 @@ pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<Stri
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
         let query = req.uri().query().unwrap_or("");
+        // `sleep_ms=N` answers after N ms (at most 60 s): a hung build, for timeout tests.
+        if let Some(ms) = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("sleep_ms="))
+            .and_then(|v| v.parse::<u64>().ok())
+        {
+            tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        }
         if let Some(t) = &fail {
             if query.split('&').any(|kv| kv == format!("orgId={t}")) {
                 return (

@@ -537,3 +537,31 @@ fn rules_check_command() {
         "{err}"
     );
 }
+
+#[test]
+fn a_hung_gray_build_times_out_with_504_instead_of_holding_requests() {
+    let (s1, g1) = (free_port(), free_port());
+    let _ups = [upstream(s1, "stable-1"), upstream(g1, "gray-1")];
+    // The gray pool answers reads within 300 ms or the request gets a 504.
+    let cfg = pools(&[s1], &[g1], 200).replace(
+        "name = \"gray\"\n",
+        "name = \"gray\"\nread_timeout_ms = 300\n",
+    );
+    let gw = Gateway::start(&format!("{cfg}{ROUTE}"));
+    let c = client();
+    let t = std::time::Instant::now();
+    let r = c
+        .get(gw.url("/orders?sleep_ms=5000"))
+        .header("x-tenant-id", "acme")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 504);
+    assert!(t.elapsed() < Duration::from_secs(3), "{:?}", t.elapsed());
+    // The stable pool keeps the default (30 s) and answers the slow request.
+    let (st, up, _, _) = get(
+        &c,
+        &gw.url("/orders?sleep_ms=600"),
+        &[("x-tenant-id", "zzz")],
+    );
+    assert_eq!((st, up.as_str()), (200, "stable-1"));
+}

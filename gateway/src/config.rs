@@ -93,6 +93,17 @@ pub struct PoolConfig {
     /// Health check of the pool's servers.
     #[serde(default)]
     pub health_check: HealthCheckConfig,
+    /// Longest wait for the next bytes of an upstream's response, ms (then 504): a hung
+    /// build must not hold requests forever.
+    #[serde(default = "default_io_timeout_ms")]
+    pub read_timeout_ms: u64,
+    /// Longest wait to write the request to an upstream, ms (then 504).
+    #[serde(default = "default_io_timeout_ms")]
+    pub write_timeout_ms: u64,
+}
+
+fn default_io_timeout_ms() -> u64 {
+    30_000
 }
 
 /// How a pool's servers are checked.

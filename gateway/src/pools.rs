@@ -100,6 +100,10 @@ pub struct Pool {
     drained: ArcSwap<HashSet<SocketAddr>>,
     /// Serialises membership updates (Pingora requires updates not to overlap).
     update_lock: tokio::sync::Mutex<()>,
+    /// Upstream read timeout (per read, not the whole response).
+    pub read_timeout: std::time::Duration,
+    /// Upstream write timeout.
+    pub write_timeout: std::time::Duration,
 }
 
 impl Pool {
@@ -166,6 +170,8 @@ impl Pool {
             pending,
             drained: ArcSwap::from_pointee(HashSet::new()),
             update_lock: tokio::sync::Mutex::new(()),
+            read_timeout: std::time::Duration::from_millis(cfg.read_timeout_ms.max(1)),
+            write_timeout: std::time::Duration::from_millis(cfg.write_timeout_ms.max(1)),
         });
         Ok((pool, bg))
     }

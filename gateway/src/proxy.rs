@@ -158,6 +158,8 @@ impl ProxyHttp for GatewayProxy {
         ctx.upstream_start = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
+        peer.options.read_timeout = Some(pool.read_timeout);
+        peer.options.write_timeout = Some(pool.write_timeout);
         Ok(Box::new(peer))
     }
 
@@ -215,6 +217,12 @@ impl ProxyHttp for GatewayProxy {
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let code = match e.etype() {
             ErrorType::HTTPStatus(c) => *c,
+            // A hung upstream: it counts as an error of its lane in the access log.
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if matches!(e.esource(), ErrorSource::Upstream) =>
+            {
+                504
+            }
             _ => match e.esource() {
                 ErrorSource::Upstream => 502,
                 ErrorSource::Downstream => match e.etype() {
