@@ -20,7 +20,7 @@ use crate::access_log::AccessLog;
 use crate::metrics as m;
 use crate::pools::Pool;
 use crate::state::{Current, ReleaseState};
-use crate::tagging::{client_ip, merge_baggage, new_request_id, valid_request_id};
+use crate::tagging::{client_ip, forwarded_for, merge_baggage, new_request_id, valid_request_id};
 use apus_schema::time::now_us;
 
 /// Per-request state. The decision and the rule set it came from live here so that a
@@ -103,7 +103,17 @@ impl ProxyHttp for GatewayProxy {
         let decided = {
             let req = session.req_header();
             let hv = HeaderView(&req.headers);
-            ctx.client = client_ip(peer, hv.get("x-forwarded-for"), &self.trusted);
+            let xff = if self.trusted.is_empty() {
+                None
+            } else {
+                forwarded_for(
+                    req.headers
+                        .get_all("x-forwarded-for")
+                        .iter()
+                        .map(|v| v.as_bytes()),
+                )
+            };
+            ctx.client = client_ip(peer, xff.as_deref(), &self.trusted);
             ctx.request_id = match hv.get("x-request-id") {
                 Some(id) if valid_request_id(id) => id.to_string(),
                 _ => new_request_id(),

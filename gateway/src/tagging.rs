@@ -47,6 +47,25 @@ pub fn merge_baggage(existing: Option<&str>, key: &str, value: &str) -> String {
 
 /// The client address: the socket peer, unless the peer is a trusted proxy and sent
 /// `X-Forwarded-For`, in which case the right-most untrusted address in that list.
+/// Every `X-Forwarded-For` line of a request, joined in order (RFC 9110: repeated fields
+/// are one comma-separated list). Reading only the first line would let a client's own
+/// line win over the one a trusted proxy appended. A line that is not text becomes a
+/// malformed hop, so nothing left of it is believed.
+pub fn forwarded_for<'a>(lines: impl Iterator<Item = &'a [u8]>) -> Option<String> {
+    let mut out: Option<String> = None;
+    for l in lines {
+        let l = std::str::from_utf8(l).unwrap_or("?");
+        match &mut out {
+            Some(s) => {
+                s.push(',');
+                s.push_str(l);
+            }
+            None => out = Some(l.to_string()),
+        }
+    }
+    out
+}
+
 pub fn client_ip(peer: IpAddr, xff: Option<&str>, trusted: &CidrSet) -> IpAddr {
     if trusted.is_empty() || !trusted.contains(peer) {
         return peer;
@@ -113,5 +132,13 @@ mod tests {
             "10.0.0.2".parse::<IpAddr>().unwrap()
         );
         assert_eq!(client_ip(lo, Some("1.2.3.4"), &CidrSet::default()), lo);
+        // Two header lines: the client's own, then the one our proxy appended.
+        let lines = [&b"6.6.6.6"[..], &b"203.0.113.5"[..]];
+        let joined = forwarded_for(lines.into_iter()).unwrap();
+        assert_eq!(client_ip(lo, Some(&joined), &trusted), ext);
+        let bad = [&b"203.0.113.5"[..], &b"\xff"[..]];
+        let joined = forwarded_for(bad.into_iter()).unwrap();
+        assert_eq!(client_ip(lo, Some(&joined), &trusted), lo);
+        assert_eq!(forwarded_for(std::iter::empty()), None);
     }
 }
