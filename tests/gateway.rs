@@ -565,3 +565,28 @@ fn a_hung_gray_build_times_out_with_504_instead_of_holding_requests() {
     );
     assert_eq!((st, up.as_str()), (200, "stable-1"));
 }
+
+#[test]
+fn runtime_servers_must_be_in_the_upstream_allow_list() {
+    let (s1, g1) = (free_port(), free_port());
+    let _ups = [upstream(s1, "stable-1"), upstream(g1, "gray-1")];
+    let gw = Gateway::start(&format!(
+        "upstream_allow = [\"10.0.0.0/8\"]\n{}{ROUTE}",
+        pools(&[s1], &[g1], 200)
+    ));
+    let c = client();
+    // The query API on loopback is not a server a pool may get.
+    let r = c
+        .post(gw.admin_url("/admin/v1/pools/stable/servers"))
+        .json(&json!({"addr": "127.0.0.1:3000"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert!(r.text().unwrap().contains("upstream_allow"));
+    let r = c
+        .post(gw.admin_url("/admin/v1/pools/stable/servers"))
+        .json(&json!({"addr": "10.1.2.3:8080"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

@@ -47,6 +47,12 @@ pub struct GatewayConfig {
     /// How many servers of a pool to try when connecting fails.
     #[serde(default = "default_max_tries")]
     pub max_tries: usize,
+    /// Networks (CIDRs) servers added through the admin API must be in. Empty: anything but
+    /// loopback, link-local and unspecified addresses when the proxy listens beyond
+    /// loopback (so a release manager cannot put the query API or a metadata service
+    /// behind the public listener).
+    #[serde(default)]
+    pub upstream_allow: Vec<String>,
     /// Upstream connect timeout in milliseconds.
     #[serde(default = "default_connect_timeout_ms")]
     pub connect_timeout_ms: u64,
@@ -248,6 +254,62 @@ fn read_regular(full: &Path, cap: u64) -> Result<String, String> {
     Ok(text)
 }
 
+/// Which servers the admin API may add to a pool.
+#[derive(Debug, Clone, Default)]
+pub struct UpstreamPolicy {
+    allow: apus_rules::CidrSet,
+    deny_local: bool,
+}
+
+impl UpstreamPolicy {
+    /// The policy of `cfg` (its `upstream_allow` CIDRs, checked by `validate`).
+    pub fn of(cfg: &GatewayConfig) -> UpstreamPolicy {
+        let nets: Vec<IpNet> = cfg
+            .upstream_allow
+            .iter()
+            .filter_map(|c| parse_net(c).ok())
+            .collect();
+        UpstreamPolicy {
+            allow: apus_rules::CidrSet::new(&nets),
+            deny_local: !apus_auth::is_loopback(&cfg.listen),
+        }
+    }
+
+    /// Whether `addr` may be added at runtime; the reason when not.
+    pub fn check(&self, addr: SocketAddr) -> Result<(), String> {
+        let ip = addr.ip();
+        if ip.is_unspecified() || ip.is_multicast() {
+            return Err(format!("{ip} is not a server address"));
+        }
+        if !self.allow.is_empty() {
+            return if self.allow.contains(ip) {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{ip} is outside the gateway's upstream_allow networks"
+                ))
+            };
+        }
+        let link_local = match ip {
+            std::net::IpAddr::V4(v4) => v4.is_link_local(),
+            std::net::IpAddr::V6(v6) => (v6.segments()[0] & 0xffc0) == 0xfe80,
+        };
+        if self.deny_local && (ip.is_loopback() || link_local) {
+            return Err(format!(
+                "{ip} is loopback or link-local and the proxy listens beyond loopback; list \
+                 it in upstream_allow to allow it"
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn parse_net(s: &str) -> Result<IpNet, String> {
+    s.parse::<IpNet>()
+        .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+        .map_err(|_| format!("`{s}` is not a CIDR or an address"))
+}
+
 impl GatewayConfig {
     /// The token to present to the ingest node: the config's, else `$APUS_INGEST_TOKEN`.
     pub fn ingest_token(&self) -> Option<String> {
@@ -299,6 +361,11 @@ impl GatewayConfig {
                 self.tag_header
             ));
         }
+        for n in &self.upstream_allow {
+            if let Err(e) = parse_net(n) {
+                return bad(format!("upstream_allow: {e}"));
+            }
+        }
         for t in &self.trusted_proxies {
             if t.parse::<IpNet>().is_err() && t.parse::<std::net::IpAddr>().is_err() {
                 return bad(format!("trusted_proxies: bad CIDR `{t}`"));
@@ -345,6 +412,29 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_servers_are_checked_against_the_upstream_policy() {
+        let mut cfg: GatewayConfig = GatewayConfig::from_toml("listen = \"0.0.0.0:8080\"").unwrap();
+        let p = UpstreamPolicy::of(&cfg);
+        let a = |s: &str| s.parse::<SocketAddr>().unwrap();
+        assert!(p.check(a("10.1.2.3:80")).is_ok());
+        for bad in [
+            "127.0.0.1:3000",
+            "169.254.169.254:80",
+            "[::1]:9901",
+            "0.0.0.0:80",
+        ] {
+            assert!(p.check(a(bad)).is_err(), "{bad}");
+        }
+        cfg.listen = "127.0.0.1:8080".into();
+        assert!(UpstreamPolicy::of(&cfg).check(a("127.0.0.1:3000")).is_ok());
+        cfg.upstream_allow = vec!["10.0.0.0/8".into()];
+        let p = UpstreamPolicy::of(&cfg);
+        assert!(p.check(a("10.9.9.9:80")).is_ok());
+        assert!(p.check(a("192.168.1.1:80")).is_err());
+        assert!(p.check(a("127.0.0.1:80")).is_err());
+    }
 
     #[test]
     fn tenants_files_are_regular_files_under_the_config_dir() {

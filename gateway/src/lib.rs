@@ -133,6 +133,7 @@ pub fn build(
             prometheus,
             control: cfg.control.clone(),
             approvals: Arc::new(cfg.approvals.clone()),
+            upstreams: Arc::new(config::UpstreamPolicy::of(cfg)),
         },
     )?;
     server.add_service(admin);

@@ -45,6 +45,8 @@ pub struct AdminState {
     pub(crate) control: String,
     /// Protected envs and the approvals a change there needs.
     pub(crate) approvals: Arc<BTreeMap<String, u32>>,
+    /// Which servers may be added at runtime.
+    pub(crate) upstreams: Arc<crate::config::UpstreamPolicy>,
 }
 
 /// A JSON answer, with the version it reflects as an `ETag` when it has one.

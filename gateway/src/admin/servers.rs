@@ -153,6 +153,14 @@ pub(super) async fn server_op(
             )
         };
         let base = base_version(h, base)?;
+        if op == ServerOp::Add {
+            let a: std::net::SocketAddr = addr
+                .parse()
+                .map_err(|_| GatewayError::BadRequest(format!("`{addr}` is not ip:port")))?;
+            s.upstreams.check(a).map_err(|why| {
+                GatewayError::Forbidden(format!("server {addr} may not be added: {why}"))
+            })?;
+        }
         s.release
             .change(base, &t.name, &reason, |cur| {
                 server_edit(cur, t, op, pool, &addr)
