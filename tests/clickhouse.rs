@@ -358,3 +358,38 @@ fn two_shard_cluster_rankings_and_search_span_both_nodes() {
     assert_eq!(st, 502, "a node down fails the search: {body}");
     drop(i1);
 }
+
+/// The server dies while a query runs: the query API answers "unavailable" (502) with the
+/// reason, at once, instead of hanging.
+#[test]
+fn clickhouse_dying_mid_query_is_a_clear_unavailable() {
+    use apus_query::engine::Limits;
+    use apus_query::{Engine, QueryError, Searcher};
+    use apus_store::clickhouse::read::{ClickHouseBackend, ReadLimits};
+    use apus_store::clickhouse::{ChClient, ChUrl};
+    let mut ch = ClickHouse::start("midquery");
+    let url = ChUrl::parse(&ch.url("default")).unwrap();
+    let backend = ClickHouseBackend::new(ChClient::new(url), false, ReadLimits::default());
+    let engine = Engine::with_backend(
+        std::sync::Arc::new(backend),
+        Searcher::Off,
+        Limits::default(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let started = std::time::Instant::now();
+    // A query that takes 3 s on the server.
+    let task = rt.spawn(async move { engine.user_sql("SELECT sleep(3) AS s", 10).await });
+    std::thread::sleep(Duration::from_millis(700));
+    ch.down();
+    let r = rt.block_on(task).unwrap();
+    let Err(QueryError::Unavailable(why)) = r else {
+        panic!("expected unavailable, got {r:?}")
+    };
+    assert!(why.contains("clickhouse"), "{why}");
+    assert_eq!(QueryError::Unavailable(why).status().as_u16(), 502);
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}

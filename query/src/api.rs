@@ -66,6 +66,9 @@ struct Page {
     took_ms: f64,
 }
 
+/// The deepest hit a search page may reach (`offset + limit`).
+pub const MAX_RESULT_WINDOW: usize = 10_000;
+
 /// A page of log search hits.
 #[derive(Serialize)]
 struct SearchPage {
@@ -214,15 +217,21 @@ async fn search(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
         &apus_store::search::DIMENSIONS,
         &["q", "limit", "offset"],
     )?;
-    let limit = p.usize_opt("limit", 50, 1000)?;
+    // As Elasticsearch's `max_result_window`: a page ends within the first 10 000 hits.
+    // A query node fanning out asks each node for `offset + limit` hits, so the same
+    // window holds on every node and paging works to its end, local or remote.
+    let limit = p.usize_opt("limit", 50, MAX_RESULT_WINDOW)?;
     let offset = match p.opt("offset") {
         None => 0,
         Some(v) => v
             .parse::<usize>()
             .ok()
-            .filter(|o| *o <= 100_000)
+            .filter(|o| o + limit <= MAX_RESULT_WINDOW)
             .ok_or_else(|| {
-                QueryError::BadRequest(format!("`offset` must be 0 to 100000, got `{v}`"))
+                QueryError::BadRequest(format!(
+                    "`offset` + `limit` must be at most {MAX_RESULT_WINDOW}, got `{v}` + {limit}; \
+                     narrow the time range or the query"
+                ))
             })?,
     };
     let r = a

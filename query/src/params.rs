@@ -51,7 +51,7 @@ pub fn parse_time(s: &str, now_us: i64) -> Result<i64, QueryError> {
             .and_then(|v| v.checked_mul(1_000_000))
             .filter(|v| *v >= 0 && *v <= MAX_RANGE_US * 10)
             .ok_or_else(bad)?;
-        return Ok(now_us - back);
+        return Ok(now_us.saturating_sub(back));
     }
     if !t.is_empty() && t.bytes().all(|b| b.is_ascii_digit()) {
         let v: i64 = t.parse().map_err(|_| bad())?;
@@ -117,13 +117,14 @@ impl Params {
             }
         }
         let to_us = to.unwrap_or(now_us);
-        let from_us = from.unwrap_or(to_us - 3_600_000_000);
+        let from_us = from.unwrap_or(to_us.saturating_sub(3_600_000_000));
         if from_us >= to_us {
             return Err(QueryError::BadRequest(format!(
                 "bad time range: from ({from_us} µs) must be before to ({to_us} µs)"
             )));
         }
-        if to_us - from_us > MAX_RANGE_US {
+        // Checked: `from` in year 0 and `to` near i64::MAX would overflow.
+        if to_us.checked_sub(from_us).is_none_or(|d| d > MAX_RANGE_US) {
             return Err(QueryError::BadRequest(
                 "bad time range: at most 400 days per request".into(),
             ));
@@ -216,6 +217,20 @@ mod tests {
         for bad in ["yesterday", "now-5y", "now-m", "", "now-99999999999999d"] {
             assert!(parse_time(bad, NOW).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn extreme_ranges_are_a_400_not_an_overflow() {
+        let p = Params::parse(
+            &pairs(&[
+                ("from", "0000-01-01T00:00:00Z"),
+                ("to", "9223372036854775807"),
+            ]),
+            &[],
+            &[],
+            NOW,
+        );
+        assert!(matches!(p, Err(QueryError::BadRequest(_))), "{p:?}");
     }
 
     #[test]

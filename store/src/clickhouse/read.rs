@@ -67,6 +67,7 @@ impl ChClient {
         sql: &str,
         params: &[(&str, String)],
         cap: usize,
+        timeout: Duration,
     ) -> Result<Vec<Row>, (bool, String)> {
         let base = &self.url.base;
         let body = format!("{} FORMAT JSON", sql.trim().trim_end_matches(';'));
@@ -75,6 +76,7 @@ impl ChClient {
             .post(base)
             .query(&[("database", self.url.database.as_str())])
             .query(params)
+            .timeout(timeout)
             .body(body)
             .send()
             .await
@@ -143,7 +145,14 @@ impl SqlBackend for ClickHouseBackend {
         }
         let mut rows = match self
             .client
-            .select(sql, &params, self.limits.answer_bytes)
+            // The server stops the query at `max_execution_time`; the client waits a little
+            // longer so the server's own reason arrives rather than a client timeout.
+            .select(
+                sql,
+                &params,
+                self.limits.answer_bytes,
+                self.limits.timeout + Duration::from_secs(5),
+            )
             .await
         {
             Ok(rows) => rows,
