@@ -590,3 +590,20 @@ fn runtime_servers_must_be_in_the_upstream_allow_list() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
 }
+
+#[test]
+fn a_change_that_cannot_be_audited_is_refused() {
+    let (s1, g1) = (free_port(), free_port());
+    let _ups = [upstream(s1, "stable-1"), upstream(g1, "gray-1")];
+    let gw = Gateway::start(&format!(
+        "history_file = \"/nonexistent-apus-dir/history.jsonl\"\n{}{ROUTE}",
+        pools(&[s1], &[g1], 200)
+    ));
+    let c = client();
+    let (st, body) = set_rules(&c, &gw, ADMIN, json!([]));
+    assert_eq!(st, 503, "{body}");
+    assert!(body["error"].as_str().unwrap().contains("history file"));
+    // Nothing changed: acme still lands on gray.
+    let (_, up, _, _) = get(&c, &gw.url("/"), &[("x-tenant-id", "acme")]);
+    assert_eq!(up, "gray-1");
+}

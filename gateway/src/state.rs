@@ -353,6 +353,23 @@ impl ReleaseState {
             self.catch_up(b).await;
         }
         let _serial = self.change_lock.lock().await;
+        // The audit copy must be writable before anything is committed: a change that
+        // could not be audited is refused rather than made silently.
+        let audit = match &self.history_file {
+            Some(path) => Some(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(path)
+                    .map_err(|e| {
+                        GatewayError::Unavailable(format!(
+                            "the history file {} cannot be written ({e}); change refused",
+                            path.display()
+                        ))
+                    })?,
+            ),
+            None => None,
+        };
         for _ in 0..8 {
             let cur = self.load_full();
             if let Some(b) = base {
@@ -368,7 +385,7 @@ impl ReleaseState {
             match self.control.commit(change.clone()).await {
                 Ok(()) => {
                     self.install_compiled(&change, rules).await;
-                    self.announce(&rec);
+                    self.announce(&rec, audit);
                     return Ok(rec);
                 }
                 Err(ControlError::Conflict { current, .. }) if base.is_none() => {
@@ -495,18 +512,15 @@ impl ReleaseState {
         }
     }
 
-    fn announce(&self, rec: &ChangeRecord) {
+    fn announce(&self, rec: &ChangeRecord, audit: Option<std::fs::File>) {
         tracing::info!(kind = %rec.kind, actor = %rec.actor, scope = %rec.scope,
             from = rec.from_version, to = rec.to_version, summary = %rec.summary, "change applied");
-        if let Some(path) = &self.history_file {
+        if let Some(mut f) = audit {
             let line = serde_json::to_string(rec).unwrap_or_default();
-            let res = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(path)
-                .and_then(|mut f| writeln!(f, "{line}"));
-            if let Err(e) = res {
-                tracing::error!(error = %e, path = %path.display(), "could not append to the history file");
+            if let Err(e) = writeln!(f, "{line}").and_then(|()| f.sync_data()) {
+                // Opened a moment ago; the control store holds the change and its audit
+                // fields either way.
+                tracing::error!(error = %e, "could not append to the history file");
             }
         }
         for l in self

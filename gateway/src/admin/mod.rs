@@ -95,8 +95,11 @@ pub(super) fn authenticate(
 
 /// Whether `t` may change something in `project`/`env`.
 pub(super) fn may_change(t: &Principal, project: &str, env: &str) -> Result<(), GatewayError> {
-    t.check(Action::Change, project, env)
-        .map_err(|e| GatewayError::Forbidden(e.to_string()))
+    t.check(Action::Change, project, env).map_err(|e| {
+        // Denied attempts are audited with who tried, where.
+        tracing::warn!(actor = %t.name, project, env, error = %e, "admin API: change denied");
+        GatewayError::Forbidden(e.to_string())
+    })
 }
 
 fn count(kind: &'static str, r: &Result<impl Sized, GatewayError>) {
