@@ -4,6 +4,7 @@ mod demo;
 mod logs_cmd;
 mod rules_cmd;
 mod run;
+mod serve;
 mod slowlog_cmd;
 
 use std::path::{Path, PathBuf};

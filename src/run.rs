@@ -110,11 +110,12 @@ fn serve(
     let _guard = rt.enter();
     let l = tokio::net::TcpListener::from_std(listener)?;
     tracing::info!(addr = ?l.local_addr().ok(), "{what} listening");
-    rt.spawn(async move {
-        if let Err(e) = axum::serve(l, app).await {
-            tracing::error!(error = %e, "{what} server stopped");
-        }
-    });
+    rt.spawn(crate::serve::serve(
+        l,
+        app,
+        what,
+        crate::serve::HttpLimits::from_env(),
+    ));
     Ok(())
 }
 

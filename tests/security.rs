@@ -23,7 +23,7 @@ struct Run {
     dir: std::path::PathBuf,
 }
 
-fn start(extra_tokens: &str, with_config_token: bool) -> Run {
+fn start(extra_tokens: &str, with_config_token: bool, env: &[(&str, &str)]) -> Run {
     let (up, port, admin, ing, q) = (
         free_port(),
         free_port(),
@@ -80,6 +80,7 @@ stable_pool = "stable"
     }
     let child = Command::new(BIN)
         .args(&args)
+        .envs(env.iter().copied())
         .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
         .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
         .spawn()
@@ -125,7 +126,7 @@ role = "viewer"
 scopes = ["shop/prod"]
 "#
     );
-    let r = start(&tokens, true);
+    let r = start(&tokens, true, &[]);
     let bare = bare_client();
     let ing = |p: &str| format!("http://127.0.0.1:{}{p}", r.ing);
     let qu = |p: &str| format!("http://127.0.0.1:{}{p}", r.q);
@@ -246,7 +247,7 @@ scopes = ["shop/prod"]
 
 #[test]
 fn first_start_creates_and_prints_an_admin_token() {
-    let r = start("", false);
+    let r = start("", false, &[]);
     let path = r.dir.join("data/auth/admin.token");
     let token = std::fs::read_to_string(&path).unwrap().trim().to_string();
     #[cfg(unix)]
@@ -268,5 +269,72 @@ fn first_start_creates_and_prints_an_admin_token() {
     };
     assert_eq!(q(None), 401);
     assert_eq!(q(Some(&token)), 200);
+    let _ = std::fs::remove_dir_all(&r.dir);
+}
+
+/// Slowloris (headers a byte at a time) and stalled bodies on the receivers: the server
+/// closes them at its deadlines, and other clients keep their latency meanwhile.
+#[test]
+fn slow_clients_are_cut_off_and_others_keep_their_latency() {
+    use std::io::{Read, Write};
+    let r = start(
+        "",
+        true,
+        &[
+            ("APUS_HTTP_HEADER_TIMEOUT_MS", "1000"),
+            ("APUS_HTTP_BODY_IDLE_MS", "1000"),
+        ],
+    );
+    let addr = format!("127.0.0.1:{}", r.ing);
+    // 50 connections that never finish their headers.
+    let mut slow: Vec<std::net::TcpStream> = (0..50)
+        .map(|_| {
+            let mut s = std::net::TcpStream::connect(&addr).unwrap();
+            s.write_all(b"POST /ingest/v1/logs HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+                .unwrap();
+            s
+        })
+        .collect();
+    // One that sends its headers, then stalls in the body.
+    let mut stalled = std::net::TcpStream::connect(&addr).unwrap();
+    write!(
+        stalled,
+        "POST /ingest/v1/logs HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {ADMIN}\r\n\
+         Content-Length: 1000\r\n\r\n{{\"message\":"
+    )
+    .unwrap();
+    // Meanwhile, a normal client is served promptly.
+    let c = client();
+    for _ in 0..5 {
+        let t = std::time::Instant::now();
+        let st = c
+            .post(format!("http://{addr}/ingest/v1/logs"))
+            .body("{\"message\":\"ok\"}\n")
+            .send()
+            .unwrap()
+            .status();
+        assert_eq!(st.as_u16(), 200);
+        assert!(
+            t.elapsed() < Duration::from_millis(500),
+            "{:?}",
+            t.elapsed()
+        );
+    }
+    std::thread::sleep(Duration::from_millis(2500));
+    // The server has closed every slow connection: reads end (EOF or reset).
+    for s in slow.iter_mut().chain(std::iter::once(&mut stalled)) {
+        s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        let mut buf = Vec::new();
+        match s.read_to_end(&mut buf) {
+            Ok(_) => {}
+            Err(e) => assert!(
+                matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
+                ),
+                "connection still open: {e}"
+            ),
+        }
+    }
     let _ = std::fs::remove_dir_all(&r.dir);
 }

@@ -1,0 +1,142 @@
+//! The accept loop of the ingest and query listeners, hardened against slow and greedy
+//! clients: headers must arrive within a deadline (slowloris), a request body may not stall
+//! longer than an idle limit (slow bodies), and a listener holds a bounded number of
+//! connections (the rest are closed at once and counted), so one client cannot hold the
+//! process's sockets, tasks or memory.
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use axum::body::Bytes;
+use hyper::body::{Body as HttpBody, Frame, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tower::ServiceExt as _;
+
+/// Limits of one listener.
+#[derive(Debug, Clone, Copy)]
+pub struct HttpLimits {
+    /// Time to read a request's headers (also how long an idle keep-alive connection lives).
+    pub header_timeout: Duration,
+    /// Longest pause between two pieces of a request body.
+    pub body_idle: Duration,
+    /// Connections served at once; more are closed on accept.
+    pub max_connections: usize,
+}
+
+impl HttpLimits {
+    /// The defaults (10 s headers, 30 s body idle, 4096 connections), each overridable
+    /// with `APUS_HTTP_HEADER_TIMEOUT_MS`, `APUS_HTTP_BODY_IDLE_MS`,
+    /// `APUS_HTTP_MAX_CONNECTIONS`.
+    pub fn from_env() -> HttpLimits {
+        let env = |k: &str, d: u64| {
+            std::env::var(k)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .filter(|v| *v > 0)
+                .unwrap_or(d)
+        };
+        HttpLimits {
+            header_timeout: Duration::from_millis(env("APUS_HTTP_HEADER_TIMEOUT_MS", 10_000)),
+            body_idle: Duration::from_millis(env("APUS_HTTP_BODY_IDLE_MS", 30_000)),
+            max_connections: env("APUS_HTTP_MAX_CONNECTIONS", 4096) as usize,
+        }
+    }
+}
+
+/// Serve `app` on `listener` until the runtime stops.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    what: &'static str,
+    limits: HttpLimits,
+) {
+    let slots = Arc::new(tokio::sync::Semaphore::new(limits.max_connections));
+    loop {
+        let (stream, _peer) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                // Out of file descriptors and the like: back off instead of spinning.
+                tracing::warn!(error = %e, "{what}: accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            metrics::counter!("apus_http_connections_refused_total", "listener" => what)
+                .increment(1);
+            drop(stream);
+            continue;
+        };
+        let _ = stream.set_nodelay(true);
+        let app = app.clone();
+        tokio::spawn(async move {
+            let _slot = slot;
+            let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let app = app.clone();
+                let req = req.map(|b| axum::body::Body::new(IdleBody::new(b, limits.body_idle)));
+                app.oneshot(req)
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_timeout)
+                .serve_connection(TokioIo::new(stream), svc);
+            if let Err(e) = conn.await {
+                tracing::debug!(error = %e, "{what}: connection closed");
+            }
+        });
+    }
+}
+
+/// A request body that fails when no data arrives for `idle`.
+struct IdleBody {
+    inner: Incoming,
+    idle: Duration,
+    timer: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl IdleBody {
+    fn new(inner: Incoming, idle: Duration) -> IdleBody {
+        IdleBody {
+            inner,
+            idle,
+            timer: Box::pin(tokio::time::sleep(idle)),
+        }
+    }
+}
+
+impl HttpBody for IdleBody {
+    type Data = Bytes;
+    type Error = Box<dyn std::error::Error + Send + Sync>;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        match Pin::new(&mut self.inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                let deadline = tokio::time::Instant::now() + self.idle;
+                self.timer.as_mut().reset(deadline);
+                Poll::Ready(r.map(|f| f.map_err(Into::into)))
+            }
+            Poll::Pending => match self.timer.as_mut().poll(cx) {
+                Poll::Ready(()) => Poll::Ready(Some(Err(format!(
+                    "the request body stalled for more than {} ms",
+                    self.idle.as_millis()
+                )
+                .into()))),
+                Poll::Pending => Poll::Pending,
+            },
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
