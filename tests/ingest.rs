@@ -366,3 +366,83 @@ fn collector_follows_rotation_keeps_traces_whole_and_resumes_after_kill() {
     assert_eq!(d.count("SELECT count(DISTINCT message) FROM logs"), 9);
     assert_eq!(d.count("SELECT count(*) FROM logs WHERE exception = 'java.lang.IllegalStateException' AND pool = 'gray'"), 1);
 }
+
+/// 16 clients posting 1 MB bodies as fast as they can against receivers allowed 4 MiB in
+/// flight: the excess gets 429 with `Retry-After`, memory stays bounded, and the node
+/// answers normally as soon as the load stops.
+#[test]
+fn overload_gets_429_with_retry_after_bounded_memory_and_recovery() {
+    let dir = tmpdir("overload");
+    let cfg = dir.with_extension("toml");
+    std::fs::write(&cfg, "max_inflight_bytes = 4194304\n").unwrap();
+    let ing = Ingest::start_with(&dir, free_port(), &["--config", cfg.to_str().unwrap()], &[]);
+    let pid = ing.proc.0.id();
+    let rss_mb = move || -> u64 {
+        std::fs::read_to_string(format!("/proc/{pid}/status"))
+            .ok()
+            .and_then(|s| {
+                s.lines()
+                    .find(|l| l.starts_with("VmRSS:"))
+                    .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+            })
+            .unwrap_or(0)
+            / 1024
+    };
+    let line = format!(
+        "{{\"message\":\"checkout {} failed for order\",\"level\":\"ERROR\",\"project\":\"shop\"}}\n",
+        "x".repeat(150)
+    );
+    let body = line.repeat((1 << 20) / line.len());
+    let url = ing.url("/ingest/v1/logs");
+    let stop = Arc::new(AtomicBool::new(false));
+    let counts = Arc::new(Mutex::new((0u64, 0u64, 0u64)));
+    let start_rss = rss_mb();
+    let workers: Vec<_> = (0..16)
+        .map(|_| {
+            let (stop, counts, body, url) =
+                (stop.clone(), counts.clone(), body.clone(), url.clone());
+            std::thread::spawn(move || {
+                let c = client();
+                while !stop.load(Ordering::Relaxed) {
+                    let Ok(r) = c.post(&url).body(body.clone()).send() else {
+                        continue;
+                    };
+                    let mut k = counts.lock().unwrap();
+                    match r.status().as_u16() {
+                        200 => k.0 += 1,
+                        429 => {
+                            assert!(r.headers().contains_key("retry-after"));
+                            k.1 += 1;
+                        }
+                        _ => k.2 += 1,
+                    }
+                }
+            })
+        })
+        .collect();
+    let mut max_rss = 0;
+    let t = std::time::Instant::now();
+    while t.elapsed() < Duration::from_secs(8) {
+        max_rss = max_rss.max(rss_mb());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for w in workers {
+        w.join().unwrap();
+    }
+    let (ok, throttled, other) = *counts.lock().unwrap();
+    eprintln!(
+        "overload: {ok} × 200, {throttled} × 429, {other} other in 8 s; RSS {start_rss} MB → max {max_rss} MB"
+    );
+    assert!(ok > 0 && throttled > 0, "{ok} ok, {throttled} throttled");
+    assert_eq!(other, 0);
+    assert!(max_rss < 1536, "RSS reached {max_rss} MB");
+    // Recovery: the next request is served.
+    std::thread::sleep(Duration::from_millis(500));
+    let r = client()
+        .post(&url)
+        .body("{\"message\":\"after\"}\n")
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+}

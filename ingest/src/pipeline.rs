@@ -48,6 +48,9 @@ pub struct IngestConfig {
     pub max_memory_bytes: usize,
     /// Request body limit (413 above it); the slow-log receiver streams and is exempt.
     pub max_body_bytes: usize,
+    /// Request bytes each receiver holds in flight at once; past it, 429 with
+    /// `Retry-After` (bounds memory under overload: parsing expands a body a few times).
+    pub max_inflight_bytes: usize,
     /// Days of Parquet partitions kept.
     pub retention_days: u32,
     /// Merge a closed hour's files once it has this many.
@@ -75,6 +78,7 @@ impl Default for IngestConfig {
             flush_bytes: 64 << 20,
             max_memory_bytes: 1 << 30,
             max_body_bytes: 32 << 20,
+            max_inflight_bytes: 128 << 20,
             retention_days: 7,
             compact_min_files: 6,
             retry_after_s: 1,

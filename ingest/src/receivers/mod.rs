@@ -14,6 +14,7 @@
 //! limit get 413; overload gets 429 with `Retry-After`. Every 2xx means durable.
 
 mod auth;
+mod budget;
 mod bulk;
 mod fields;
 mod logs;
@@ -453,6 +454,7 @@ pub fn router(
     tokens: Arc<Tokens>,
 ) -> Router {
     let limit = pipeline.cfg.max_body_bytes;
+    let (inflight, retry_after_s) = (pipeline.cfg.max_inflight_bytes, pipeline.cfg.retry_after_s);
     let state = Receivers {
         pipeline,
         miner: Arc::new(SharedMiner::new(MinerConfig::default())),
@@ -477,6 +479,11 @@ pub fn router(
             post(post_slowlog).layer(DefaultBodyLimit::disable()),
         )
         .layer(DefaultBodyLimit::max(limit))
+        // Inner to the token check: an unauthenticated request takes no budget.
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(budget::Budgets::new(inflight, retry_after_s)),
+            budget::admit,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             tokens,
             auth::authorize,
