@@ -60,6 +60,10 @@ impl IngestError {
             IngestError::Forbidden(_) => StatusCode::FORBIDDEN,
             IngestError::Overloaded(..) => StatusCode::TOO_MANY_REQUESTS,
             IngestError::Wal(WalError::Stopped) => StatusCode::SERVICE_UNAVAILABLE,
+            // The disk is full: nothing was acknowledged; retry when space returns.
+            IngestError::Wal(WalError::Io(e)) if e.kind() == std::io::ErrorKind::StorageFull => {
+                StatusCode::INSUFFICIENT_STORAGE
+            }
             _ => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

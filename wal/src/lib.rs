@@ -78,7 +78,7 @@ struct Append<T> {
     kind: u8,
     payload: Bytes,
     item: Option<T>,
-    done: oneshot::Sender<Result<u64, String>>,
+    done: oneshot::Sender<Result<u64, (std::io::ErrorKind, String)>>,
 }
 
 /// Handle to the WAL: cheap to clone. `T` is the decoded form appenders may attach.
@@ -237,7 +237,7 @@ impl<T: Send + 'static> Wal<T> {
         }
         match rx.await {
             Ok(Ok(seq)) => Ok(seq),
-            Ok(Err(e)) => Err(WalError::Io(std::io::Error::other(e))),
+            Ok(Err((kind, e))) => Err(WalError::Io(std::io::Error::new(kind, e))),
             Err(_) => Err(WalError::Stopped),
         }
     }
@@ -289,7 +289,7 @@ fn writer<T: Send + 'static>(
                 Err(_) => break,
             }
         }
-        let first_seq = next;
+        let (first_seq, good_size) = (next, size);
         let mut res: std::io::Result<()> = Ok(());
         for a in &batch {
             let mut head = [0u8; HEADER + 9];
@@ -321,12 +321,24 @@ fn writer<T: Send + 'static>(
                 }
             }
             Err(e) => {
-                tracing::error!(log, error = %e, "WAL write failed; appends refused");
+                // Disk full or failing: nothing of this group is acknowledged. Its bytes are
+                // dropped from the buffer and cut from the segment, so the next group is
+                // written right after the last durable record; otherwise leftovers of this
+                // group would sit before later, acknowledged records and a replay would stop
+                // at them (losing what came after).
+                tracing::error!(log, error = %e, "WAL write failed; this group is refused");
                 for a in batch.drain(..) {
-                    let _ = a.done.send(Err(e.to_string()));
+                    let _ = a.done.send(Err((e.kind(), e.to_string())));
                 }
-                // The segment may hold a partial write: start a fresh one.
-                size = SEG_BYTES;
+                next = first_seq;
+                size = good_size;
+                let (f, _unwritten) = out.into_parts();
+                if let Err(e) = f.set_len(good_size) {
+                    tracing::error!(log, error = %e, "could not cut the failed group from the WAL");
+                    // Start a fresh segment rather than append after a partial record.
+                    size = SEG_BYTES;
+                }
+                out = BufWriter::with_capacity(1 << 20, f);
             }
         }
         if size >= SEG_BYTES {

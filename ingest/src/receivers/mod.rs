@@ -66,6 +66,7 @@ impl IntoResponse for IngestError {
         }
         let retry = match &self {
             IngestError::Overloaded(_, secs) => Some((*secs).max(1)),
+            _ if status == StatusCode::INSUFFICIENT_STORAGE => Some(5),
             _ => None,
         };
         let mut r = (status, Json(json!({ "error": self.to_string() }))).into_response();
