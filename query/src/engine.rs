@@ -263,6 +263,20 @@ impl Engine {
         limit: usize,
         offset: usize,
     ) -> Result<SearchResult, QueryError> {
+        // Searches take a query slot and obey the time limit like SQL does.
+        self.bounded(self.search_unbounded(q, filters, from_us, to_us, limit, offset))
+            .await
+    }
+
+    async fn search_unbounded(
+        &self,
+        q: &str,
+        filters: &[(String, String)],
+        from_us: i64,
+        to_us: i64,
+        limit: usize,
+        offset: usize,
+    ) -> Result<SearchResult, QueryError> {
         match &self.searcher {
             Searcher::Local(idx) => {
                 let idx = idx.clone();
