@@ -288,13 +288,40 @@ fn step(
         }
         n
     };
-    if covered == 0 || text.len() != buf.len() && covered > buf.len() {
+    if covered == 0 {
         t.idle_polls += 1;
         return Ok(false);
     }
-    t.pos.offset += covered as u64;
+    // `covered` counts bytes of the lossy text; the offset must count bytes of the file.
+    t.pos.offset += raw_offset(&text, covered, &buf) as u64;
     t.idle_polls = 0;
     Ok(true)
+}
+
+/// The file offset (in `raw`) of `covered` bytes of `text`, its lossy UTF-8 reading. Both
+/// cut after a newline, and a newline byte maps to itself (a replacement character never
+/// swallows one), so the k-th newline of one is the k-th of the other; invalid bytes,
+/// which become 3-byte replacement characters, no longer shift the offset.
+fn raw_offset(text: &str, covered: usize, raw: &[u8]) -> usize {
+    if text.len() == raw.len() {
+        return covered;
+    }
+    let lines = text.as_bytes()[..covered]
+        .iter()
+        .filter(|b| **b == b'\n')
+        .count();
+    if lines == 0 {
+        return 0;
+    }
+    nth_newline(raw, lines).map_or(0, |i| i + 1)
+}
+
+fn nth_newline(raw: &[u8], n: usize) -> Option<usize> {
+    raw.iter()
+        .enumerate()
+        .filter(|(_, b)| **b == b'\n')
+        .nth(n - 1)
+        .map(|(i, _)| i)
 }
 
 /// Tail the configured files forever (or `rounds` polls, for tests).
@@ -354,6 +381,19 @@ pub fn run(cfg: CollectConfig, rounds: Option<u64>) -> Result<(), IngestError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn offsets_count_file_bytes_not_replacement_characters() {
+        let raw = b"caf\xe9 ok\nline two\npartial";
+        let text = String::from_utf8_lossy(raw);
+        let (events, covered) = log_events(&text, false);
+        assert_eq!(events, vec!["caf\u{fffd} ok"]);
+        // The lossy text is 2 bytes longer; the offset must land after the file's first
+        // newline, not 2 bytes into the second line.
+        assert_eq!(raw_offset(&text, covered, raw), 8);
+        assert_eq!(&raw[8..12], b"line");
+        assert_eq!(raw_offset("a\n", 2, b"a\n"), 2);
+    }
 
     #[test]
     fn stack_traces_stay_one_event() {
