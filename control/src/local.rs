@@ -16,8 +16,14 @@ use crate::{Backend, Change, ControlError};
 
 /// Record kind of a change entry in the log.
 const KIND_CHANGE: u8 = 1;
-/// Full states kept in memory for rollback; older entries keep their audit record only.
+/// Full states kept in memory for rollback, at most this many...
 const KEEP_STATES: usize = 1000;
+/// ... and at most this many bytes of them (JSON size; the newest is always kept): 1000
+/// states of a route set with large tenant lists would otherwise take gigabytes.
+const KEEP_STATE_BYTES: usize = 64 << 20;
+/// Audit records kept in memory (the history API's window); all stay in the log on disk
+/// and in the `changes` table.
+const KEEP_RECORDS: usize = 100_000;
 
 struct Nothing;
 impl Consumer<()> for Nothing {
@@ -27,16 +33,28 @@ impl Consumer<()> for Nothing {
 /// What is kept in memory: every audit record, and the newest changes with their states.
 #[derive(Default)]
 struct Entries {
-    records: Vec<apus_schema::ChangeRecord>,
+    records: VecDeque<apus_schema::ChangeRecord>,
     recent: VecDeque<Arc<Change>>,
+    /// JSON bytes of each state in `recent`, and their sum.
+    sizes: VecDeque<usize>,
+    state_bytes: usize,
 }
 
 impl Entries {
     fn push(&mut self, c: Arc<Change>) {
-        self.records.push(c.record.clone());
+        self.records.push_back(c.record.clone());
+        if self.records.len() > KEEP_RECORDS {
+            self.records.pop_front();
+        }
+        let size = serde_json::to_vec(&c.state).map_or(0, |v| v.len());
         self.recent.push_back(c);
-        if self.recent.len() > KEEP_STATES {
+        self.sizes.push_back(size);
+        self.state_bytes += size;
+        while self.recent.len() > 1
+            && (self.recent.len() > KEEP_STATES || self.state_bytes > KEEP_STATE_BYTES)
+        {
             self.recent.pop_front();
+            self.state_bytes -= self.sizes.pop_front().unwrap_or(0);
         }
     }
     fn version(&self) -> u64 {
@@ -175,7 +193,7 @@ impl Backend for LocalLog {
     async fn history(&self, limit: usize) -> Result<Vec<apus_schema::ChangeRecord>, ControlError> {
         let entries = self.entries.lock().await;
         let skip = entries.records.len().saturating_sub(limit);
-        Ok(entries.records[skip..].to_vec())
+        Ok(entries.records.iter().skip(skip).cloned().collect())
     }
 
     fn subscribe(&self) -> watch::Receiver<Option<Arc<Change>>> {
@@ -190,6 +208,34 @@ impl Backend for LocalLog {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn kept_states_are_bounded_by_bytes() {
+        let mut e = Entries::default();
+        // ~1 MiB states (a pool of 40k servers): 64 fit the byte budget, not 1000.
+        let mut doc = crate::ReleaseDoc::default();
+        doc.pools.insert(
+            "big".into(),
+            crate::model::PoolState {
+                servers: (0..40_000)
+                    .map(|i| format!("10.0.{}.{}:80", i / 250, i % 250))
+                    .collect(),
+                ..Default::default()
+            },
+        );
+        for v in 1..=200u64 {
+            e.push(Arc::new(Change {
+                version: v,
+                base_version: v - 1,
+                record: apus_schema::ChangeRecord::default(),
+                state: doc.clone(),
+            }));
+        }
+        assert!(e.recent.len() < 100, "{}", e.recent.len());
+        assert!(e.state_bytes <= KEEP_STATE_BYTES);
+        assert_eq!(e.version(), 200);
+        assert_eq!(e.records.len(), 200);
+    }
     use apus_schema::ChangeRecord;
 
     fn change(version: u64, tag: &str) -> Change {
