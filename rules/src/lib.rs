@@ -21,6 +21,9 @@ mod matcher;
 mod model;
 mod tenant;
 
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
+
 pub use cidr::CidrSet;
 pub use error::RuleError;
 pub use hash::{murmur3_32, sticky_bucket, Murmur3};
