@@ -166,18 +166,7 @@ role = "admin"
         ("Changes", "gray_rules"),
         ("Root%20cause", "Layers (route"),
     ] {
-        let out = Command::new("chromium")
-            .args([
-                "--headless",
-                "--no-sandbox",
-                "--disable-gpu",
-                "--virtual-time-budget=10000",
-                "--dump-dom",
-                &format!("http://127.0.0.1:{qport}/#{tab}&token={ADMIN}"),
-            ])
-            .output()
-            .expect("chromium (scripts/setup installs it)");
-        let dom = String::from_utf8_lossy(&out.stdout);
+        let dom = dump_dom(&format!("http://127.0.0.1:{qport}/#{tab}&token={ADMIN}"));
         let ready = format!("data-ready=\"{}\"", tab.replace("%20", " "));
         assert!(dom.contains(&ready), "{tab} did not render: {dom}");
         assert!(dom.contains(expect), "{tab}: no `{expect}` in {dom}");
@@ -189,18 +178,7 @@ role = "admin"
         assert_eq!(banners, 0, "{tab} shows an error: {dom}");
     }
     // Without a token the console asks for one instead of showing data.
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            &format!("http://127.0.0.1:{qport}/#Overview"),
-        ])
-        .output()
-        .expect("chromium");
-    let dom = String::from_utf8_lossy(&out.stdout);
+    let dom = dump_dom(&format!("http://127.0.0.1:{qport}/#Overview"));
     assert!(
         dom.contains("data-ready=\"login\"") && dom.contains("id=\"token\""),
         "no login form: {dom}"
@@ -210,4 +188,20 @@ role = "admin"
     assert_eq!(d.count("SELECT count(*) FROM access_log WHERE route = 'api' AND status = 200 AND tag = 'stable'"), 20);
     assert_eq!(d.count("SELECT count(DISTINCT tenant) FROM access_log"), 20);
     assert_eq!(d.count("SELECT count(*) FROM changes WHERE kind = 'gray_rules' AND actor = 'alice' AND to_version = 2"), 1);
+}
+
+/// The DOM of `url` after headless Chromium ran its scripts.
+fn dump_dom(url: &str) -> String {
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--virtual-time-budget=10000",
+            "--dump-dom",
+            url,
+        ])
+        .output()
+        .expect("chromium (scripts/setup installs it)");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
