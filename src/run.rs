@@ -156,11 +156,12 @@ fn query_store(
 ) -> Result<Arc<dyn SqlBackend>> {
     if let StoreUrl::ClickHouse(u) = store {
         let client = apus_store::clickhouse::ChClient::new(u.clone());
-        return Ok(Arc::new(ClickHouseBackend::new(
-            client,
-            cfg.cluster,
-            cfg.read_limits(),
-        )));
+        let mut backend = ClickHouseBackend::new(client, cfg.cluster, cfg.read_limits());
+        if let Some(r) = &cfg.clickhouse_reader {
+            let url = apus_store::clickhouse::ChUrl::parse(r)?;
+            backend = backend.with_reader(apus_store::clickhouse::ChClient::new(url));
+        }
+        return Ok(Arc::new(backend));
     }
     match pipeline {
         Some(p) => Ok(Arc::new(LocalBackend::new(

@@ -393,3 +393,50 @@ fn clickhouse_dying_mid_query_is_a_clear_unavailable() {
         started.elapsed()
     );
 }
+
+/// Users' SQL as a read-only ClickHouse user: the server itself refuses writes and any
+/// attempt to lift the profile's limits, whatever gets past the syntax-tree check.
+#[test]
+fn users_sql_runs_as_a_read_only_clickhouse_user() {
+    use apus_query::engine::Limits;
+    use apus_query::{Engine, QueryError, Searcher};
+    use apus_store::clickhouse::read::{ClickHouseBackend, ReadLimits};
+    use apus_store::clickhouse::{ChClient, ChUrl};
+    let ch = ClickHouse::start("reader");
+    let admin = ChClient::new(ChUrl::parse(&ch.url("apus_r")).unwrap());
+    apus_store::clickhouse::migrate(&admin, 0).unwrap();
+    let reader_url = ch.url("apus_r").replace(
+        "clickhouse://",
+        "clickhouse://apus_reader:reader-test-password@",
+    );
+    let reader = ChClient::new(ChUrl::parse(&reader_url).unwrap());
+    // The server's own refusals, asked directly (no Apus check in front).
+    for (sql, why) in [
+        (
+            "CREATE TABLE apus_r.x (a UInt8) ENGINE = Memory",
+            "readonly",
+        ),
+        ("SELECT 1 SETTINGS max_execution_time = 100000", "readonly"),
+    ] {
+        let e = reader.execute(sql).unwrap_err().to_string();
+        assert!(e.to_lowercase().contains(why), "{sql}: {e}");
+    }
+    let backend = ClickHouseBackend::new(admin, false, ReadLimits::default()).with_reader(reader);
+    let engine = Engine::with_backend(
+        std::sync::Arc::new(backend),
+        Searcher::Off,
+        Limits::default(),
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = rt
+        .block_on(engine.user_sql("SELECT count() AS n FROM access_log", 10))
+        .unwrap();
+    assert_eq!(a.rows[0]["n"], serde_json::json!(0), "{:?}", a.rows);
+    let e = rt
+        .block_on(engine.user_sql(
+            "SELECT * FROM url('http://127.0.0.1:1/', CSV, 'a String')",
+            10,
+        ))
+        .unwrap_err();
+    assert!(matches!(e, QueryError::BadRequest(_)), "{e}");
+}

@@ -51,6 +51,10 @@ pub struct QueryConfig {
     pub cluster: bool,
     /// The token presented to `search_nodes`. Default: `$APUS_SEARCH_TOKEN`.
     pub search_token: Option<String>,
+    /// `clickhouse://USER:PASSWORD@HOST:PORT/DB` of a read-only ClickHouse user (its
+    /// profile: `readonly = 1` and the limits) that users' SQL runs as; the ingest store's
+    /// user still runs the generated queries.
+    pub clickhouse_reader: Option<String>,
 }
 
 impl Default for QueryConfig {
@@ -64,6 +68,7 @@ impl Default for QueryConfig {
             concurrency: l.concurrency,
             cluster: false,
             search_token: None,
+            clickhouse_reader: None,
         }
     }
 }

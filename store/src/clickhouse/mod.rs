@@ -26,23 +26,49 @@ use datafusion::arrow::datatypes::DataType;
 use crate::StoreError;
 use apus_schema::Table;
 
-/// Where the ClickHouse server is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Where the ClickHouse server is, and as whom to connect.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ChUrl {
     /// `http://host:port` of the HTTP interface.
     pub base: String,
     /// Database holding the tables.
     pub database: String,
+    /// User and password (HTTP basic auth); none = the server's `default` user.
+    pub user: Option<(String, String)>,
+}
+
+impl std::fmt::Debug for ChUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChUrl")
+            .field("base", &self.base)
+            .field("database", &self.database)
+            .field("user", &self.user.as_ref().map(|(u, _)| u))
+            .finish()
+    }
 }
 
 impl ChUrl {
-    /// Parse `clickhouse://HOST:PORT/DATABASE` (PORT = the HTTP port, default 8123;
-    /// DATABASE default `apus`).
+    /// Parse `clickhouse://[USER[:PASSWORD]@]HOST:PORT/DATABASE` (PORT = the HTTP port,
+    /// default 8123; DATABASE default `apus`).
     pub fn parse(url: &str) -> Result<ChUrl, StoreError> {
-        let bad = |why: &str| StoreError::BadInput(format!("store URL `{url}`: {why}"));
+        let shown = match url.split_once('@') {
+            Some((_, rest)) => format!("clickhouse://…@{rest}"),
+            None => url.to_string(),
+        };
+        let bad = |why: &str| StoreError::BadInput(format!("store URL `{shown}`: {why}"));
         let rest = url
             .strip_prefix("clickhouse://")
             .ok_or_else(|| bad("expected clickhouse://HOST:PORT/DATABASE"))?;
+        let (user, rest) = match rest.split_once('@') {
+            Some((cred, rest)) => {
+                let (u, p) = cred.split_once(':').unwrap_or((cred, ""));
+                if u.is_empty() {
+                    return Err(bad("empty user name"));
+                }
+                (Some((u.to_string(), p.to_string())), rest)
+            }
+            None => (None, rest),
+        };
         let (hostport, db) = rest.split_once('/').unwrap_or((rest, "apus"));
         let db = if db.is_empty() { "apus" } else { db };
         if hostport.is_empty() {
@@ -59,6 +85,7 @@ impl ChUrl {
         Ok(ChUrl {
             base: format!("http://{hostport}"),
             database: db.to_string(),
+            user,
         })
     }
 }
@@ -97,11 +124,19 @@ impl ChClient {
         })
     }
 
+    /// A POST to the server, as the URL's user.
+    fn post(&self) -> reqwest::blocking::RequestBuilder {
+        let b = self.http().post(&self.url.base);
+        match &self.url.user {
+            Some((u, p)) => b.basic_auth(u, Some(p)),
+            None => b,
+        }
+    }
+
     /// Run one statement; returns the response body.
     pub fn execute(&self, sql: &str) -> Result<String, StoreError> {
         let r = self
-            .http()
-            .post(&self.url.base)
+            .post()
             .body(sql.to_string())
             .send()
             .map_err(|e| StoreError::Store(format!("clickhouse {}: {e}", self.url.base)))?;
@@ -128,8 +163,7 @@ impl ChClient {
             columns(t).join(", ")
         );
         let r = self
-            .http()
-            .post(&self.url.base)
+            .post()
             .query(&[("query", q)])
             .body(body.into())
             .send()
@@ -412,6 +446,14 @@ mod tests {
         assert_eq!(ChUrl::parse("clickhouse://ch/").unwrap().database, "apus");
         assert!(ChUrl::parse("http://ch").is_err());
         assert!(ChUrl::parse("clickhouse://ch/a;drop").is_err());
+        let r = ChUrl::parse("clickhouse://reader:s3cret@ch:8123/apus").unwrap();
+        assert_eq!(r.user, Some(("reader".into(), "s3cret".into())));
+        assert_eq!(r.base, "http://ch:8123");
+        assert!(!format!("{r:?}").contains("s3cret"));
+        let e = ChUrl::parse("http://reader:s3cret@ch")
+            .unwrap_err()
+            .to_string();
+        assert!(!e.contains("s3cret"), "{e}");
     }
 
     #[test]

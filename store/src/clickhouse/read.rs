@@ -34,6 +34,9 @@ impl Default for ReadLimits {
 /// A ClickHouse server as a [`SqlBackend`].
 pub struct ClickHouseBackend {
     client: ChClient,
+    /// Users' SQL goes through this client when set: a read-only user whose settings
+    /// profile (`readonly = 1`, limits) the server enforces, whatever the query says.
+    reader: Option<ChClient>,
     cluster: bool,
     limits: ReadLimits,
 }
@@ -44,9 +47,18 @@ impl ClickHouseBackend {
     pub fn new(client: ChClient, cluster: bool, limits: ReadLimits) -> ClickHouseBackend {
         ClickHouseBackend {
             client,
+            reader: None,
             cluster,
             limits,
         }
+    }
+
+    /// Send users' SQL through `reader`: a user with `readonly = 1` and a settings profile
+    /// holding the limits (the README shows one). With `readonly = 1` a query may not set
+    /// settings, so none are sent: the profile's time, memory and row limits apply.
+    pub fn with_reader(mut self, reader: ChClient) -> ClickHouseBackend {
+        self.reader = Some(reader);
+        self
     }
 }
 
@@ -71,9 +83,11 @@ impl ChClient {
     ) -> Result<Vec<Row>, (bool, String)> {
         let base = &self.url.base;
         let body = format!("{} FORMAT JSON", sql.trim().trim_end_matches(';'));
-        let mut r = self
-            .reader()
-            .post(base)
+        let mut req = self.reader().post(base);
+        if let Some((u, p)) = &self.url.user {
+            req = req.basic_auth(u, Some(p));
+        }
+        let mut r = req
             .query(&[("database", self.url.database.as_str())])
             .query(params)
             .timeout(timeout)
