@@ -214,6 +214,13 @@ fn run_gateway(
     gw.server.run_forever()
 }
 
+fn run_collect(config: &Path) -> Result<()> {
+    let text = std::fs::read_to_string(config).with_context(|| format!("{}", config.display()))?;
+    let cfg: apus_ingest::collect::CollectConfig =
+        toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
+    Ok(apus_ingest::collect::run(cfg, None)?)
+}
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -265,11 +272,7 @@ fn main() -> Result<()> {
         }
         Cmd::Collect { config } => {
             init_tracing();
-            let text = std::fs::read_to_string(&config)
-                .with_context(|| format!("{}", config.display()))?;
-            let cfg: apus_ingest::collect::CollectConfig =
-                toml::from_str(&text).with_context(|| format!("{}", config.display()))?;
-            Ok(apus_ingest::collect::run(cfg, None)?)
+            run_collect(&config)
         }
         Cmd::Gateway {
             config,

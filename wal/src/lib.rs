@@ -269,6 +269,32 @@ impl<T: Send + 'static> Wal<T> {
     }
 }
 
+/// Encode and write one group of records (not yet flushed or synced), numbering them from
+/// `next` and counting their bytes into `size`.
+fn write_group<T>(
+    out: &mut BufWriter<File>,
+    batch: &[Append<T>],
+    next: &mut u64,
+    size: &mut u64,
+) -> std::io::Result<()> {
+    for a in batch {
+        let mut head = [0u8; HEADER + 9];
+        let len = (a.payload.len() + 9) as u32;
+        head[HEADER..HEADER + 8].copy_from_slice(&next.to_le_bytes());
+        head[HEADER + 8] = a.kind;
+        let mut h = crc32fast::Hasher::new();
+        h.update(&head[HEADER..]);
+        h.update(&a.payload);
+        head[..4].copy_from_slice(&len.to_le_bytes());
+        head[4..8].copy_from_slice(&h.finalize().to_le_bytes());
+        out.write_all(&head)?;
+        out.write_all(&a.payload)?;
+        *size += (HEADER + len as usize) as u64;
+        *next += 1;
+    }
+    Ok(())
+}
+
 fn writer<T: Send + 'static>(
     log: &'static str,
     rx: Receiver<Append<T>>,
@@ -290,24 +316,7 @@ fn writer<T: Send + 'static>(
             }
         }
         let (first_seq, good_size) = (next, size);
-        let mut res: std::io::Result<()> = Ok(());
-        for a in &batch {
-            let mut head = [0u8; HEADER + 9];
-            let len = (a.payload.len() + 9) as u32;
-            head[HEADER..HEADER + 8].copy_from_slice(&next.to_le_bytes());
-            head[HEADER + 8] = a.kind;
-            let mut h = crc32fast::Hasher::new();
-            h.update(&head[HEADER..]);
-            h.update(&a.payload);
-            head[..4].copy_from_slice(&len.to_le_bytes());
-            head[4..8].copy_from_slice(&h.finalize().to_le_bytes());
-            res = res
-                .and_then(|_| out.write_all(&head))
-                .and_then(|_| out.write_all(&a.payload));
-            size += (HEADER + len as usize) as u64;
-            next += 1;
-        }
-        res = res
+        let res = write_group(&mut out, &batch, &mut next, &mut size)
             .and_then(|_| out.flush())
             .and_then(|_| out.get_ref().sync_data());
         ::metrics::counter!(m::WAL_FSYNCS, "log" => log).increment(1);
