@@ -49,16 +49,18 @@ with open(f"{w}/rows.jsoneachrow", "w") as ch:
 apus.close()
 PY
 
-# Apus: an ingest node writing to database apus_bench.
-"$BIN" ingest --listen "127.0.0.1:$ING" --data-dir "$W/data" --store "clickhouse://127.0.0.1:$HTTP/apus_bench" 2>"$W/ingest.log" &
+# Apus: an ingest node writing to database apus_bench, fed by a gateway token.
+printf '[[tokens]]\nname = "bench"\ntoken = "bench-gateway-token-1"\nrole = "gateway"\n' >"$W/tokens.toml"
+AUTH='authorization: Bearer bench-gateway-token-1'
+"$BIN" ingest --listen "127.0.0.1:$ING" --data-dir "$W/data" --tokens "$W/tokens.toml" --store "clickhouse://127.0.0.1:$HTTP/apus_bench" 2>"$W/ingest.log" &
 APUS_PID=$!
 for _ in $(seq 1 100); do curl -sf "http://127.0.0.1:$ING/health" >/dev/null && break; sleep 0.1; done
 # Let the sink create the schema (first insert), then time the full load.
 echo '{"ts":1795330800000000,"request_id":"warm","project":"","env":"","route":"","pool":"","upstream":"","tag":"","tenant":"","client_ip":"","method":"","host":"","path":"","status":200,"latency_us":0,"upstream_latency_us":0,"bytes_in":0,"bytes_out":0}' \
-  | curl -sf "http://127.0.0.1:$ING/ingest/v1/access" --data-binary @- >/dev/null
+  | curl -sf -H "$AUTH" "http://127.0.0.1:$ING/ingest/v1/access" --data-binary @- >/dev/null
 until [ "$(q 'SELECT count() FROM apus_bench.access_log' 2>/dev/null || echo 0)" = "1" ]; do sleep 0.2; done
 START=$(date +%s.%N)
-ls "$W"/req/*.ndjson | xargs -P 4 -I{} curl -sf -o /dev/null "http://127.0.0.1:$ING/ingest/v1/access" --data-binary @{}
+ls "$W"/req/*.ndjson | xargs -P 4 -I{} curl -sf -o /dev/null -H "$AUTH" "http://127.0.0.1:$ING/ingest/v1/access" --data-binary @{}
 until [ "$(q 'SELECT count() FROM apus_bench.access_log')" -ge $((ROWS + 1)) ]; do sleep 0.05; done
 APUS_S=$(echo "$(date +%s.%N) - $START" | bc)
 

@@ -58,7 +58,7 @@ stable_pool = "stable"
 tenant_sources = [{ header = "x-tenant-id" }]
 [[tokens]]
 name = "bench"
-token = "bench-token"
+token = "bench-admin-token-1"
 role = "admin"
 CONF
 }
@@ -82,7 +82,7 @@ nodes = [tuple(map(int, l.split())) for l in open(sys.argv[1]) if l.strip()]
 flips, backend = int(sys.argv[2]), sys.argv[3]
 proxy = [http.client.HTTPConnection("127.0.0.1", p, timeout=5) for p, _ in nodes]
 admin = [http.client.HTTPConnection("127.0.0.1", a, timeout=5) for _, a in nodes]
-H = {"authorization": "Bearer bench-token", "content-type": "application/json"}
+H = {"authorization": "Bearer bench-admin-token-1", "content-type": "application/json"}
 def lane(i, tenant):
     proxy[i].request("GET", "/", headers={"x-tenant-id": tenant})
     r = proxy[i].getresponse(); body = r.read()
@@ -141,7 +141,7 @@ LUA
 load() { wrk -t1 -c32 -d"${SECS}s" -s "$W/lat.lua" "http://127.0.0.1:$P1/" | awk '/^STATS/ { print $2, $3, $4 + $5 }'; }
 read -r REQ0 P99_0 ERR0 < <(load)
 ( for k in $(seq 1 "$SECS"); do
-    curl -fsS -o /dev/null -X PUT -H 'authorization: Bearer bench-token' -H 'content-type: application/json' \
+    curl -fsS -o /dev/null -X PUT -H 'authorization: Bearer bench-admin-token-1' -H 'content-type: application/json' \
       -d "{\"rules\":[{\"name\":\"b\",\"pool\":\"gray\",\"tenants\":[\"load\"],\"percent\":$((k % 2 * 50))}],\"reason\":\"load $k\"}" \
       "http://127.0.0.1:$A2/admin/v1/routes/api/rules"
     sleep 1

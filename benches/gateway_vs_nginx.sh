@@ -129,7 +129,7 @@ LUA
 
 nginx -c "$W/upstream.conf"
 nginx -c "$W/gateway.conf"
-APUS_LOG=warn "$BIN" gateway --config "$W/apus.toml" 2>"$W/apus.log" &
+APUS_LOG=warn "$BIN" gateway --config "$W/apus.toml" --data-dir "$W/data" 2>"$W/apus.log" &
 APUS_PID=$!
 "$FLOOR" 127.0.0.1:18082 127.0.0.1:18001 "$WORKERS" 2>"$W/floor.log" &
 FLOOR_PID=$!

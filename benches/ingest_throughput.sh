@@ -45,9 +45,17 @@ local f = io.open("$W/body.ndjson", "rb")
 wrk.body = f:read("*a")
 f:close()
 wrk.headers["Content-Type"] = "application/x-ndjson"
+wrk.headers["Authorization"] = "Bearer bench-shipper-token-1"
 LUA
+# A shipper token, as a real sender would present (authentication is part of the path).
+cat > "$W/tokens.toml" <<TOML
+[[tokens]]
+name = "bench"
+token = "bench-shipper-token-1"
+role = "shipper"
+TOML
 
-APUS_LOG=warn "$BIN" ingest --data-dir "$W/data" --listen 127.0.0.1:19200 2>"$W/ingest.log" &
+APUS_LOG=warn "$BIN" ingest --data-dir "$W/data" --listen 127.0.0.1:19200 --tokens "$W/tokens.toml" 2>"$W/ingest.log" &
 PID=$!
 for _ in $(seq 1 100); do curl -fsS http://127.0.0.1:19200/health >/dev/null 2>&1 && break; sleep 0.1; done
 OUT=$(wrk -t1 -c"$CONNS" -d"${SECS}s" --timeout 30s -s "$W/post.lua" "http://127.0.0.1:19200/ingest/v1/logs?project=shop&env=prod")
