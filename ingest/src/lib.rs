@@ -12,6 +12,7 @@
 #![warn(clippy::print_stdout)]
 
 pub mod collect;
+pub mod config;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -19,5 +20,6 @@ pub mod metrics;
 pub mod pipeline;
 pub mod receivers;
 
+pub use config::IngestConfig;
 pub use error::IngestError;
-pub use pipeline::{IngestConfig, Pipeline};
+pub use pipeline::Pipeline;

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::io::Cursor;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +16,8 @@ use bytes::Bytes;
 use datafusion::arrow::ipc::reader::StreamReader;
 use datafusion::arrow::ipc::writer::StreamWriter;
 use datafusion::arrow::record_batch::RecordBatch;
-use serde::Deserialize;
 
+use crate::config::IngestConfig;
 use crate::metrics as m;
 use crate::IngestError;
 use apus_schema::time::now_us;
@@ -29,66 +29,6 @@ use apus_store::search::SearchIndex;
 use apus_store::sink::StoreSink;
 use apus_store::StoreUrl;
 use apus_wal::{Consumer, Wal};
-
-/// Ingest configuration.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct IngestConfig {
-    /// Listener of the HTTP receivers.
-    pub listen: String,
-    /// Root of the WAL, store and search index.
-    pub data_dir: PathBuf,
-    /// Appends waiting for a group commit before 429.
-    pub wal_queue: usize,
-    /// Flush a table's memory to Parquet at least this often (ms).
-    pub flush_interval_ms: u64,
-    /// ... or when a table holds this many bytes in memory.
-    pub flush_bytes: usize,
-    /// Refuse writes (429) above this many bytes held in memory.
-    pub max_memory_bytes: usize,
-    /// Request body limit (413 above it); the slow-log receiver streams and is exempt.
-    pub max_body_bytes: usize,
-    /// Request bytes each receiver holds in flight at once; past it, 429 with
-    /// `Retry-After` (bounds memory under overload: parsing expands a body a few times).
-    pub max_inflight_bytes: usize,
-    /// Days of Parquet partitions kept.
-    pub retention_days: u32,
-    /// Merge a closed hour's files once it has this many.
-    pub compact_min_files: usize,
-    /// Seconds clients are told to wait in `Retry-After`.
-    pub retry_after_s: u64,
-    /// `local` (the embedded store under `data_dir`) or `clickhouse://HOST:PORT/DATABASE`.
-    pub store: StoreUrl,
-    /// ClickHouse sink: insert when this many rows wait...
-    pub clickhouse_batch_rows: usize,
-    /// ... or when the oldest waiting row is this old (ms).
-    pub clickhouse_batch_ms: u64,
-    /// ClickHouse cluster (`remote_servers` name): also create `{table}_all` Distributed
-    /// tables over every shard. Each ingest node writes its own server's local tables.
-    pub clickhouse_cluster: String,
-}
-
-impl Default for IngestConfig {
-    fn default() -> Self {
-        IngestConfig {
-            listen: "127.0.0.1:9200".into(),
-            data_dir: PathBuf::from("data"),
-            wal_queue: 4096,
-            flush_interval_ms: 10_000,
-            flush_bytes: 64 << 20,
-            max_memory_bytes: 1 << 30,
-            max_body_bytes: 32 << 20,
-            max_inflight_bytes: 128 << 20,
-            retention_days: 7,
-            compact_min_files: 6,
-            retry_after_s: 1,
-            store: StoreUrl::Local,
-            clickhouse_batch_rows: 200_000,
-            clickhouse_batch_ms: 1000,
-            clickhouse_cluster: String::new(),
-        }
-    }
-}
 
 /// Encode a batch as an Arrow IPC stream (the WAL payload).
 pub fn encode(batch: &RecordBatch) -> Result<Bytes, IngestError> {
@@ -194,10 +134,10 @@ impl Pipeline {
                 ChClient::new(url),
                 &dir.join("clickhouse"),
                 SinkLimits {
-                    batch_rows: cfg.clickhouse_batch_rows.max(1),
-                    batch_age: Duration::from_millis(cfg.clickhouse_batch_ms.max(10)),
+                    batch_rows: cfg.clickhouse.batch_rows.max(1),
+                    batch_age: Duration::from_millis(cfg.clickhouse.batch_ms.max(10)),
                     retention_days: cfg.retention_days,
-                    cluster: cfg.clickhouse_cluster.clone(),
+                    cluster: cfg.clickhouse.cluster.clone(),
                 },
             )?))
         } else {
@@ -216,7 +156,7 @@ impl Pipeline {
         let (wal, report) = Wal::open(
             "ingest",
             &dir.join("wal"),
-            cfg.wal_queue,
+            cfg.wal.queue,
             |kind| match Table::from_code(kind) {
                 Some(t) => s2.committed(t),
                 // Unknown kinds are skipped with an error when delivered.
@@ -268,14 +208,14 @@ impl Pipeline {
     /// Refuse new work while memory is over budget.
     pub fn admit(&self) -> Result<(), IngestError> {
         let used = self.fanout.sink.backlog_bytes();
-        if used > self.cfg.max_memory_bytes {
+        if used > self.cfg.receivers.max_backlog_bytes {
             metrics::counter!(m::THROTTLED, "reason" => "memory").increment(1);
             return Err(IngestError::Overloaded(
                 format!(
                     "{used} bytes awaiting flush (limit {})",
-                    self.cfg.max_memory_bytes
+                    self.cfg.receivers.max_backlog_bytes
                 ),
-                self.cfg.retry_after_s,
+                self.cfg.receivers.retry_after_s,
             ));
         }
         Ok(())
@@ -303,7 +243,7 @@ impl Pipeline {
                     metrics::counter!(m::THROTTLED, "reason" => "wal_queue").increment(1);
                     IngestError::Overloaded(
                         "write-ahead log queue is full".into(),
-                        self.cfg.retry_after_s,
+                        self.cfg.receivers.retry_after_s,
                     )
                 }
                 e => e.into(),
@@ -317,11 +257,11 @@ impl Pipeline {
     /// expire. `force` flushes every table regardless of size.
     pub fn maintain(&self, force: bool, deep: bool) -> Result<(), IngestError> {
         let mut last_flush = self.maintenance.lock().unwrap_or_else(|p| p.into_inner());
-        let interval = Duration::from_millis(self.cfg.flush_interval_ms);
+        let interval = Duration::from_millis(self.cfg.local.flush_interval_ms);
         for t in Table::ALL {
             let bytes = self.store.table_mem_bytes(t);
             let due = last_flush.get(&t).is_none_or(|at| at.elapsed() >= interval);
-            if bytes > 0 && (force || due || bytes >= self.cfg.flush_bytes) {
+            if bytes > 0 && (force || due || bytes >= self.cfg.local.flush_bytes) {
                 self.store.flush(t)?;
                 last_flush.insert(t, Instant::now());
             }
@@ -329,7 +269,7 @@ impl Pipeline {
         if deep {
             for t in Table::ALL {
                 self.store
-                    .compact(t, self.cfg.compact_min_files, now_us())?;
+                    .compact(t, self.cfg.local.compact_min_files, now_us())?;
             }
             self.store
                 .expire(self.cfg.retention_days, now_us(), Duration::from_secs(60))?;
@@ -352,7 +292,7 @@ impl Pipeline {
         let p = self.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(
-                p.cfg.flush_interval_ms.clamp(100, 1000),
+                p.cfg.local.flush_interval_ms.clamp(100, 1000),
             ));
             let mut n = 0u64;
             loop {

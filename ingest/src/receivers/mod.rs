@@ -377,7 +377,7 @@ async fn post_remote_write(
 ) -> Result<Response, IngestError> {
     s.pipeline.admit()?;
     metrics::counter!(m::BYTES, "receiver" => "remote_write").increment(body.len() as u64);
-    let max_decoded = s.pipeline.cfg.max_body_bytes * 8;
+    let max_decoded = s.pipeline.cfg.receivers.max_body_bytes * 8;
     let b = body.clone();
     let decoded = tokio::task::spawn_blocking(move || decode_remote_write(&b, max_decoded))
         .await
@@ -454,8 +454,11 @@ pub fn router(
     render: Option<MetricsRender>,
     tokens: Arc<Tokens>,
 ) -> Router {
-    let limit = pipeline.cfg.max_body_bytes;
-    let (inflight, retry_after_s) = (pipeline.cfg.max_inflight_bytes, pipeline.cfg.retry_after_s);
+    let limit = pipeline.cfg.receivers.max_body_bytes;
+    let (inflight, retry_after_s) = (
+        pipeline.cfg.receivers.max_inflight_bytes,
+        pipeline.cfg.receivers.retry_after_s,
+    );
     let state = Receivers {
         pipeline,
         miner: Arc::new(SharedMiner::new(MinerConfig::default())),
