@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use apus_control::{Change, ControlError, ControlStore, Pending, PoolState, ReleaseDoc};
 use apus_rules::{RouteSpec, RuleSet};
 use apus_schema::time::now_us;
-use apus_schema::{ChangeKind, ChangeRecord, Micros};
+use apus_schema::{ChangeKind, ChangeRecord, Micros, Touched};
 use arc_swap::ArcSwap;
 
 use crate::config::file_loader;
@@ -95,7 +95,7 @@ pub struct Edit {
     /// What changed, when the rule diff does not say it (server operations).
     pub summary: Option<String>,
     /// What it touched, when the rule diff does not say it.
-    pub touched: Option<String>,
+    pub touched: Option<Touched>,
     /// Approvals the change needs before it applies (protected envs); 0 = none.
     pub approvals: u32,
     /// An admin's emergency bypass of the approvals (audited as such).
@@ -430,7 +430,7 @@ impl ReleaseState {
                 rules,
                 ChangeKind::ChangeProposed.as_str().to_string(),
                 summary,
-                String::new(),
+                Touched::new(),
             )
         } else {
             let mut what = e.summary.clone().unwrap_or(diff);
@@ -446,10 +446,10 @@ impl ReleaseState {
             } else {
                 format!("{what}; {reason}")
             };
-            let touched = e
-                .touched
-                .clone()
-                .unwrap_or_else(|| cur.rules.touched(&after).join(" "));
+            let touched = e.touched.clone().unwrap_or_else(|| {
+                let diff = cur.rules.touched(&after);
+                diff.iter().map(String::as_str).collect()
+            });
             (e.doc, after, e.kind.as_str().to_string(), summary, touched)
         };
         let record = ChangeRecord {
@@ -462,7 +462,7 @@ impl ReleaseState {
             from_version: cur.version,
             to_version: version,
             summary,
-            touched,
+            touched: touched.to_string(),
         };
         let change = Change {
             version,

@@ -314,10 +314,7 @@ async fn changes_before(
             ),
             ts: num(r, "at_us") as i64,
             kind: text(r, "kind").to_string(),
-            touched: text(r, "touched")
-                .split_whitespace()
-                .map(str::to_string)
-                .collect(),
+            touched: apus_schema::Touched::parse(text(r, "touched")),
             summary: text(r, "summary").to_string(),
         })
         .collect();

@@ -14,5 +14,5 @@ mod change;
 mod tables;
 pub mod time;
 
-pub use change::ChangeKind;
+pub use change::{ChangeKind, Touched};
 pub use tables::*;

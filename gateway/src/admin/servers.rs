@@ -123,7 +123,9 @@ fn server_edit(
     let kind = op.kind();
     let mut e = Edit::new(doc, kind, "", "", &format!("{pool}/{addr}"));
     e.summary = Some(format!("{kind} {addr} in pool {pool}"));
-    e.touched = Some(format!("pool:{pool} upstream:{addr}"));
+    let mut touched = apus_schema::Touched::new();
+    touched.add("pool", pool).add("upstream", &addr);
+    e.touched = Some(touched);
     Ok(e)
 }
 

@@ -1,6 +1,7 @@
 //! **Which change**: changes ranked by time before the onset and by overlap of what they
 //! touched with the dimension values that explain the anomaly (after Gandalf).
 
+use apus_schema::Touched;
 use serde::Serialize;
 
 use super::*;
@@ -14,8 +15,8 @@ pub struct Change {
     pub ts: i64,
     /// `gray_flip | config_release | rollout_step | rollback | ...`
     pub kind: String,
-    /// `"dimension:value"` strings it touched, e.g. `"route:api"`, `"tag:gray"`.
-    pub touched: Vec<String>,
+    /// What it touched, e.g. `route:api tag:gray`.
+    pub touched: Touched,
     /// Human summary.
     pub summary: String,
 }
@@ -71,9 +72,16 @@ fn value_matches(pattern: &str, value: &str) -> bool {
 /// (`route:/api/*` matches `route:/api/users`), on either side. A bare value without a
 /// dimension (`"gray"`) matches that value in any dimension.
 pub fn touches(touched: &str, suspect: &str) -> bool {
-    let ((td, tv), (sd, sv)) = (split_dv(touched), split_dv(suspect));
+    let (td, tv) = split_dv(touched);
+    touches_item(&td, &tv, suspect)
+}
+
+/// [`touches`] for one `(dimension, value)` item of a [`Touched`].
+fn touches_item(td: &str, tv: &str, suspect: &str) -> bool {
+    let td = td.trim().to_ascii_lowercase();
+    let (sd, sv) = split_dv(suspect);
     (td.is_empty() || sd.is_empty() || td == sd)
-        && (value_matches(&tv, &sv) || value_matches(&sv, &tv))
+        && (value_matches(tv.trim(), &sv) || value_matches(&sv, tv.trim()))
 }
 
 /// Rank the changes in the window before the onset. `suspects` are "dim:value" strings with
@@ -118,7 +126,7 @@ pub fn rank_changes_with_grace(
             };
             let (mut matched, mut w, mut top) = (Vec::new(), 0.0, 0.0_f64);
             for ((s, _), &sw) in suspects.iter().zip(&weights) {
-                if c.touched.iter().any(|t| touches(t, s)) && !matched.contains(s) {
+                if c.touched.items().any(|(d, v)| touches_item(d, v, s)) && !matched.contains(s) {
                     matched.push(s.clone());
                     (w, top) = (w + sw, top.max(sw));
                 }
@@ -173,7 +181,7 @@ mod tests {
     use crate::rootcause::no_nan;
 
     fn ch(id: &str, ts: i64, touched: &[&str]) -> Change {
-        let touched = touched.iter().map(|s| s.to_string()).collect();
+        let touched = touched.iter().copied().collect();
         let (id, kind, summary) = (id.to_string(), "gray_flip".to_string(), String::new());
         Change {
             id,
