@@ -30,6 +30,9 @@ pub async fn authorize(
     if is_public(req.uri().path()) {
         return next.run(req).await;
     }
+    if let Err(e) = same_origin(req.headers()) {
+        return deny(&e, req.uri().path());
+    }
     let principal = match tokens.authenticate(req.headers()) {
         Ok(p) => p,
         Err(e) => return deny(&e, req.uri().path()),
@@ -39,6 +42,30 @@ pub async fn authorize(
     }
     req.extensions_mut().insert(principal);
     next.run(req).await
+}
+
+/// A browser's request from another site's page carries that site's `Origin`: refused, so
+/// only the console served here (and non-browser clients, which send none) get answers.
+pub fn same_origin(h: &axum::http::HeaderMap) -> Result<(), AuthError> {
+    let Some(origin) = h.get(header::ORIGIN) else {
+        return Ok(());
+    };
+    let origin = origin.to_str().unwrap_or("");
+    let host = h
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let origin_host = origin
+        .strip_prefix("http://")
+        .or_else(|| origin.strip_prefix("https://"))
+        .unwrap_or("");
+    if !host.is_empty() && origin_host.eq_ignore_ascii_case(host) {
+        Ok(())
+    } else {
+        Err(AuthError::Forbidden(format!(
+            "cross-origin request from `{origin}` refused"
+        )))
+    }
 }
 
 /// Whether `p` may make this request.
@@ -106,6 +133,22 @@ mod tests {
             "Bearer viewer-token-00001".parse().unwrap(),
         );
         (*t.authenticate(&h).unwrap()).clone()
+    }
+
+    #[test]
+    fn other_sites_pages_are_refused() {
+        let h = |origin: Option<&str>| {
+            let mut h = axum::http::HeaderMap::new();
+            h.insert("host", "127.0.0.1:3000".parse().unwrap());
+            if let Some(o) = origin {
+                h.insert("origin", o.parse().unwrap());
+            }
+            same_origin(&h)
+        };
+        assert!(h(None).is_ok());
+        assert!(h(Some("http://127.0.0.1:3000")).is_ok());
+        assert!(h(Some("https://evil.example")).is_err());
+        assert!(h(Some("null")).is_err());
     }
 
     #[test]
