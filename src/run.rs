@@ -340,7 +340,8 @@ pub fn run(
         Some(render(prom.clone())),
         tokens.clone(),
     )?;
-    let access_log = if cfg.gateway.access_log == "off" {
+    // `apus run` hands the access log to its own ingest tier, unless it is off.
+    let access_log = if cfg.gateway.access_log == apus_gateway::config::AccessLogTarget::Off {
         AccessLog::off()
     } else {
         AccessLog::start(

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use apus_schema::AccessRecord;
 
+use crate::config::AccessLogTarget;
 use crate::metrics as m;
 use crate::GatewayError;
 
@@ -192,28 +193,34 @@ impl AccessLog {
         }
     }
 
-    /// Open the sink named by the config's `access_log` value (an ingest URL is sent
-    /// `token`).
+    /// Open the sink the config's `access_log` names (an ingest node is sent `token`).
     pub fn from_config(
-        target: &str,
+        target: &AccessLogTarget,
         capacity: usize,
         token: Option<String>,
     ) -> Result<Self, GatewayError> {
         Ok(match target {
-            "off" | "" => Self::off(),
-            url if url.starts_with("http://") || url.starts_with("https://") => {
+            AccessLogTarget::Off => Self::off(),
+            AccessLogTarget::Ingest(url) => {
                 Self::start(Box::new(HttpSink::new(url, token)?), capacity)
             }
-            "stdout" => Self::start(
+            AccessLogTarget::Stdout => Self::start(
                 Box::new(JsonLinesSink(BufWriter::new(std::io::stdout()))),
                 capacity,
             ),
-            path => {
+            AccessLogTarget::File(path) => {
                 let f = std::fs::OpenOptions::new()
                     .create(true)
                     .append(true)
                     .open(path)?;
                 Self::start(Box::new(JsonLinesSink(BufWriter::new(f))), capacity)
+            }
+            AccessLogTarget::InProcess => {
+                return Err(GatewayError::Config(
+                    "access_log = \"in-process\" needs the ingest tier in the same process \
+                     (`apus run`)"
+                        .into(),
+                ))
             }
         })
     }

@@ -37,10 +37,10 @@ pub struct GatewayConfig {
     /// Peers whose `X-Forwarded-For` is believed (CIDRs or addresses).
     #[serde(default)]
     pub trusted_proxies: Vec<String>,
-    /// Where access-log records go: `stdout`, `off`, a file path, or `http://host:port` of
-    /// an ingest node.
-    #[serde(default = "default_access_log")]
-    pub access_log: String,
+    /// Where access-log records go: `stdout`, `off`, a file path, `http://host:port` of an
+    /// ingest node, or (inside `apus run`) `in-process`.
+    #[serde(default)]
+    pub access_log: AccessLogTarget,
     /// Capacity of the access-log channel; records beyond it are dropped and counted.
     #[serde(default = "default_access_log_capacity")]
     pub access_log_capacity: usize,
@@ -181,9 +181,6 @@ fn default_tag_header() -> String {
 fn default_baggage_key() -> String {
     "env".into()
 }
-fn default_access_log() -> String {
-    "stdout".into()
-}
 fn default_access_log_capacity() -> usize {
     65_536
 }
@@ -252,6 +249,55 @@ fn read_regular(full: &Path, cap: u64) -> Result<String, String> {
         return Err(format!("{shown}: larger than {cap} bytes"));
     }
     Ok(text)
+}
+
+/// Where access-log records go.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum AccessLogTarget {
+    /// Nowhere.
+    Off,
+    /// JSON lines on standard output.
+    #[default]
+    Stdout,
+    /// JSON lines appended to a file.
+    File(PathBuf),
+    /// Shipped to an ingest node (`http://host:port`).
+    Ingest(String),
+    /// Handed to the ingest tier of the same process (`apus run` only).
+    InProcess,
+}
+
+impl TryFrom<String> for AccessLogTarget {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        Ok(match s.trim() {
+            "off" | "" => AccessLogTarget::Off,
+            "stdout" => AccessLogTarget::Stdout,
+            "in-process" => AccessLogTarget::InProcess,
+            u if u.starts_with("http://") || u.starts_with("https://") => {
+                AccessLogTarget::Ingest(u.to_string())
+            }
+            u if u.contains("://") => {
+                return Err(format!(
+                    "access_log `{u}`: only http:// and https:// ingest URLs are supported"
+                ))
+            }
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        })
+    }
+}
+
+impl From<AccessLogTarget> for String {
+    fn from(t: AccessLogTarget) -> String {
+        match t {
+            AccessLogTarget::Off => "off".into(),
+            AccessLogTarget::Stdout => "stdout".into(),
+            AccessLogTarget::File(p) => p.display().to_string(),
+            AccessLogTarget::Ingest(u) => u,
+            AccessLogTarget::InProcess => "in-process".into(),
+        }
+    }
 }
 
 /// Which servers the admin API may add to a pool.
@@ -412,6 +458,24 @@ impl GatewayConfig {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn access_log_targets_are_kinds() {
+        let t = |s: &str| AccessLogTarget::try_from(s.to_string());
+        assert_eq!(t("off").unwrap(), AccessLogTarget::Off);
+        assert_eq!(t("stdout").unwrap(), AccessLogTarget::Stdout);
+        assert_eq!(t("in-process").unwrap(), AccessLogTarget::InProcess);
+        assert_eq!(
+            t("http://ingest:9200").unwrap(),
+            AccessLogTarget::Ingest("http://ingest:9200".into())
+        );
+        assert_eq!(
+            t("/var/log/a.jsonl").unwrap(),
+            AccessLogTarget::File("/var/log/a.jsonl".into())
+        );
+        assert!(t("kafka://broker").is_err());
+        assert!(crate::AccessLog::from_config(&AccessLogTarget::InProcess, 8, None).is_err());
+    }
 
     #[test]
     fn runtime_servers_are_checked_against_the_upstream_policy() {
