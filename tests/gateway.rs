@@ -607,3 +607,51 @@ fn a_change_that_cannot_be_audited_is_refused() {
     let (_, up, _, _) = get(&c, &gw.url("/"), &[("x-tenant-id", "acme")]);
     assert_eq!(up, "gray-1");
 }
+
+#[test]
+fn a_gray_server_that_keeps_timing_out_is_ejected_then_readmitted() {
+    let (s1, g1) = (free_port(), free_port());
+    let _ups = [upstream(s1, "stable-1"), upstream(g1, "gray-1")];
+    // The gray server answers its TCP health check but hangs on slow requests.
+    let cfg = pools(&[s1], &[g1], 200)
+        .replace(
+            "name = \"gray\"\n",
+            "name = \"gray\"\nread_timeout_ms = 300\n",
+        )
+        .replace(
+            "kind = \"tcp\", interval_ms = 200,",
+            "kind = \"tcp\", unhealthy_threshold = 2, interval_ms = 200,",
+        );
+    let gw = Gateway::start(&format!("{cfg}{ROUTE}"));
+    let c = client();
+    let acme = |path: &str| {
+        c.get(gw.url(path))
+            .header("x-tenant-id", "acme")
+            .send()
+            .unwrap()
+            .status()
+            .as_u16()
+    };
+    // Two consecutive timeouts (the pool's unhealthy threshold here)...
+    assert_eq!(acme("/orders?sleep_ms=5000"), 504);
+    assert_eq!(acme("/orders?sleep_ms=5000"), 504);
+    // ...eject it: the next gray request is refused at once instead of waiting.
+    let t = std::time::Instant::now();
+    assert_eq!(acme("/orders"), 503);
+    assert!(
+        t.elapsed() < Duration::from_millis(250),
+        "{:?}",
+        t.elapsed()
+    );
+    let status: serde_json::Value = c
+        .get(gw.admin_url("/admin/v1/pools"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(status.to_string().contains("ejected"), "{status}");
+    // After the health check's recovery time (200 ms x 2, at least 1 s) it is back.
+    wait_until("gray readmitted", Duration::from_secs(5), || {
+        acme("/orders") == 200
+    });
+}

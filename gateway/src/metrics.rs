@@ -18,6 +18,8 @@ pub const ACCESS_LOG_WRITTEN: &str = "apus_gateway_access_log_written_total";
 pub const RETRIES: &str = "apus_gateway_upstream_retries_total";
 /// Requests answered 503 because a pool had no healthy server, label: pool.
 pub const NO_HEALTHY: &str = "apus_gateway_no_healthy_upstream_total";
+/// Servers ejected by passive health (consecutive upstream timeouts).
+pub const EJECTED: &str = "apus_gateway_upstream_ejected_total";
 /// Admin API changes, labels: kind, outcome.
 pub const ADMIN_CHANGES: &str = "apus_gateway_admin_changes_total";
 /// Changes to protected environments applied by an admin's emergency bypass.
@@ -46,6 +48,10 @@ pub fn describe() {
         "upstream connect failures retried on another server"
     );
     describe_counter!(NO_HEALTHY, "requests refused with 503: no healthy upstream");
+    describe_counter!(
+        EJECTED,
+        "servers taken out by passive health after consecutive upstream timeouts"
+    );
     describe_counter!(
         ADMIN_CHANGES,
         "admin API change attempts by kind and outcome"

@@ -84,7 +84,8 @@ impl HealthCheck for AdmittingCheck {
 #[derive(Debug, Clone, Serialize)]
 pub struct ServerStatus {
     pub addr: String,
-    /// `healthy`, `unhealthy`, `pending` (awaiting first passing check) or `drained`.
+    /// `healthy`, `unhealthy`, `pending` (awaiting first passing check), `drained`, or
+    /// `ejected` (timed out on live requests; back after a while).
     pub state: &'static str,
 }
 
@@ -100,6 +101,16 @@ pub struct Pool {
     drained: ArcSwap<HashSet<SocketAddr>>,
     /// Serialises membership updates (Pingora requires updates not to overlap).
     update_lock: tokio::sync::Mutex<()>,
+    /// Passive health: live requests that timed out, per server, since its last success.
+    timeouts: std::sync::Mutex<HashMap<SocketAddr, usize>>,
+    /// Entries in `timeouts` (read without the lock on every answered request).
+    timeouts_open: std::sync::atomic::AtomicUsize,
+    /// Servers ejected by passive health, until when.
+    ejected: ArcSwap<HashMap<SocketAddr, std::time::Instant>>,
+    /// Consecutive timeouts that eject a server (the health check's unhealthy threshold).
+    eject_after: usize,
+    /// How long an ejected server sits out.
+    eject_for: Duration,
     /// Upstream read timeout (per read, not the whole response).
     pub read_timeout: std::time::Duration,
     /// Upstream write timeout.
@@ -170,6 +181,14 @@ impl Pool {
             pending,
             drained: ArcSwap::from_pointee(HashSet::new()),
             update_lock: tokio::sync::Mutex::new(()),
+            timeouts: std::sync::Mutex::default(),
+            timeouts_open: std::sync::atomic::AtomicUsize::new(0),
+            ejected: ArcSwap::default(),
+            eject_after: hc.unhealthy_threshold.max(1),
+            // As long as the active check takes to call a server healthy again, at least 1 s.
+            eject_for: Duration::from_millis(
+                (hc.interval_ms * hc.healthy_threshold as u64).max(1000),
+            ),
             read_timeout: std::time::Duration::from_millis(cfg.read_timeout_ms.max(1)),
             write_timeout: std::time::Duration::from_millis(cfg.write_timeout_ms.max(1)),
         });
@@ -181,6 +200,8 @@ impl Pool {
     pub fn select(&self, exclude: &[SocketAddr]) -> Option<Backend> {
         let pending = self.pending.load();
         let drained = self.drained.load();
+        let ejected = self.ejected.load();
+        let now = (!ejected.is_empty()).then(std::time::Instant::now);
         self.lb.select_with(b"", 256, |b, ready| {
             ready
                 && match inet(b) {
@@ -188,10 +209,55 @@ impl Pool {
                         !exclude.contains(&a)
                             && (pending.is_empty() || !pending.contains(&a))
                             && (drained.is_empty() || !drained.contains(&a))
+                            && now.is_none_or(|n| ejected.get(&a).is_none_or(|t| n >= *t))
                     }
                     None => true,
                 }
         })
+    }
+
+    /// Passive health: a live request to `addr` timed out (`timed_out`) or was answered.
+    /// At the health check's unhealthy threshold of consecutive timeouts the server sits
+    /// out for as long as the check needs to call it healthy again, so a hung build stops
+    /// taking requests even when it still answers the check's probe.
+    pub fn report(&self, addr: SocketAddr, timed_out: bool) {
+        use std::sync::atomic::Ordering;
+        if !timed_out {
+            // The common case takes no lock: nothing has timed out lately.
+            if self.timeouts_open.load(Ordering::Relaxed) > 0 {
+                let mut t = self.timeouts.lock().unwrap_or_else(|p| p.into_inner());
+                t.remove(&addr);
+                self.timeouts_open.store(t.len(), Ordering::Relaxed);
+            }
+            return;
+        }
+        let eject = {
+            let mut t = self.timeouts.lock().unwrap_or_else(|p| p.into_inner());
+            let n = t.entry(addr).or_insert(0);
+            *n += 1;
+            let eject = *n >= self.eject_after;
+            if eject {
+                t.remove(&addr);
+            }
+            self.timeouts_open.store(t.len(), Ordering::Relaxed);
+            eject
+        };
+        if eject {
+            let now = std::time::Instant::now();
+            let mut map: HashMap<SocketAddr, std::time::Instant> = self
+                .ejected
+                .load()
+                .iter()
+                .filter(|(_, until)| **until > now)
+                .map(|(a, u)| (*a, *u))
+                .collect();
+            map.insert(addr, now + self.eject_for);
+            self.ejected.store(Arc::new(map));
+            metrics::counter!(m::EJECTED, "pool" => self.name.clone(), "server" => addr.to_string())
+                .increment(1);
+            tracing::warn!(pool = %self.name, server = %addr, for_ms = self.eject_for.as_millis() as u64,
+                "server ejected after consecutive upstream timeouts");
+        }
     }
 
     /// The pool's servers and their states.
@@ -203,8 +269,12 @@ impl Pool {
             .iter()
             .map(|b| {
                 let a = inet(b);
+                let ejected = self.ejected.load();
+                let now = std::time::Instant::now();
                 let state = if a.is_some_and(|a| drained.contains(&a)) {
                     "drained"
+                } else if a.is_some_and(|a| ejected.get(&a).is_some_and(|t| *t > now)) {
+                    "ejected"
                 } else if a.is_some_and(|a| pending.contains(&a)) {
                     "pending"
                 } else if self.lb.backends().ready(b) {

@@ -260,7 +260,17 @@ impl ProxyHttp for GatewayProxy {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        // Passive health: a live request that timed out on its upstream counts against it.
+        if let (Some(pool), Some(addr)) = (&ctx.pool, ctx.upstream) {
+            let timed_out = e.is_some_and(|e| {
+                matches!(
+                    e.etype(),
+                    ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                ) && matches!(e.esource(), ErrorSource::Upstream)
+            });
+            pool.report(addr, timed_out);
+        }
         let status = session
             .response_written()
             .map(|r| r.status.as_u16())
