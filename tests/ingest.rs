@@ -367,7 +367,7 @@ fn collector_follows_rotation_keeps_traces_whole_and_resumes_after_kill() {
     assert_eq!(d.count("SELECT count(*) FROM logs WHERE exception = 'java.lang.IllegalStateException' AND pool = 'gray'"), 1);
 }
 
-/// 16 clients posting 1 MB bodies as fast as they can against receivers allowed 4 MiB in
+/// 16 clients posting 1 MB bodies as fast as they can for 30 s against receivers allowed 4 MiB in
 /// flight: the excess gets 429 with `Retry-After`, memory stays bounded, and the node
 /// answers normally as soon as the load stops.
 #[test]
@@ -422,7 +422,7 @@ fn overload_gets_429_with_retry_after_bounded_memory_and_recovery() {
         .collect();
     let mut max_rss = 0;
     let t = std::time::Instant::now();
-    while t.elapsed() < Duration::from_secs(8) {
+    while t.elapsed() < Duration::from_secs(30) {
         max_rss = max_rss.max(rss_mb());
         std::thread::sleep(Duration::from_millis(100));
     }
@@ -432,7 +432,7 @@ fn overload_gets_429_with_retry_after_bounded_memory_and_recovery() {
     }
     let (ok, throttled, other) = *counts.lock().unwrap();
     eprintln!(
-        "overload: {ok} × 200, {throttled} × 429, {other} other in 8 s; RSS {start_rss} MB → max {max_rss} MB"
+        "overload: {ok} × 200, {throttled} × 429, {other} other in 30 s; RSS {start_rss} MB → max {max_rss} MB"
     );
     assert!(ok > 0 && throttled > 0, "{ok} ok, {throttled} throttled");
     assert_eq!(other, 0);
