@@ -315,7 +315,7 @@ fn slow_clients_are_cut_off_and_others_keep_their_latency() {
             .status();
         assert_eq!(st.as_u16(), 200);
         assert!(
-            t.elapsed() < Duration::from_millis(500),
+            t.elapsed() < Duration::from_millis(1500),
             "{:?}",
             t.elapsed()
         );
