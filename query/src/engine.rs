@@ -269,83 +269,73 @@ impl Engine {
         offset: usize,
     ) -> Result<SearchResult, QueryError> {
         // Searches take a query slot and obey the time limit like SQL does.
-        self.bounded(self.search_unbounded(q, filters, from_us, to_us, limit, offset))
-            .await
-    }
-
-    async fn search_unbounded(
-        &self,
-        q: &str,
-        filters: &[(String, String)],
-        from_us: i64,
-        to_us: i64,
-        limit: usize,
-        offset: usize,
-    ) -> Result<SearchResult, QueryError> {
-        match &self.searcher {
-            Searcher::Local(idx) => {
-                let idx = idx.clone();
-                let (q, filters) = (q.to_string(), filters.to_vec());
-                tokio::task::spawn_blocking(move || {
-                    idx.search(&q, &filters, Some(from_us), Some(to_us), limit, offset)
-                })
-                .await
-                .map_err(|e| QueryError::Engine(e.to_string()))?
-                .map_err(QueryError::from)
-            }
-            Searcher::Remote { nodes, token } => {
-                let mut params: Vec<(String, String)> = vec![
-                    ("q".into(), q.to_string()),
-                    ("from".into(), from_us.to_string()),
-                    ("to".into(), to_us.to_string()),
-                    ("limit".into(), (offset + limit).to_string()),
-                ];
-                params.extend(filters.iter().cloned());
-                let calls = nodes.iter().map(|n| {
-                    let url = format!("{}/api/v1/logs/search", n.trim_end_matches('/'));
-                    let mut req = self.http.get(&url).query(&params);
-                    if let Some(t) = token {
-                        req = req.bearer_auth(t);
-                    }
-                    async move {
-                        let r = req
-                            .send()
-                            .await
-                            .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
-                        let status = r.status();
-                        let body: serde_json::Value = r
-                            .json()
-                            .await
-                            .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
-                        if status.is_client_error() {
-                            return Err(QueryError::BadRequest(
-                                body["error"].as_str().unwrap_or("bad search").to_string(),
-                            ));
-                        }
-                        if !status.is_success() {
-                            return Err(QueryError::Unavailable(format!("{url}: {status}")));
-                        }
-                        Ok::<_, QueryError>(body)
-                    }
-                });
-                let answers = futures::future::join_all(calls).await;
-                let mut total = 0usize;
-                let mut hits: Vec<Hit> = Vec::new();
-                for a in answers {
-                    let body = a?;
-                    total += body["total"].as_u64().unwrap_or(0) as usize;
-                    for h in body["rows"].as_array().into_iter().flatten() {
-                        hits.push(hit_from_json(h));
-                    }
+        self.bounded(async {
+            match &self.searcher {
+                Searcher::Local(idx) => {
+                    let idx = idx.clone();
+                    let (q, filters) = (q.to_string(), filters.to_vec());
+                    tokio::task::spawn_blocking(move || {
+                        idx.search(&q, &filters, Some(from_us), Some(to_us), limit, offset)
+                    })
+                    .await
+                    .map_err(|e| QueryError::Engine(e.to_string()))?
+                    .map_err(QueryError::from)
                 }
-                hits.sort_by_key(|h| std::cmp::Reverse(h.ts));
-                let rows = hits.into_iter().skip(offset).take(limit).collect();
-                Ok(SearchResult { total, rows })
+                Searcher::Remote { nodes, token } => {
+                    let mut params: Vec<(String, String)> = vec![
+                        ("q".into(), q.to_string()),
+                        ("from".into(), from_us.to_string()),
+                        ("to".into(), to_us.to_string()),
+                        ("limit".into(), (offset + limit).to_string()),
+                    ];
+                    params.extend(filters.iter().cloned());
+                    let calls = nodes.iter().map(|n| {
+                        let url = format!("{}/api/v1/logs/search", n.trim_end_matches('/'));
+                        let mut req = self.http.get(&url).query(&params);
+                        if let Some(t) = token {
+                            req = req.bearer_auth(t);
+                        }
+                        async move {
+                            let r = req
+                                .send()
+                                .await
+                                .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
+                            let status = r.status();
+                            let body: serde_json::Value = r
+                                .json()
+                                .await
+                                .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
+                            if status.is_client_error() {
+                                return Err(QueryError::BadRequest(
+                                    body["error"].as_str().unwrap_or("bad search").to_string(),
+                                ));
+                            }
+                            if !status.is_success() {
+                                return Err(QueryError::Unavailable(format!("{url}: {status}")));
+                            }
+                            Ok::<_, QueryError>(body)
+                        }
+                    });
+                    let answers = futures::future::join_all(calls).await;
+                    let mut total = 0usize;
+                    let mut hits: Vec<Hit> = Vec::new();
+                    for a in answers {
+                        let body = a?;
+                        total += body["total"].as_u64().unwrap_or(0) as usize;
+                        for h in body["rows"].as_array().into_iter().flatten() {
+                            hits.push(hit_from_json(h));
+                        }
+                    }
+                    hits.sort_by_key(|h| std::cmp::Reverse(h.ts));
+                    let rows = hits.into_iter().skip(offset).take(limit).collect();
+                    Ok(SearchResult { total, rows })
+                }
+                Searcher::Off => Err(QueryError::BadRequest(
+                    "log search is not configured on this node".into(),
+                )),
             }
-            Searcher::Off => Err(QueryError::BadRequest(
-                "log search is not configured on this node".into(),
-            )),
-        }
+        })
+        .await
     }
 }
 
