@@ -100,10 +100,10 @@ pub struct PoolConfig {
     #[serde(default)]
     pub health_check: HealthCheckConfig,
     /// Longest wait for the next bytes of an upstream's response, ms (then 504): a hung
-    /// build must not hold requests forever.
+    /// build must not hold requests forever. 0 = no limit.
     #[serde(default = "default_io_timeout_ms")]
     pub read_timeout_ms: u64,
-    /// Longest wait to write the request to an upstream, ms (then 504).
+    /// Longest wait to write the request to an upstream, ms (then 504). 0 = no limit.
     #[serde(default = "default_io_timeout_ms")]
     pub write_timeout_ms: u64,
 }

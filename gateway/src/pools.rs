@@ -111,10 +111,10 @@ pub struct Pool {
     eject_after: usize,
     /// How long an ejected server sits out.
     eject_for: Duration,
-    /// Upstream read timeout (per read, not the whole response).
-    pub read_timeout: std::time::Duration,
-    /// Upstream write timeout.
-    pub write_timeout: std::time::Duration,
+    /// Upstream read timeout (per read, not the whole response); `None` = none.
+    pub read_timeout: Option<std::time::Duration>,
+    /// Upstream write timeout; `None` = none.
+    pub write_timeout: Option<std::time::Duration>,
 }
 
 impl Pool {
@@ -189,8 +189,10 @@ impl Pool {
             eject_for: Duration::from_millis(
                 (hc.interval_ms * hc.healthy_threshold as u64).max(1000),
             ),
-            read_timeout: std::time::Duration::from_millis(cfg.read_timeout_ms.max(1)),
-            write_timeout: std::time::Duration::from_millis(cfg.write_timeout_ms.max(1)),
+            read_timeout: (cfg.read_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(cfg.read_timeout_ms)),
+            write_timeout: (cfg.write_timeout_ms > 0)
+                .then(|| std::time::Duration::from_millis(cfg.write_timeout_ms)),
         });
         Ok((pool, bg))
     }

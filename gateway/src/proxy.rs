@@ -168,8 +168,8 @@ impl ProxyHttp for GatewayProxy {
         ctx.upstream_start = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
-        peer.options.read_timeout = Some(pool.read_timeout);
-        peer.options.write_timeout = Some(pool.write_timeout);
+        peer.options.read_timeout = pool.read_timeout;
+        peer.options.write_timeout = pool.write_timeout;
         Ok(Box::new(peer))
     }
 
