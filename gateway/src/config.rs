@@ -350,6 +350,7 @@ impl UpstreamPolicy {
     }
 }
 
+/// A CIDR, or a bare address as its /32 or /128 (`trusted_proxies`, `upstream_allow`).
 fn parse_net(s: &str) -> Result<IpNet, String> {
     s.parse::<IpNet>()
         .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
@@ -413,8 +414,8 @@ impl GatewayConfig {
             }
         }
         for t in &self.trusted_proxies {
-            if t.parse::<IpNet>().is_err() && t.parse::<std::net::IpAddr>().is_err() {
-                return bad(format!("trusted_proxies: bad CIDR `{t}`"));
+            if let Err(e) = parse_net(t) {
+                return bad(format!("trusted_proxies: {e}"));
             }
         }
         let mut names = std::collections::HashSet::new();
@@ -446,11 +447,7 @@ impl GatewayConfig {
     pub fn trusted_nets(&self) -> Vec<IpNet> {
         self.trusted_proxies
             .iter()
-            .filter_map(|t| {
-                t.parse::<IpNet>()
-                    .ok()
-                    .or_else(|| t.parse::<std::net::IpAddr>().ok().map(IpNet::from))
-            })
+            .filter_map(|t| parse_net(t).ok())
             .collect()
     }
 }
