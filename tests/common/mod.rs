@@ -353,3 +353,20 @@ pool = "gray"
 tag = "office"
 cidrs = ["10.0.0.0/8"]
 "#;
+
+/// `PUT` a route's gray rules as `token`; the status and the JSON answer.
+pub fn set_rules(
+    c: &reqwest::blocking::Client,
+    gw: &Gateway,
+    token: &str,
+    rules: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let r = c
+        .put(gw.admin_url("/admin/v1/routes/api/rules"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({ "rules": rules, "reason": "test" }))
+        .send()
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().unwrap_or(serde_json::json!(null)))
+}
