@@ -3,74 +3,20 @@
 
 mod common;
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::Duration;
 
 use common::*;
 
 #[test]
 fn gateway_traffic_and_changes_flow_into_the_store() {
-    let (up, port, admin, ing) = (free_port(), free_port(), free_port(), free_port());
-    let qport = free_port();
-    let _u = upstream(up, "stable-1");
-    let dir = std::env::temp_dir().join(format!("apus-run-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let cfg = format!(
-        r#"
-[ingest]
-listen = "127.0.0.1:{ing}"
-flush_interval_ms = 200
-
-[query]
-listen = "127.0.0.1:{qport}"
-
-[gateway]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-access_log = "in-process"
-
-[[gateway.pools]]
-name = "stable"
-servers = ["127.0.0.1:{up}"]
-
-[[gateway.routes]]
-name = "api"
-project = "shop"
-env = "prod"
-stable_pool = "stable"
-tenant_sources = [{{ header = "x-tenant-id" }}]
-
-[[gateway.tokens]]
-name = "alice"
-token = "{ADMIN}"
-role = "admin"
-"#
-    );
-    let path = dir.join("apus.toml");
-    std::fs::write(&path, cfg).unwrap();
-    let data = dir.join("data");
-    let child = Command::new(BIN)
-        .args([
-            "run",
-            "--config",
-            path.to_str().unwrap(),
-            "--data-dir",
-            data.to_str().unwrap(),
-        ])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let mut p = Proc(child);
-    let c = client();
-    wait_until("apus run", Duration::from_secs(30), || {
-        c.get(format!("http://127.0.0.1:{admin}/health"))
-            .send()
-            .is_ok()
-            && c.get(format!("http://127.0.0.1:{ing}/health"))
-                .send()
-                .is_ok()
+    let mut run = AllInOne::start(RunOpts {
+        access_log: "in-process",
+        config_token: true,
+        ..Default::default()
     });
+    let (port, admin, qport, data) = (run.port, run.admin, run.q, run.data());
+    let c = client();
     for i in 0..20 {
         let (st, up, _, _) = get(
             &c,
@@ -183,7 +129,7 @@ role = "admin"
         dom.contains("data-ready=\"login\"") && dom.contains("id=\"token\""),
         "no login form: {dom}"
     );
-    p.kill();
+    run.proc.kill();
     let d = DataDir::open(&data);
     assert_eq!(d.count("SELECT count(*) FROM access_log WHERE route = 'api' AND status = 200 AND tag = 'stable'"), 20);
     assert_eq!(d.count("SELECT count(DISTINCT tenant) FROM access_log"), 20);

@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -15,92 +14,13 @@ use serde_json::{json, Value};
 const SHIPPER: &str = "filebeat-shop-token-1";
 const SCOPED_VIEWER: &str = "viewer-shop-prod-token-1";
 
-struct Run {
-    _p: Proc,
-    ing: u16,
-    q: u16,
-    admin: u16,
-    dir: std::path::PathBuf,
-}
-
-fn start(extra_tokens: &str, with_config_token: bool, env: &[(&str, &str)]) -> Run {
-    let (up, port, admin, ing, q) = (
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-        free_port(),
-    );
-    let dir = std::env::temp_dir().join(format!("apus-sec-{}-{port}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let token = if with_config_token {
-        format!("[[gateway.tokens]]\nname = \"alice\"\ntoken = \"{ADMIN}\"\nrole = \"admin\"\n")
-    } else {
-        String::new()
-    };
-    let cfg = format!(
-        r#"
-[ingest]
-listen = "127.0.0.1:{ing}"
-flush_interval_ms = 200
-
-[query]
-listen = "127.0.0.1:{q}"
-
-[gateway]
-listen = "127.0.0.1:{port}"
-admin_listen = "127.0.0.1:{admin}"
-access_log = "off"
-
-[[gateway.pools]]
-name = "stable"
-servers = ["127.0.0.1:{up}"]
-
-[[gateway.routes]]
-name = "api"
-project = "shop"
-env = "prod"
-stable_pool = "stable"
-
-{token}
-"#
-    );
-    std::fs::write(dir.join("apus.toml"), cfg).unwrap();
-    let mut args = vec![
-        "run".to_string(),
-        "--config".into(),
-        dir.join("apus.toml").display().to_string(),
-        "--data-dir".into(),
-        dir.join("data").display().to_string(),
-    ];
-    if !extra_tokens.is_empty() {
-        std::fs::write(dir.join("tokens.toml"), extra_tokens).unwrap();
-        args.push("--tokens".into());
-        args.push(dir.join("tokens.toml").display().to_string());
-    }
-    let child = Command::new(BIN)
-        .args(&args)
-        .envs(env.iter().copied())
-        .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
-        .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
-        .spawn()
-        .unwrap();
-    let p = Proc(child);
-    let c = bare_client();
-    wait_until("apus run", Duration::from_secs(30), || {
-        [admin, ing, q].iter().all(|p| {
-            c.get(format!("http://127.0.0.1:{p}/health"))
-                .send()
-                .is_ok_and(|r| r.status().is_success())
-        })
-    });
-    Run {
-        _p: p,
-        ing,
-        q,
-        admin,
-        dir,
-    }
+fn start(tokens_file: &str, config_token: bool, env: &[(&str, &str)]) -> AllInOne {
+    AllInOne::start(RunOpts {
+        config_token,
+        tokens_file,
+        env,
+        ..Default::default()
+    })
 }
 
 fn status(r: reqwest::blocking::RequestBuilder) -> (u16, Value) {

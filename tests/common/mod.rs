@@ -370,3 +370,122 @@ pub fn set_rules(
     let st = r.status().as_u16();
     (st, r.json().unwrap_or(serde_json::json!(null)))
 }
+
+/// How to start an `apus run` under test.
+#[derive(Default)]
+pub struct RunOpts<'a> {
+    /// `[gateway] access_log` (default `off`).
+    pub access_log: &'a str,
+    /// Put the [`ADMIN`] token in the config (else only `tokens_file`, or none at all).
+    pub config_token: bool,
+    /// A tokens file's text, passed with `--tokens` when not empty.
+    pub tokens_file: &'a str,
+    /// Environment of the process.
+    pub env: &'a [(&'a str, &'a str)],
+}
+
+/// `apus run` (gateway, ingest, query) over one echo upstream, on free ports, with its
+/// data, stdout and log in a temporary directory.
+pub struct AllInOne {
+    pub proc: Proc,
+    pub upstream: Proc,
+    pub port: u16,
+    pub admin: u16,
+    pub ing: u16,
+    pub q: u16,
+    pub dir: PathBuf,
+}
+
+impl AllInOne {
+    /// Start it and wait until every listener answers `/health`.
+    pub fn start(o: RunOpts) -> AllInOne {
+        let (up, port, admin, ing, q) = (
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+            free_port(),
+        );
+        let upstream = upstream(up, "stable-1");
+        let dir = std::env::temp_dir().join(format!("apus-run-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let token = if o.config_token {
+            format!("[[gateway.tokens]]\nname = \"alice\"\ntoken = \"{ADMIN}\"\nrole = \"admin\"\n")
+        } else {
+            String::new()
+        };
+        let access_log = if o.access_log.is_empty() {
+            "off"
+        } else {
+            o.access_log
+        };
+        let cfg = format!(
+            r#"
+[ingest]
+listen = "127.0.0.1:{ing}"
+flush_interval_ms = 200
+
+[query]
+listen = "127.0.0.1:{q}"
+
+[gateway]
+listen = "127.0.0.1:{port}"
+admin_listen = "127.0.0.1:{admin}"
+access_log = "{access_log}"
+
+[[gateway.pools]]
+name = "stable"
+servers = ["127.0.0.1:{up}"]
+
+[[gateway.routes]]
+name = "api"
+project = "shop"
+env = "prod"
+stable_pool = "stable"
+tenant_sources = [{{ header = "x-tenant-id" }}]
+
+{token}
+"#
+        );
+        std::fs::write(dir.join("apus.toml"), cfg).unwrap();
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(dir.join("apus.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"));
+        if !o.tokens_file.is_empty() {
+            std::fs::write(dir.join("tokens.toml"), o.tokens_file).unwrap();
+            cmd.arg("--tokens").arg(dir.join("tokens.toml"));
+        }
+        let child = cmd
+            .envs(o.env.iter().copied())
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        let c = bare_client();
+        wait_until("apus run", Duration::from_secs(30), || {
+            [admin, ing, q].iter().all(|p| {
+                c.get(format!("http://127.0.0.1:{p}/health"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            })
+        });
+        AllInOne {
+            proc,
+            upstream,
+            port,
+            admin,
+            ing,
+            q,
+            dir,
+        }
+    }
+
+    /// Its data directory.
+    pub fn data(&self) -> PathBuf {
+        self.dir.join("data")
+    }
+}
