@@ -8,7 +8,7 @@ use std::alloc::{GlobalAlloc, Layout, System};
 use std::hint::black_box;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use apus_rules::{Headers, RequestView, RuleSet, RulesFile};
+use apus_rules::{HeaderList, RequestView, RuleSet, RulesFile};
 use criterion::{criterion_group, Criterion, Throughput};
 
 struct Counting;
@@ -30,16 +30,6 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
-
-struct H<'a>(&'a [(&'a str, &'a str)]);
-impl Headers for H<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    }
-}
 
 fn build() -> RuleSet {
     let tenants: Vec<String> = (0..100_000).map(|i| format!("\"tenant-{i}\"")).collect();
@@ -114,7 +104,7 @@ fn bench(c: &mut Criterion) {
     let mut g = c.benchmark_group("rule_match_100k_tenants_10k_cidrs");
     g.throughput(Throughput::Elements(1));
     for (name, headers, ip) in cases {
-        let h = H(headers);
+        let h = HeaderList(headers);
         let ip = ip.parse().unwrap();
         g.bench_function(name, |b| {
             b.iter(|| {

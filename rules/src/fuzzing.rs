@@ -6,20 +6,9 @@
 
 use std::net::IpAddr;
 
-use crate::{GrayRuleSpec, Headers, RequestView, RouteSpec, RuleSet, RulesFile};
+use crate::{GrayRuleSpec, HeaderList, RequestView, RouteSpec, RuleSet, RulesFile};
 
 const POOLS: &[&str] = &["stable", "gray"];
-
-struct H<'a>(&'a [(&'a str, &'a str)]);
-
-impl Headers for H<'_> {
-    fn get(&self, name: &str) -> Option<&str> {
-        self.0
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| *v)
-    }
-}
 
 fn no_files(p: &str) -> Result<String, String> {
     Err(format!("no files while fuzzing ({p})"))
@@ -44,7 +33,7 @@ fn exercise(set: &RuleSet, probe: &str) {
                 path,
                 query: Some(probe),
                 client_ip: ip,
-                headers: &H(&headers),
+                headers: &HeaderList(&headers),
             };
             if let Some((d, _tenant)) = set.decide(&req) {
                 let route = set.route(d);

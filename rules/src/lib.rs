@@ -27,7 +27,7 @@ pub mod fuzzing;
 pub use cidr::CidrSet;
 pub use error::RuleError;
 pub use hash::{murmur3_32, sticky_bucket, Murmur3};
-pub use matcher::{Decision, Headers, RequestView, RuleSet, TenantLoader};
+pub use matcher::{Decision, HeaderList, Headers, RequestView, RuleSet, TenantLoader};
 pub use model::{GrayRuleSpec, Matcher, RouteSpec, RulesFile, TenantSource};
 pub use tenant::extract_tenant;
 

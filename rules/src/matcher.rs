@@ -19,6 +19,18 @@ pub trait Headers {
     fn get(&self, name: &str) -> Option<&str>;
 }
 
+/// Headers as a list of `(name, value)` pairs (tools, benches, fuzzing).
+pub struct HeaderList<'a>(pub &'a [(&'a str, &'a str)]);
+
+impl Headers for HeaderList<'_> {
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| *v)
+    }
+}
+
 /// Loads the text of a tenants file; the rules crate itself does no IO.
 pub trait TenantLoader {
     /// The file's contents, or a reason it could not be read.
