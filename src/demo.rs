@@ -12,7 +12,8 @@ use axum::{Json, Router};
 use serde_json::{json, Value};
 
 /// An upstream that answers every path with JSON naming itself and echoing the lane
-/// headers the gateway set; `GET /health` answers `ok`. With `fail_tenant`, requests of
+/// headers the gateway set; `GET /health` answers `ok`; `?status=N` answers status N and
+/// `?sleep_ms=N` answers late. With `fail_tenant`, requests of
 /// that tenant (`orgId=` query) get a 500 — the demo's "bug in the gray build".
 pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<String>) -> Result<()> {
     async fn echo(
@@ -28,6 +29,19 @@ pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<Stri
             .and_then(|v| v.parse::<u64>().ok())
         {
             tokio::time::sleep(Duration::from_millis(ms.min(60_000))).await;
+        }
+        // `status=N` answers with that status: a failing build, for alarm tests.
+        if let Some(code) = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("status="))
+            .and_then(|v| v.parse::<u16>().ok())
+            .and_then(|c| axum::http::StatusCode::from_u16(c).ok())
+        {
+            return (
+                code,
+                Json(json!({"upstream": name, "status": code.as_u16()})),
+            )
+                .into_response();
         }
         if let Some(t) = &fail {
             if query.split('&').any(|kv| kv == format!("orgId={t}")) {

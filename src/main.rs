@@ -1,5 +1,6 @@
 //! The `apus` binary: command-line parsing and wiring only. Each role lives in its crate.
 
+mod alarms;
 mod demo;
 mod logs_cmd;
 mod rules_cmd;

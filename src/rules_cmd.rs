@@ -10,7 +10,8 @@ use clap::Subcommand;
 
 #[derive(Subcommand)]
 pub enum RulesCmd {
-    /// Validate a gateway config / rule file offline; exit 1 with the reason if invalid.
+    /// Validate a gateway config / rule file, an alarm rule file (`[[rule]]` tables) or a
+    /// directory of alarm rule files, offline; exit 1 with the reason if invalid.
     Check {
         /// The file to check.
         file: PathBuf,
@@ -82,7 +83,45 @@ pub fn run(cmd: RulesCmd) -> Result<()> {
     }
 }
 
+/// Whether `file` is an alarm rule file: TOML whose top level holds `[[rule]]` tables.
+fn is_alarm_file(file: &Path) -> bool {
+    std::fs::read_to_string(file)
+        .ok()
+        .and_then(|t| t.parse::<toml::Table>().ok())
+        .is_some_and(|t| t.contains_key("rule"))
+}
+
+/// Check alarm rule files (one, or every `*.toml` of a directory) as the evaluator would.
+fn check_alarms(files: &[PathBuf]) -> Result<()> {
+    let mut taken = std::collections::HashSet::new();
+    let mut n = 0;
+    for f in files {
+        let text = std::fs::read_to_string(f).with_context(|| format!("{}", f.display()))?;
+        let name = f.display().to_string();
+        match apus_rules::alarm::parse_rule_file(&name, &text, &mut taken) {
+            Ok(r) => n += r.len(),
+            Err(e) => {
+                eprintln!("invalid: {e}");
+                std::process::exit(1);
+            }
+        }
+    }
+    println!("ok: {n} alarm rules in {} files", files.len());
+    Ok(())
+}
+
 fn check(file: &Path) -> Result<()> {
+    if file.is_dir() {
+        let mut files: Vec<PathBuf> = std::fs::read_dir(file)?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+            .collect();
+        files.sort();
+        return check_alarms(&files);
+    }
+    if is_alarm_file(file) {
+        return check_alarms(&[file.to_path_buf()]);
+    }
     match apus_gateway::GatewayConfig::load(file) {
         Ok((cfg, rules)) => {
             let n_rules: usize = rules.routes().map(|r| r.gray_rules.len()).sum();

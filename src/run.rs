@@ -17,6 +17,16 @@ use apus_store::read::SqlBackend;
 use apus_store::StoreUrl;
 use serde::Deserialize;
 
+use crate::alarms::AlarmWiring;
+
+/// A `landed` receiver that never changes (a process with no ingest of its own).
+fn never_landed() -> tokio::sync::watch::Receiver<u64> {
+    let (tx, rx) = tokio::sync::watch::channel(0);
+    // Kept alive for the process's life so the receiver waits instead of erroring.
+    std::mem::forget(tx);
+    rx
+}
+
 /// `apus run` configuration: `[gateway]` and `[ingest]` sections.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -175,21 +185,34 @@ fn query_store(
     }
 }
 
-/// Start the query API and dashboards on `rt`.
+/// Start the query API and dashboards on `rt`, and the alarm evaluator if configured.
 pub fn start_query(
     rt: &tokio::runtime::Runtime,
     cfg: &QueryConfig,
-    store: Arc<dyn SqlBackend>,
-    searcher: Searcher,
+    (store, searcher): (Arc<dyn SqlBackend>, Searcher),
     render: Option<MetricsRender>,
     tokens: Arc<apus_auth::Tokens>,
+    alarms: Option<AlarmWiring>,
 ) -> Result<()> {
     let engine = Arc::new(Engine::with_backend(store, searcher, cfg.limits()));
+    let alarms = match alarms {
+        Some(w) => Some(
+            rt.block_on(apus_query::alarm::Alarms::start(
+                engine.clone(),
+                w.settings,
+                w.state_dir,
+                w.writer,
+                w.landed,
+            ))
+            .map_err(|e| anyhow::anyhow!("alarms: {e}"))?,
+        ),
+        None => None,
+    };
     serve(
         rt,
         "query API and dashboards",
         &cfg.listen,
-        apus_query::api::router(engine, render, tokens),
+        apus_query::api::router(engine, render, tokens, alarms),
     )
 }
 
@@ -215,7 +238,12 @@ pub fn query(
         cfg.search_nodes = search_nodes;
     }
     cfg.cluster |= cluster;
-    let store = query_store(&StoreUrl::parse(store)?, None, &cfg)?;
+    let store_url = StoreUrl::parse(store)?;
+    let store = query_store(&store_url, None, &cfg)?;
+    let alarm_settings = cfg
+        .alarms
+        .settings(config.and_then(Path::parent), &cfg.listen)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let searcher = cfg.searcher(Searcher::Off);
     let tokens = tokens(
         auth,
@@ -225,7 +253,27 @@ pub fn query(
         Some(&cfg.listen),
     )?;
     let rt = runtime("apus-query")?;
-    start_query(&rt, &cfg, store, searcher, Some(render(prom)), tokens)?;
+    let alarms = match (alarm_settings, &store_url) {
+        (None, _) => None,
+        (Some(settings), StoreUrl::ClickHouse(u)) => Some(AlarmWiring {
+            settings,
+            writer: crate::alarms::clickhouse_writer(apus_store::clickhouse::ChClient::new(
+                u.clone(),
+            )),
+            // No rows land in this process: rules are evaluated every `interval`.
+            landed: never_landed(),
+            state_dir: data_dir.join("alarms"),
+        }),
+        (Some(_), _) => anyhow::bail!("alarms on a query node need --store clickhouse://…"),
+    };
+    start_query(
+        &rt,
+        &cfg,
+        (store, searcher),
+        Some(render(prom)),
+        tokens,
+        alarms,
+    )?;
     rt.block_on(async {
         let _ = tokio::signal::ctrl_c().await;
     });
@@ -313,6 +361,11 @@ pub fn run(
         cfg.gateway.control = c;
     }
     let rules = cfg.gateway.validate(config.parent())?;
+    let alarm_settings = cfg
+        .query
+        .alarms
+        .settings(config.parent(), &cfg.query.listen)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let data_dir = cfg.ingest.data_dir.clone();
     let store_url = cfg.ingest.store.clone();
     // One set of tokens for the admin API, the receivers and the query API.
@@ -332,13 +385,38 @@ pub fn run(
         .query
         .searcher(Searcher::Local(pipeline.search().clone()));
     let qstore = query_store(&store_url, Some(&pipeline), &cfg.query)?;
+    let alarms = alarm_settings.map(|settings| AlarmWiring {
+        settings,
+        writer: crate::alarms::pipeline_writer(pipeline.clone()),
+        landed: pipeline.landed(),
+        state_dir: data_dir.join("alarms"),
+    });
+    if alarms.is_some() {
+        // The gateway's upstream health, into the metrics table for `unhealthy_upstreams`.
+        let mut scope = std::collections::HashMap::new();
+        for r in &cfg.gateway.routes {
+            let pools = std::iter::once(&r.stable_pool).chain(r.gray_rules.iter().map(|g| &g.pool));
+            for p in pools {
+                scope
+                    .entry(p.clone())
+                    .or_insert_with(|| (r.project.clone(), r.env.clone()));
+            }
+        }
+        crate::alarms::feed_health(
+            rt.handle(),
+            pipeline.clone(),
+            render(prom.clone()),
+            scope,
+            Duration::from_secs(2),
+        );
+    }
     start_query(
         &rt,
         &cfg.query,
-        qstore,
-        searcher,
+        (qstore, searcher),
         Some(render(prom.clone())),
         tokens.clone(),
+        alarms,
     )?;
     // `apus run` hands the access log to its own ingest tier, unless it is off.
     let access_log = if cfg.gateway.access_log == apus_gateway::config::AccessLogTarget::Off {

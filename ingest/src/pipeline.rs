@@ -59,6 +59,9 @@ struct Fanout {
     sink: Arc<dyn StoreSink>,
     /// The ClickHouse sink, when that is the store (retention, status).
     clickhouse: Option<Arc<ClickHouseSink>>,
+    /// Bumped after each delivered batch: what the alarm evaluator waits on, so rules see
+    /// rows as they land instead of on a coarse timer.
+    landed: tokio::sync::watch::Sender<u64>,
 }
 
 impl Fanout {
@@ -66,6 +69,7 @@ impl Fanout {
         for s in &self.sinks {
             s.deliver(seq, table, b.clone());
         }
+        self.landed.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// The WAL replays above the lowest checkpoint of any sink.
@@ -151,6 +155,7 @@ impl Pipeline {
             sinks: vec![sink.clone(), search.clone()],
             sink: sink.clone(),
             clickhouse: clickhouse.clone(),
+            landed: tokio::sync::watch::channel(0).0,
         });
         let (s2, f2) = (fanout.clone(), fanout.clone());
         let (wal, report) = Wal::open(
@@ -193,6 +198,11 @@ impl Pipeline {
     /// The ClickHouse sink, when the store is ClickHouse.
     pub fn clickhouse(&self) -> Option<&Arc<ClickHouseSink>> {
         self.fanout.clickhouse.as_ref()
+    }
+
+    /// A receiver that changes each time rows land in the store (queryable from then on).
+    pub fn landed(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.fanout.landed.subscribe()
     }
 
     /// The log search index.

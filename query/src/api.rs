@@ -12,6 +12,7 @@
 //! | `POST /api/v1/sql` | read-only SQL |
 //! | `GET /api/v1/changes` | the change timeline |
 //! | `GET /api/v1/rootcause` | ranked suspects with evidence |
+//! | `/api/v1/alarms…`, `/api/v2/silences` | alarms, rules, switches, silences ([`crate::alarm::api`]) |
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -112,6 +113,7 @@ pub fn router(
     engine: Arc<Engine>,
     render: Option<MetricsRender>,
     tokens: Arc<apus_auth::Tokens>,
+    alarms: Option<Arc<crate::alarm::Alarms>>,
 ) -> Router {
     Router::new()
         .route("/", get(ui))
@@ -126,12 +128,16 @@ pub fn router(
         .route("/api/v1/rootcause", get(rootcause))
         .route("/metrics", get(metrics_text))
         .fallback(not_found)
+        .with_state(Api {
+            engine: engine.clone(),
+            render,
+        })
+        .merge(crate::alarm::api::router(engine, alarms))
         .layer(DefaultBodyLimit::max(MAX_SQL_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             tokens,
             crate::auth::authorize,
         ))
-        .with_state(Api { engine, render })
 }
 
 /// Only the search endpoint: what an ingest node serves so query nodes can fan out to it.

@@ -55,6 +55,8 @@ pub struct QueryConfig {
     /// profile: `readonly = 1` and the limits) that users' SQL runs as; the ingest store's
     /// user still runs the generated queries.
     pub clickhouse_reader: Option<String>,
+    /// Alarm rules, receivers and routing (`[query.alarms]`); off without `rules_dir`.
+    pub alarms: crate::alarm::AlarmConfig,
 }
 
 impl Default for QueryConfig {
@@ -69,6 +71,7 @@ impl Default for QueryConfig {
             cluster: false,
             search_token: None,
             clickhouse_reader: None,
+            alarms: Default::default(),
         }
     }
 }

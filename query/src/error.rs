@@ -23,6 +23,15 @@ pub enum QueryError {
     /// A store or search node could not be reached.
     #[error("unavailable: {0}")]
     Unavailable(String),
+    /// The token may not make this change.
+    #[error("{0}")]
+    Forbidden(String),
+    /// No such object (silence, rule).
+    #[error("{0}")]
+    NotFound(String),
+    /// The change could not be made durable or audited; nothing was changed.
+    #[error("not applied: {0}")]
+    NotApplied(String),
 }
 
 impl QueryError {
@@ -34,6 +43,9 @@ impl QueryError {
             QueryError::Engine(_) => StatusCode::INTERNAL_SERVER_ERROR,
             QueryError::Unavailable(_) => StatusCode::BAD_GATEWAY,
             QueryError::Overloaded(_) => StatusCode::TOO_MANY_REQUESTS,
+            QueryError::Forbidden(_) => StatusCode::FORBIDDEN,
+            QueryError::NotFound(_) => StatusCode::NOT_FOUND,
+            QueryError::NotApplied(_) => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -51,6 +63,12 @@ impl From<apus_store::StoreError> for QueryError {
             apus_store::StoreError::Unavailable(m) => QueryError::Unavailable(m),
             e => QueryError::Engine(e.to_string()),
         }
+    }
+}
+
+impl From<apus_auth::AuthError> for QueryError {
+    fn from(e: apus_auth::AuthError) -> Self {
+        QueryError::Forbidden(e.to_string())
     }
 }
 

@@ -336,7 +336,10 @@ async fn novelties_and_layers(
     let d = e.dialect();
     let (t_access, t_logs, t_slow) = (e.table("access_log"), e.table("logs"), e.table("slow_sql"));
     let (cur, bad, span) = (&w.cur, &s.bad, &s.span);
-    let window_ratio = (span.to_us - w.start) as f64 / (w.start - s.base_from).max(1) as f64;
+    let windows = crate::rootcause::Windows {
+        current_s: (span.to_us - w.start) as f64 / 1e6,
+        baseline_s: (w.start - s.base_from).max(1) as f64 / 1e6,
+    };
     let log_scope = scoped(d, span, &["project", "env", "pool", "tenant", "tag"]);
     let tpl_sql = format!(
         "SELECT pool, template_id, max(template) AS _a_template, max(exception) AS _a_exception, \
@@ -371,12 +374,10 @@ async fn novelties_and_layers(
         e.rows_owned(layer_sql),
     )
     .await?;
-    let templates = surged(&tpl_rows, window_ratio, |r| {
+    let templates = surged(&tpl_rows, windows, |r| {
         format!("{}\u{1f}{}", text(r, "pool"), text(r, "template_id"))
     });
-    let fingerprints = surged(&fp_rows, window_ratio, |r| {
-        text(r, "fingerprint_id").to_string()
-    });
+    let fingerprints = surged(&fp_rows, windows, |r| text(r, "fingerprint_id").to_string());
     let mut layers: Vec<Row> = layer_rows
         .into_iter()
         .map(|mut r| {
@@ -404,7 +405,11 @@ fn scoped(d: apus_store::read::dialect::Dialect, span: &Params, allowed: &[&str]
     span.conditions(d, &skip)
 }
 
-fn surged(rows: &[Row], window_ratio: f64, key: impl Fn(&Row) -> String) -> Surged {
+fn surged(
+    rows: &[Row],
+    windows: crate::rootcause::Windows,
+    key: impl Fn(&Row) -> String,
+) -> Surged {
     let by_key: HashMap<String, &Row> = rows.iter().map(|r| (key(r), r)).collect();
     let keys: Vec<KeyCounts> = rows
         .iter()
@@ -414,7 +419,7 @@ fn surged(rows: &[Row], window_ratio: f64, key: impl Fn(&Row) -> String) -> Surg
             current: num(r, "cur"),
         })
         .collect();
-    surges(&keys, window_ratio, 3.0)
+    surges(&keys, windows, 3.0)
         .into_iter()
         .take(20)
         .filter_map(|s| by_key.get(&s.key).map(|r| ((*r).clone(), s)))

@@ -7,13 +7,16 @@
 //! dimension filters; [`engine::Engine`] runs SQL against a fresh snapshot of the store
 //! (memory batches + Parquet) and searches; [`rank`] builds the ranking queries;
 //! [`rootcause`] holds the pure attribution algorithms and [`investigate`] feeds them;
-//! [`api`] is the HTTP surface on the query listener (default `127.0.0.1:3000`).
+//! [`api`] is the HTTP surface on the query listener (default `127.0.0.1:3000`);
+//! [`signals`] answers the questions alarm rules (and rollout analysis) ask, and [`alarm`]
+//! evaluates the rules as rows land and delivers notifications like Alertmanager.
 //!
 //! Must never depend on: `apus-ingest` (the write side), the gateway, the control plane;
 //! it reads the stores through `apus-store` and the tables of `apus-schema`.
 
 #![warn(clippy::print_stdout)]
 
+pub mod alarm;
 pub mod api;
 pub mod auth;
 pub mod engine;
@@ -23,6 +26,7 @@ pub mod params;
 pub mod rank;
 pub mod rollup;
 pub mod rootcause;
+pub mod signals;
 pub mod sqlcheck;
 
 pub use engine::{Engine, QueryConfig, Searcher};

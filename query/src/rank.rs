@@ -163,10 +163,14 @@ pub async fn exceptions_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryErr
             }
         })
         .collect();
-    let flagged: HashMap<String, (bool, f64)> = surges(&keys, 1.0, 3.0)
-        .into_iter()
-        .map(|s| (s.key, (s.is_new, s.z)))
-        .collect();
+    let flagged: HashMap<String, (bool, f64)> = surges(
+        &keys,
+        crate::rootcause::Windows::equal(len as f64 / 1e6),
+        3.0,
+    )
+    .into_iter()
+    .map(|s| (s.key, (s.is_new, s.z)))
+    .collect();
     for (r, k) in rows.iter_mut().zip(&keys) {
         let f = flagged.get(&k.key);
         r.insert("previous".into(), json!(k.baseline));

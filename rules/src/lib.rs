@@ -1,5 +1,7 @@
 //! Pure gray-release logic: the gray-rule model, its parser and validator, and the matcher
-//! the gateway runs on every request.
+//! the gateway runs on every request; and the alarm model ([`alarm`]): rule files, the
+//! per-label-set state machine and Alertmanager-style routing, grouping, silences and
+//! inhibition.
 //!
 //! The main type is [`RuleSet`], a compiled, immutable set of routes built from
 //! [`RouteSpec`]s by [`RuleSet::compile`]. Invariants it keeps:
@@ -14,6 +16,7 @@
 
 #![warn(clippy::print_stdout)]
 
+pub mod alarm;
 mod cidr;
 mod error;
 mod hash;

@@ -254,13 +254,25 @@ define_table!(
 });
 
 define_table!(
-    /// An alarm state change (`alarms`).
+    /// An alarm state change (`alarms`): one row per transition of one label set
+    /// (`pending`, `firing`, `resolved`, `inactive`), plus `error` rows when a rule's query
+    /// fails. The last row of each (rule, fingerprint) is what a restart restores.
     AlarmRecord, Table::Alarms, {
     ts: Micros,
+    project: String,
+    env: String,
+    /// `project/env/name` of the rule.
     rule: String,
+    /// Identity of the label set (16 hex digits, the webhook's `fingerprint`).
+    fingerprint: String,
     state: String,
+    severity: String,
+    /// All labels as a JSON object with sorted keys.
     labels: String,
     value: f64,
+    /// When the episode began (pending or firing since), µs since the epoch.
+    since_us: u64,
+    /// The rendered summary (or the error's reason).
     message: String,
 });
 
@@ -343,5 +355,6 @@ scoped!(
     LogRecord,
     SlowSqlRecord,
     MetricRecord,
-    ChangeRecord
+    ChangeRecord,
+    AlarmRecord
 );

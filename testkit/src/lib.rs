@@ -1,15 +1,17 @@
 //! Dev-only test helpers shared by the integration tests of every crate: free loopback
 //! ports, process guards that kill on drop, wait-until, and harnesses for the real servers
-//! the tests start (ClickHouse, etcd).
+//! the tests start (ClickHouse, etcd), and a webhook receiver.
 //!
 //! Must never be a normal (non-dev) dependency of any crate.
 
 #![warn(clippy::print_stdout)]
 mod clickhouse;
 mod etcd;
+mod hook;
 
 pub use clickhouse::ClickHouse;
 pub use etcd::Etcd;
+pub use hook::{Hook, Received};
 
 use std::net::TcpListener;
 use std::path::Path;

@@ -8,7 +8,7 @@ use std::time::Duration;
 pub const BIN: &str = env!("CARGO_BIN_EXE_apus");
 
 #[allow(unused_imports)]
-pub use apus_testkit::{free_port, wait_until, Etcd, Proc, TempDir};
+pub use apus_testkit::{free_port, wait_until, Etcd, Hook, Proc, TempDir};
 
 /// Start an echo upstream named `name` on `port`, and wait until it answers.
 pub fn upstream(port: u16, name: &str) -> Proc {
@@ -145,7 +145,7 @@ pub const ADMIN: &str = "test-admin-token";
 pub const RM_PROD: &str = "rm-prod-token-0001";
 pub const VIEWER: &str = "viewer-token-00001";
 
-const TOKENS: &str = r#"
+pub const TOKENS: &str = r#"
 [[tokens]]
 name = "alice"
 token = "test-admin-token"
@@ -382,6 +382,10 @@ pub struct RunOpts<'a> {
     pub tokens_file: &'a str,
     /// Environment of the process.
     pub env: &'a [(&'a str, &'a str)],
+    /// Appended to the `[query]` section (e.g. `[query.alarms]` tables).
+    pub query_extra: &'a str,
+    /// Files written into the run's directory (beside the config) before it starts.
+    pub files: &'a [(&'a str, &'a str)],
 }
 
 /// `apus run` (gateway, ingest, query) over one echo upstream, on free ports, with its
@@ -394,6 +398,7 @@ pub struct AllInOne {
     pub ing: u16,
     pub q: u16,
     pub dir: PathBuf,
+    env: Vec<(String, String)>,
 }
 
 impl AllInOne {
@@ -419,6 +424,12 @@ impl AllInOne {
         } else {
             o.access_log
         };
+        let query_extra = o.query_extra;
+        for (name, text) in o.files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
         let cfg = format!(
             r#"
 [ingest]
@@ -427,6 +438,7 @@ flush_interval_ms = 200
 
 [query]
 listen = "127.0.0.1:{q}"
+{query_extra}
 
 [gateway]
 listen = "127.0.0.1:{port}"
@@ -448,31 +460,15 @@ tenant_sources = [{{ header = "x-tenant-id" }}]
 "#
         );
         std::fs::write(dir.join("apus.toml"), cfg).unwrap();
-        let mut cmd = Command::new(BIN);
-        cmd.arg("run")
-            .arg("--config")
-            .arg(dir.join("apus.toml"))
-            .arg("--data-dir")
-            .arg(dir.join("data"));
         if !o.tokens_file.is_empty() {
             std::fs::write(dir.join("tokens.toml"), o.tokens_file).unwrap();
-            cmd.arg("--tokens").arg(dir.join("tokens.toml"));
         }
-        let child = cmd
-            .envs(o.env.iter().copied())
-            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
-            .stderr(std::fs::File::create(dir.join("run.log")).unwrap())
-            .spawn()
-            .unwrap();
-        let proc = Proc(child);
-        let c = bare_client();
-        wait_until("apus run", Duration::from_secs(30), || {
-            [admin, ing, q].iter().all(|p| {
-                c.get(format!("http://127.0.0.1:{p}/health"))
-                    .send()
-                    .is_ok_and(|r| r.status().is_success())
-            })
-        });
+        let env: Vec<(String, String)> = o
+            .env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let proc = Self::spawn(&dir, &env, [admin, ing, q]);
         AllInOne {
             proc,
             upstream,
@@ -481,7 +477,62 @@ tenant_sources = [{{ header = "x-tenant-id" }}]
             ing,
             q,
             dir,
+            env,
         }
+    }
+
+    fn spawn(dir: &std::path::Path, env: &[(String, String)], ports: [u16; 3]) -> Proc {
+        let mut cmd = Command::new(BIN);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(dir.join("apus.toml"))
+            .arg("--data-dir")
+            .arg(dir.join("data"));
+        if dir.join("tokens.toml").exists() {
+            cmd.arg("--tokens").arg(dir.join("tokens.toml"));
+        }
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("run.log"))
+            .unwrap();
+        let child = cmd
+            .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .stdout(std::fs::File::create(dir.join("stdout")).unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let proc = Proc(child);
+        let c = bare_client();
+        wait_until("apus run", Duration::from_secs(30), || {
+            ports.iter().all(|p| {
+                c.get(format!("http://127.0.0.1:{p}/health"))
+                    .send()
+                    .is_ok_and(|r| r.status().is_success())
+            })
+        });
+        proc
+    }
+
+    /// Kill it (SIGKILL, no clean shutdown) and start it again on the same ports and data.
+    pub fn restart(&mut self) {
+        self.proc.kill();
+        self.proc = Self::spawn(&self.dir, &self.env, [self.admin, self.ing, self.q]);
+    }
+
+    /// `http://127.0.0.1:{query port}{path}`.
+    pub fn query_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.q)
+    }
+
+    /// `http://127.0.0.1:{proxy port}{path}`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// The process's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("run.log")).unwrap_or_default()
     }
 
     /// Its data directory.

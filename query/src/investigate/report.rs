@@ -91,6 +91,9 @@ pub enum Suspect {
         new: bool,
         current: f64,
         baseline: f64,
+        /// The windows, rates and ratio the evidence states.
+        #[serde(flatten)]
+        rates: Rates,
         score: f64,
         evidence: String,
     },
@@ -101,9 +104,34 @@ pub enum Suspect {
         new: bool,
         current: f64,
         baseline: f64,
+        /// The windows, rates and ratio the evidence states.
+        #[serde(flatten)]
+        rates: Rates,
         score: f64,
         evidence: String,
     },
+}
+
+/// A surge's windows and rates, so the evidence can be checked by a person.
+#[derive(Debug, Clone, Serialize)]
+pub struct Rates {
+    pub current_window_s: f64,
+    pub baseline_window_s: f64,
+    pub current_per_min: f64,
+    pub baseline_per_min: f64,
+    pub ratio: f64,
+}
+
+impl Rates {
+    fn of(s: &crate::rootcause::Surge) -> Rates {
+        Rates {
+            current_window_s: s.current_window_s,
+            baseline_window_s: s.baseline_window_s,
+            current_per_min: s.current_per_min,
+            baseline_per_min: s.baseline_per_min,
+            ratio: s.ratio,
+        }
+    }
 }
 
 pub(super) fn change_suspect(c: &ChangeSuspect) -> Suspect {
@@ -172,6 +200,7 @@ pub(super) fn suspect_list(
             new: s.is_new,
             current: s.current,
             baseline: s.baseline,
+            rates: Rates::of(s),
             score: s.z,
             evidence: surge_text(s, "exception template"),
         });
@@ -183,6 +212,7 @@ pub(super) fn suspect_list(
             new: s.is_new,
             current: s.current,
             baseline: s.baseline,
+            rates: Rates::of(s),
             score: s.z,
             evidence: surge_text(s, "slow query"),
         });
@@ -200,12 +230,5 @@ pub(super) fn suspect_list(
 }
 
 fn surge_text(s: &crate::rootcause::Surge, what: &str) -> String {
-    if s.is_new {
-        format!("new {what}: {} occurrences, none before", s.current)
-    } else {
-        format!(
-            "{what} surged ×{:.1}: {} occurrences vs {} before (z = {:.1})",
-            s.ratio, s.current, s.baseline, s.z
-        )
-    }
+    s.describe(what)
 }

@@ -16,7 +16,28 @@ pub struct KeyCounts {
     pub current: f64,
 }
 
-/// A key that is new or surged, output of [`surges`].
+/// The two windows a surge compares, in seconds.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Windows {
+    /// Length of the current window.
+    pub current_s: f64,
+    /// Length of the baseline window (before the current one).
+    pub baseline_s: f64,
+}
+
+impl Windows {
+    /// Two windows of equal length.
+    pub fn equal(len_s: f64) -> Windows {
+        Windows {
+            current_s: len_s,
+            baseline_s: len_s,
+        }
+    }
+}
+
+/// A key that is new or surged, output of [`surges`]. Its numbers agree with each other:
+/// `current_per_min = current / current_window_s · 60`, `baseline_per_min` likewise, and
+/// `ratio = current_per_min / baseline_per_min`, so a person can check the signal.
 #[derive(Debug, Clone, Serialize, PartialEq)]
 pub struct Surge {
     /// Template or fingerprint.
@@ -25,24 +46,71 @@ pub struct Surge {
     pub baseline: f64,
     /// Occurrences in the current window.
     pub current: f64,
+    /// Length of the current window, seconds.
+    pub current_window_s: f64,
+    /// Length of the baseline window, seconds.
+    pub baseline_window_s: f64,
+    /// Occurrences per minute in the current window.
+    pub current_per_min: f64,
+    /// Occurrences per minute in the baseline window.
+    pub baseline_per_min: f64,
     /// Absent from the baseline window.
     pub is_new: bool,
-    /// `current / (baseline · window_ratio)`; for new keys the current count (finite sentinel).
+    /// `current_per_min / baseline_per_min`; for new keys the current count (finite
+    /// sentinel).
     pub ratio: f64,
-    /// Poisson z-score `(current - λ) / sqrt(max(λ, 1))` with `λ = baseline · window_ratio`.
+    /// Poisson z-score `(current - λ) / sqrt(max(λ, 1))` with `λ` the baseline count
+    /// scaled to the current window's length.
     pub z: f64,
 }
 
+impl Surge {
+    /// What a person reads: the counts, the windows, the rates and the ratio.
+    pub fn describe(&self, what: &str) -> String {
+        let cur = span(self.current_window_s);
+        if self.is_new {
+            return format!(
+                "new {what}: {} occurrences in the last {cur} ({:.2}/min), none in the {} before",
+                self.current,
+                self.current_per_min,
+                span(self.baseline_window_s)
+            );
+        }
+        format!(
+            "{what} surged ×{:.1}: {} occurrences in the last {cur} ({:.2}/min) vs {} in the {} \
+             before ({:.2}/min), z = {:.1}",
+            self.ratio,
+            self.current,
+            self.current_per_min,
+            self.baseline,
+            span(self.baseline_window_s),
+            self.baseline_per_min,
+            self.z
+        )
+    }
+}
+
+/// A window length as people say it (`90s`, `15m`, `2.5h`).
+pub fn span(s: f64) -> String {
+    if s < 120.0 {
+        format!("{s:.0}s")
+    } else if s < 7200.0 {
+        format!("{:.0}m", s / 60.0)
+    } else {
+        format!("{:.1}h", s / 3600.0)
+    }
+}
+
 /// Keys that are new in the current window (baseline 0, current >= min_count) or surged
-/// (Poisson z-score of current against baseline scaled by window_ratio = current_len/baseline_len
-/// at least 3 and ratio at least 2), most significant first. Surged keys also need
+/// (Poisson z-score of current against the baseline scaled to the current window's length
+/// at least 3 and rate ratio at least 2), most significant first. Surged keys also need
 /// `current >= min_count`. New keys get `is_new` and the finite sentinel `ratio = current`
-/// (never `f64::MAX` or inf). A non-finite or non-positive `window_ratio` counts as 1. Sorted by
-/// z descending, then current descending, then key.
-pub fn surges(keys: &[KeyCounts], window_ratio: f64, min_count: f64) -> Vec<Surge> {
-    let wr = Some(window_ratio)
-        .filter(|w| finite(*w) > 0.0)
-        .unwrap_or(1.0);
+/// (never `f64::MAX` or inf). A non-finite or non-positive window length counts as 1 s.
+/// Sorted by z descending, then current descending, then key.
+pub fn surges(keys: &[KeyCounts], w: Windows, min_count: f64) -> Vec<Surge> {
+    let len = |s: f64| Some(s).filter(|s| finite(*s) > 0.0).unwrap_or(1.0);
+    let (cur_s, base_s) = (len(w.current_s), len(w.baseline_s));
+    let wr = cur_s / base_s;
     let mut out: Vec<Surge> = keys
         .iter()
         .filter_map(|k| {
@@ -50,7 +118,13 @@ pub fn surges(keys: &[KeyCounts], window_ratio: f64, min_count: f64) -> Vec<Surg
             let lambda = baseline * wr;
             let z = finite((current - lambda) / lambda.max(1.0).sqrt());
             let is_new = baseline <= 0.0;
-            let ratio = finite(if is_new { current } else { current / lambda });
+            let (current_per_min, baseline_per_min) =
+                (current / cur_s * 60.0, baseline / base_s * 60.0);
+            let ratio = finite(if is_new {
+                current
+            } else {
+                current_per_min / baseline_per_min
+            });
             let key = k.key.clone();
             let keep =
                 current >= min_count && current > 0.0 && (is_new || (z >= 3.0 && ratio >= 2.0));
@@ -58,6 +132,10 @@ pub fn surges(keys: &[KeyCounts], window_ratio: f64, min_count: f64) -> Vec<Surg
                 key,
                 baseline,
                 current,
+                current_window_s: cur_s,
+                baseline_window_s: base_s,
+                current_per_min: finite(current_per_min),
+                baseline_per_min: finite(baseline_per_min),
                 is_new,
                 ratio,
                 z,
@@ -93,7 +171,7 @@ mod tests {
             baseline,
             current,
         });
-        let s = surges(&keys, 1.0, 5.0);
+        let s = surges(&keys, Windows::equal(60.0), 5.0);
         let ids: Vec<&str> = s.iter().map(|x| x.key.as_str()).collect();
         assert!(
             ids == ["surged", "new"] && s[1].is_new && !s[0].is_new && no_nan(&s),
@@ -101,7 +179,31 @@ mod tests {
         );
         assert!((s[0].ratio - 8.0).abs() < 1e-12 && s[0].z > 3.0);
         // a current window 8x as long as the baseline window explains the surge
-        let ids: Vec<String> = surges(&keys, 8.0, 5.0).into_iter().map(|x| x.key).collect();
+        let long = Windows {
+            current_s: 480.0,
+            baseline_s: 60.0,
+        };
+        let ids: Vec<String> = surges(&keys, long, 5.0)
+            .into_iter()
+            .map(|x| x.key)
+            .collect();
         assert_eq!(ids, ["new"]);
+        // the numbers a person reads agree: 80 in 2 min vs 10 in 60 min is ×240
+        let uneven = Windows {
+            current_s: 120.0,
+            baseline_s: 3600.0,
+        };
+        let all = surges(&keys, uneven, 5.0);
+        let s = all.iter().find(|s| s.key == "surged").unwrap();
+        assert!((s.current_per_min - 40.0).abs() < 1e-9);
+        assert!((s.baseline_per_min - 10.0 / 60.0).abs() < 1e-9);
+        assert!((s.ratio - s.current_per_min / s.baseline_per_min).abs() < 1e-9);
+        let text = s.describe("exception template");
+        assert!(
+            text.contains("×240.0")
+                && text.contains("last 2m (40.00/min)")
+                && text.contains("60m before (0.17/min)"),
+            "{text}"
+        );
     }
 }

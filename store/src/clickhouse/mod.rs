@@ -327,6 +327,16 @@ pub fn migrations(db: &str, p: Profile, retention_days: u32) -> Vec<(u32, Vec<St
                 .collect(),
         ),
         (2, vec![create_slow_sql_hourly(db)]),
+        // The alarms table gained its project, env, fingerprint, severity and since
+        // columns before anything wrote it: recreated, never altered.
+        (
+            3,
+            vec![
+                format!("DROP TABLE IF EXISTS {db}.alarms_all"),
+                format!("DROP TABLE IF EXISTS {db}.alarms"),
+                create_table(db, Table::Alarms, p, retention_days),
+            ],
+        ),
     ]
 }
 

@@ -1,0 +1,731 @@
+//! The evaluator's loops: rule reloading, one task per rule, applying answers to the state
+//! machines, restoring state after a restart, writing transitions, dispatching and
+//! forwarding.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use apus_rules::alarm::template::{format_value, plain, render};
+use apus_rules::alarm::{
+    fingerprint, parse_rule_file, AlarmRule, Alert, Labels, State, Timing, Tracker,
+};
+use apus_schema::time::now_us;
+use apus_schema::{AlarmRecord, Micros};
+use apus_store::read::json::{num, text, Row};
+use serde_json::json;
+
+use super::{Active, Alarms, Inner, Record, Slot};
+use crate::signals::{self, Series};
+
+/// Resolved alerts kept for the API (and the dispatcher's resolved notification).
+const KEEP_RESOLVED_US: i64 = 15 * 60_000_000;
+/// Least time between two evaluations of one rule.
+const MIN_GAP: Duration = Duration::from_millis(100);
+
+impl Inner {
+    /// Whether a rule is switched on: its file, its project/env switch, its own switch.
+    pub(super) fn enabled(&self, r: &AlarmRule) -> bool {
+        r.enabled
+            && self
+                .switches
+                .get(&format!("{}/{}", r.project, r.env))
+                .copied()
+                .unwrap_or(true)
+            && self.switches.get(&r.id()).copied().unwrap_or(true)
+    }
+}
+
+/// The labels every alert of `r` carries, before the series' own.
+fn base_labels(r: &AlarmRule) -> Labels {
+    let mut l = r.labels.clone();
+    l.insert("alertname".into(), r.name.clone());
+    l.insert("project".into(), r.project.clone());
+    l.insert("env".into(), r.env.clone());
+    l.insert("severity".into(), r.severity.clone());
+    l
+}
+
+impl Alarms {
+    /// Read every `*.toml` of the rules directory; on any error keep the old rules and
+    /// return the error (file, rule, field).
+    pub fn reload(self: &Arc<Self>) -> Result<bool, String> {
+        let dir = &self.settings.rules_dir;
+        let mut files: Vec<_> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd
+                .filter_map(|e| e.ok())
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "toml"))
+                .collect(),
+            Err(e) => {
+                let msg = format!("{}: {e}", dir.display());
+                self.lock().reload_error = Some(msg.clone());
+                return Err(msg);
+            }
+        };
+        files.sort();
+        let stamp: Vec<_> = files
+            .iter()
+            .filter_map(|p| {
+                let m = std::fs::metadata(p).ok()?;
+                Some((p.clone(), m.modified().ok()?, m.len()))
+            })
+            .collect();
+        if self.lock().stamp == stamp && !stamp.is_empty() {
+            return Ok(false);
+        }
+        let mut taken = HashSet::new();
+        let mut rules = Vec::new();
+        let parsed: Result<(), String> = files.iter().try_for_each(|p| {
+            let name = p
+                .file_name()
+                .map(|n| n.to_string_lossy().to_string())
+                .unwrap_or_default();
+            let meta = std::fs::metadata(p).map_err(|e| format!("{name}: {e}"))?;
+            if meta.len() > 4 << 20 {
+                return Err(format!("{name}: larger than 4 MiB"));
+            }
+            let text = std::fs::read_to_string(p).map_err(|e| format!("{name}: {e}"))?;
+            rules.extend(parse_rule_file(&name, &text, &mut taken).map_err(|e| e.to_string())?);
+            Ok(())
+        });
+        let mut g = self.lock();
+        g.stamp = stamp;
+        if let Err(e) = parsed {
+            metrics::counter!("apus_alarm_reloads_total", "result" => "refused").increment(1);
+            g.reload_error = Some(e.clone());
+            return Err(e);
+        }
+        g.reload_error = None;
+        let ids: HashSet<String> = rules.iter().map(|r| r.id()).collect();
+        g.rules.retain(|id, _| ids.contains(id));
+        for r in rules {
+            let id = r.id();
+            match g.rules.get_mut(&id) {
+                Some(slot) => slot.rule = Arc::new(r),
+                None => {
+                    g.rules.insert(
+                        id,
+                        Slot {
+                            rule: Arc::new(r),
+                            series: HashMap::new(),
+                            error: None,
+                            last_eval_us: 0,
+                            last_took_ms: 0.0,
+                            evaluations: 0,
+                        },
+                    );
+                }
+            }
+        }
+        metrics::counter!("apus_alarm_reloads_total", "result" => "loaded").increment(1);
+        metrics::gauge!("apus_alarm_rules").set(g.rules.len() as f64);
+        Ok(true)
+    }
+
+    /// Apply one evaluation's answer to the rule's label sets; returns the rows to write.
+    fn apply(&self, id: &str, now: i64, took_ms: f64, answer: Result<Vec<Series>, String>) {
+        let mut rows = Vec::new();
+        let mut alerts = Vec::new();
+        let mut g = self.lock();
+        let enabled = g.rules.get(id).is_some_and(|s| g.enabled(&s.rule));
+        let Some(slot) = g.rules.get_mut(id) else {
+            return;
+        };
+        let rule = slot.rule.clone();
+        slot.last_eval_us = now;
+        slot.last_took_ms = took_ms;
+        slot.evaluations += 1;
+        let record = |a: &Active, state: &str, message: String| AlarmRecord {
+            ts: Micros(now),
+            project: rule.project.clone(),
+            env: rule.env.clone(),
+            rule: rule.id(),
+            fingerprint: fingerprint(&a.labels),
+            state: state.into(),
+            severity: rule.severity.clone(),
+            labels: serde_json::to_string(&a.labels).unwrap_or_default(),
+            value: if a.tracker.value.is_finite() {
+                a.tracker.value
+            } else {
+                0.0
+            },
+            since_us: a.tracker.active_since.max(0) as u64,
+            message,
+        };
+        let series = match answer {
+            Err(e) => {
+                metrics::counter!("apus_alarm_rule_errors_total", "rule" => rule.id()).increment(1);
+                if slot.error.as_deref() != Some(e.as_str()) {
+                    tracing::warn!(rule = %rule.id(), error = %e, "alarm rule query failed");
+                    let a = Active {
+                        labels: base_labels(&rule),
+                        annotations: Labels::new(),
+                        tracker: Tracker::default(),
+                    };
+                    rows.push(record(&a, "error", e.clone()));
+                }
+                slot.error = Some(e);
+                drop(g);
+                self.write(rows);
+                return;
+            }
+            Ok(s) => s,
+        };
+        slot.error = None;
+        let timing = Timing {
+            for_us: rule.for_us,
+            keep_firing_for_us: rule.keep_firing_for_us,
+        };
+        let mut seen = HashSet::new();
+        let base = base_labels(&rule);
+        for s in series.iter().filter(|_| enabled) {
+            let mut labels = base.clone();
+            labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+            let fp = fingerprint(&labels);
+            seen.insert(fp.clone());
+            let holds = rule.condition.holds(s.value, s.previous);
+            let a = slot.series.entry(fp).or_insert_with(|| Active {
+                labels: labels.clone(),
+                annotations: Labels::new(),
+                tracker: Tracker::default(),
+            });
+            let data = json!({"labels": &labels, "value": s.value});
+            let mut ann: Labels = s.evidence.clone();
+            for (k, t) in &rule.annotations {
+                ann.insert(k.clone(), render(t, &data, plain));
+            }
+            ann.entry("value".into())
+                .or_insert_with(|| format_value(s.value));
+            ann.entry("condition".into())
+                .or_insert_with(|| rule.condition.to_string());
+            a.annotations = ann;
+            if let Some(st) = a.tracker.step(now, holds, Some(s.value), timing) {
+                let msg = a.annotations.get("summary").cloned().unwrap_or_else(|| {
+                    format!(
+                        "{} {} (value {})",
+                        rule.name,
+                        rule.condition,
+                        format_value(s.value)
+                    )
+                });
+                rows.push(record(a, st.name(), msg));
+                if matches!(st, State::Firing | State::Resolved) {
+                    alerts.push(self.alert(&rule, a, now));
+                }
+            }
+        }
+        for (_, a) in slot.series.iter_mut().filter(|(fp, _)| !seen.contains(*fp)) {
+            let note = if enabled {
+                "no longer in the answer"
+            } else {
+                "switched off"
+            };
+            let before = a.tracker.state;
+            let st = if enabled {
+                a.tracker.step(now, false, None, timing)
+            } else if matches!(before, State::Firing | State::Pending) {
+                // switched off: end the episode now, whatever keep_firing_for says
+                let st = if before == State::Firing {
+                    State::Resolved
+                } else {
+                    State::Inactive
+                };
+                a.tracker.state = st;
+                a.tracker.resolved_at = now;
+                Some(st)
+            } else {
+                None
+            };
+            if let Some(st) = st {
+                rows.push(record(a, st.name(), format!("{}: {note}", rule.name)));
+                if st == State::Resolved {
+                    alerts.push(self.alert(&rule, a, now));
+                }
+            }
+        }
+        slot.series
+            .retain(|_, a| !a.tracker.idle(now, KEEP_RESOLVED_US));
+        let firing = g
+            .rules
+            .values()
+            .flat_map(|s| s.series.values())
+            .filter(|a| a.tracker.state == State::Firing)
+            .count();
+        metrics::gauge!("apus_alarm_firing").set(firing as f64);
+        if let Some(d) = g.dispatcher.as_mut() {
+            for a in &alerts {
+                if !d.put(a.clone(), now) {
+                    metrics::counter!("apus_alarm_groups_refused_total").increment(1);
+                }
+            }
+        }
+        drop(g);
+        if !alerts.is_empty() {
+            self.dispatch_wake.notify_one();
+            self.deliver.forward(&alerts, now, self.resend_until(now));
+        }
+        self.write(rows);
+    }
+
+    fn resend_until(&self, now: i64) -> i64 {
+        let d = self.settings.resend_delay.max(self.settings.interval);
+        now + 4 * d.as_micros() as i64
+    }
+
+    /// The alert a label set makes, with its link to the root-cause view of its window.
+    fn alert(&self, rule: &AlarmRule, a: &Active, now: i64) -> Alert {
+        let resolved = a.tracker.state == State::Resolved;
+        let from = a.tracker.active_since - rule.window_us;
+        let to = if resolved { a.tracker.resolved_at } else { now };
+        let mut q: Vec<(String, String)> = vec![
+            ("from".into(), (from / 1000).to_string()),
+            ("to".into(), (to.max(from + 1000) / 1000).to_string()),
+        ];
+        for k in ["project", "env", "pool", "route", "tag", "tenant"] {
+            if let Some(v) = a.labels.get(k).filter(|v| !v.is_empty()) {
+                q.push((k.into(), v.clone()));
+            }
+        }
+        let qs = serde_urlencoded::to_string(&q).unwrap_or_default();
+        Alert {
+            labels: a.labels.clone(),
+            annotations: a.annotations.clone(),
+            starts_at: a.tracker.active_since,
+            ends_at: if resolved { a.tracker.resolved_at } else { 0 },
+            generator_url: format!("{}/api/v1/rootcause?{qs}", self.settings.external_url),
+        }
+    }
+
+    /// Queue rows for the `alarms` table.
+    fn write(&self, rows: Vec<AlarmRecord>) {
+        if rows.is_empty() {
+            return;
+        }
+        if let Err(e) = self.outbox.try_send(rows) {
+            let n = match &e {
+                tokio::sync::mpsc::error::TrySendError::Full(r)
+                | tokio::sync::mpsc::error::TrySendError::Closed(r) => r.len(),
+            };
+            metrics::counter!("apus_alarm_rows_dropped_total").increment(n as u64);
+            tracing::error!(rows = n, "alarm history queue full: transitions not stored");
+        }
+    }
+}
+
+/// Write queued transitions, retrying (with backoff) until the store takes them.
+pub(super) async fn write_loop(
+    a: Arc<Alarms>,
+    mut rx: tokio::sync::mpsc::Receiver<Vec<AlarmRecord>>,
+) {
+    while let Some(mut rows) = rx.recv().await {
+        while let Ok(more) = rx.try_recv() {
+            rows.extend(more);
+            if rows.len() >= 10_000 {
+                break;
+            }
+        }
+        let mut delay = Duration::from_millis(100);
+        loop {
+            match (a.writer)(Record::Alarms(rows.clone())).await {
+                Ok(()) => break,
+                Err(e) => {
+                    metrics::counter!("apus_alarm_write_retries_total").increment(1);
+                    tracing::warn!(error = %e, rows = rows.len(), "alarm rows not stored yet; retrying");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+}
+
+/// Restore pending and firing label sets from the last 24 h of the `alarms` table, so
+/// `for` does not start over and nothing fires twice. Returns how many were restored.
+pub(super) async fn restore(a: &Arc<Alarms>) -> usize {
+    let e = &a.engine;
+    let d = e.dialect();
+    let now = now_us();
+    let sql = format!(
+        "SELECT rule, fingerprint, state, labels, value, since_us, {us} AS at_us FROM {t} \
+         WHERE {range} ORDER BY at_us",
+        us = d.us(),
+        t = e.table("alarms"),
+        range = d.time_range(now - 86_400_000_000, now + 60_000_000),
+    );
+    let rows: Vec<Row> = match e.rows(&sql).await {
+        Ok(r) => r,
+        Err(err) => {
+            tracing::warn!(error = %err, "alarm state not restored (alarms table unreadable)");
+            return 0;
+        }
+    };
+    let mut last: BTreeMap<(String, String), &Row> = BTreeMap::new();
+    for r in &rows {
+        if text(r, "state") == "error" {
+            continue;
+        }
+        last.insert(
+            (
+                text(r, "rule").to_string(),
+                text(r, "fingerprint").to_string(),
+            ),
+            r,
+        );
+    }
+    let mut g = a.lock();
+    let mut n = 0;
+    let mut restored = Vec::new();
+    for ((rule, fp), r) in last {
+        let Some(state) = State::parse(text(r, "state")) else {
+            continue;
+        };
+        if !matches!(state, State::Pending | State::Firing) {
+            continue;
+        }
+        let Some(slot) = g.rules.get_mut(&rule) else {
+            continue;
+        };
+        let labels: Labels = serde_json::from_str(text(r, "labels")).unwrap_or_default();
+        if fingerprint(&labels) != fp {
+            continue;
+        }
+        let tracker = Tracker::restore(
+            state,
+            num(r, "since_us") as i64,
+            num(r, "at_us") as i64,
+            num(r, "value"),
+        );
+        let active = Active {
+            labels,
+            annotations: Labels::new(),
+            tracker,
+        };
+        if state == State::Firing {
+            restored.push(a.alert(&slot.rule, &active, now));
+        }
+        slot.series.insert(fp, active);
+        n += 1;
+    }
+    if let Some(d) = g.dispatcher.as_mut() {
+        for al in restored {
+            d.put_notified(al, now);
+        }
+    }
+    n
+}
+
+/// Rules asking the same question of the same window share one scan: the key is what
+/// the query depends on (kind, scope, window, parameters, and the union of `group_by` and
+/// filter dimensions); thresholds and filter values are applied per rule afterwards.
+pub(super) fn signal_key(r: &AlarmRule) -> String {
+    let mut dims: Vec<&str> = r
+        .group_by
+        .iter()
+        .chain(r.filter.keys())
+        .map(String::as_str)
+        .collect();
+    dims.sort_unstable();
+    dims.dedup();
+    serde_json::to_string(&json!([
+        r.kind,
+        r.project,
+        r.env,
+        r.window_us,
+        r.min_requests,
+        r.condition.relative,
+        r.metric,
+        r.gray_tag,
+        r.stable_tag,
+        r.sql,
+        dims,
+    ]))
+    .unwrap_or_default()
+}
+
+/// The one query a group of rules with the same [`signal_key`] runs: filters every member
+/// shares stay filters, the others become `group_by` dimensions.
+pub(super) fn shared_rule(members: &[Arc<AlarmRule>]) -> AlarmRule {
+    let mut r = (*members[0]).clone();
+    r.filter
+        .retain(|k, v| members.iter().all(|m| m.filter.get(k) == Some(v)));
+    let mut dims: Vec<String> = members
+        .iter()
+        .flat_map(|m| m.group_by.iter().chain(m.filter.keys()))
+        .filter(|k| !r.filter.contains_key(*k))
+        .cloned()
+        .collect();
+    dims.sort_unstable();
+    dims.dedup();
+    r.group_by = dims;
+    r
+}
+
+/// A member rule's share of the group's answer: the series its filters select, without
+/// the dimensions only the group added.
+pub(super) fn member_series(shared: &AlarmRule, rule: &AlarmRule, all: &[Series]) -> Vec<Series> {
+    let extra: Vec<&String> = shared
+        .group_by
+        .iter()
+        .filter(|g| !rule.group_by.contains(g))
+        .filter(|g| !(rule.kind == apus_rules::alarm::Kind::GrayRegression && *g == "route"))
+        .collect();
+    let wanted: Vec<(&String, &String)> = rule
+        .filter
+        .iter()
+        .filter(|(k, _)| !shared.filter.contains_key(*k))
+        .collect();
+    all.iter()
+        .filter(|s| wanted.iter().all(|(k, v)| s.labels.get(*k) == Some(*v)))
+        .map(|s| {
+            let mut s = s.clone();
+            for k in &extra {
+                s.labels.remove(*k);
+            }
+            s
+        })
+        .collect()
+}
+
+/// Start a task for every signal group that has none (and stop those that are gone).
+pub(super) fn spawn_rule_tasks(a: &Arc<Alarms>) {
+    let mut g = a.lock();
+    let mut keys: Vec<String> = g.rules.values().map(|s| signal_key(&s.rule)).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    g.tasks.retain(|k, t| {
+        let keep = keys.contains(k) && !t.is_finished();
+        if !keep {
+            t.abort();
+        }
+        keep
+    });
+    for k in keys {
+        if let std::collections::hash_map::Entry::Vacant(v) = g.tasks.entry(k) {
+            let t = tokio::spawn(group_task(a.clone(), v.key().clone()));
+            v.insert(t);
+        }
+    }
+    metrics::gauge!("apus_alarm_signal_groups").set(g.tasks.len() as f64);
+}
+
+/// One signal group: wait for rows to land (or `interval`), run the shared query within
+/// `rule_timeout`, apply each member rule's share.
+async fn group_task(a: Arc<Alarms>, key: String) {
+    let mut landed = a.landed.clone();
+    loop {
+        let (members, disabled): (Vec<Arc<AlarmRule>>, Vec<String>) = {
+            let g = a.lock();
+            let all: Vec<&Slot> = g
+                .rules
+                .values()
+                .filter(|s| signal_key(&s.rule) == key)
+                .collect();
+            if all.is_empty() {
+                return;
+            }
+            (
+                all.iter()
+                    .filter(|s| g.enabled(&s.rule))
+                    .map(|s| s.rule.clone())
+                    .collect(),
+                all.iter()
+                    .filter(|s| !g.enabled(&s.rule))
+                    .map(|s| s.rule.id())
+                    .collect(),
+            )
+        };
+        let started = Instant::now();
+        let now = now_us();
+        // A switched-off rule is not queried; its empty answer ends what it had firing.
+        for id in &disabled {
+            a.apply(id, now, 0.0, Ok(Vec::new()));
+        }
+        if !members.is_empty() {
+            let shared = shared_rule(&members);
+            let answer = {
+                let _slot = a.slots.acquire().await;
+                match tokio::time::timeout(
+                    a.settings.rule_timeout,
+                    signals::evaluate(
+                        &a.engine,
+                        &shared,
+                        now,
+                        (signals::MAX_SERIES * members.len()).min(1_000_000),
+                    ),
+                )
+                .await
+                {
+                    Ok(Ok(s)) => Ok(s),
+                    Ok(Err(e)) => Err(e.to_string()),
+                    Err(_) => Err(format!(
+                        "query took longer than {:?}",
+                        a.settings.rule_timeout
+                    )),
+                }
+            };
+            let took = started.elapsed();
+            metrics::histogram!("apus_alarm_eval_seconds").record(took.as_secs_f64());
+            let ms = took.as_secs_f64() * 1000.0;
+            for m in &members {
+                let share = answer
+                    .as_ref()
+                    .map(|all| member_series(&shared, m, all))
+                    .map_err(Clone::clone);
+                a.apply(&m.id(), now, ms, share);
+            }
+        }
+        tokio::time::sleep(MIN_GAP.saturating_sub(started.elapsed())).await;
+        let _ = tokio::time::timeout(a.settings.interval, landed.changed()).await;
+    }
+}
+
+/// Poll the rules directory every second; a changed directory is reloaded as a whole.
+pub(super) async fn reload_loop(a: Arc<Alarms>) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        match a.reload() {
+            Ok(true) => {
+                tracing::info!(rules = a.lock().rules.len(), "alarm rules reloaded");
+                spawn_rule_tasks(&a);
+            }
+            Ok(false) => {}
+            Err(e) => {
+                tracing::error!(error = %e, "alarm rules refused; the old rules keep running")
+            }
+        }
+    }
+}
+
+/// Flush notification groups when due.
+pub(super) async fn dispatch_loop(a: Arc<Alarms>) {
+    loop {
+        let now = now_us();
+        let (due, next) = {
+            let mut g = a.lock();
+            let silences = g.silences.clone();
+            match g.dispatcher.as_mut() {
+                Some(d) => (d.due(now, &silences), d.next_due()),
+                None => return,
+            }
+        };
+        for n in &due {
+            a.deliver.notify(n, now);
+        }
+        let wait = next
+            .map(|t| Duration::from_micros((t - now_us()).clamp(1_000, 1_000_000) as u64))
+            .unwrap_or(Duration::from_secs(1));
+        let _ = tokio::time::timeout(wait, a.dispatch_wake.notified()).await;
+    }
+}
+
+/// Re-send every firing alert to the Alertmanagers each `resend_delay`, as Prometheus
+/// does, so they keep them firing (and resolve them if Apus goes away).
+pub(super) async fn forward_loop(a: Arc<Alarms>) {
+    loop {
+        tokio::time::sleep(a.settings.resend_delay).await;
+        let now = now_us();
+        let alerts: Vec<Alert> = {
+            let g = a.lock();
+            g.rules
+                .values()
+                .flat_map(|s| {
+                    s.series
+                        .values()
+                        .filter(|x| x.tracker.state == State::Firing)
+                        .map(|x| a.alert(&s.rule, x, now))
+                        .collect::<Vec<_>>()
+                })
+                .collect()
+        };
+        a.deliver.forward(&alerts, now, a.resend_until(now));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    fn rules(text: &str) -> Vec<Arc<AlarmRule>> {
+        parse_rule_file("t.toml", text, &mut HashSet::new())
+            .unwrap()
+            .into_iter()
+            .map(Arc::new)
+            .collect()
+    }
+
+    fn series(route: &str, tenant: &str, v: f64) -> Series {
+        Series {
+            labels: [("route", route), ("tenant", tenant)]
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            value: v,
+            previous: None,
+            evidence: Labels::new(),
+        }
+    }
+
+    #[test]
+    fn rules_with_one_question_share_one_scan() {
+        let rs = rules(
+            r#"
+            [[rule]]
+            name = "a"
+            project = "p"
+            env = "e"
+            kind = "error_rate"
+            filter = { route = "r1" }
+            group_by = ["tenant"]
+            condition = "> 0.1"
+            [[rule]]
+            name = "b"
+            project = "p"
+            env = "e"
+            kind = "error_rate"
+            filter = { route = "r2" }
+            group_by = ["tenant"]
+            condition = "> 0.9"
+            [[rule]]
+            name = "c"
+            project = "p"
+            env = "e"
+            kind = "error_rate"
+            group_by = ["route", "tenant"]
+            condition = "> 0.5"
+            [[rule]]
+            name = "d"
+            project = "p"
+            env = "e"
+            kind = "p99_latency"
+            group_by = ["route", "tenant"]
+            condition = "> 0.5"
+            "#,
+        );
+        let keys: Vec<String> = rs.iter().map(|r| signal_key(r)).collect();
+        assert!(keys[0] == keys[1] && keys[1] == keys[2] && keys[2] != keys[3]);
+        let shared = shared_rule(&rs[..3]);
+        assert!(shared.filter.is_empty());
+        assert_eq!(shared.group_by, ["route", "tenant"]);
+        let all = [
+            series("r1", "x", 1.0),
+            series("r2", "x", 0.5),
+            series("r2", "y", 0.2),
+        ];
+        let a = member_series(&shared, &rs[0], &all);
+        assert_eq!(a.len(), 1);
+        assert_eq!(
+            a[0].labels,
+            [("tenant".to_string(), "x".to_string())].into()
+        );
+        assert_eq!(member_series(&shared, &rs[1], &all).len(), 2);
+        let c = member_series(&shared, &rs[2], &all);
+        assert_eq!(c.len(), 3);
+        assert!(c.iter().all(|s| s.labels.contains_key("route")));
+        // alone, a rule keeps its filter in the query
+        let alone = shared_rule(&rs[..1]);
+        assert_eq!(alone.filter.get("route").map(String::as_str), Some("r1"));
+        assert_eq!(alone.group_by, ["tenant"]);
+    }
+}

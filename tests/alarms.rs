@@ -1,0 +1,450 @@
+//! Alarms end to end: `apus run` with rule files, errors injected through the gateway, a
+//! real webhook receiver, restarts, silences, switches, and a real Prometheus Alertmanager
+//! 0.25 (Debian's `prometheus-alertmanager`) on both sides of the wire.
+
+mod common;
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+use serde_json::{json, Value};
+
+/// An error-rate rule per pool and tenant over a short window.
+fn rule(window: &str) -> String {
+    format!(
+        r#"
+[[rule]]
+name = "ApiErrors"
+project = "shop"
+env = "prod"
+severity = "critical"
+kind = "error_rate"
+group_by = ["pool", "tenant"]
+window = "{window}"
+min_requests = 5
+condition = "> 0.5"
+labels = {{ team = "payments" }}
+annotations = {{ summary = "{{{{ $labels.pool }}}} fails {{{{ $value }}}} of the requests of {{{{ $labels.tenant }}}}" }}
+"#
+    )
+}
+
+fn alarms_config(hook: &Hook, extra: &str) -> String {
+    format!(
+        r#"
+[query.alarms]
+rules_dir = "alarms"
+interval = "500ms"
+{extra}
+
+[[query.alarms.receivers]]
+name = "hook"
+url = "{}"
+
+[query.alarms.route]
+receiver = "hook"
+group_by = ["alertname", "pool", "tenant"]
+group_wait = "100ms"
+group_interval = "1s"
+"#,
+        hook.url("/alert")
+    )
+}
+
+/// Requests through the gateway for `tenant`, answered with `status`.
+fn traffic(run: &AllInOne, tenant: &str, status: u16, n: usize) {
+    let c = bare_client();
+    for _ in 0..n {
+        let r = c
+            .get(run.url(&format!("/pay?status={status}")))
+            .header("x-tenant-id", tenant)
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), status);
+    }
+}
+
+/// What any Alertmanager webhook receiver reads of a payload: (status, alerts as
+/// (status, alertname, tenant)). Both Apus's and Alertmanager's payloads go through it.
+fn read_v4(body: &str) -> (String, Vec<(String, String, String)>) {
+    let v: Value = serde_json::from_str(body).expect("webhook body is JSON");
+    assert_eq!(v["version"], "4", "{v}");
+    for k in [
+        "groupKey",
+        "status",
+        "receiver",
+        "groupLabels",
+        "commonLabels",
+        "commonAnnotations",
+        "externalURL",
+        "alerts",
+    ] {
+        assert!(v.get(k).is_some(), "payload lacks `{k}`: {v}");
+    }
+    let alerts = v["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            for k in [
+                "labels",
+                "annotations",
+                "startsAt",
+                "endsAt",
+                "generatorURL",
+                "fingerprint",
+            ] {
+                assert!(a.get(k).is_some(), "alert lacks `{k}`: {a}");
+            }
+            (
+                a["status"].as_str().unwrap().to_string(),
+                a["labels"]["alertname"].as_str().unwrap_or("").to_string(),
+                a["labels"]["tenant"].as_str().unwrap_or("").to_string(),
+            )
+        })
+        .collect();
+    (v["status"].as_str().unwrap().to_string(), alerts)
+}
+
+/// Payloads received for `tenant` with overall `status`.
+fn pages(hook: &Hook, tenant: &str, status: &str) -> Vec<Value> {
+    hook.received()
+        .iter()
+        .map(|r| serde_json::from_str::<Value>(&r.body).unwrap())
+        .filter(|v| v["status"] == status && v["groupLabels"]["tenant"] == tenant)
+        .collect()
+}
+
+fn get_json(url: &str) -> Value {
+    client().get(url).send().unwrap().json().unwrap()
+}
+
+#[test]
+fn an_error_burst_fires_pages_and_resolves_with_history() {
+    let hook = Hook::start();
+    let cfg = alarms_config(&hook, "");
+    let rules = rule("3s");
+    let run = AllInOne::start(RunOpts {
+        access_log: "in-process",
+        config_token: true,
+        query_extra: &cfg,
+        files: &[("alarms/shop.toml", &rules)],
+        ..Default::default()
+    });
+    traffic(&run, "acme", 200, 20);
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(hook.received().is_empty(), "healthy traffic pages no one");
+
+    traffic(&run, "acme", 500, 30);
+    let acked = Instant::now();
+    wait_until("the firing webhook", Duration::from_secs(10), || {
+        !pages(&hook, "acme", "firing").is_empty()
+    });
+    let page = &pages(&hook, "acme", "firing")[0];
+    let latency = hook.received()[0].at.duration_since(acked);
+    eprintln!("event-to-webhook latency: {latency:?}");
+    assert!(latency < Duration::from_secs(3), "{latency:?}");
+    let (st, alerts) = read_v4(&page.to_string());
+    assert_eq!(st, "firing");
+    assert_eq!(
+        alerts,
+        [("firing".into(), "ApiErrors".into(), "acme".into())]
+    );
+    let a = &page["alerts"][0];
+    assert_eq!(a["labels"]["pool"], "stable");
+    assert_eq!(a["labels"]["team"], "payments");
+    assert_eq!(a["labels"]["severity"], "critical");
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("stable fails"),
+        "{a}"
+    );
+    assert!(
+        a["generatorURL"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/rootcause?from="),
+        "{a}"
+    );
+    assert_eq!(a["endsAt"], "0001-01-01T00:00:00Z");
+
+    // Recovery: good traffic until the 3 s window holds no errors.
+    let until = Instant::now() + Duration::from_secs(15);
+    while pages(&hook, "acme", "resolved").is_empty() && Instant::now() < until {
+        traffic(&run, "acme", 200, 5);
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let resolved = pages(&hook, "acme", "resolved");
+    assert_eq!(resolved.len(), 1, "{:?}", hook.received());
+    assert_ne!(resolved[0]["alerts"][0]["endsAt"], "0001-01-01T00:00:00Z");
+
+    // The history, through the API and in the alarms table.
+    let h = get_json(&run.query_url("/api/v1/alarms?project=shop&env=prod&from=now-10m"));
+    let states: Vec<&str> = h["history"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["rule"] == "shop/prod/ApiErrors")
+        .map(|r| r["state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["resolved", "firing"], "newest first: {h}");
+    let rules = get_json(&run.query_url("/api/v1/alarms/rules"));
+    assert_eq!(rules["rules"][0]["health"], "ok", "{rules}");
+    let rows = client()
+        .post(run.query_url("/api/v1/sql"))
+        .json(&json!({"sql": "SELECT state, labels, since_us FROM alarms ORDER BY ts"}))
+        .send()
+        .unwrap()
+        .json::<Value>()
+        .unwrap();
+    assert_eq!(rows["count"], 2, "{rows}");
+    assert!(rows["rows"][0]["labels"]
+        .as_str()
+        .unwrap()
+        .contains("\"tenant\":\"acme\""));
+}
+
+#[test]
+fn restarts_silences_switches_and_bad_rule_files() {
+    let hook = Hook::start();
+    let cfg = alarms_config(&hook, "");
+    let rules = rule("1m");
+    let mut run = AllInOne::start(RunOpts {
+        access_log: "in-process",
+        tokens_file: TOKENS,
+        query_extra: &cfg,
+        files: &[("alarms/shop.toml", &rules)],
+        ..Default::default()
+    });
+    traffic(&run, "t1", 500, 10);
+    wait_until("t1 firing", Duration::from_secs(10), || {
+        !pages(&hook, "t1", "firing").is_empty()
+    });
+
+    // A kill -9 and a restart: still firing, `since` kept, no second page.
+    let before = get_json(&run.query_url("/api/v1/alarms?state=firing"));
+    run.restart();
+    std::thread::sleep(Duration::from_secs(3));
+    let after = get_json(&run.query_url("/api/v1/alarms?state=firing"));
+    assert_eq!(after["active"].as_array().unwrap().len(), 1, "{after}");
+    assert_eq!(after["active"][0]["since"], before["active"][0]["since"]);
+    assert_eq!(
+        pages(&hook, "t1", "firing").len(),
+        1,
+        "paged twice after a restart"
+    );
+
+    // A bad rule file is refused whole, naming the file, rule and field; the old rules
+    // keep running.
+    let bad = "[[rule]]\nname = \"Oops\"\nproject = \"shop\"\nenv = \"prod\"\nkind = \"error_rate\"\ncondition = \"about 5\"\n";
+    std::fs::write(run.dir.join("alarms/bad.toml"), bad).unwrap();
+    wait_until("the reload error", Duration::from_secs(10), || {
+        get_json(&run.query_url("/api/v1/alarms/rules"))["reload_error"]
+            .as_str()
+            .is_some_and(|e| {
+                e.contains("bad.toml") && e.contains("Oops") && e.contains("condition")
+            })
+    });
+    let r = get_json(&run.query_url("/api/v1/alarms/rules"));
+    assert_eq!(r["rules"].as_array().unwrap().len(), 1, "{r}");
+    std::fs::remove_file(run.dir.join("alarms/bad.toml")).unwrap();
+
+    // A silence mutes tenant t2's group; t3's still pages.
+    let c = client();
+    let now = chrono_like_now();
+    let silence = json!({
+        "matchers": [
+            {"name": "project", "value": "shop", "isRegex": false, "isEqual": true},
+            {"name": "env", "value": "prod", "isRegex": false, "isEqual": true},
+            {"name": "tenant", "value": "t2", "isRegex": false, "isEqual": true}
+        ],
+        "startsAt": now.0, "endsAt": now.1, "createdBy": "sre", "comment": "known issue"
+    });
+    let v = client()
+        .post(run.query_url("/api/v2/silences"))
+        .bearer_auth(VIEWER)
+        .json(&silence)
+        .send()
+        .unwrap();
+    assert_eq!(v.status().as_u16(), 403, "a viewer may not silence");
+    let v: Value = c
+        .post(run.query_url("/api/v2/silences"))
+        .bearer_auth(RM_PROD)
+        .json(&silence)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let id = v["silenceID"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{v}"))
+        .to_string();
+    let list = get_json(&run.query_url("/api/v2/silences"));
+    assert_eq!(list[0]["status"]["state"], "active", "{list}");
+    traffic(&run, "t2", 500, 10);
+    traffic(&run, "t3", 500, 10);
+    wait_until("t3 firing", Duration::from_secs(10), || {
+        !pages(&hook, "t3", "firing").is_empty()
+    });
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(
+        pages(&hook, "t2", "firing").is_empty(),
+        "silenced group paged"
+    );
+    let active = get_json(&run.query_url("/api/v1/alarms?state=firing"));
+    assert!(
+        active["active"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["labels"]["tenant"] == "t2" && a["silenced"] == true),
+        "{active}"
+    );
+
+    // Switching shop/prod off resolves what fires; both changes are audited.
+    let r = c
+        .post(run.query_url("/api/v1/alarms/switches"))
+        .json(
+            &json!({"project": "shop", "env": "prod", "enabled": false, "comment": "maintenance"}),
+        )
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_until("t1 resolved by the switch", Duration::from_secs(10), || {
+        !pages(&hook, "t1", "resolved").is_empty()
+    });
+    let expired = c
+        .delete(run.query_url(&format!("/api/v2/silence/{id}")))
+        .send()
+        .unwrap();
+    assert_eq!(expired.status().as_u16(), 200);
+    wait_until("the audit rows", Duration::from_secs(10), || {
+        let ch = get_json(&run.query_url("/api/v1/changes?project=shop&env=prod&from=now-1h"));
+        let kinds: Vec<String> = ch["rows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                format!(
+                    "{}:{}",
+                    r["kind"].as_str().unwrap(),
+                    r["actor"].as_str().unwrap()
+                )
+            })
+            .collect();
+        ["silence:bob", "alarm_switch:alice", "silence_expire:alice"]
+            .iter()
+            .all(|k| kinds.iter().any(|x| x == k))
+    });
+}
+
+/// `startsAt` now-1m and `endsAt` now+1h, RFC 3339.
+fn chrono_like_now() -> (String, String) {
+    let s = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let f = |t: i64| {
+        let out = Command::new("date")
+            .args(["-u", "-d", &format!("@{t}"), "+%Y-%m-%dT%H:%M:%SZ"])
+            .output()
+            .unwrap();
+        String::from_utf8(out.stdout).unwrap().trim().to_string()
+    };
+    (f(s - 60), f(s + 3600))
+}
+
+/// A real Alertmanager 0.25 on a free port, its webhook pointed at `hook`.
+struct Alertmanager {
+    _proc: Proc,
+    port: u16,
+    _dir: TempDir,
+}
+
+impl Alertmanager {
+    fn start(hook: &Hook) -> Alertmanager {
+        let dir = TempDir::new("apus-am");
+        let port = free_port();
+        let cfg = format!(
+            "route:\n  receiver: hook\n  group_by: [alertname, tenant]\n  group_wait: 0s\n  group_interval: 1s\n\
+             receivers:\n  - name: hook\n    webhook_configs:\n      - url: {}\n",
+            hook.url("/from-alertmanager")
+        );
+        std::fs::write(dir.path().join("am.yml"), cfg).unwrap();
+        let child = Command::new("prometheus-alertmanager")
+            .arg(format!(
+                "--config.file={}",
+                dir.path().join("am.yml").display()
+            ))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .arg("--cluster.listen-address=")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start prometheus-alertmanager (apt-get install prometheus-alertmanager)");
+        let am = Alertmanager {
+            _proc: Proc(child),
+            port,
+            _dir: dir,
+        };
+        wait_until("alertmanager", Duration::from_secs(20), || {
+            bare_client()
+                .get(format!("http://127.0.0.1:{port}/-/ready"))
+                .send()
+                .is_ok_and(|r| r.status().is_success())
+        });
+        am
+    }
+}
+
+#[test]
+fn alertmanager_takes_forwarded_alerts_and_receivers_take_apus_payloads() {
+    let hook = Hook::start();
+    let am = Alertmanager::start(&hook);
+    let extra = format!(
+        "resend_delay = \"2s\"\n[[query.alarms.alertmanagers]]\nurl = \"http://127.0.0.1:{}\"",
+        am.port
+    );
+    let cfg = alarms_config(&hook, &extra);
+    let rules = rule("1m");
+    let run = AllInOne::start(RunOpts {
+        access_log: "in-process",
+        config_token: true,
+        query_extra: &cfg,
+        files: &[("alarms/shop.toml", &rules)],
+        ..Default::default()
+    });
+    traffic(&run, "am1", 500, 10);
+    wait_until("both webhooks", Duration::from_secs(20), || {
+        let r = hook.received();
+        r.iter().any(|x| x.path == "/alert") && r.iter().any(|x| x.path == "/from-alertmanager")
+    });
+    let r = hook.received();
+    let ours = r.iter().find(|x| x.path == "/alert").unwrap();
+    let theirs = r.iter().find(|x| x.path == "/from-alertmanager").unwrap();
+    // The same receiver code reads both, and they say the same thing.
+    let (a, b) = (read_v4(&ours.body), read_v4(&theirs.body));
+    assert_eq!(a, b, "apus: {}\nalertmanager: {}", ours.body, theirs.body);
+    assert_eq!(a.1, [("firing".into(), "ApiErrors".into(), "am1".into())]);
+    let theirs: Value = serde_json::from_str(&theirs.body).unwrap();
+    assert!(theirs["alerts"][0]["generatorURL"]
+        .as_str()
+        .unwrap()
+        .contains("/api/v1/rootcause"));
+    // Alertmanager lists the alert as active.
+    let listed: Value = bare_client()
+        .get(format!("http://127.0.0.1:{}/api/v2/alerts", am.port))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert_eq!(listed[0]["labels"]["tenant"], "am1", "{listed}");
+    assert_eq!(listed[0]["status"]["state"], "active");
+}
