@@ -15,6 +15,12 @@ cd "$(dirname "$0")/.."
 SAMPLES=${1:-20}
 RATE=${2:-50000}
 scripts/setup >/dev/null
+# The side-by-side peer: Prometheus (Debian's 2.42) in front of the Alertmanager.
+if ! command -v prometheus >/dev/null; then
+  SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq prometheus >/dev/null || true
+  command -v systemctl >/dev/null && systemctl stop prometheus 2>/dev/null || true
+fi
 [ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
 BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
 W=$(mktemp -d /tmp/apus-alarm-bench-XXXX)

@@ -125,11 +125,14 @@ fn an_error_burst_fires_pages_and_resolves_with_history() {
     let hook = Hook::start();
     let cfg = alarms_config(&hook, "");
     let rules = rule("3s");
+    // A rule whose query fails is marked `error`; it does not stop the others.
+    let broken = "[[rule]]\nname = \"BadSql\"\nproject = \"shop\"\nenv = \"prod\"\nkind = \"sql\"\n\
+                  condition = \"> 1\"\nsql = \"SELECT pool, no_such_column AS value FROM access_log WHERE $window GROUP BY pool\"\n";
     let run = AllInOne::start(RunOpts {
         access_log: "in-process",
         config_token: true,
         query_extra: &cfg,
-        files: &[("alarms/shop.toml", &rules)],
+        files: &[("alarms/shop.toml", &rules), ("alarms/broken.toml", broken)],
         ..Default::default()
     });
     traffic(&run, "acme", 200, 20);
@@ -193,9 +196,18 @@ fn an_error_burst_fires_pages_and_resolves_with_history() {
     assert_eq!(states, ["resolved", "firing"], "newest first: {h}");
     let rules = get_json(&run.query_url("/api/v1/alarms/rules"));
     assert_eq!(rules["rules"][0]["health"], "ok", "{rules}");
+    assert_eq!(rules["rules"][1]["id"], "shop/prod/BadSql", "{rules}");
+    assert_eq!(rules["rules"][1]["health"], "error", "{rules}");
+    assert!(
+        rules["rules"][1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_column"),
+        "{rules}"
+    );
     let rows = client()
         .post(run.query_url("/api/v1/sql"))
-        .json(&json!({"sql": "SELECT state, labels, since_us FROM alarms ORDER BY ts"}))
+        .json(&json!({"sql": "SELECT state, labels, since_us FROM alarms WHERE state <> 'error' ORDER BY ts"}))
         .send()
         .unwrap()
         .json::<Value>()
@@ -447,4 +459,103 @@ fn alertmanager_takes_forwarded_alerts_and_receivers_take_apus_payloads() {
         .unwrap();
     assert_eq!(listed[0]["labels"]["tenant"], "am1", "{listed}");
     assert_eq!(listed[0]["status"]["state"], "active");
+}
+
+/// Access-log rows for `tenant` answered 500, now, as JSON lines.
+fn error_rows(tenant: &str, n: usize) -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_micros() as i64;
+    (0..n)
+        .map(|i| {
+            serde_json::to_string(&apus_schema::AccessRecord {
+                ts: apus_schema::Micros(now + i as i64),
+                project: "shop".into(),
+                env: "prod".into(),
+                route: "api".into(),
+                pool: "stable".into(),
+                tag: "stable".into(),
+                tenant: tenant.into(),
+                status: 500,
+                latency_us: 1000,
+                ..Default::default()
+            })
+            .unwrap()
+                + "\n"
+        })
+        .collect()
+}
+
+#[test]
+fn a_fleet_on_clickhouse_alarms_once_over_every_ingest_node() {
+    let ch = apus_testkit::ClickHouse::start("alarms");
+    let url = ch.url("alarms");
+    let hook = Hook::start();
+    let dir = TempDir::new("apus-alarm-fleet");
+    let (d1, d2) = (dir.path().join("i1"), dir.path().join("i2"));
+    std::fs::create_dir_all(&d1).unwrap();
+    std::fs::create_dir_all(&d2).unwrap();
+    let i1 = Ingest::start_with(&d1, free_port(), &["--store", &url], &[]);
+    let i2 = Ingest::start_with(&d2, free_port(), &["--store", &url], &[]);
+    // One query node evaluates the rules over what every ingest node wrote.
+    let qdir = dir.path().join("q");
+    std::fs::create_dir_all(qdir.join("alarms")).unwrap();
+    std::fs::write(qdir.join("alarms/shop.toml"), rule("1m")).unwrap();
+    let q = free_port();
+    std::fs::write(
+        qdir.join("q.toml"),
+        format!(
+            "listen = \"127.0.0.1:{q}\"\n[alarms]\nrules_dir = \"alarms\"\ninterval = \"500ms\"\n\
+             [[alarms.receivers]]\nname = \"hook\"\nurl = \"{}\"\n\
+             [alarms.route]\nreceiver = \"hook\"\ngroup_by = [\"alertname\", \"tenant\"]\ngroup_wait = \"100ms\"\n",
+            hook.url("/alert")
+        ),
+    )
+    .unwrap();
+    let tokens = tokens_file(&qdir);
+    let child = Command::new(BIN)
+        .args(["query", "--config", "q.toml", "--store", &url, "--tokens"])
+        .arg(&tokens)
+        .current_dir(&qdir)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("query.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _query = Proc(child);
+    wait_until("query node", Duration::from_secs(30), || {
+        bare_client()
+            .get(format!("http://127.0.0.1:{q}/health"))
+            .send()
+            .is_ok()
+    });
+    // 3 failed requests on each node: neither alone reaches min_requests = 5.
+    let post = |i: &Ingest| {
+        let r = client()
+            .post(i.url("/ingest/v1/access"))
+            .body(error_rows("fleet", 3))
+            .send()
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 200);
+    };
+    post(&i1);
+    post(&i2);
+    let acked = Instant::now();
+    wait_until("the fleet's alarm", Duration::from_secs(20), || {
+        !pages(&hook, "fleet", "firing").is_empty()
+    });
+    let at = hook.received()[0].at;
+    eprintln!(
+        "fleet on clickhouse, event-to-webhook latency: {:?}",
+        at.duration_since(acked)
+    );
+    std::thread::sleep(Duration::from_secs(3));
+    let firing = pages(&hook, "fleet", "firing");
+    assert_eq!(firing.len(), 1, "paged once, not once per node");
+    assert_eq!(firing[0]["alerts"].as_array().unwrap().len(), 1);
+    // The transition is in ClickHouse's alarms table.
+    assert_eq!(
+        ch.count("SELECT count() FROM alarms.alarms WHERE state = 'firing'"),
+        1
+    );
 }

@@ -195,3 +195,54 @@ impl Deliverer {
         !self.alertmanagers.is_empty()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn notification(resolved: bool) -> Notification {
+        Notification {
+            receiver: "ding".into(),
+            group_key: "{0}:{}".into(),
+            group_labels: Default::default(),
+            alerts: vec![Alert {
+                labels: [("alertname".to_string(), "Errors".to_string())].into(),
+                annotations: [("summary".to_string(), "pool \"gray\" fails".to_string())].into(),
+                starts_at: 1_000_000,
+                ends_at: if resolved { 2_000_000 } else { 0 },
+                generator_url: String::new(),
+            }],
+        }
+    }
+
+    #[test]
+    fn templated_bodies_are_escaped_for_their_content_type() {
+        let r = ReceiverConfig {
+            name: "ding".into(),
+            url: "http://x/robot".into(),
+            body: Some(
+                r#"{"msgtype":"text","text":{"content":"{{ .status }}: {{ .alertsText }}"}}"#
+                    .into(),
+            ),
+            ..Default::default()
+        };
+        let o = Deliverer::render(&r, &notification(false), "http://apus", 5_000_000).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&o.body).expect("still JSON");
+        assert_eq!(v["text"]["content"], "firing: [FIRING] pool \"gray\" fails");
+        assert_eq!(o.content_type, "application/json");
+        // the default body is Alertmanager's payload
+        let plain = ReceiverConfig {
+            body: None,
+            ..r.clone()
+        };
+        let o = Deliverer::render(&plain, &notification(false), "http://apus", 5_000_000).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&o.body).unwrap();
+        assert_eq!(v["version"], "4");
+        // send_resolved = false drops a resolved-only notification
+        let quiet = ReceiverConfig {
+            send_resolved: Some(false),
+            ..r
+        };
+        assert!(Deliverer::render(&quiet, &notification(true), "", 5_000_000).is_none());
+    }
+}
