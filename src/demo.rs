@@ -84,6 +84,10 @@ const DEMO_CONFIG: &str = r#"
 [ingest]
 listen = "127.0.0.1:9200"
 
+[query.alarms]
+rules_dir = "alarms"
+interval = "1s"
+
 [gateway]
 listen = "127.0.0.1:8080"
 admin_listen = "127.0.0.1:9901"
@@ -128,6 +132,32 @@ token = "demo-admin-token"
 role = "admin"
 "#;
 
+/// The demo's alarm rules: the gray lane failing more than stable on the same route (the
+/// signal rollouts act on), and exception templates that are new or surging.
+const DEMO_ALARMS: &str = r#"
+[[rule]]
+name = "GrayWorseThanStable"
+project = "shop"
+env = "prod"
+severity = "critical"
+kind = "gray_regression"
+metric = "error_rate"
+window = "1m"
+min_requests = 20
+condition = "> 0.1"
+annotations = { summary = "gray's error rate on route {{ $labels.route }} is {{ $value }} above stable's (gray {{ $evidence.gray_error_rate }} of {{ $evidence.gray_requests }}, stable {{ $evidence.stable_error_rate }} of {{ $evidence.stable_requests }} requests)" }
+
+[[rule]]
+name = "NewException"
+project = "shop"
+env = "prod"
+severity = "warning"
+kind = "exception_template"
+group_by = ["pool"]
+window = "1m"
+min_requests = 5
+"#;
+
 /// The tenant the demo's incident is about.
 const INCIDENT_TENANT: &str = "initech";
 /// The traffic round at which the demo flips a gray rule that breaks that tenant.
@@ -160,6 +190,8 @@ pub fn run(
     // A fresh admin token per demo, for every listener; the traffic generator uses it too.
     let token = apus_auth::new_token();
     std::fs::write(&cfg_path, DEMO_CONFIG.replace("demo-admin-token", &token))?;
+    std::fs::create_dir_all(dir.join("alarms"))?;
+    std::fs::write(dir.join("alarms/demo.toml"), DEMO_ALARMS)?;
     // Each demo tells the same story from the config's rules: the release state of an
     // earlier demo run is discarded (the analytics data is kept).
     let control = data_dir.join("control");
@@ -200,6 +232,7 @@ fn traffic(seconds: Option<u64>, token: &str) {
     std::thread::sleep(Duration::from_secs(2));
     let start = std::time::Instant::now();
     let mut round = 0u64;
+    let mut told = std::collections::BTreeSet::new();
     loop {
         println!("demo traffic round {round}: {:?}", requests(&client, round));
         if round == INCIDENT_ROUND {
@@ -207,6 +240,7 @@ fn traffic(seconds: Option<u64>, token: &str) {
         }
         if round > INCIDENT_ROUND {
             incident_signals(&client, round);
+            firing_alarms(&client, &mut told);
         }
         app_logs(&client, round);
         round += 1;
@@ -250,7 +284,6 @@ fn requests(
 fn release_incident_rule(client: &reqwest::blocking::Client) {
     let r = client
         .put("http://127.0.0.1:9901/admin/v1/routes/api/rules")
-        .bearer_auth("demo-admin-token")
         .json(&incident_rules())
         .send();
     match r {
@@ -261,6 +294,34 @@ fn release_incident_rule(client: &reqwest::blocking::Client) {
         ),
         Ok(r) => println!("demo: gray rule release refused: {}", r.status()),
         Err(e) => println!("demo: gray rule release failed: {e}"),
+    }
+}
+
+/// Print each alarm the first time it fires.
+fn firing_alarms(
+    client: &reqwest::blocking::Client,
+    told: &mut std::collections::BTreeSet<String>,
+) {
+    let Ok(v) = client
+        .get("http://127.0.0.1:3000/api/v1/alarms?project=shop&env=prod&state=firing&from=now-5m")
+        .send()
+        .and_then(|r| r.json::<Value>())
+    else {
+        return;
+    };
+    for a in v["active"].as_array().into_iter().flatten() {
+        let fp = a["fingerprint"].as_str().unwrap_or("").to_string();
+        if told.insert(fp) {
+            println!(
+                "demo: ALARM firing {} {}: {}",
+                a["labels"]["alertname"].as_str().unwrap_or("?"),
+                a["labels"]["severity"].as_str().unwrap_or(""),
+                a["annotations"]["summary"]
+                    .as_str()
+                    .or(a["annotations"]["surge"].as_str())
+                    .unwrap_or("")
+            );
+        }
     }
 }
 

@@ -190,7 +190,7 @@ impl Alarms {
                 annotations: Labels::new(),
                 tracker: Tracker::default(),
             });
-            let data = json!({"labels": &labels, "value": s.value});
+            let data = json!({"labels": &labels, "value": s.value, "evidence": &s.evidence});
             let mut ann: Labels = s.evidence.clone();
             for (k, t) in &rule.annotations {
                 ann.insert(k.clone(), render(t, &data, plain));

@@ -1,5 +1,6 @@
 //! The small template language of annotations and receiver bodies: `{{ $labels.pool }}`,
-//! `{{ $value }}` in annotations (as in Prometheus rules), and `{{ .status }}`,
+//! `{{ $value }}` in annotations (as in Prometheus rules; also `{{ $evidence.x }}`, the
+//! numbers a built-in kind measured, e.g. `gray_error_rate`), and `{{ .status }}`,
 //! `{{ .commonLabels.alertname }}`, `{{ .commonAnnotations.summary }}`,
 //! `{{ .alertsText }}` in bodies (paths into the webhook payload). A path that names nothing
 //! renders empty. Nothing else (no loops, no functions): a template cannot run away.
