@@ -85,7 +85,8 @@ async fn list(AxState(a): AxState<Api>, RawQuery(q): RawQuery) -> ApiResult {
             }
             for (fp, s) in &slot.series {
                 let st = s.tracker.state;
-                if st == State::Inactive || !want("state", st.name()) || !want("fingerprint", fp) {
+                let fp = format!("{fp:016x}");
+                if st == State::Inactive || !want("state", st.name()) || !want("fingerprint", &fp) {
                     continue;
                 }
                 let silenced = g.silences.iter().any(|x| x.mutes(&s.labels, now));

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 
 use apus_rules::alarm::template::{format_value, plain, render};
 use apus_rules::alarm::{
-    fingerprint, parse_rule_file, AlarmRule, Alert, Labels, State, Timing, Tracker,
+    fingerprint, fingerprint_merged, parse_rule_file, AlarmRule, Alert, Labels, State, Timing,
+    Tracker,
 };
 use apus_schema::time::now_us;
 use apus_schema::{AlarmRecord, Micros};
@@ -159,6 +160,7 @@ impl Alarms {
                 if slot.error.as_deref() != Some(e.as_str()) {
                     tracing::warn!(rule = %rule.id(), error = %e, "alarm rule query failed");
                     let a = Active {
+                        seen: 0,
                         labels: base_labels(&rule),
                         annotations: Labels::new(),
                         tracker: Tracker::default(),
@@ -177,30 +179,41 @@ impl Alarms {
             for_us: rule.for_us,
             keep_firing_for_us: rule.keep_firing_for_us,
         };
-        let mut seen = HashSet::new();
         let base = base_labels(&rule);
+        let gen = slot.evaluations;
         for s in series.iter().filter(|_| enabled) {
-            let mut labels = base.clone();
-            labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
-            let fp = fingerprint(&labels);
-            seen.insert(fp.clone());
+            let key = fingerprint_merged(&base, &s.labels);
             let holds = rule.condition.holds(s.value, s.previous);
-            let a = slot.series.entry(fp).or_insert_with(|| Active {
-                labels: labels.clone(),
-                annotations: Labels::new(),
-                tracker: Tracker::default(),
-            });
-            let data = json!({"labels": &labels, "value": s.value, "evidence": &s.evidence});
-            let mut ann: Labels = s.evidence.clone();
-            for (k, t) in &rule.annotations {
-                ann.insert(k.clone(), render(t, &data, plain));
+            // Most label sets of most answers are healthy and unknown: nothing to keep.
+            let a = match slot.series.entry(key) {
+                std::collections::hash_map::Entry::Occupied(o) => o.into_mut(),
+                std::collections::hash_map::Entry::Vacant(v) if holds => {
+                    let mut labels = base.clone();
+                    labels.extend(s.labels.iter().map(|(k, v)| (k.clone(), v.clone())));
+                    v.insert(Active {
+                        seen: gen,
+                        labels,
+                        annotations: Labels::new(),
+                        tracker: Tracker::default(),
+                    })
+                }
+                std::collections::hash_map::Entry::Vacant(_) => continue,
+            };
+            a.seen = gen;
+            let step = a.tracker.step(now, holds, Some(s.value), timing);
+            if a.tracker.state != State::Inactive || step.is_some() {
+                let data = json!({"labels": &a.labels, "value": s.value, "evidence": &s.evidence});
+                let mut ann: Labels = s.evidence.clone();
+                for (k, t) in &rule.annotations {
+                    ann.insert(k.clone(), render(t, &data, plain));
+                }
+                ann.entry("value".into())
+                    .or_insert_with(|| format_value(s.value));
+                ann.entry("condition".into())
+                    .or_insert_with(|| rule.condition.to_string());
+                a.annotations = ann;
             }
-            ann.entry("value".into())
-                .or_insert_with(|| format_value(s.value));
-            ann.entry("condition".into())
-                .or_insert_with(|| rule.condition.to_string());
-            a.annotations = ann;
-            if let Some(st) = a.tracker.step(now, holds, Some(s.value), timing) {
+            if let Some(st) = step {
                 let msg = a.annotations.get("summary").cloned().unwrap_or_else(|| {
                     format!(
                         "{} {} (value {})",
@@ -215,7 +228,7 @@ impl Alarms {
                 }
             }
         }
-        for (_, a) in slot.series.iter_mut().filter(|(fp, _)| !seen.contains(*fp)) {
+        for a in slot.series.values_mut().filter(|a| a.seen != gen) {
             let note = if enabled {
                 "no longer in the answer"
             } else {
@@ -348,7 +361,7 @@ pub(super) async fn restore(a: &Arc<Alarms>) -> usize {
     let now = now_us();
     let sql = format!(
         "SELECT rule, fingerprint, state, labels, value, since_us, {us} AS at_us FROM {t} \
-         WHERE {range} ORDER BY at_us",
+         WHERE {range} AND state <> 'error' ORDER BY at_us DESC LIMIT 200000",
         us = d.us(),
         t = e.table("alarms"),
         range = d.time_range(now - 86_400_000_000, now + 60_000_000),
@@ -361,17 +374,13 @@ pub(super) async fn restore(a: &Arc<Alarms>) -> usize {
         }
     };
     let mut last: BTreeMap<(String, String), &Row> = BTreeMap::new();
+    // newest first: the first row of each label set is its state
     for r in &rows {
-        if text(r, "state") == "error" {
-            continue;
-        }
-        last.insert(
-            (
-                text(r, "rule").to_string(),
-                text(r, "fingerprint").to_string(),
-            ),
-            r,
-        );
+        last.entry((
+            text(r, "rule").to_string(),
+            text(r, "fingerprint").to_string(),
+        ))
+        .or_insert(r);
     }
     let mut g = a.lock();
     let mut n = 0;
@@ -390,6 +399,9 @@ pub(super) async fn restore(a: &Arc<Alarms>) -> usize {
         if fingerprint(&labels) != fp {
             continue;
         }
+        let Ok(fp) = u64::from_str_radix(&fp, 16) else {
+            continue;
+        };
         let tracker = Tracker::restore(
             state,
             num(r, "since_us") as i64,
@@ -397,6 +409,7 @@ pub(super) async fn restore(a: &Arc<Alarms>) -> usize {
             num(r, "value"),
         );
         let active = Active {
+            seen: 0,
             labels,
             annotations: Labels::new(),
             tracker,

@@ -46,6 +46,8 @@ pub type Writer = Arc<dyn Fn(Record) -> BoxFuture<'static, Result<(), String>> +
 /// One label set of one rule.
 #[derive(Debug, Clone)]
 struct Active {
+    /// The evaluation that last saw the label set in an answer.
+    seen: u64,
     labels: Labels,
     annotations: Labels,
     tracker: Tracker,
@@ -55,7 +57,8 @@ struct Active {
 #[derive(Debug)]
 struct Slot {
     rule: Arc<AlarmRule>,
-    series: HashMap<String, Active>,
+    /// By fingerprint.
+    series: HashMap<u64, Active>,
     error: Option<String>,
     last_eval_us: i64,
     last_took_ms: f64,

@@ -53,14 +53,41 @@ impl Alert {
 /// FNV-1a over `name\xffvalue\xff…` of the sorted labels, as 16 hex digits (the role of
 /// Alertmanager's fingerprint: the same labels give the same id on every node).
 pub fn fingerprint(labels: &Labels) -> String {
+    format!("{:016x}", fingerprint_merged(labels, &Labels::new()))
+}
+
+/// The fingerprint (as a number) of `base` overlaid with `extra` (`extra` wins on equal
+/// names), without building the merged set: the evaluator looks up every label set of
+/// every answer by it.
+pub fn fingerprint_merged(base: &Labels, extra: &Labels) -> u64 {
+    use std::cmp::Ordering;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for (k, v) in labels {
+    let mut feed = |k: &str, v: &str| {
         for b in k.bytes().chain([0xff]).chain(v.bytes()).chain([0xff]) {
             h ^= u64::from(b);
             h = h.wrapping_mul(0x0100_0000_01b3);
         }
+    };
+    let (mut a, mut b) = (base.iter().peekable(), extra.iter().peekable());
+    loop {
+        let next = match (a.peek(), b.peek()) {
+            (None, None) => break,
+            (Some(_), None) => a.next(),
+            (None, Some(_)) => b.next(),
+            (Some((ka, _)), Some((kb, _))) => match ka.cmp(kb) {
+                Ordering::Less => a.next(),
+                Ordering::Greater => b.next(),
+                Ordering::Equal => {
+                    a.next();
+                    b.next()
+                }
+            },
+        };
+        if let Some((k, v)) = next {
+            feed(k, v);
+        }
     }
-    format!("{h:016x}")
+    h
 }
 
 /// µs since the epoch as RFC 3339 (UTC, millisecond precision when not whole seconds).
@@ -91,6 +118,21 @@ mod tests {
         let b: Labels = [("a".to_string(), "11".to_string())].into();
         assert_ne!(fingerprint(&a), fingerprint(&b));
         assert_eq!(fingerprint(&a), fingerprint(&a.clone()));
+        // overlaying equals merging
+        let base: Labels = [("a", "0"), ("c", "3")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let extra: Labels = [("a", "1"), ("b", "2")]
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        let mut merged = base.clone();
+        merged.extend(extra.clone());
+        assert_eq!(
+            format!("{:016x}", fingerprint_merged(&base, &extra)),
+            fingerprint(&merged)
+        );
         assert_eq!(rfc3339(1_500), "1970-01-01T00:00:00.001Z");
         assert_eq!(
             parse_rfc3339("2023-11-14T22:13:20Z"),
