@@ -22,6 +22,7 @@ mod error;
 mod hash;
 mod matcher;
 mod model;
+pub mod rollout;
 mod tenant;
 
 #[cfg(any(test, feature = "fuzzing"))]
