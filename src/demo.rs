@@ -14,7 +14,8 @@ use serde_json::{json, Value};
 /// An upstream that answers every path with JSON naming itself and echoing the lane
 /// headers the gateway set; `GET /health` answers `ok`; `?status=N` answers status N and
 /// `?sleep_ms=N` answers late. With `fail_tenant`, requests of
-/// that tenant (`orgId=` query) get a 500 — the demo's "bug in the gray build".
+/// that tenant (`orgId=` query or `x-tenant-id` header; `*` for all) get a 500 — the
+/// demo's "bug in the gray build".
 pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<String>) -> Result<()> {
     async fn echo(
         State((name, fail)): State<(String, Option<String>)>,
@@ -44,7 +45,15 @@ pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<Stri
                 .into_response();
         }
         if let Some(t) = &fail {
-            if query.split('&').any(|kv| kv == format!("orgId={t}")) {
+            let header_tenant = req
+                .headers()
+                .get("x-tenant-id")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if t == "*"
+                || header_tenant == t
+                || query.split('&').any(|kv| kv == format!("orgId={t}"))
+            {
                 return (
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                     Json(json!({"upstream": name, "error": format!("missing pricing config for tenant {t}")})),

@@ -127,6 +127,10 @@ enum Cmd {
         /// Name it reports.
         #[arg(long)]
         name: String,
+        /// Answer 500 to this tenant (`orgId=` or `x-tenant-id`; `*` = everyone): a bad
+        /// build, for rollout tests.
+        #[arg(long)]
+        fail_tenant: Option<String>,
     },
     /// Rule files.
     Rules {
@@ -211,6 +215,8 @@ fn run_gateway(
         Some(run::render(install_metrics()?)),
         (*tokens).clone(),
     )?;
+    // A gateway alone has no store to analyze: analysis steps pause and say so.
+    gw.start_rollouts(None);
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "gateway starting");
     gw.server.run_forever()
 }
@@ -292,9 +298,11 @@ fn main() -> Result<()> {
             init_tracing();
             demo::run(seconds, data_dir, &auth, install_metrics()?)
         }
-        Cmd::Upstream { listen, name } => {
-            tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name, None))
-        }
+        Cmd::Upstream {
+            listen,
+            name,
+            fail_tenant,
+        } => tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name, fail_tenant)),
         Cmd::Logs { cmd } => logs_cmd::run(cmd),
         Cmd::Slowlog { cmd } => slowlog_cmd::run(cmd),
         Cmd::Rules { cmd } => rules_cmd::run(cmd),

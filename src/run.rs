@@ -193,7 +193,7 @@ pub fn start_query(
     render: Option<MetricsRender>,
     tokens: Arc<apus_auth::Tokens>,
     alarms: Option<AlarmWiring>,
-) -> Result<()> {
+) -> Result<(Arc<Engine>, Option<Arc<apus_query::alarm::Alarms>>)> {
     let engine = Arc::new(Engine::with_backend(store, searcher, cfg.limits()));
     let alarms = match alarms {
         Some(w) => Some(
@@ -212,8 +212,38 @@ pub fn start_query(
         rt,
         "query API and dashboards",
         &cfg.listen,
-        apus_query::api::router(engine, render, tokens, alarms),
-    )
+        apus_query::api::router(engine.clone(), render, tokens, alarms.clone()),
+    )?;
+    Ok((engine, alarms))
+}
+
+/// Rollout analysis for the gateway's runner: the query tier's verdict on gray against
+/// stable, run on the query runtime.
+fn analyzer(
+    engine: Arc<Engine>,
+    alarms: Option<Arc<apus_query::alarm::Alarms>>,
+    rt: tokio::runtime::Handle,
+) -> apus_gateway::rollout::Analyzer {
+    Arc::new(move |req: apus_gateway::rollout::AnalysisRequest| {
+        let (engine, alarms, rt) = (engine.clone(), alarms.clone(), rt.clone());
+        Box::pin(async move {
+            let task = rt.spawn(async move {
+                let firing = alarms.map(|a| a.firing()).unwrap_or_default();
+                let lanes = apus_query::analysis::Lanes {
+                    project: &req.project,
+                    env: &req.env,
+                    route: &req.route,
+                    tag: &req.tag,
+                    stable_tag: &req.stable_tag,
+                    window_us: req.window_us,
+                };
+                apus_query::analysis::verdict(&engine, &lanes, &req.spec, &firing)
+                    .await
+                    .map_err(|e| e.to_string())
+            });
+            task.await.map_err(|e| e.to_string())?
+        })
+    })
 }
 
 /// `apus query`: a query node over ClickHouse.
@@ -266,7 +296,7 @@ pub fn query(
         }),
         (Some(_), _) => anyhow::bail!("alarms on a query node need --store clickhouse://…"),
     };
-    start_query(
+    let _ = start_query(
         &rt,
         &cfg,
         (store, searcher),
@@ -410,7 +440,7 @@ pub fn run(
             Duration::from_secs(2),
         );
     }
-    start_query(
+    let (engine, alarms) = start_query(
         &rt,
         &cfg.query,
         (qstore, searcher),
@@ -439,6 +469,7 @@ pub fn run(
         Some(render(prom)),
         (*tokens).clone(),
     )?;
+    gw.start_rollouts(Some(analyzer(engine, alarms, rt.handle().clone())));
     let (p, h) = (pipeline.clone(), rt.handle().clone());
     gw.release.on_change(Box::new(move |rec| {
         let (p, rec) = (p.clone(), rec.clone());

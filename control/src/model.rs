@@ -28,6 +28,9 @@ pub struct ReleaseDoc {
     /// Changes to protected environments waiting for approvals.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub pending: Vec<Pending>,
+    /// Rollouts by name, running and finished: their plan, progress and what to restore.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub rollouts: BTreeMap<String, apus_rules::rollout::RolloutDoc>,
 }
 
 /// A change to a protected environment, proposed and waiting for approvals from

@@ -20,6 +20,7 @@ mod error;
 pub mod metrics;
 pub mod pools;
 mod proxy;
+pub mod rollout;
 pub mod state;
 pub mod tagging;
 
@@ -49,6 +50,19 @@ pub struct Gateway {
     /// The runtime of the control-store client and its watch (lives as long as the
     /// gateway).
     pub control_runtime: tokio::runtime::Runtime,
+}
+
+impl Gateway {
+    /// Run the rollout runner on this node (every 500 ms), with analysis from `analyzer`
+    /// (without one, analysis steps pause, saying why).
+    pub fn start_rollouts(&self, analyzer: Option<rollout::Analyzer>) {
+        rollout::spawn(
+            self.control_runtime.handle(),
+            self.release.clone(),
+            analyzer,
+            std::time::Duration::from_millis(500),
+        );
+    }
 }
 
 /// The Pingora server settings of the gateway: `threads` proxy threads, one single-threaded

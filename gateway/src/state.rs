@@ -165,6 +165,7 @@ pub fn seed_doc(routes: Vec<RouteSpec>, pools: &[crate::config::PoolConfig]) -> 
             })
             .collect(),
         pending: Vec::new(),
+        rollouts: Default::default(),
     }
 }
 

@@ -17,6 +17,7 @@
 #![warn(clippy::print_stdout)]
 
 pub mod alarm;
+pub mod analysis;
 pub mod api;
 pub mod auth;
 pub mod engine;

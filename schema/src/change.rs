@@ -30,6 +30,8 @@ pub enum ChangeKind {
     ChangeRejected,
     /// A whole state imported (`apus rules import`).
     Import,
+    /// A rollout started, stepped, paused, resumed, promoted or completed.
+    RolloutStep,
 }
 
 impl ChangeKind {
@@ -47,6 +49,7 @@ impl ChangeKind {
             ChangeKind::ChangeApproved => "change_approved",
             ChangeKind::ChangeRejected => "change_rejected",
             ChangeKind::Import => "import",
+            ChangeKind::RolloutStep => "rollout_step",
         }
     }
 }
@@ -69,6 +72,7 @@ mod tests {
             ChangeKind::ServerUndrain,
             ChangeKind::ChangeProposed,
             ChangeKind::Import,
+            ChangeKind::RolloutStep,
         ] {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),

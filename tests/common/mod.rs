@@ -12,6 +12,11 @@ pub use apus_testkit::{free_port, wait_until, Etcd, Hook, Proc, TempDir};
 
 /// Start an echo upstream named `name` on `port`, and wait until it answers.
 pub fn upstream(port: u16, name: &str) -> Proc {
+    upstream_with(port, name, &[])
+}
+
+/// [`upstream`] with extra arguments (e.g. `--fail-tenant '*'`: a bad build).
+pub fn upstream_with(port: u16, name: &str, extra: &[&str]) -> Proc {
     let child = Command::new(BIN)
         .args([
             "upstream",
@@ -20,6 +25,7 @@ pub fn upstream(port: u16, name: &str) -> Proc {
             "--name",
             name,
         ])
+        .args(extra)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -386,6 +392,8 @@ pub struct RunOpts<'a> {
     pub query_extra: &'a str,
     /// Files written into the run's directory (beside the config) before it starts.
     pub files: &'a [(&'a str, &'a str)],
+    /// Appended to the config after the route (e.g. more `[[gateway.pools]]`).
+    pub gateway_extra: &'a str,
 }
 
 /// `apus run` (gateway, ingest, query) over one echo upstream, on free ports, with its
@@ -424,7 +432,7 @@ impl AllInOne {
         } else {
             o.access_log
         };
-        let query_extra = o.query_extra;
+        let (query_extra, gateway_extra) = (o.query_extra, o.gateway_extra);
         for (name, text) in o.files {
             let p = dir.join(name);
             std::fs::create_dir_all(p.parent().unwrap()).unwrap();
@@ -455,6 +463,8 @@ project = "shop"
 env = "prod"
 stable_pool = "stable"
 tenant_sources = [{{ header = "x-tenant-id" }}]
+
+{gateway_extra}
 
 {token}
 "#

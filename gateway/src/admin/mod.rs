@@ -7,6 +7,7 @@
 //! [`MAX_BODY`]) before dispatch but parsed only after the token is checked.
 
 mod release;
+mod rollouts;
 mod servers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -258,6 +259,11 @@ async fn dispatch(
                 Ok(id) => release::decide_pending(s, h, id, *verdict == "approve", body).await,
                 Err(_) => Err(GatewayError::NotFound(format!("pending change #{id}"))),
             }
+        }
+        ("GET", ["admin", "v1", "rollouts"]) => rollouts::list(s, h).await,
+        ("POST", ["admin", "v1", "rollouts"]) => rollouts::start(s, h, body).await,
+        ("POST", ["admin", "v1", "rollouts", name, verb]) => {
+            rollouts::steer(s, h, name, verb, body).await
         }
         ("GET", ["admin", "v1", "pools"]) => servers::list_pools(s, h).await,
         ("POST", ["admin", "v1", "pools", pool, "servers"]) => {

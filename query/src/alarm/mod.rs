@@ -95,6 +95,17 @@ pub struct Alarms {
 }
 
 impl Alarms {
+    /// The labels of every alert firing now (rollout analysis fails on those of its route).
+    pub fn firing(&self) -> Vec<Labels> {
+        let g = self.lock();
+        g.rules
+            .values()
+            .flat_map(|s| s.series.values())
+            .filter(|a| a.tracker.state == apus_rules::alarm::State::Firing)
+            .map(|a| a.labels.clone())
+            .collect()
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }

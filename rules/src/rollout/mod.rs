@@ -6,6 +6,8 @@
 
 pub mod judge;
 pub mod plan;
+pub mod spec;
 
 pub use judge::{combine, Counts, ErrorTest, LatencyTest, Limits, Verdict};
 pub use plan::{check_steps, Action, Event, Phase, Progress, Step};
+pub use spec::{apply_step, AnalysisSpec, RolloutDoc, RolloutSpec};

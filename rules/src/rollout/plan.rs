@@ -88,6 +88,7 @@ pub enum Phase {
 pub struct Progress {
     /// Index of the current step.
     pub step: usize,
+    #[serde(flatten)]
     pub phase: Phase,
     /// When the current step began (µs).
     pub step_started: i64,

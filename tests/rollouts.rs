@@ -1,0 +1,229 @@
+//! Rollouts end to end: `apus run` with a stable and a gray upstream, traffic through the
+//! gateway, a rollout started through the admin API; a good gray build is promoted through
+//! 10 → 50 → 100 %, a bad one is rolled back by analysis, and a restart resumes a rollout.
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+fn start(gray_args: &[&str]) -> (AllInOne, Proc) {
+    let gray_port = free_port();
+    let gray = upstream_with(gray_port, "gray-1", gray_args);
+    let extra =
+        format!("[[gateway.pools]]\nname = \"gray\"\nservers = [\"127.0.0.1:{gray_port}\"]\n");
+    let run = AllInOne::start(RunOpts {
+        access_log: "in-process",
+        config_token: true,
+        gateway_extra: &extra,
+        ..Default::default()
+    });
+    (run, gray)
+}
+
+/// Requests through the gateway from 1,000 tenants until `stop`.
+fn traffic(run: &AllInOne, stop: Arc<AtomicBool>) -> Vec<std::thread::JoinHandle<()>> {
+    (0..2)
+        .map(|k| {
+            let (url, stop) = (run.url("/pay"), stop.clone());
+            std::thread::spawn(move || {
+                let c = bare_client();
+                let mut i = k;
+                while !stop.load(Ordering::Relaxed) {
+                    let _ = c
+                        .get(&url)
+                        .header("x-tenant-id", format!("t{}", i % 1000))
+                        .send();
+                    i += 2;
+                    std::thread::sleep(Duration::from_millis(8));
+                }
+            })
+        })
+        .collect()
+}
+
+fn plan(name: &str) -> Value {
+    json!({
+        "rollout": {
+            "name": name,
+            "route": "api",
+            "pool": "gray",
+            "steps": [
+                {"set_weight": 10}, {"analysis": {"count": 2}},
+                {"set_weight": 50}, {"analysis": {"count": 1}},
+                {"set_weight": 100}
+            ],
+            "analysis": {"interval": "2s", "window": "15s", "failure_limit": 0,
+                         "min_requests": 20, "max_error_rate": 0.05,
+                         "max_error_increase": 0.05, "alpha": 0.05}
+        },
+        "reason": "release v2"
+    })
+}
+
+fn rollout(run: &AllInOne, name: &str) -> Value {
+    let v: Value = client()
+        .get(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["rollouts"][name].clone()
+}
+
+fn gray_rules(run: &AllInOne) -> Value {
+    let v: Value = client()
+        .get(format!("http://127.0.0.1:{}/admin/v1/routes", run.admin))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["routes"][0]["gray_rules"].clone()
+}
+
+fn change_kinds_of(run: &AllInOne) -> Vec<(String, String)> {
+    let v: Value = client()
+        .get(format!("http://127.0.0.1:{}/admin/v1/changes", run.admin))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    v["changes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            (
+                c["kind"].as_str().unwrap().to_string(),
+                c["summary"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_good_build_is_promoted_10_50_100() {
+    let (run, _gray) = start(&[]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = traffic(&run, stop.clone());
+    let r = client()
+        .post(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
+        .json(&plan("v2"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    assert_eq!(gray_rules(&run)[0]["percent"], 10.0);
+    // a second rollout on the same route is refused while this one runs
+    let again = client()
+        .post(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
+        .json(&plan("v3"))
+        .send()
+        .unwrap();
+    assert_eq!(again.status().as_u16(), 409);
+    wait_until("the rollout to succeed", Duration::from_secs(90), || {
+        let r = rollout(&run, "v2");
+        assert_ne!(r["progress"]["phase"], "aborted", "{r}");
+        assert_ne!(r["progress"]["phase"], "paused", "{r}");
+        r["progress"]["phase"] == "succeeded"
+    });
+    stop.store(true, Ordering::Relaxed);
+    t.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(gray_rules(&run)[0]["percent"], 100.0);
+    let steps: Vec<String> = change_kinds_of(&run)
+        .into_iter()
+        .filter(|(k, _)| k == "rollout_step")
+        .map(|(_, s)| s)
+        .collect();
+    assert!(
+        steps.iter().any(|s| s.contains("step 3: weight 50 %")),
+        "{steps:?}"
+    );
+    assert!(steps.iter().any(|s| s.contains("completed")), "{steps:?}");
+}
+
+#[test]
+fn a_bad_build_is_rolled_back_by_analysis() {
+    let (run, _gray) = start(&["--fail-tenant", "*"]);
+    let before = gray_rules(&run);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = traffic(&run, stop.clone());
+    let r = client()
+        .post(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
+        .json(&plan("bad"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_until("the rollback", Duration::from_secs(60), || {
+        rollout(&run, "bad")["progress"]["phase"] == "aborted"
+    });
+    stop.store(true, Ordering::Relaxed);
+    t.into_iter().for_each(|h| h.join().unwrap());
+    let r = rollout(&run, "bad");
+    let reason = r["progress"]["reason"].as_str().unwrap();
+    assert!(reason.contains("gray"), "{r}");
+    assert_eq!(
+        gray_rules(&run),
+        before,
+        "the rules before the rollout are back"
+    );
+    let kinds = change_kinds_of(&run);
+    let last = kinds.last().unwrap();
+    assert_eq!(last.0, "rollback", "{kinds:?}");
+    assert!(last.1.contains("rollout bad: aborted"), "{kinds:?}");
+}
+
+#[test]
+fn people_steer_and_a_restart_resumes() {
+    let (mut run, _gray) = start(&[]);
+    let mut p = plan("held");
+    p["rollout"]["steps"] =
+        json!([{"set_weight": 10}, {"pause_until_promote": true}, {"set_weight": 30}]);
+    let r = client()
+        .post(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
+        .json(&p)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    // A viewer may not steer.
+    let r = bare_client()
+        .post(format!(
+            "http://127.0.0.1:{}/admin/v1/rollouts/held/promote",
+            run.admin
+        ))
+        .bearer_auth(VIEWER)
+        .send()
+        .unwrap();
+    assert!(matches!(r.status().as_u16(), 401 | 403), "{}", r.status());
+    run.restart();
+    std::thread::sleep(Duration::from_secs(2));
+    let r = rollout(&run, "held");
+    assert_eq!(
+        r["progress"]["step"], 1,
+        "still waiting after a restart: {r}"
+    );
+    assert_eq!(gray_rules(&run)[0]["percent"], 10.0);
+    let r = client()
+        .post(format!(
+            "http://127.0.0.1:{}/admin/v1/rollouts/held/promote",
+            run.admin
+        ))
+        .json(&json!({"reason": "looks good"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    assert_eq!(rollout(&run, "held")["progress"]["phase"], "succeeded");
+    assert_eq!(gray_rules(&run)[0]["percent"], 30.0);
+    // Over is over.
+    let r = client()
+        .post(format!(
+            "http://127.0.0.1:{}/admin/v1/rollouts/held/abort",
+            run.admin
+        ))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 409);
+}
