@@ -7,6 +7,8 @@
 # settings (skipped, and said so, when `prometheus` is not installed).
 #
 #   benches/alarm_latency.sh [SAMPLES] [RATE_ROWS_PER_S]
+#   GROUP_WAIT=0s (Apus's route group_wait, default 1s)  PROM_DEFAULTS=0 (skip the
+#   Prometheus run with default intervals, which takes ~8 minutes)
 #
 # Ends with: RESULT alarm_latency rules=100 series=1000 p50_ms=… p99_ms=…
 #            prometheus_default_p50_ms=… prometheus_tuned_p50_ms=…
@@ -85,6 +87,7 @@ url = "http://127.0.0.1:{hook_port}/"
 [query.alarms.route]
 receiver = "hook"
 group_by = ["alertname", "tenant"]
+group_wait = "{os.environ.get("GROUP_WAIT", "1s")}"
 [gateway]
 listen = "127.0.0.1:{ports["gw"]}"
 admin_listen = "127.0.0.1:{ports["admin"]}"
@@ -140,7 +143,12 @@ def load(share):
     nxt = time.monotonic()
     while not stop.is_set():
         body = template.replace("TS", str(int(time.time() * 1e6)))
-        st = post(conn, body)
+        try:
+            st = post(conn, body)
+        except Exception:
+            if stop.is_set(): return
+            conn = http.client.HTTPConnection("127.0.0.1", ports["ing"], timeout=30)
+            continue
         if st == 200: sent[0] += BATCH
         else: rejected[0] += 1
         nxt += interval
@@ -214,8 +222,10 @@ def prometheus_run(scrape, evaluate, group_wait, n):
     threading.Thread(target=exp.serve_forever, daemon=True).start()
     open(f"{d}/am.yml", "w").write(f"route:\n  receiver: hook\n  group_by: [alertname, tenant]\n  group_wait: {group_wait}\n"
                                    f"receivers:\n  - name: hook\n    webhook_configs:\n      - url: http://127.0.0.1:{hook_port}/\n")
+    # the usual range: four scrape intervals, at least a minute
+    rng = f"{max(60, 4 * int(scrape.rstrip('s')))}s"
     open(f"{d}/rules.yml", "w").write("groups:\n  - name: bench\n    rules:\n      - alert: Errors\n"
-                                      "        expr: increase(app_requests_total{code=\"500\"}[1m]) > 5\n")
+                                      f"        expr: increase(app_requests_total{{code=\"500\"}}[{rng}]) > 5\n")
     open(f"{d}/prom.yml", "w").write(f"global:\n  scrape_interval: {scrape}\n  evaluation_interval: {evaluate}\n"
                                      f"rule_files: [{d}/rules.yml]\nalerting:\n  alertmanagers:\n    - static_configs:\n        - targets: ['127.0.0.1:{amp}']\n"
                                      f"scrape_configs:\n  - job_name: app\n    static_configs:\n      - targets: ['127.0.0.1:{up}']\n")
@@ -249,6 +259,6 @@ print(f"prometheus tuned (scrape 1s, eval 1s, group_wait 0s): p50_ms={tuned:.0f}
 default = prometheus_run("60s", "60s", "30s", 2) if os.environ.get("PROM_DEFAULTS", "1") == "1" else float("nan")
 print(f"prometheus defaults (scrape 1m, eval 1m, group_wait 30s): p50_ms={default:.0f}")
 cleanup()
-print(f"RESULT alarm_latency rules={RULES} series={TENANTS} p50_ms={p50:.0f} p99_ms={p99:.0f} "
+print(f"RESULT alarm_latency group_wait={os.environ.get('GROUP_WAIT', '1s')} rules={RULES} series={TENANTS} p50_ms={p50:.0f} p99_ms={p99:.0f} "
       f"prometheus_default_p50_ms={default:.0f} prometheus_tuned_p50_ms={tuned:.0f}")
 PY
