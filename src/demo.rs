@@ -172,16 +172,26 @@ const INCIDENT_TENANT: &str = "initech";
 /// The traffic round at which the demo flips a gray rule that breaks that tenant.
 const INCIDENT_ROUND: u64 = 8;
 
-/// The demo's release step: the route's gray rules plus one sending initech to gray.
-fn incident_rules() -> Value {
+/// The demo's release: a rollout that first sends tenant initech to the gray build (which
+/// fails for it), then would ramp to 30 % and 100 % if analysis passed.
+fn incident_rollout() -> Value {
     json!({
-        "reason": "demo: beta for initech",
-        "rules": [
-            {"name": "beta-tenants", "pool": "gray", "tenants": ["acme", "globex"]},
-            {"name": "beta-initech", "pool": "gray", "tenants": [INCIDENT_TENANT]},
-            {"name": "office-network", "pool": "gray", "cidrs": ["10.0.0.0/8", "fd00::/8"]},
-            {"name": "ramp", "pool": "gray", "percent": 10}
-        ]
+        "reason": "demo: pricing v2 for initech first",
+        "rollout": {
+            "name": "pricing-v2",
+            "route": "api",
+            "pool": "gray",
+            "steps": [
+                {"set_tenants": [INCIDENT_TENANT]},
+                {"analysis": {"count": 3}},
+                {"set_weight": 30},
+                {"analysis": {"count": 3}},
+                {"set_weight": 100}
+            ],
+            "analysis": {"interval": "5s", "window": "30s", "failure_limit": 1,
+                         "min_requests": 20, "max_error_rate": 0.05,
+                         "max_error_increase": 0.02, "alpha": 0.05}
+        }
     })
 }
 
@@ -242,14 +252,19 @@ fn traffic(seconds: Option<u64>, token: &str) {
     let start = std::time::Instant::now();
     let mut round = 0u64;
     let mut told = std::collections::BTreeSet::new();
+    let mut rollout_seen = String::new();
     loop {
         println!("demo traffic round {round}: {:?}", requests(&client, round));
         if round == INCIDENT_ROUND {
             release_incident_rule(&client);
         }
         if round > INCIDENT_ROUND {
-            incident_signals(&client, round);
+            // the failing build logs until the rollback takes it out of initech's path
+            if !rollout_seen.starts_with("aborted") {
+                incident_signals(&client, round);
+            }
             firing_alarms(&client, &mut told);
+            rollout_progress(&client, &mut rollout_seen);
         }
         app_logs(&client, round);
         round += 1;
@@ -289,20 +304,51 @@ fn requests(
     counts
 }
 
-/// The release manager's mistake: the gray rule that sends the incident tenant gray.
+/// The release manager starts the rollout.
 fn release_incident_rule(client: &reqwest::blocking::Client) {
     let r = client
-        .put("http://127.0.0.1:9901/admin/v1/routes/api/rules")
-        .json(&incident_rules())
+        .post("http://127.0.0.1:9901/admin/v1/rollouts")
+        .json(&incident_rollout())
         .send();
     match r {
         Ok(r) if r.status().is_success() => println!(
-            "demo: released gray rule beta-initech (tenant {INCIDENT_TENANT} → gray, \
-             whose build fails for it); see the root cause at \
-             http://127.0.0.1:3000/#Root%20cause"
+            "demo: rollout pricing-v2 started: step 1 sends tenant {INCIDENT_TENANT} to the \
+             gray build, whose pricing fails for it; analysis runs every 5 s \
+             (curl -H \"Authorization: Bearer $T\" http://127.0.0.1:9901/admin/v1/rollouts)"
         ),
-        Ok(r) => println!("demo: gray rule release refused: {}", r.status()),
-        Err(e) => println!("demo: gray rule release failed: {e}"),
+        Ok(r) => println!("demo: rollout refused: {}", r.status()),
+        Err(e) => println!("demo: rollout failed to start: {e}"),
+    }
+}
+
+/// Print the rollout's phase when it changes.
+fn rollout_progress(client: &reqwest::blocking::Client, last: &mut String) {
+    let Ok(v) = client
+        .get("http://127.0.0.1:9901/admin/v1/rollouts")
+        .send()
+        .and_then(|r| r.json::<Value>())
+    else {
+        return;
+    };
+    let p = &v["rollouts"]["pricing-v2"]["progress"];
+    let now = format!(
+        "{} at step {}",
+        p["phase"].as_str().unwrap_or("?"),
+        p["step"].as_u64().unwrap_or(0) + 1
+    );
+    if *last != now {
+        let why = p["reason"]
+            .as_str()
+            .map(|r| format!(": {r}"))
+            .unwrap_or_default();
+        println!("demo: ROLLOUT pricing-v2 {now}{why}");
+        if p["phase"] == "aborted" {
+            println!(
+                "demo: the rollback is in force; see the root cause at \
+                 http://127.0.0.1:3000/#Root%20cause"
+            );
+        }
+        *last = now;
     }
 }
 

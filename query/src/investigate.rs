@@ -13,16 +13,14 @@
 //! 4. Exception templates and slow-SQL fingerprints that are new or surged.
 //! 5. The route → pool → upstream layers with their error rate and p99 in both periods.
 
-use std::collections::HashMap;
-
 use serde_json::Value;
 
 use crate::engine::Engine;
 use crate::params::Params;
 use crate::rank::ERROR_LINES;
 use crate::rootcause::{
-    adtributor, onset, rank_changes_with_grace, ratio, surges, AdtributorParams, Bucket, Change,
-    ChangeSuspect, DimCounts, DimensionSuspect, KeyCounts,
+    adtributor, onset, rank_changes_with_grace, ratio, AdtributorParams, Bucket, Change,
+    ChangeSuspect, DimCounts, DimensionSuspect,
 };
 use crate::QueryError;
 
@@ -410,18 +408,9 @@ fn surged(
     windows: crate::rootcause::Windows,
     key: impl Fn(&Row) -> String,
 ) -> Surged {
-    let by_key: HashMap<String, &Row> = rows.iter().map(|r| (key(r), r)).collect();
-    let keys: Vec<KeyCounts> = rows
-        .iter()
-        .map(|r| KeyCounts {
-            key: key(r),
-            baseline: num(r, "base"),
-            current: num(r, "cur"),
-        })
-        .collect();
-    surges(&keys, windows, 3.0)
+    crate::rootcause::surged_rows(rows, windows, 3.0, key)
         .into_iter()
         .take(20)
-        .filter_map(|s| by_key.get(&s.key).map(|r| ((*r).clone(), s)))
+        .map(|(r, s)| (r.clone(), s))
         .collect()
 }

@@ -15,7 +15,7 @@ use serde_json::Value;
 
 use crate::engine::Engine;
 use crate::rank::ERROR_LINES;
-use crate::rootcause::{surges, KeyCounts, Windows};
+use crate::rootcause::{surged_rows, Windows};
 use crate::QueryError;
 
 /// One label set's answer.
@@ -278,29 +278,20 @@ async fn novelties(e: &Engine, rule: &AlarmRule, now: i64) -> Result<Vec<Series>
         k.push(text(r, key));
         k.join("\u{1f}")
     };
-    let by_key: HashMap<String, &Row> = rows.iter().map(|r| (key_of(r), r)).collect();
-    let keys: Vec<KeyCounts> = rows
-        .iter()
-        .map(|r| KeyCounts {
-            key: key_of(r),
-            baseline: num(r, "base"),
-            current: num(r, "cur"),
-        })
-        .collect();
     let what = if rule.kind == Kind::ExceptionTemplate {
         "exception template"
     } else {
         "slow query"
     };
-    let flagged = surges(
-        &keys,
+    let flagged = surged_rows(
+        &rows,
         Windows::equal(w as f64 / 1e6),
         rule.min_requests.max(1) as f64,
+        key_of,
     );
     Ok(flagged
         .into_iter()
-        .filter_map(|s| {
-            let r = by_key.get(&s.key)?;
+        .map(|(r, s)| {
             let mut labels = labels_of(r, &dims);
             labels.insert(key.to_string(), text(r, key));
             let f = apus_rules::alarm::template::format_value;
@@ -314,12 +305,12 @@ async fn novelties(e: &Engine, rule: &AlarmRule, now: i64) -> Result<Vec<Series>
             ]
             .map(|(k, v)| (k.to_string(), v))
             .into();
-            Some(Series {
+            Series {
                 labels,
                 value: s.current,
                 previous: Some(s.baseline),
                 evidence,
-            })
+            }
         })
         .collect())
 }

@@ -37,7 +37,7 @@ pub use changes::{
     OVERLAP_FLOOR,
 };
 pub use onset::{onset, Bucket, ONSET_MIN_REQUESTS, ONSET_MIN_RISE};
-pub use surges::{span, surges, KeyCounts, Surge, Windows};
+pub use surges::{span, surged_rows, surges, KeyCounts, Surge, Windows};
 
 /// Overall rate changes smaller than this are "no change".
 const MIN_RATE_DELTA: f64 = 1e-6;

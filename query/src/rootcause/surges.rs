@@ -90,6 +90,31 @@ impl Surge {
     }
 }
 
+/// [`surges`] over query rows with `cur` and `base` counts, keyed by `key`: the flagged rows
+/// with their surge, most significant first.
+pub fn surged_rows(
+    rows: &[apus_store::read::json::Row],
+    w: Windows,
+    min_count: f64,
+    key: impl Fn(&apus_store::read::json::Row) -> String,
+) -> Vec<(&apus_store::read::json::Row, Surge)> {
+    use apus_store::read::json::num;
+    let by_key: std::collections::HashMap<String, &apus_store::read::json::Row> =
+        rows.iter().map(|r| (key(r), r)).collect();
+    let keys: Vec<KeyCounts> = rows
+        .iter()
+        .map(|r| KeyCounts {
+            key: key(r),
+            baseline: num(r, "base"),
+            current: num(r, "cur"),
+        })
+        .collect();
+    surges(&keys, w, min_count)
+        .into_iter()
+        .filter_map(|s| by_key.get(&s.key).map(|r| (*r, s)))
+        .collect()
+}
+
 /// A window length as people say it (`90s`, `15m`, `2.5h`).
 pub fn span(s: f64) -> String {
     if s < 120.0 {
