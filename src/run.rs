@@ -469,9 +469,13 @@ pub fn run(
         Some(render(prom)),
         (*tokens).clone(),
     )?;
-    gw.start_rollouts(Some(analyzer(engine, alarms, rt.handle().clone())));
+    gw.start_rollouts(Some(analyzer(engine, alarms.clone(), rt.handle().clone())));
     let (p, h) = (pipeline.clone(), rt.handle().clone());
     gw.release.on_change(Box::new(move |rec| {
+        if let Some(a) = &alarms {
+            let _guard = h.enter();
+            a.announce(rec);
+        }
         let (p, rec) = (p.clone(), rec.clone());
         h.spawn(async move {
             if let Err(e) = p.write(&[rec]).await {

@@ -222,7 +222,7 @@ fn an_error_burst_fires_pages_and_resolves_with_history() {
 #[test]
 fn restarts_silences_switches_and_bad_rule_files() {
     let hook = Hook::start();
-    let cfg = alarms_config(&hook, "");
+    let cfg = alarms_config(&hook, "changes_receiver = \"hook\"");
     let rules = rule("1m");
     let mut run = AllInOne::start(RunOpts {
         access_log: "in-process",
@@ -351,6 +351,53 @@ fn restarts_silences_switches_and_bad_rule_files() {
             .iter()
             .all(|k| kinds.iter().any(|x| x == k))
     });
+    // Every change is announced to the changes receiver: these, and a gray flip.
+    let r = client()
+        .put(format!("http://127.0.0.1:{}/admin/v1/routes/api/rules", run.admin))
+        .json(&json!({"rules": [{"name": "beta", "pool": "stable", "tenants": ["acme"]}], "reason": "beta for acme"}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_until("the change announcements", Duration::from_secs(10), || {
+        let told: Vec<String> = hook
+            .received()
+            .iter()
+            .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
+            .filter(|v| v["groupLabels"]["alertname"] == "change")
+            .map(|v| {
+                let a = &v["alerts"][0];
+                format!(
+                    "{}:{}",
+                    a["labels"]["kind"].as_str().unwrap(),
+                    a["labels"]["actor"].as_str().unwrap()
+                )
+            })
+            .collect();
+        ["silence:bob", "alarm_switch:alice", "gray_rules:alice"]
+            .iter()
+            .all(|k| told.iter().any(|x| x == k))
+    });
+    let flip = hook
+        .received()
+        .iter()
+        .filter_map(|r| serde_json::from_str::<Value>(&r.body).ok())
+        .find(|v| v["alerts"][0]["labels"]["kind"] == "gray_rules")
+        .unwrap();
+    let a = &flip["alerts"][0];
+    assert!(
+        a["annotations"]["summary"]
+            .as_str()
+            .unwrap()
+            .contains("beta for acme"),
+        "{a}"
+    );
+    assert!(
+        a["annotations"]["timeline"]
+            .as_str()
+            .unwrap()
+            .contains("/api/v1/changes?from="),
+        "{a}"
+    );
 }
 
 /// `startsAt` now-1m and `endsAt` now+1h, RFC 3339.

@@ -199,8 +199,12 @@ fn json_body<T: serde::de::DeserializeOwned>(body: &Bytes) -> Result<T, QueryErr
 
 /// Write the audit row of a change before applying it: no audit, no change.
 async fn audit(al: &Alarms, rec: ChangeRecord) -> Result<(), QueryError> {
+    let announced = rec.clone();
     match tokio::time::timeout(Duration::from_secs(5), (al.writer)(Record::Change(rec))).await {
-        Ok(Ok(())) => Ok(()),
+        Ok(Ok(())) => {
+            al.announce(&announced);
+            Ok(())
+        }
         Ok(Err(e)) => Err(QueryError::NotApplied(format!(
             "the audit row was not stored: {e}"
         ))),

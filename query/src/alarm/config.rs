@@ -61,6 +61,9 @@ pub struct AlarmConfig {
     /// How often firing alerts are re-sent to the Alertmanagers (default `1m`, as
     /// Prometheus' `--rules.alert.resend-delay`).
     pub resend_delay: Option<String>,
+    /// A receiver told of every change (gray flip, rollout step, rollback, drain, alarm
+    /// switch, silence): who changed what, why, and a link to the timeline.
+    pub changes_receiver: Option<String>,
 }
 
 /// One receiver.
@@ -102,6 +105,7 @@ pub struct AlarmSettings {
     pub inhibit: Vec<Inhibit>,
     pub alertmanagers: Vec<String>,
     pub resend_delay: Duration,
+    pub changes_receiver: Option<String>,
 }
 
 fn dur(v: &Option<String>, field: &str, default_ms: u64) -> Result<Duration, String> {
@@ -172,6 +176,11 @@ impl AlarmConfig {
             .map(Inhibit::compile)
             .collect::<Result<Vec<_>, _>>()
             .map_err(|e| format!("alarms.{e}"))?;
+        if let Some(c) = &self.changes_receiver {
+            if !names.contains(c) {
+                return Err(format!("alarms.changes_receiver: no receiver `{c}`"));
+            }
+        }
         for a in &self.alertmanagers {
             if !url_ok(&a.url) {
                 return Err(format!(
@@ -202,6 +211,7 @@ impl AlarmConfig {
                 .collect(),
             resend_delay: dur(&self.resend_delay, "resend_delay", 60_000)?
                 .max(Duration::from_secs(1)),
+            changes_receiver: self.changes_receiver.clone(),
         }))
     }
 }

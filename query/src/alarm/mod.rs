@@ -95,6 +95,56 @@ pub struct Alarms {
 }
 
 impl Alarms {
+    /// Tell the `changes_receiver` (if configured) of a change: who changed what, why, and
+    /// a link to the change timeline around it. Sent at once, not grouped.
+    pub fn announce(&self, rec: &ChangeRecord) {
+        let Some(receiver) = &self.settings.changes_receiver else {
+            return;
+        };
+        let ts = rec.ts.0;
+        let labels: Labels = [
+            ("alertname", "change"),
+            ("kind", rec.kind.as_str()),
+            ("actor", rec.actor.as_str()),
+            ("project", rec.project.as_str()),
+            ("env", rec.env.as_str()),
+            ("scope", rec.scope.as_str()),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let q = serde_urlencoded::to_string([
+            ("from", ((ts - 900_000_000) / 1000).to_string()),
+            ("to", ((ts + 900_000_000) / 1000).to_string()),
+            ("project", rec.project.clone()),
+            ("env", rec.env.clone()),
+        ])
+        .unwrap_or_default();
+        let link = format!("{}/api/v1/changes?{q}", self.settings.external_url);
+        let summary = format!(
+            "{} by {} on {}/{} {}: {}",
+            rec.kind, rec.actor, rec.project, rec.env, rec.scope, rec.summary
+        );
+        let n = apus_rules::alarm::Notification {
+            receiver: receiver.clone(),
+            group_key: format!("{{changes}}:{{version=\"{}\"}}", rec.to_version),
+            group_labels: [("alertname".to_string(), "change".to_string())].into(),
+            alerts: vec![apus_rules::alarm::Alert {
+                labels,
+                annotations: [
+                    ("summary".to_string(), summary),
+                    ("timeline".to_string(), link.clone()),
+                    ("touched".to_string(), rec.touched.clone()),
+                ]
+                .into(),
+                starts_at: ts,
+                ends_at: 0,
+                generator_url: link,
+            }],
+        };
+        self.deliver.notify(&n, apus_schema::time::now_us());
+    }
+
     /// The labels of every alert firing now (rollout analysis fails on those of its route).
     pub fn firing(&self) -> Vec<Labels> {
         let g = self.lock();
