@@ -1,6 +1,8 @@
 //! Shared harness for end-to-end tests: real `apus` processes on loopback ports.
 #![allow(dead_code)]
 
+pub mod alarms;
+
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;

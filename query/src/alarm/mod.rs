@@ -18,6 +18,7 @@ pub mod api;
 pub mod config;
 pub mod deliver;
 mod eval;
+mod groups;
 mod persist;
 
 use std::collections::{BTreeMap, HashMap};
@@ -214,7 +215,7 @@ impl Alarms {
             dir = %a.settings.rules_dir.display(),
             "alarm evaluator started"
         );
-        eval::spawn_rule_tasks(&a);
+        groups::spawn_rule_tasks(&a);
         tokio::spawn(eval::reload_loop(a.clone()));
         tokio::spawn(eval::dispatch_loop(a.clone()));
         if a.deliver.forwards() {
