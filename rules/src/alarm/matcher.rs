@@ -95,7 +95,7 @@ impl Matcher {
         };
         let value = value.trim();
         let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
-            Some(q) => q.replace("\\\"", "\"").replace("\\\\", "\\"),
+            Some(q) => unquote(q),
             None => value.to_string(),
         };
         Matcher::new(name, &value, is_regex, is_equal)
@@ -121,8 +121,44 @@ impl std::fmt::Display for Matcher {
             (true, true) => "=~",
             (false, true) => "!~",
         };
-        write!(f, "{}{op}{:?}", self.name, self.value)
+        write!(f, "{}{op}\"{}\"", self.name, quote(&self.value))
     }
+}
+
+/// Escape a value for `name="…"`: backslash, double quote and newline.
+fn quote(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The inverse of [`quote`] (an unknown escape keeps its backslash).
+fn unquote(q: &str) -> String {
+    let mut out = String::with_capacity(q.len());
+    let mut chars = q.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('n') => out.push('\n'),
+            Some(e @ ('\\' | '"')) => out.push(e),
+            Some(e) => {
+                out.push('\\');
+                out.push(e);
+            }
+            None => out.push('\\'),
+        }
+    }
+    out
 }
 
 /// All matchers hold.
