@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use apus_ingest::Pipeline;
 use apus_query::alarm::{AlarmSettings, Record, Writer};
-use apus_schema::{MetricRecord, Micros};
+use apus_schema::MetricRecord;
 
 /// What the query tier needs to run the evaluator.
 pub struct AlarmWiring {
@@ -65,33 +65,6 @@ pub fn clickhouse_writer(client: apus_store::clickhouse::ChClient) -> Writer {
     })
 }
 
-/// Parse `name{a="x",b="y"} value` lines of one metric out of Prometheus text.
-fn samples(text: &str, name: &str) -> Vec<(HashMap<String, String>, f64)> {
-    let mut out = Vec::new();
-    for line in text.lines() {
-        let Some(rest) = line.strip_prefix(name) else {
-            continue;
-        };
-        let Some(rest) = rest.strip_prefix('{') else {
-            continue;
-        };
-        let Some((labels, value)) = rest.rsplit_once("} ") else {
-            continue;
-        };
-        let Ok(v) = value.trim().parse::<f64>() else {
-            continue;
-        };
-        let mut m = HashMap::new();
-        for kv in labels.split("\",") {
-            if let Some((k, v)) = kv.split_once("=\"") {
-                m.insert(k.trim().to_string(), v.trim_end_matches('"').to_string());
-            }
-        }
-        out.push((m, v));
-    }
-    out
-}
-
 /// Every `every`, write the gateway's upstream health gauges into the `metrics` table
 /// (with the project and env of the routes using each pool), as a Prometheus scrape of
 /// the admin `/metrics` would.
@@ -106,23 +79,17 @@ pub fn feed_health(
         loop {
             tokio::time::sleep(every).await;
             let ts = apus_schema::time::now_us();
-            let rows: Vec<MetricRecord> = samples(&render(), apus_query::signals::UPSTREAM_HEALTHY)
-                .into_iter()
-                .map(|(l, value)| {
-                    let pool = l.get("pool").cloned().unwrap_or_default();
-                    let (project, env) = pool_scope.get(&pool).cloned().unwrap_or_default();
-                    let labels: std::collections::BTreeMap<&str, &str> =
-                        l.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-                    MetricRecord {
-                        ts: Micros(ts),
-                        name: apus_query::signals::UPSTREAM_HEALTHY.into(),
-                        labels: serde_json::to_string(&labels).unwrap_or_default(),
-                        value,
-                        project,
-                        env,
-                        pool,
-                        host: l.get("server").cloned().unwrap_or_default(),
+            let name = apus_query::signals::UPSTREAM_HEALTHY;
+            // The same parser as `POST /ingest/v1/metrics` (labels JSON, pool lifted).
+            let rows: Vec<MetricRecord> = render()
+                .lines()
+                .filter(|l| l.strip_prefix(name).is_some_and(|r| r.starts_with('{')))
+                .filter_map(|l| apus_ingest::receivers::parse_text_line(l, ts)?.ok())
+                .map(|mut r| {
+                    if let Some((project, env)) = pool_scope.get(&r.pool) {
+                        (r.project, r.env) = (project.clone(), env.clone());
                     }
+                    r
                 })
                 .collect();
             if let Err(e) = pipeline.write(&rows).await {
@@ -130,20 +97,4 @@ pub fn feed_health(
             }
         }
     });
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn health_lines_parse() {
-        let t = "# TYPE apus_gateway_upstream_healthy gauge\n\
-                 apus_gateway_upstream_healthy{pool=\"gray\",server=\"127.0.0.1:81\"} 0\n\
-                 apus_gateway_upstream_healthy_x{pool=\"a\"} 1\n";
-        let s = samples(t, "apus_gateway_upstream_healthy");
-        assert_eq!(s.len(), 1);
-        assert_eq!(s[0].0["server"], "127.0.0.1:81");
-        assert_eq!(s[0].1, 0.0);
-    }
 }
