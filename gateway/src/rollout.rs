@@ -69,18 +69,6 @@ pub async fn act(
     authz: &(dyn Fn(&str, &str) -> Result<(), GatewayError> + Sync),
 ) -> Result<Option<ChangeRecord>, GatewayError> {
     let now = now_us();
-    let cur = release.load_full();
-    let preview = cur
-        .doc
-        .rollouts
-        .get(name)
-        .ok_or_else(|| GatewayError::NotFound(format!("rollout {name}")))?;
-    if preview.progress.done() {
-        return Err(GatewayError::Conflict(format!(
-            "rollout {name} is over ({:?})",
-            preview.progress.phase
-        )));
-    }
     let rec = release
         .change(None, actor, reason, |cur| {
             let mut doc = (*cur.doc).clone();
@@ -103,7 +91,10 @@ pub async fn act(
                 None => r.progress.clone(),
             };
             if p.done() {
-                return Err(GatewayError::Conflict(format!("rollout {name} is over")));
+                return Err(GatewayError::Conflict(format!(
+                    "rollout {name} is over ({:?})",
+                    p.phase
+                )));
             }
             let before = (p.step, p.phase.clone());
             let actions = p.handle(

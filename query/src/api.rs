@@ -45,7 +45,8 @@ struct Api {
 
 type ApiResult = Result<Response, QueryError>;
 
-fn pairs(q: Option<String>) -> Result<Vec<(String, String)>, QueryError> {
+/// A hostile query string as pairs (a 400 naming the problem).
+pub(crate) fn pairs(q: Option<String>) -> Result<Vec<(String, String)>, QueryError> {
     match q {
         None => Ok(Vec::new()),
         Some(q) => serde_urlencoded::from_str(&q)

@@ -26,6 +26,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::{persist, Alarms, Record};
+use crate::api::pairs;
 use crate::engine::Engine;
 use crate::params::Params;
 use crate::QueryError;
@@ -57,11 +58,6 @@ fn evaluator(a: &Api) -> Result<&Arc<Alarms>, QueryError> {
     a.alarms.as_ref().ok_or_else(|| {
         QueryError::NotFound("alarms are off: set `rules_dir` in the [alarms] config".into())
     })
-}
-
-fn pairs(q: Option<String>) -> Result<Vec<(String, String)>, QueryError> {
-    serde_urlencoded::from_str(q.as_deref().unwrap_or(""))
-        .map_err(|e| QueryError::BadRequest(format!("query string: {e}")))
 }
 
 /// Active label sets and history.

@@ -101,11 +101,15 @@ impl Alarms {
         for r in rules {
             let id = r.id();
             match g.rules.get_mut(&id) {
-                Some(slot) => slot.rule = Arc::new(r),
+                Some(slot) => {
+                    slot.key = super::groups::signal_key(&r);
+                    slot.rule = Arc::new(r);
+                }
                 None => {
                     g.rules.insert(
                         id,
                         Slot {
+                            key: super::groups::signal_key(&r),
                             rule: Arc::new(r),
                             series: HashMap::new(),
                             error: None,

@@ -90,7 +90,7 @@ pub(super) fn member_series(shared: &AlarmRule, rule: &AlarmRule, all: &[Series]
 /// Start a task for every signal group that has none (and stop those that are gone).
 pub(super) fn spawn_rule_tasks(a: &Arc<Alarms>) {
     let mut g = a.lock();
-    let mut keys: Vec<String> = g.rules.values().map(|s| signal_key(&s.rule)).collect();
+    let mut keys: Vec<String> = g.rules.values().map(|s| s.key.clone()).collect();
     keys.sort_unstable();
     keys.dedup();
     g.tasks.retain(|k, t| {
@@ -116,11 +116,7 @@ async fn group_task(a: Arc<Alarms>, key: String) {
     loop {
         let (members, disabled): (Vec<Arc<AlarmRule>>, Vec<String>) = {
             let g = a.lock();
-            let all: Vec<&Slot> = g
-                .rules
-                .values()
-                .filter(|s| signal_key(&s.rule) == key)
-                .collect();
+            let all: Vec<&Slot> = g.rules.values().filter(|s| s.key == key).collect();
             if all.is_empty() {
                 return;
             }

@@ -58,6 +58,8 @@ struct Active {
 #[derive(Debug)]
 struct Slot {
     rule: Arc<AlarmRule>,
+    /// The rule's signal group ([`groups::signal_key`]), set when the rule is loaded.
+    key: String,
     /// By fingerprint.
     series: HashMap<u64, Active>,
     error: Option<String>,
