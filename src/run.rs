@@ -235,6 +235,7 @@ fn analyzer(
                     route: &req.route,
                     tag: &req.tag,
                     stable_tag: &req.stable_tag,
+                    pool: &req.pool,
                     window_us: req.window_us,
                 };
                 apus_query::analysis::verdict(&engine, &lanes, &req.spec, &firing)

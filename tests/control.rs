@@ -573,3 +573,50 @@ fn rules_export_and_import_move_state() {
         "the gateway serves the imported state"
     );
 }
+
+/// The rollout runner's lease on a real etcd: one holder at a time, renewal keeps it, and
+/// when the holder stops renewing, another node takes it after the TTL.
+#[test]
+fn one_node_holds_a_lease_until_it_stops_renewing() {
+    let etcd_dir = TempDir::new("apus-etcd-lease");
+    let etcd = Etcd::start(etcd_dir.path());
+    let (d1, d2) = (TempDir::new("apus-lease-1"), TempDir::new("apus-lease-2"));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let url = etcd.url("lease-test");
+        let a = apus_control::open(&url, d1.path()).await.unwrap();
+        let b = apus_control::open(&url, d2.path()).await.unwrap();
+        let ttl = Duration::from_secs(2);
+        assert!(a.hold("rollouts", "node-a", ttl).await.unwrap());
+        assert!(!b.hold("rollouts", "node-b", ttl).await.unwrap());
+        // A renews for longer than the TTL: it keeps the lease, B never gets it.
+        let until = Instant::now() + Duration::from_secs(4);
+        while Instant::now() < until {
+            assert!(a.hold("rollouts", "node-a", ttl).await.unwrap());
+            assert!(!b.hold("rollouts", "node-b", ttl).await.unwrap());
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        // Another name is free.
+        assert!(b.hold("other-job", "node-b", ttl).await.unwrap());
+        // A stops renewing (its process died): B takes over within the TTL and a bit.
+        let stopped = Instant::now();
+        let mut took = None;
+        while stopped.elapsed() < Duration::from_secs(10) {
+            if b.hold("rollouts", "node-b", ttl).await.unwrap() {
+                took = Some(stopped.elapsed());
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let took = took.expect("B never took the lease");
+        assert!(took >= Duration::from_millis(1000), "{took:?}");
+        assert!(
+            !a.hold("rollouts", "node-a", ttl).await.unwrap(),
+            "A lost it"
+        );
+        // The local log: a single node always holds it.
+        let local = TempDir::new("apus-lease-local");
+        let l = apus_control::open("local", local.path()).await.unwrap();
+        assert!(l.hold("rollouts", "x", ttl).await.unwrap());
+    });
+}

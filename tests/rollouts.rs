@@ -145,15 +145,121 @@ fn a_good_build_is_promoted_10_50_100() {
     assert!(steps.iter().any(|s| s.contains("completed")), "{steps:?}");
 }
 
+fn hook(h: &Hook, name: &str, kind: &str) -> Value {
+    json!({"name": name, "type": kind, "url": h.url(&format!("/{name}")), "timeout": "2s",
+           "metadata": {"token": "s3cret"}})
+}
+
+fn bodies(h: &Hook, path: &str) -> Vec<Value> {
+    h.received()
+        .iter()
+        .filter(|r| r.path == path)
+        .map(|r| serde_json::from_str(&r.body).unwrap())
+        .collect()
+}
+
+#[test]
+fn webhooks_gate_the_start_and_the_promotion_and_hear_every_step() {
+    let (run, _gray) = start(&[]);
+    let h = Hook::start();
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = traffic(&run, stop.clone());
+    let mut p = plan("hooked");
+    p["rollout"]["steps"] =
+        json!([{"set_weight": 10}, {"analysis": {"count": 1}}, {"set_weight": 100}]);
+    p["rollout"]["webhooks"] = json!([
+        hook(&h, "pre", "pre-rollout"),
+        hook(&h, "check", "rollout"),
+        hook(&h, "confirm", "confirm-promotion"),
+        hook(&h, "events", "event"),
+        hook(&h, "post", "post-rollout"),
+    ]);
+    let start_it = || {
+        client()
+            .post(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
+            .json(&p)
+            .send()
+            .unwrap()
+    };
+    // The pre-rollout gate says no: nothing starts, and the answer says why.
+    h.answer("/pre", 503);
+    let r = start_it();
+    assert_eq!(r.status().as_u16(), 409);
+    let why = r.text().unwrap();
+    assert!(
+        why.contains("pre-rollout webhook `pre` answered 503"),
+        "{why}"
+    );
+    assert!(rollout(&run, "hooked").is_null());
+    assert!(gray_rules(&run).as_array().unwrap().is_empty());
+    // It says yes; the confirm-promotion gate holds the last step until it says yes too.
+    h.answer("/pre", 200);
+    h.answer("/confirm", 403);
+    let r = start_it();
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    wait_until("the hold", Duration::from_secs(60), || {
+        let r = rollout(&run, "hooked");
+        assert_ne!(r["progress"]["phase"], "aborted", "{r}");
+        r["progress"]["held"]
+            .as_str()
+            .is_some_and(|h| h.contains("confirm-promotion webhook `confirm` answered 403"))
+    });
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(gray_rules(&run)[0]["percent"], 10.0, "held at 10 %");
+    h.answer("/confirm", 200);
+    wait_until("the promotion", Duration::from_secs(30), || {
+        rollout(&run, "hooked")["progress"]["phase"] == "succeeded"
+    });
+    stop.store(true, Ordering::Relaxed);
+    t.into_iter().for_each(|h| h.join().unwrap());
+    assert_eq!(gray_rules(&run)[0]["percent"], 100.0);
+    assert!(rollout(&run, "hooked")["progress"]["held"].is_null());
+    // Flagger's body: name, namespace, phase, checksum, type, metadata.
+    let pre = bodies(&h, "/pre");
+    assert_eq!(pre.len(), 2, "{pre:?}");
+    assert_eq!(pre[0]["name"], "hooked");
+    assert_eq!(pre[0]["namespace"], "shop");
+    assert_eq!(pre[0]["type"], "pre-rollout");
+    assert_eq!(pre[0]["metadata"]["token"], "s3cret");
+    assert_eq!(pre[0]["metadata"]["route"], "api");
+    assert!(pre[0]["checksum"].as_str().is_some_and(|c| c.len() == 16));
+    let checks = bodies(&h, "/check");
+    assert!(
+        !checks.is_empty()
+            && checks
+                .iter()
+                .all(|b| b["type"] == "rollout" && b["phase"] == "Progressing")
+    );
+    let confirms = bodies(&h, "/confirm");
+    assert!(confirms.len() >= 2 && confirms.iter().all(|b| b["phase"] == "WaitingPromotion"));
+    wait_until("the notifications", Duration::from_secs(10), || {
+        bodies(&h, "/post").len() == 1
+    });
+    assert_eq!(bodies(&h, "/post")[0]["phase"], "Succeeded");
+    let events: Vec<String> = bodies(&h, "/events")
+        .iter()
+        .map(|b| b["metadata"]["eventMessage"].as_str().unwrap().to_string())
+        .collect();
+    for want in ["started", "held: confirm-promotion", "completed"] {
+        assert!(
+            events.iter().any(|e| e.contains(want)),
+            "{want}: {events:?}"
+        );
+    }
+}
+
 #[test]
 fn a_bad_build_is_rolled_back_by_analysis() {
     let (run, _gray) = start(&["--fail-tenant", "*"]);
     let before = gray_rules(&run);
+    let h = Hook::start();
     let stop = Arc::new(AtomicBool::new(false));
     let t = traffic(&run, stop.clone());
+    let mut p = plan("bad");
+    p["rollout"]["webhooks"] = json!([hook(&h, "rb", "rollback")]);
     let r = client()
         .post(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
-        .json(&plan("bad"))
+        .json(&p)
         .send()
         .unwrap();
     assert_eq!(r.status().as_u16(), 200);
@@ -174,6 +280,21 @@ fn a_bad_build_is_rolled_back_by_analysis() {
     let last = kinds.last().unwrap();
     assert_eq!(last.0, "rollback", "{kinds:?}");
     assert!(last.1.contains("rollout bad: aborted"), "{kinds:?}");
+    wait_until("the rollback hook", Duration::from_secs(10), || {
+        !bodies(&h, "/rb").is_empty()
+    });
+    let b = &bodies(&h, "/rb")[0];
+    assert_eq!(
+        (&b["type"], &b["phase"]),
+        (&json!("rollback"), &json!("Failed"))
+    );
+    assert!(
+        b["metadata"]["eventMessage"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back"),
+        "{b}"
+    );
 }
 
 #[test]

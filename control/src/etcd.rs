@@ -36,6 +36,8 @@ struct Inner {
     cache: PathBuf,
     tx: watch::Sender<Option<Arc<Change>>>,
     connected: AtomicBool,
+    /// This node's etcd lease per held name (granted once, kept alive while held).
+    leases: std::sync::Mutex<std::collections::HashMap<String, u64>>,
 }
 
 fn b64(s: &str) -> String {
@@ -238,6 +240,7 @@ impl EtcdLog {
             cache: cache.to_path_buf(),
             tx,
             connected: AtomicBool::new(true),
+            leases: Default::default(),
         });
         let start = match inner.read_head().await {
             Ok((head, _, rev)) => {
@@ -406,5 +409,67 @@ impl Backend for EtcdLog {
 
     fn connected(&self) -> bool {
         self.inner.connected.load(Ordering::Relaxed)
+    }
+
+    /// `PREFIX/leases/NAME` holds the holder's id under an etcd lease of `ttl`: created
+    /// only when absent (a transaction on its `create_revision`), so one node holds it;
+    /// the holder keeps its lease alive, and when it stops, etcd deletes the key after
+    /// `ttl` and the next caller takes it.
+    async fn hold(&self, name: &str, holder: &str, ttl: Duration) -> Result<bool, ControlError> {
+        let inner = &self.inner;
+        let key = b64(&format!("{}/leases/{name}", inner.prefix));
+        let known = inner
+            .leases
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .copied();
+        let mut lease = None;
+        if let Some(id) = known {
+            let v = inner
+                .call("/v3/lease/keepalive", json!({ "ID": id.to_string() }))
+                .await?;
+            // An expired lease comes back without a TTL.
+            if int(&v["result"]["TTL"]) > 0 {
+                lease = Some(id);
+            }
+        }
+        let id = match lease {
+            Some(id) => id,
+            None => {
+                let v = inner
+                    .call(
+                        "/v3/lease/grant",
+                        json!({ "TTL": ttl.as_secs().max(2).to_string() }),
+                    )
+                    .await?;
+                let id = int(&v["ID"]);
+                if id == 0 {
+                    return Err(ControlError::Unavailable(format!(
+                        "etcd granted no lease: {v}"
+                    )));
+                }
+                inner
+                    .leases
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(name.to_string(), id);
+                id
+            }
+        };
+        let txn = json!({
+            "compare": [{ "key": key, "target": "CREATE", "result": "EQUAL", "create_revision": 0 }],
+            "success": [{ "request_put": { "key": key, "value": b64(holder), "lease": id.to_string() } }],
+            "failure": [{ "request_range": { "key": key } }],
+        });
+        let v = inner.call("/v3/kv/txn", txn).await?;
+        if v["succeeded"].as_bool() == Some(true) {
+            return Ok(true);
+        }
+        let kv = &v["responses"][0]["response_range"]["kvs"][0];
+        let value = B64
+            .decode(kv["value"].as_str().unwrap_or(""))
+            .unwrap_or_default();
+        Ok(value == holder.as_bytes() && int(&kv["lease"]) == id)
     }
 }

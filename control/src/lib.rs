@@ -62,6 +62,18 @@ pub trait Backend: Send + Sync {
     fn subscribe(&self) -> watch::Receiver<Option<Arc<Change>>>;
     /// Whether the store answered its last request (etcd); always true for the local log.
     fn connected(&self) -> bool;
+    /// Take or keep the named lease for `holder` (a node's id) for `ttl`: true while
+    /// `holder` holds it, so that exactly one node of a fleet does the named job (the
+    /// rollout runner). Called again before `ttl` runs out, it renews; a holder that stops
+    /// calling loses it after `ttl`. The local log has one node, which always holds it.
+    async fn hold(
+        &self,
+        _name: &str,
+        _holder: &str,
+        _ttl: std::time::Duration,
+    ) -> Result<bool, ControlError> {
+        Ok(true)
+    }
 }
 
 /// Which backend a `--control` URL names.

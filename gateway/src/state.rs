@@ -287,6 +287,11 @@ impl ReleaseState {
     }
 
     /// Whether the control store answered its last request.
+    /// The control store this node commits to (for leases).
+    pub fn control(&self) -> &ControlStore {
+        &self.control
+    }
+
     pub fn store_connected(&self) -> bool {
         self.control.connected()
     }

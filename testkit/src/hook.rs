@@ -1,5 +1,6 @@
 //! A webhook receiver for alarm tests: a real HTTP server on a loopback port that keeps
-//! every request body it is sent (with its arrival time) and answers 200.
+//! every request body it is sent (with its arrival time) and answers 200, or the status
+//! set for the path with [`Hook::answer`].
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpListener;
@@ -18,6 +19,7 @@ pub struct Received {
 pub struct Hook {
     pub port: u16,
     got: Arc<Mutex<Vec<Received>>>,
+    statuses: Arc<Mutex<std::collections::HashMap<String, u16>>>,
 }
 
 impl Hook {
@@ -26,11 +28,12 @@ impl Hook {
         let l = TcpListener::bind("127.0.0.1:0").expect("bind hook");
         let port = l.local_addr().expect("hook addr").port();
         let got = Arc::new(Mutex::new(Vec::new()));
-        let g = got.clone();
+        let statuses: Arc<Mutex<std::collections::HashMap<String, u16>>> = Arc::default();
+        let (g, st) = (got.clone(), statuses.clone());
         std::thread::spawn(move || {
             for s in l.incoming() {
                 let Ok(mut s) = s else { continue };
-                let g = g.clone();
+                let (g, st) = (g.clone(), st.clone());
                 std::thread::spawn(move || {
                     let mut r = BufReader::new(s.try_clone().expect("clone stream"));
                     loop {
@@ -59,17 +62,37 @@ impl Hook {
                         if r.read_exact(&mut body).is_err() {
                             return;
                         }
+                        let code = st.lock().unwrap().get(&path).copied().unwrap_or(200);
                         g.lock().unwrap().push(Received {
                             path,
                             body: String::from_utf8_lossy(&body).into_owned(),
                             at: Instant::now(),
                         });
-                        let _ = s.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+                        let answer = if code == 200 { "" } else { "not now" };
+                        let _ = s.write_all(
+                            format!(
+                                "HTTP/1.1 {code} X\r\ncontent-length: {}\r\n\r\n{answer}",
+                                answer.len()
+                            )
+                            .as_bytes(),
+                        );
                     }
                 });
             }
         });
-        Hook { port, got }
+        Hook {
+            port,
+            got,
+            statuses,
+        }
+    }
+
+    /// Answer requests to `path` with `status` from now on.
+    pub fn answer(&self, path: &str, status: u16) {
+        self.statuses
+            .lock()
+            .unwrap()
+            .insert(path.to_string(), status);
     }
 
     /// `http://127.0.0.1:PORT{path}`.

@@ -1,7 +1,7 @@
 //! Rollout handlers: start a rollout, list them, and steer one (promote, pause, resume,
 //! abort). Each is an audited change of the release state.
 
-use apus_rules::rollout::{apply_step, Event, Progress, RolloutDoc, RolloutSpec};
+use apus_rules::rollout::{apply_step, Event, HookType, Phase, Progress, RolloutDoc, RolloutSpec};
 use apus_schema::time::now_us;
 use apus_schema::ChangeKind;
 use http::HeaderMap;
@@ -11,6 +11,7 @@ use serde_json::json;
 use super::{
     authenticate, change_answer, may_change, parse_body, AdminState, Answer, ApiResult, Reason,
 };
+use crate::rollout::hooks::{self, Place};
 use crate::state::Edit;
 use crate::GatewayError;
 
@@ -37,7 +38,29 @@ pub(super) async fn start(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiResu
         let b: Start = parse_body(body)?;
         b.rollout.check().map_err(GatewayError::BadRequest)?;
         let spec = b.rollout;
-        s.release
+        // Flagger's pre-rollout gates answer before any traffic moves; a no refuses the
+        // start (nothing is committed).
+        let place = {
+            let cur = s.release.load();
+            let route = cur
+                .doc
+                .routes
+                .iter()
+                .find(|r| r.name == spec.route)
+                .ok_or_else(|| GatewayError::NotFound(format!("route {}", spec.route)))?;
+            may_change(t, &route.project, &route.env)?;
+            Place {
+                project: route.project.clone(),
+                env: route.env.clone(),
+            }
+        };
+        if spec.webhooks.iter().any(|h| h.kind == HookType::PreRollout) {
+            hooks::gate(&spec, &place, HookType::PreRollout, &Phase::Progressing, 0)
+                .await
+                .map_err(|why| GatewayError::Conflict(format!("rollout not started: {why}")))?;
+        }
+        let rec = s
+            .release
             .change(None, &t.name, &b.reason, |cur| {
                 let mut doc = (*cur.doc).clone();
                 if let Some(old) = doc.rollouts.get(&spec.name) {
@@ -99,7 +122,18 @@ pub(super) async fn start(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiResu
                 ));
                 Ok(e)
             })
-            .await
+            .await?;
+        if let Some(r) = s.release.load().doc.rollouts.get(&spec.name) {
+            hooks::notify(
+                &spec,
+                &place,
+                &r.progress.phase,
+                r.progress.step,
+                &[],
+                &format!("rollout {} started by {}", spec.name, t.name),
+            );
+        }
+        Ok(rec)
     }
     .await;
     change_answer(ChangeKind::RolloutStep, r)

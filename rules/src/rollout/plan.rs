@@ -98,6 +98,10 @@ pub struct Progress {
     pub failures: u32,
     /// The last analysis verdict, with its reason.
     pub last_verdict: Option<Verdict>,
+    /// Why the current step is held although it is done (a `confirm-promotion` webhook
+    /// said no); cleared when the rollout moves on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
 }
 
 /// What happened.
@@ -113,6 +117,8 @@ pub enum Event {
     Pause(String),
     Resume,
     Abort(String),
+    /// A gate holds the current step (the runner did not apply what would come next).
+    Hold(String),
 }
 
 /// What the runner must do.
@@ -126,6 +132,8 @@ pub enum Action {
     Rollback { reason: String },
     /// The rollout is done.
     Complete,
+    /// Tell people: the step is done but held (a gate said no).
+    Held { reason: String },
     /// Tell people (webhook, log): the rollout paused and why.
     Paused { reason: String },
 }
@@ -140,6 +148,7 @@ impl Progress {
             passes: 0,
             failures: 0,
             last_verdict: None,
+            held: None,
         };
         let actions = p.enter(steps, now);
         (p, actions)
@@ -154,6 +163,7 @@ impl Progress {
     /// that complete at once.
     fn enter(&mut self, steps: &[Step], now: i64) -> Vec<Action> {
         let mut out = Vec::new();
+        self.held = None;
         loop {
             let Some(step) = steps.get(self.step) else {
                 self.phase = Phase::Succeeded;
@@ -190,6 +200,13 @@ impl Progress {
         }
         match ev {
             Event::Abort(reason) => return self.abort(reason),
+            Event::Hold(reason) => {
+                if self.held.as_deref() == Some(reason.as_str()) {
+                    return Vec::new();
+                }
+                self.held = Some(reason.clone());
+                return vec![Action::Held { reason }];
+            }
             Event::Pause(reason) => {
                 self.phase = Phase::Paused {
                     reason: reason.clone(),
@@ -402,6 +419,21 @@ mod tests {
         assert!(
             matches!(&q.handle(&steps, 1, S, Event::Abort("by hand".into()))[..], [Action::Rollback { reason }] if reason == "by hand")
         );
+    }
+
+    #[test]
+    fn a_held_step_says_why_once_and_moving_on_clears_it() {
+        let steps = vec![Step::SetWeight(50), Step::Analysis { count: 1 }];
+        let (mut p, _) = Progress::start(&steps, 0);
+        let hold = || Event::Hold("confirm-promotion `gate` answered 403".into());
+        let a = p.handle(&steps, 1, S, hold());
+        assert!(matches!(&a[..], [Action::Held { reason }] if reason.contains("403")));
+        assert!(p.handle(&steps, 1, 2 * S, hold()).is_empty(), "said once");
+        assert!(p.held.is_some());
+        assert_eq!(p.handle(&steps, 1, 3 * S, pass()), [Action::Complete]);
+        assert_eq!(p.held, None);
+        let json = serde_json::to_string(&p).unwrap();
+        assert!(!json.contains("held"), "{json}");
     }
 
     #[test]

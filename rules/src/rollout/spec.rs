@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use super::judge::{ErrorTest, LatencyTest, Limits};
 use super::plan::{check_steps, Progress, Step};
+use super::webhook::{check_hooks, WebhookSpec};
 use crate::alarm::parse_duration;
 use crate::GrayRuleSpec;
 
@@ -45,6 +46,33 @@ pub struct AnalysisSpec {
     pub max_shift_ms: f64,
     /// Significance level of the statistical judges.
     pub alpha: f64,
+    /// Fail on error-log templates seen in gray in the window and in no other lane over
+    /// `baseline` (at least `novelty_min_count` lines).
+    pub new_templates: bool,
+    /// Fail on slow-SQL fingerprints from the gray pool in the window and from no other
+    /// pool over `baseline`.
+    pub new_fingerprints: bool,
+    /// How far back "seen before" looks.
+    pub baseline: String,
+    /// Lines (or slow queries) a novelty needs before it counts.
+    pub novelty_min_count: u64,
+    /// The SRE's own checks: SQL over the store, as in the alarm rules.
+    pub metrics: Vec<UserMetric>,
+}
+
+/// A user metric of the analysis: `sql` returns one row with a `value` column; `$window`
+/// is replaced by the window's time condition and `$tag`, `$stable_tag`, `$route`,
+/// `$project`, `$env` by quoted literals. No row is no data (inconclusive).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserMetric {
+    pub name: String,
+    pub sql: String,
+    /// The value must be at least / at most this.
+    #[serde(default)]
+    pub min: Option<f64>,
+    #[serde(default)]
+    pub max: Option<f64>,
 }
 
 impl Default for AnalysisSpec {
@@ -60,6 +88,11 @@ impl Default for AnalysisSpec {
             max_latency_shift_ratio: 0.1,
             max_shift_ms: 5.0,
             alpha: 0.01,
+            new_templates: true,
+            new_fingerprints: true,
+            baseline: "1h".into(),
+            novelty_min_count: 3,
+            metrics: Vec::new(),
         }
     }
 }
@@ -70,6 +103,9 @@ impl AnalysisSpec {
     }
     pub fn window_us(&self) -> i64 {
         parse_duration(&self.window).unwrap_or(60_000_000)
+    }
+    pub fn baseline_us(&self) -> i64 {
+        parse_duration(&self.baseline).unwrap_or(3_600_000_000)
     }
     pub fn limits(&self) -> Limits {
         Limits {
@@ -109,6 +145,9 @@ pub struct RolloutSpec {
     pub steps: Vec<Step>,
     #[serde(default)]
     pub analysis: AnalysisSpec,
+    /// Flagger's webhooks (see [`super::webhook`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webhooks: Vec<WebhookSpec>,
 }
 
 impl RolloutSpec {
@@ -128,7 +167,11 @@ impl RolloutSpec {
         }
         check_steps(&self.steps)?;
         let a = &self.analysis;
-        for (f, v) in [("interval", &a.interval), ("window", &a.window)] {
+        for (f, v) in [
+            ("interval", &a.interval),
+            ("window", &a.window),
+            ("baseline", &a.baseline),
+        ] {
             let us = parse_duration(v).map_err(|e| format!("analysis.{f}: {e}"))?;
             if us < 1_000_000 {
                 return Err(format!("analysis.{f}: at least 1s"));
@@ -140,6 +183,21 @@ impl RolloutSpec {
         if !(0.0..=1.0).contains(&a.max_error_increase) {
             return Err("analysis.max_error_increase: between 0 and 1".into());
         }
+        if a.metrics.len() > 16 {
+            return Err("analysis.metrics: at most 16".into());
+        }
+        for m in &a.metrics {
+            if m.name.is_empty() || m.sql.trim().is_empty() || m.sql.len() > 16_384 {
+                return Err(format!(
+                    "analysis.metrics `{}`: a name and SQL (at most 16 KiB) are required",
+                    m.name
+                ));
+            }
+            if m.min.is_none() && m.max.is_none() {
+                return Err(format!("analysis.metrics `{}`: set `min` or `max`", m.name));
+            }
+        }
+        check_hooks(&self.webhooks)?;
         Ok(())
     }
 

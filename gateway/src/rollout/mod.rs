@@ -1,4 +1,4 @@
-//! The rollout runner: drives every running rollout of the release state through its
+//! Rollouts on the gateway: the runner ([`spawn`]) drives every running rollout of the release state through its
 //! steps, as ordinary audited changes (`rollout_step`; abort is a `rollback` to the rules
 //! before the rollout), with analysis from an [`Analyzer`] the binary wires to the query
 //! tier's signals.
@@ -10,15 +10,17 @@
 //! progress it was computed from (step, phase, step start), so a step is applied once
 //! however many nodes race for it.
 
-use std::collections::HashMap;
+pub mod hooks;
+mod runner;
+
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
 
 use apus_rules::rollout::{apply_step, Action, Event, Progress, Step, Verdict};
 use apus_schema::time::now_us;
 use apus_schema::{ChangeKind, ChangeRecord};
+pub use runner::spawn;
 
 use crate::state::{Edit, ReleaseState};
 use crate::GatewayError;
@@ -32,6 +34,8 @@ pub struct AnalysisRequest {
     pub route: String,
     pub tag: String,
     pub stable_tag: String,
+    /// The gray pool.
+    pub pool: String,
     pub window_us: i64,
     pub spec: apus_rules::rollout::AnalysisSpec,
 }
@@ -55,6 +59,15 @@ pub fn describe(step: &Step) -> String {
     }
 }
 
+/// What a committed move said, for its webhooks.
+struct Said {
+    spec: apus_rules::rollout::RolloutSpec,
+    place: hooks::Place,
+    progress: Progress,
+    actions: Vec<Action>,
+    note: String,
+}
+
 /// Apply `ev` to rollout `name` and commit what it changes. With `from`, the rollout must
 /// still be at that progress (step, phase, step start) in the newest state, and its
 /// counters are taken from it; `authz` checks the caller may change the route's project
@@ -69,6 +82,7 @@ pub async fn act(
     authz: &(dyn Fn(&str, &str) -> Result<(), GatewayError> + Sync),
 ) -> Result<Option<ChangeRecord>, GatewayError> {
     let now = now_us();
+    let said_last: std::sync::Mutex<Option<Said>> = Default::default();
     let rec = release
         .change(None, actor, reason, |cur| {
             let mut doc = (*cur.doc).clone();
@@ -127,6 +141,7 @@ pub async fn act(
                     }
                     Action::Complete => said.push("completed".into()),
                     Action::Paused { reason } => said.push(format!("paused: {reason}")),
+                    Action::Held { reason } => said.push(format!("held: {reason}")),
                     Action::Analyze => {}
                 }
             }
@@ -138,110 +153,37 @@ pub async fn act(
             }
             let (project, env, scope) =
                 (route.project.clone(), route.env.clone(), route.name.clone());
+            let note = format!("rollout {name}: {}", said.join("; "));
+            *said_last.lock().unwrap_or_else(|p| p.into_inner()) = Some(Said {
+                spec,
+                place: hooks::Place {
+                    project: project.clone(),
+                    env: env.clone(),
+                },
+                progress: p,
+                actions,
+                note: note.clone(),
+            });
             let mut e = Edit::new(doc, kind, &project, &env, &scope);
-            e.note = Some(format!("rollout {name}: {}", said.join("; ")));
+            e.note = Some(note);
             Ok(e)
         })
         .await;
     match rec {
-        Ok(r) => Ok(Some(r)),
+        Ok(r) => {
+            if let Some(s) = said_last.into_inner().unwrap_or_else(|p| p.into_inner()) {
+                hooks::notify(
+                    &s.spec,
+                    &s.place,
+                    &s.progress.phase,
+                    s.progress.step,
+                    &s.actions,
+                    &s.note,
+                );
+            }
+            Ok(Some(r))
+        }
         Err(GatewayError::Conflict(m)) if m == "nothing to change" => Ok(None),
         Err(e) => Err(e),
     }
-}
-
-/// Counters of the current step kept in memory.
-#[derive(Debug, Default)]
-struct Mem {
-    key: (usize, i64),
-    passes: u32,
-    failures: u32,
-    last_analysis: i64,
-}
-
-/// Drive every running rollout, every `tick`, until the process ends.
-pub fn spawn(
-    rt: &tokio::runtime::Handle,
-    release: Arc<ReleaseState>,
-    analyzer: Option<Analyzer>,
-    tick: Duration,
-) {
-    rt.spawn(async move {
-        let mut mem: HashMap<String, Mem> = HashMap::new();
-        loop {
-            tokio::time::sleep(tick).await;
-            let cur = release.load_full();
-            for (name, r) in cur.doc.rollouts.iter().filter(|(_, r)| !r.progress.done()) {
-                let now = now_us();
-                let mut p = r.progress.clone();
-                let m = mem.entry(name.clone()).or_default();
-                if m.key != (p.step, p.step_started) {
-                    *m = Mem {
-                        key: (p.step, p.step_started),
-                        passes: 0,
-                        failures: p.failures,
-                        // the first analysis of a step waits one interval for traffic
-                        last_analysis: p.step_started,
-                    };
-                }
-                p.passes = m.passes;
-                p.failures = p.failures.max(m.failures);
-                let from = p.clone();
-                let steps = &r.spec.steps;
-                let limit = r.spec.analysis.failure_limit;
-                let mut ev = Event::Tick;
-                let analyzing = matches!(steps.get(p.step), Some(Step::Analysis { .. }))
-                    && p.phase == apus_rules::rollout::Phase::Progressing;
-                if analyzing && now - m.last_analysis >= r.spec.analysis.interval_us() {
-                    m.last_analysis = now;
-                    let route = cur.doc.routes.iter().find(|x| x.name == r.spec.route);
-                    let req = AnalysisRequest {
-                        rollout: name.clone(),
-                        project: route.map(|x| x.project.clone()).unwrap_or_default(),
-                        env: route.map(|x| x.env.clone()).unwrap_or_default(),
-                        route: r.spec.route.clone(),
-                        tag: r.spec.tag.clone(),
-                        stable_tag: apus_rules::STABLE_TAG.into(),
-                        window_us: r.spec.analysis.window_us(),
-                        spec: r.spec.analysis.clone(),
-                    };
-                    let v = match &analyzer {
-                        Some(a) => a(req).await.unwrap_or_else(|e| {
-                            Verdict::Inconclusive(format!("analysis failed: {e}"))
-                        }),
-                        None => Verdict::Inconclusive(
-                            "no analysis source on this node (run the rollout under `apus run`)"
-                                .into(),
-                        ),
-                    };
-                    tracing::info!(rollout = %name, verdict = ?v, "rollout analysis");
-                    metrics::counter!("apus_rollout_analyses_total", "verdict" => match &v {
-                        Verdict::Pass(_) => "pass",
-                        Verdict::Fail(_) => "fail",
-                        Verdict::Inconclusive(_) => "inconclusive",
-                    })
-                    .increment(1);
-                    ev = Event::Analysis(v);
-                }
-                // Dry run: only what moves the rollout is committed.
-                let mut dry = p.clone();
-                let actions = dry.handle(steps, limit, now, ev.clone());
-                m.passes = dry.passes;
-                m.failures = dry.failures;
-                let moves = actions.iter().any(|a| !matches!(a, Action::Analyze))
-                    || dry.step != p.step
-                    || dry.phase != p.phase;
-                if !moves {
-                    continue;
-                }
-                let actor = format!("rollout:{name}");
-                match act(&release, name, &actor, "rollout runner", ev, Some(&from), &|_, _| Ok(())).await {
-                    Ok(Some(rec)) => tracing::info!(rollout = %name, summary = %rec.summary, "rollout moved"),
-                    Ok(None) => {}
-                    Err(GatewayError::Conflict(m)) => tracing::debug!(rollout = %name, %m, "rollout: another runner was first"),
-                    Err(e) => tracing::warn!(rollout = %name, error = %e, "rollout step not applied; retrying"),
-                }
-            }
-        }
-    });
 }

@@ -1,0 +1,225 @@
+//! The loop that drives running rollouts: every tick, on the node that holds the
+//! `rollouts` lease of the control store (etcd; the single node of the embedded log), it
+//! runs due analysis (after the `rollout` webhooks), asks the `confirm-promotion` gates
+//! before a step would complete the rollout, and commits what moves a rollout.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use apus_rules::rollout::{Action, Event, HookType, Phase, Progress, RolloutDoc, Step, Verdict};
+use apus_schema::time::now_us;
+
+use super::hooks::{self, Place};
+use super::{act, AnalysisRequest, Analyzer};
+use crate::state::ReleaseState;
+use crate::GatewayError;
+
+/// How long a runner's lease lasts without renewal: the longest a dead node's rollouts
+/// wait for another node to take over.
+const LEASE_TTL: Duration = Duration::from_secs(10);
+/// How often the lease is renewed.
+const LEASE_RENEW: Duration = Duration::from_secs(2);
+
+/// Counters of the current step kept in memory.
+#[derive(Debug, Default)]
+struct Mem {
+    key: (usize, i64),
+    passes: u32,
+    failures: u32,
+    last_analysis: i64,
+    /// When a held step's gate may be asked again.
+    next_gate: i64,
+}
+
+/// Whether this node holds the runner's lease, renewed every [`LEASE_RENEW`].
+struct Lease {
+    me: String,
+    held: bool,
+    checked: Option<std::time::Instant>,
+}
+
+impl Lease {
+    async fn held(&mut self, release: &ReleaseState) -> bool {
+        if self.checked.is_some_and(|t| t.elapsed() < LEASE_RENEW) {
+            return self.held;
+        }
+        self.checked = Some(std::time::Instant::now());
+        let now = match release
+            .control()
+            .hold("rollouts", &self.me, LEASE_TTL)
+            .await
+        {
+            Ok(h) => h,
+            Err(e) => {
+                tracing::debug!(error = %e, "rollout lease not renewed");
+                false
+            }
+        };
+        if now != self.held {
+            tracing::info!(node = %self.me, held = now, "rollout runner lease");
+            metrics::gauge!("apus_rollout_runner_leader").set(if now { 1.0 } else { 0.0 });
+        }
+        self.held = now;
+        now
+    }
+}
+
+/// Drive every running rollout, every `tick`, until the process ends.
+pub fn spawn(
+    rt: &tokio::runtime::Handle,
+    release: Arc<ReleaseState>,
+    analyzer: Option<Analyzer>,
+    tick: Duration,
+) {
+    rt.spawn(async move {
+        let mut mem: HashMap<String, Mem> = HashMap::new();
+        let mut lease = Lease {
+            me: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
+            held: false,
+            checked: None,
+        };
+        loop {
+            tokio::time::sleep(tick).await;
+            let cur = release.load_full();
+            if cur.doc.rollouts.values().all(|r| r.progress.done()) {
+                continue;
+            }
+            if !lease.held(&release).await {
+                // Another node drives them; its in-memory counts are its own.
+                mem.clear();
+                continue;
+            }
+            for (name, r) in cur.doc.rollouts.iter().filter(|(_, r)| !r.progress.done()) {
+                let m = mem.entry(name.clone()).or_default();
+                let route = cur.doc.routes.iter().find(|x| x.name == r.spec.route);
+                let place = Place {
+                    project: route.map(|x| x.project.clone()).unwrap_or_default(),
+                    env: route.map(|x| x.env.clone()).unwrap_or_default(),
+                };
+                drive(&release, name, r, m, &place, analyzer.as_ref()).await;
+            }
+        }
+    });
+}
+
+/// One tick of one rollout.
+async fn drive(
+    release: &ReleaseState,
+    name: &str,
+    r: &RolloutDoc,
+    m: &mut Mem,
+    place: &Place,
+    analyzer: Option<&Analyzer>,
+) {
+    let now = now_us();
+    let mut p = r.progress.clone();
+    if m.key != (p.step, p.step_started) {
+        *m = Mem {
+            key: (p.step, p.step_started),
+            passes: 0,
+            failures: p.failures,
+            // the first analysis of a step waits one interval for traffic
+            last_analysis: p.step_started,
+            next_gate: 0,
+        };
+    }
+    p.passes = m.passes;
+    p.failures = p.failures.max(m.failures);
+    let from = p.clone();
+    let steps = &r.spec.steps;
+    let limit = r.spec.analysis.failure_limit;
+    let mut ev = Event::Tick;
+    let analyzing =
+        matches!(steps.get(p.step), Some(Step::Analysis { .. })) && p.phase == Phase::Progressing;
+    if analyzing && now - m.last_analysis >= r.spec.analysis.interval_us() {
+        m.last_analysis = now;
+        ev = Event::Analysis(analyze(r, name, place, &p, analyzer).await);
+    }
+    // Dry run: only what moves the rollout is committed.
+    let mut dry = p.clone();
+    let mut actions = dry.handle(steps, limit, now, ev.clone());
+    if actions.contains(&Action::Complete) {
+        // Flagger's confirm-promotion: the last step waits for every gate's 2xx.
+        if now < m.next_gate {
+            return;
+        }
+        let gate = hooks::gate(&r.spec, place, HookType::ConfirmPromotion, &p.phase, p.step).await;
+        if let Err(why) = gate {
+            m.next_gate = now + r.spec.analysis.interval_us().min(10_000_000);
+            ev = Event::Hold(why);
+            dry = p.clone();
+            actions = dry.handle(steps, limit, now, ev.clone());
+        }
+    }
+    m.passes = dry.passes;
+    m.failures = dry.failures;
+    let moves = actions.iter().any(|a| !matches!(a, Action::Analyze))
+        || dry.step != p.step
+        || dry.phase != p.phase;
+    if !moves {
+        return;
+    }
+    let actor = format!("rollout:{name}");
+    match act(
+        release,
+        name,
+        &actor,
+        "rollout runner",
+        ev,
+        Some(&from),
+        &|_, _| Ok(()),
+    )
+    .await
+    {
+        Ok(Some(rec)) => tracing::info!(rollout = %name, summary = %rec.summary, "rollout moved"),
+        Ok(None) => {}
+        Err(GatewayError::Conflict(m)) => {
+            tracing::debug!(rollout = %name, %m, "rollout: another runner was first")
+        }
+        Err(e) => tracing::warn!(rollout = %name, error = %e, "rollout step not applied; retrying"),
+    }
+}
+
+/// One analysis run: the `rollout` webhooks first (a non-2xx is a failed check), then the
+/// analyzer's verdict.
+async fn analyze(
+    r: &RolloutDoc,
+    name: &str,
+    place: &Place,
+    p: &Progress,
+    analyzer: Option<&Analyzer>,
+) -> Verdict {
+    let v = if let Err(why) = hooks::gate(&r.spec, place, HookType::Rollout, &p.phase, p.step).await
+    {
+        Verdict::Fail(why)
+    } else {
+        let req = AnalysisRequest {
+            rollout: name.to_string(),
+            project: place.project.clone(),
+            env: place.env.clone(),
+            route: r.spec.route.clone(),
+            tag: r.spec.tag.clone(),
+            stable_tag: apus_rules::STABLE_TAG.into(),
+            pool: r.spec.pool.clone(),
+            window_us: r.spec.analysis.window_us(),
+            spec: r.spec.analysis.clone(),
+        };
+        match analyzer {
+            Some(a) => a(req)
+                .await
+                .unwrap_or_else(|e| Verdict::Inconclusive(format!("analysis failed: {e}"))),
+            None => Verdict::Inconclusive(
+                "no analysis source on this node (run the rollout under `apus run`)".into(),
+            ),
+        }
+    };
+    tracing::info!(rollout = %name, verdict = ?v, "rollout analysis");
+    metrics::counter!("apus_rollout_analyses_total", "verdict" => match &v {
+        Verdict::Pass(_) => "pass",
+        Verdict::Fail(_) => "fail",
+        Verdict::Inconclusive(_) => "inconclusive",
+    })
+    .increment(1);
+    v
+}
