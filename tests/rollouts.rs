@@ -348,3 +348,155 @@ fn people_steer_and_a_restart_resumes() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 409);
 }
+
+/// What an upstream says it is (`--name`), straight from the server.
+fn build_of(port: u16) -> String {
+    let v: Value = bare_client()
+        .get(format!("http://127.0.0.1:{port}/"))
+        .send()
+        .and_then(|r| r.json())
+        .unwrap_or(Value::Null);
+    v["upstream"].as_str().unwrap_or("down").to_string()
+}
+
+#[test]
+fn a_serial_release_stops_at_the_server_whose_hook_fails() {
+    let work = TempDir::new("apus-serial");
+    let ports = [free_port(), free_port(), free_port()];
+    let ups: Vec<Proc> = ports
+        .iter()
+        .enumerate()
+        .map(|(i, p)| upstream(*p, &format!("v1-{}", i + 1)))
+        .collect();
+    let dir = work.path().display().to_string();
+    for (p, u) in ports.iter().zip(&ups) {
+        std::fs::write(format!("{dir}/pid-{p}"), u.0.id().to_string()).unwrap();
+    }
+    // The deploy hook: restart the server on the new build; the second one fails.
+    let script = format!(
+        "#!/bin/sh\necho \"$APUS_SERVER $APUS_BUILD\" >> {dir}/deployed.log\n\
+         case \"$APUS_SERVER\" in 127.0.0.1:{bad}) echo \"disk full on $APUS_SERVER\" >&2; exit 3;; esac\n\
+         port=${{APUS_SERVER##*:}}\nkill $(cat {dir}/pid-$port)\nsleep 0.3\n\
+         {BIN} upstream --listen \"$APUS_SERVER\" --name \"$APUS_BUILD\" >/dev/null 2>&1 &\n\
+         echo $! > {dir}/new-$port\n",
+        bad = ports[1]
+    );
+    std::fs::write(format!("{dir}/deploy.sh"), script).unwrap();
+    let servers: Vec<String> = ports.iter().map(|p| format!("\"127.0.0.1:{p}\"")).collect();
+    let extra = format!(
+        "[[gateway.pools]]\nname = \"web\"\nservers = [{}]\n\n\
+         [[gateway.deploy_hooks]]\nname = \"deploy-web\"\ncommand = [\"/bin/sh\", \"{dir}/deploy.sh\"]\n",
+        servers.join(", ")
+    );
+    let run = AllInOne::start(RunOpts {
+        config_token: true,
+        gateway_extra: &extra,
+        ..Default::default()
+    });
+    let admin = |path: &str| format!("http://127.0.0.1:{}/admin/v1/{path}", run.admin);
+    let start = |body: Value| client().post(admin("releases")).json(&body).send().unwrap();
+    // A hook that is not in the config, and a server not in the pool, are refused.
+    let r = start(json!({"release": {"pool": "web", "build": "v2", "hook": "rm -rf /"}}));
+    assert_eq!(r.status().as_u16(), 400);
+    assert!(r.text().unwrap().contains("no deploy hook"));
+    let r = start(
+        json!({"release": {"pool": "web", "build": "v2", "hook": "deploy-web",
+                                     "servers": ["127.0.0.1:1"]}}),
+    );
+    assert_eq!(r.status().as_u16(), 400);
+    let r = start(
+        json!({"release": {"pool": "web", "build": "v2", "hook": "deploy-web",
+                                     "settle": "1s"}, "reason": "ship v2"}),
+    );
+    assert_eq!(r.status().as_u16(), 200, "{}", r.text().unwrap_or_default());
+    let rel = || -> Value {
+        client()
+            .get(admin("releases"))
+            .send()
+            .unwrap()
+            .json::<Value>()
+            .unwrap()["releases"]["web"]
+            .clone()
+    };
+    let t0 = std::time::Instant::now();
+    wait_until("the release to stop", Duration::from_secs(60), || {
+        let r = rel();
+        if t0.elapsed() > Duration::from_secs(50) {
+            let log = run.log();
+            panic!("{r}\n{}", &log[log.len().saturating_sub(4000)..]);
+        }
+        r["phase"] != "running"
+    });
+    let r = rel();
+    assert_eq!(r["phase"], "failed", "{r}");
+    assert_eq!(r["server"], format!("127.0.0.1:{}", ports[1]));
+    assert_eq!(r["at"], "deploy");
+    let reason = r["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("exited with 3") && reason.contains("disk full"),
+        "{reason}"
+    );
+    assert_eq!(r["done"], json!([format!("127.0.0.1:{}", ports[0])]));
+    // The first server runs the new build, the other two the old one; the failed one stays
+    // drained and the third was never touched.
+    assert_eq!(build_of(ports[0]), "v2");
+    assert_eq!(build_of(ports[1]), "v1-2");
+    assert_eq!(build_of(ports[2]), "v1-3");
+    let log = std::fs::read_to_string(format!("{dir}/deployed.log")).unwrap();
+    assert_eq!(log.lines().count(), 2, "{log}");
+    let pools: Value = client().get(admin("pools")).send().unwrap().json().unwrap();
+    let web = pools["pools"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|p| p["name"] == "web")
+        .unwrap();
+    let state = |p: u16| {
+        web["servers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["addr"] == format!("127.0.0.1:{p}"))
+            .unwrap()["state"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(state(ports[1]), "drained");
+    assert_eq!(state(ports[0]), "healthy");
+    assert_eq!(state(ports[2]), "healthy");
+    // Every stage is a change event.
+    let kinds = change_kinds_of(&run);
+    let s1 = format!("127.0.0.1:{}", ports[0]);
+    let said: Vec<&String> = kinds
+        .iter()
+        .map(|(_, s)| s)
+        .filter(|s| s.contains("pool web release"))
+        .collect();
+    for want in [
+        format!("server 1/3 {s1}: drained"),
+        format!("server 1/3 {s1}: v2 deployed"),
+        format!("server 1/3 {s1}: passes its health check"),
+        format!("server 1/3 {s1}: back in rotation"),
+        format!("server 1/3 {s1}: settled"),
+        "deploy failed".to_string(),
+    ] {
+        assert!(said.iter().any(|s| s.contains(&want)), "{want}: {said:#?}");
+    }
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, s)| k == "server_drain" && s.contains(&s1)),
+        "{kinds:?}"
+    );
+    assert!(
+        kinds
+            .iter()
+            .any(|(k, s)| k == "server_undrain" && s.contains(&s1)),
+        "{kinds:?}"
+    );
+    drop(run);
+    if let Ok(pid) = std::fs::read_to_string(format!("{dir}/new-{}", ports[0])) {
+        let _ = std::process::Command::new("kill").arg(pid.trim()).status();
+    }
+}

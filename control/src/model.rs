@@ -31,6 +31,9 @@ pub struct ReleaseDoc {
     /// Rollouts by name, running and finished: their plan, progress and what to restore.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub rollouts: BTreeMap<String, apus_rules::rollout::RolloutDoc>,
+    /// Serial pool releases by pool, running and the last finished one.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub serial: BTreeMap<String, apus_rules::rollout::SerialDoc>,
 }
 
 /// A change to a protected environment, proposed and waiting for approvals from

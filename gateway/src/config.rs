@@ -85,6 +85,23 @@ pub struct GatewayConfig {
     /// Admin API tokens (see `apus_auth`): with none, the data directory's admin token.
     #[serde(default)]
     pub tokens: Vec<TokenConfig>,
+    /// Deploy hooks a serial pool release may name (set here, by the operator, so that an
+    /// API caller can pick one but never run a command of its own).
+    #[serde(default)]
+    pub deploy_hooks: Vec<DeployHook>,
+}
+
+/// A deploy hook: POST to `url`, or run `command` (argv, no shell). It is told the pool,
+/// server and build (JSON body; `APUS_POOL`, `APUS_SERVER`, `APUS_BUILD` in the
+/// environment) and must succeed (2xx, exit 0) within the release's `hook_timeout`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeployHook {
+    pub name: String,
+    #[serde(default)]
+    pub url: Option<String>,
+    #[serde(default)]
+    pub command: Vec<String>,
 }
 
 /// An upstream pool.
@@ -434,6 +451,28 @@ impl GatewayConfig {
                     "pool `{}`: health_check interval and thresholds must be at least 1",
                     p.name
                 ));
+            }
+        }
+        let mut hooks = std::collections::HashSet::new();
+        for h in &self.deploy_hooks {
+            if !hooks.insert(h.name.as_str()) {
+                return bad(format!("deploy hook `{}`: duplicate name", h.name));
+            }
+            match (&h.url, h.command.is_empty()) {
+                (Some(u), true) if u.starts_with("http://") => {}
+                (Some(u), true) => {
+                    return bad(format!(
+                        "deploy hook `{}`: url `{u}`: expected http://HOST:PORT/PATH",
+                        h.name
+                    ))
+                }
+                (None, false) => {}
+                _ => {
+                    return bad(format!(
+                        "deploy hook `{}`: set exactly one of `url` and `command`",
+                        h.name
+                    ))
+                }
             }
         }
         if let Err(e) = apus_auth::Tokens::new(&self.tokens) {

@@ -21,6 +21,7 @@ pub mod metrics;
 pub mod pools;
 mod proxy;
 pub mod rollout;
+mod serial;
 pub mod state;
 pub mod tagging;
 
@@ -50,17 +51,21 @@ pub struct Gateway {
     /// The runtime of the control-store client and its watch (lives as long as the
     /// gateway).
     pub control_runtime: tokio::runtime::Runtime,
+    /// The deploy hooks serial releases may name.
+    deploy_hooks: Arc<Vec<config::DeployHook>>,
 }
 
 impl Gateway {
     /// Run the rollout runner on this node (every 500 ms), with analysis from `analyzer`
-    /// (without one, analysis steps pause, saying why).
+    /// (without one, analysis steps pause, saying why); it also drives serial pool
+    /// releases.
     pub fn start_rollouts(&self, analyzer: Option<rollout::Analyzer>) {
         rollout::spawn(
             self.control_runtime.handle(),
             self.release.clone(),
             analyzer,
             std::time::Duration::from_millis(500),
+            self.deploy_hooks.clone(),
         );
     }
 }
@@ -138,6 +143,7 @@ pub fn build(
     svc.add_tcp(&cfg.listen);
     server.add_service(svc);
 
+    let deploy_hooks = Arc::new(cfg.deploy_hooks.clone());
     let admin = admin::service(
         &cfg.admin_listen,
         admin::AdminState {
@@ -148,6 +154,7 @@ pub fn build(
             control: cfg.control.clone(),
             approvals: Arc::new(cfg.approvals.clone()),
             upstreams: Arc::new(config::UpstreamPolicy::of(cfg)),
+            deploy_hooks: deploy_hooks.clone(),
         },
     )?;
     server.add_service(admin);
@@ -158,5 +165,6 @@ pub fn build(
         server,
         release,
         control_runtime,
+        deploy_hooks,
     })
 }

@@ -43,6 +43,17 @@ struct AdmittingCheck {
     inner: Box<dyn HealthCheck + Send + Sync>,
     pending: Arc<PendingSet>,
     pool: String,
+    book: Arc<HealthBook>,
+}
+
+/// What the health check said of each server, whether it is drained or not (the load
+/// balancer's readiness also counts drains).
+#[derive(Default)]
+struct HealthBook {
+    /// Servers the check has flipped to unhealthy.
+    down: std::sync::Mutex<HashSet<SocketAddr>>,
+    /// When each server last passed a check.
+    last_pass: std::sync::Mutex<HashMap<SocketAddr, std::time::Instant>>,
 }
 
 fn inet(b: &Backend) -> Option<SocketAddr> {
@@ -55,6 +66,11 @@ impl HealthCheck for AdmittingCheck {
         let r = self.inner.check(target).await;
         if r.is_ok() {
             if let Some(a) = inet(target) {
+                self.book
+                    .last_pass
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(a, std::time::Instant::now());
                 if self.pending.load().contains(&a) {
                     self.pending.rcu(|p| {
                         let mut p = HashSet::clone(p);
@@ -69,6 +85,14 @@ impl HealthCheck for AdmittingCheck {
     }
 
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if let Some(a) = inet(target) {
+            let mut down = self.book.down.lock().unwrap_or_else(|p| p.into_inner());
+            if healthy {
+                down.remove(&a);
+            } else {
+                down.insert(a);
+            }
+        }
         let server = target.addr.to_string();
         metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => self.pool.clone(), "server" => server.clone())
             .set(if healthy { 1.0 } else { 0.0 });
@@ -87,6 +111,36 @@ pub struct ServerStatus {
     /// `healthy`, `unhealthy`, `pending` (awaiting first passing check), `drained`, or
     /// `ejected` (timed out on live requests; back after a while).
     pub state: &'static str,
+}
+
+/// One server's live counts on this node: what a serial release waits on (in-flight
+/// requests of a drained server) and watches (its errors while it settles).
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    pub inflight: std::sync::atomic::AtomicI64,
+    pub requests: std::sync::atomic::AtomicU64,
+    pub errors: std::sync::atomic::AtomicU64,
+}
+
+impl ServerStats {
+    /// A request picked this server.
+    #[inline]
+    pub fn begin(&self) {
+        self.inflight
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// The request ended (`answered`: with `status`, else it never reached the server).
+    #[inline]
+    pub fn end(&self, answered: Option<u16>) {
+        use std::sync::atomic::Ordering::Relaxed;
+        self.inflight.fetch_sub(1, Relaxed);
+        if let Some(status) = answered {
+            self.requests.fetch_add(1, Relaxed);
+            if status >= 500 || status == 0 {
+                self.errors.fetch_add(1, Relaxed);
+            }
+        }
+    }
 }
 
 /// One upstream pool.
@@ -111,6 +165,12 @@ pub struct Pool {
     eject_after: usize,
     /// How long an ejected server sits out.
     eject_for: Duration,
+    /// Live counts per server.
+    stats: ArcSwap<HashMap<SocketAddr, Arc<ServerStats>>>,
+    /// The health check's verdicts, drains aside.
+    book: Arc<HealthBook>,
+    /// How long the health check takes to call a server healthy (interval × threshold).
+    check_period: Duration,
     /// Upstream read timeout (per read, not the whole response); `None` = none.
     pub read_timeout: Option<std::time::Duration>,
     /// Upstream write timeout; `None` = none.
@@ -160,10 +220,12 @@ impl Pool {
         };
         let backends = Backends::new(Box::new(Membership(members.clone())));
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+        let book = Arc::new(HealthBook::default());
         lb.set_health_check(Box::new(AdmittingCheck {
             inner,
             pending: pending.clone(),
             pool: cfg.name.clone(),
+            book: book.clone(),
         }));
         lb.health_check_frequency = Some(Duration::from_millis(hc.interval_ms));
         lb.parallel_health_check = true;
@@ -185,6 +247,9 @@ impl Pool {
             timeouts_open: std::sync::atomic::AtomicUsize::new(0),
             ejected: ArcSwap::default(),
             eject_after: hc.unhealthy_threshold.max(1),
+            stats: ArcSwap::default(),
+            book,
+            check_period: Duration::from_millis(hc.interval_ms * hc.healthy_threshold as u64),
             // As long as the active check takes to call a server healthy again, at least 1 s.
             eject_for: Duration::from_millis(
                 (hc.interval_ms * hc.healthy_threshold as u64).max(1000),
@@ -260,6 +325,49 @@ impl Pool {
             tracing::warn!(pool = %self.name, server = %addr, for_ms = self.eject_for.as_millis() as u64,
                 "server ejected after consecutive upstream timeouts");
         }
+    }
+
+    /// The live counts of `addr` (created on first use).
+    #[inline]
+    pub fn stats_of(&self, addr: SocketAddr) -> Arc<ServerStats> {
+        if let Some(s) = self.stats.load().get(&addr) {
+            return s.clone();
+        }
+        let mut out = None;
+        self.stats.rcu(|m| {
+            let mut m = HashMap::clone(m);
+            out = Some(m.entry(addr).or_default().clone());
+            m
+        });
+        out.unwrap_or_default()
+    }
+
+    /// How long the health check needs to call a server healthy.
+    pub fn check_period(&self) -> Duration {
+        self.check_period
+    }
+
+    /// Whether the health check calls `addr` healthy now (drained or not) and it passed a
+    /// check after `since`; `None` if it is not in the pool.
+    pub fn passes_check(&self, addr: SocketAddr, since: std::time::Instant) -> Option<bool> {
+        if !self.members.load().iter().any(|b| inet(b) == Some(addr)) {
+            return None;
+        }
+        let pending = self.pending.load().contains(&addr);
+        let down = self
+            .book
+            .down
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&addr);
+        let fresh = self
+            .book
+            .last_pass
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .is_some_and(|t| *t >= since);
+        Some(!pending && !down && fresh)
     }
 
     /// The pool's servers and their states.

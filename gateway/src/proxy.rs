@@ -35,6 +35,8 @@ pub struct Ctx {
     client: IpAddr,
     request_id: String,
     upstream: Option<SocketAddr>,
+    /// The live counts of `upstream` (in flight until the request ends).
+    server: Option<Arc<crate::pools::ServerStats>>,
     failed: Vec<SocketAddr>,
     upstream_start: Option<Instant>,
     upstream_latency: Option<Duration>,
@@ -86,6 +88,7 @@ impl ProxyHttp for GatewayProxy {
             client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             request_id: String::new(),
             upstream: None,
+            server: None,
             failed: Vec::new(),
             upstream_start: None,
             upstream_latency: None,
@@ -165,6 +168,11 @@ impl ProxyHttp for GatewayProxy {
             .copied()
             .ok_or_else(|| Error::explain(ErrorType::InternalError, "non-inet backend"))?;
         ctx.upstream = Some(addr);
+        let st = pool.stats_of(addr);
+        st.begin();
+        if let Some(old) = ctx.server.replace(st) {
+            old.end(None);
+        }
         ctx.upstream_start = Some(Instant::now());
         let mut peer = HttpPeer::new(addr, false, String::new());
         peer.options.connection_timeout = Some(self.connect_timeout);
@@ -214,6 +222,9 @@ impl ProxyHttp for GatewayProxy {
     ) -> Box<Error> {
         if let Some(a) = ctx.upstream.take() {
             ctx.failed.push(a);
+        }
+        if let Some(st) = ctx.server.take() {
+            st.end(None);
         }
         if ctx.failed.len() < self.max_tries {
             if let Some(p) = &ctx.pool {
@@ -275,6 +286,9 @@ impl ProxyHttp for GatewayProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
+        if let Some(st) = ctx.server.take() {
+            st.end(Some(status));
+        }
         let latency = ctx.start.elapsed();
         let (route, pool, tag, project, env) = match (&ctx.rules, ctx.decision) {
             (Some(c), Some(d)) => {

@@ -166,6 +166,7 @@ pub fn seed_doc(routes: Vec<RouteSpec>, pools: &[crate::config::PoolConfig]) -> 
             .collect(),
         pending: Vec::new(),
         rollouts: Default::default(),
+        serial: Default::default(),
     }
 }
 
@@ -287,6 +288,11 @@ impl ReleaseState {
     }
 
     /// Whether the control store answered its last request.
+    /// The pools of this node.
+    pub fn pools(&self) -> &Arc<HashMap<String, Arc<Pool>>> {
+        &self.pools
+    }
+
     /// The control store this node commits to (for leases).
     pub fn control(&self) -> &ControlStore {
         &self.control

@@ -32,6 +32,9 @@ pub enum ChangeKind {
     Import,
     /// A rollout started, stepped, paused, resumed, promoted or completed.
     RolloutStep,
+    /// A step of a serial pool release (started, deployed, healthy, settled, failed, done);
+    /// its drains and undrains are `server_drain` / `server_undrain`.
+    PoolRelease,
 }
 
 impl ChangeKind {
@@ -50,6 +53,7 @@ impl ChangeKind {
             ChangeKind::ChangeRejected => "change_rejected",
             ChangeKind::Import => "import",
             ChangeKind::RolloutStep => "rollout_step",
+            ChangeKind::PoolRelease => "pool_release",
         }
     }
 }
@@ -73,6 +77,7 @@ mod tests {
             ChangeKind::ChangeProposed,
             ChangeKind::Import,
             ChangeKind::RolloutStep,
+            ChangeKind::PoolRelease,
         ] {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),

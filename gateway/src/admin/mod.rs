@@ -8,6 +8,7 @@
 
 mod release;
 mod rollouts;
+mod serial;
 mod servers;
 
 use std::collections::{BTreeMap, HashMap};
@@ -48,6 +49,8 @@ pub struct AdminState {
     pub(crate) approvals: Arc<BTreeMap<String, u32>>,
     /// Which servers may be added at runtime.
     pub(crate) upstreams: Arc<crate::config::UpstreamPolicy>,
+    /// The deploy hooks a serial release may name.
+    pub(crate) deploy_hooks: Arc<Vec<crate::config::DeployHook>>,
 }
 
 /// A JSON answer, with the version it reflects as an `ETag` when it has one.
@@ -264,6 +267,11 @@ async fn dispatch(
         ("POST", ["admin", "v1", "rollouts"]) => rollouts::start(s, h, body).await,
         ("POST", ["admin", "v1", "rollouts", name, verb]) => {
             rollouts::steer(s, h, name, verb, body).await
+        }
+        ("GET", ["admin", "v1", "releases"]) => serial::list(s, h).await,
+        ("POST", ["admin", "v1", "releases"]) => serial::start(s, h, body).await,
+        ("POST", ["admin", "v1", "releases", pool, "abort"]) => {
+            serial::abort(s, h, pool, body).await
         }
         ("GET", ["admin", "v1", "pools"]) => servers::list_pools(s, h).await,
         ("POST", ["admin", "v1", "pools", pool, "servers"]) => {

@@ -41,7 +41,7 @@ struct AddServer {
 }
 
 /// Whether `t` may change pool `pool` (in the state `cur`).
-fn pool_scope(cur: &Current, t: &Principal, pool: &str) -> Result<(), GatewayError> {
+pub(super) fn pool_scope(cur: &Current, t: &Principal, pool: &str) -> Result<(), GatewayError> {
     if !cur.doc.pools.contains_key(pool) {
         return Err(GatewayError::NotFound(format!("pool {pool}")));
     }

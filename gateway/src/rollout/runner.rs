@@ -1,7 +1,8 @@
 //! The loop that drives running rollouts: every tick, on the node that holds the
 //! `rollouts` lease of the control store (etcd; the single node of the embedded log), it
 //! runs due analysis (after the `rollout` webhooks), asks the `confirm-promotion` gates
-//! before a step would complete the rollout, and commits what moves a rollout.
+//! before a step would complete the rollout, and commits what moves a rollout; it also
+//! keeps one task per running serial pool release (`crate::serial`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -71,9 +72,11 @@ pub fn spawn(
     release: Arc<ReleaseState>,
     analyzer: Option<Analyzer>,
     tick: Duration,
+    deploy_hooks: Arc<Vec<crate::config::DeployHook>>,
 ) {
     rt.spawn(async move {
         let mut mem: HashMap<String, Mem> = HashMap::new();
+        let mut serial: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
         let mut lease = Lease {
             me: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
             held: false,
@@ -82,13 +85,27 @@ pub fn spawn(
         loop {
             tokio::time::sleep(tick).await;
             let cur = release.load_full();
-            if cur.doc.rollouts.values().all(|r| r.progress.done()) {
+            serial.retain(|_, t| !t.is_finished());
+            if cur.doc.rollouts.values().all(|r| r.progress.done())
+                && !cur.doc.serial.values().any(|d| d.running())
+            {
                 continue;
             }
             if !lease.held(&release).await {
                 // Another node drives them; its in-memory counts are its own.
                 mem.clear();
+                serial.drain().for_each(|(_, t)| t.abort());
                 continue;
+            }
+            for (pool, _) in cur.doc.serial.iter().filter(|(_, d)| d.running()) {
+                if !serial.contains_key(pool) {
+                    let t = tokio::spawn(crate::serial::run(
+                        release.clone(),
+                        pool.clone(),
+                        deploy_hooks.clone(),
+                    ));
+                    serial.insert(pool.clone(), t);
+                }
             }
             for (name, r) in cur.doc.rollouts.iter().filter(|(_, r)| !r.progress.done()) {
                 let m = mem.entry(name.clone()).or_default();
