@@ -15,13 +15,22 @@ use serde_json::{json, Value};
 /// headers the gateway set; `GET /health` answers `ok`; `?status=N` answers status N and
 /// `?sleep_ms=N` answers late. With `fail_tenant`, requests of
 /// that tenant (`orgId=` query or `x-tenant-id` header; `*` for all) get a 500 — the
-/// demo's "bug in the gray build".
-pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<String>) -> Result<()> {
+/// demo's "bug in the gray build"; with `delay_ms`, every answer but `/health` is that late
+/// (a slower build).
+pub async fn serve_echo(
+    addr: SocketAddr,
+    name: String,
+    fail_tenant: Option<String>,
+    delay_ms: u64,
+) -> Result<()> {
     async fn echo(
-        State((name, fail)): State<(String, Option<String>)>,
+        State((name, fail, delay)): State<(String, Option<String>, u64)>,
         req: Request,
     ) -> axum::response::Response {
         use axum::response::IntoResponse;
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
         let query = req.uri().query().unwrap_or("");
         // `sleep_ms=N` answers after N ms (at most 60 s): a hung build, for timeout tests.
         if let Some(ms) = query
@@ -81,7 +90,7 @@ pub async fn serve_echo(addr: SocketAddr, name: String, fail_tenant: Option<Stri
     let app = Router::new()
         .route("/health", get(|| async { "ok\n" }))
         .fallback(echo)
-        .with_state((name, fail_tenant));
+        .with_state((name, fail_tenant, delay_ms.min(60_000)));
     let l = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("bind {addr}"))?;
@@ -222,7 +231,7 @@ pub fn run(
         let addr: SocketAddr = ([127, 0, 0, 1], port).into();
         rt.spawn(async move {
             let fail = (name == "gray-1").then(|| INCIDENT_TENANT.to_string());
-            if let Err(e) = serve_echo(addr, name.into(), fail).await {
+            if let Err(e) = serve_echo(addr, name.into(), fail, 0).await {
                 tracing::error!(error = %e, "demo upstream failed");
             }
         });

@@ -131,6 +131,9 @@ enum Cmd {
         /// build, for rollout tests.
         #[arg(long)]
         fail_tenant: Option<String>,
+        /// Answer every request (but `/health`) this many ms late: a slower build.
+        #[arg(long, default_value_t = 0)]
+        delay_ms: u64,
     },
     /// Rule files.
     Rules {
@@ -302,7 +305,13 @@ fn main() -> Result<()> {
             listen,
             name,
             fail_tenant,
-        } => tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(listen, name, fail_tenant)),
+            delay_ms,
+        } => tokio::runtime::Runtime::new()?.block_on(demo::serve_echo(
+            listen,
+            name,
+            fail_tenant,
+            delay_ms,
+        )),
         Cmd::Logs { cmd } => logs_cmd::run(cmd),
         Cmd::Slowlog { cmd } => slowlog_cmd::run(cmd),
         Cmd::Rules { cmd } => rules_cmd::run(cmd),

@@ -145,6 +145,50 @@ fn a_good_build_is_promoted_10_50_100() {
     assert!(steps.iter().any(|s| s.contains("completed")), "{steps:?}");
 }
 
+#[test]
+fn a_slower_build_is_rolled_back_and_root_cause_names_the_step() {
+    let (run, _gray) = start(&["--delay-ms", "200"]);
+    let stop = Arc::new(AtomicBool::new(false));
+    let t = traffic(&run, stop.clone());
+    // A clean baseline first, so the onset stands out.
+    std::thread::sleep(Duration::from_secs(10));
+    let r = client()
+        .post(format!("http://127.0.0.1:{}/admin/v1/rollouts", run.admin))
+        .json(&plan("slow"))
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    wait_until("the rollback", Duration::from_secs(60), || {
+        let r = rollout(&run, "slow");
+        assert_ne!(r["progress"]["phase"], "succeeded", "{r}");
+        assert_ne!(r["progress"]["phase"], "paused", "{r}");
+        r["progress"]["phase"] == "aborted"
+    });
+    let r = rollout(&run, "slow");
+    let reason = r["progress"]["reason"].as_str().unwrap();
+    assert!(reason.contains("latency"), "{r}");
+    std::thread::sleep(Duration::from_secs(2));
+    stop.store(true, Ordering::Relaxed);
+    t.into_iter().for_each(|h| h.join().unwrap());
+    // Root cause: the rollout step that sent traffic to the slow build comes first.
+    let rc: Value = client()
+        .get(run.query_url("/api/v1/rootcause?from=now-2m&project=shop&metric=latency&slow_ms=100"))
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    let first = &rc["rows"][0];
+    assert_eq!(first["change_kind"], "rollout_step", "{rc:#}");
+    assert!(
+        first["summary"]
+            .as_str()
+            .unwrap()
+            .contains("rollout slow started"),
+        "{first}"
+    );
+    assert!(rc["onset"].is_string(), "{rc:#}");
+}
+
 fn hook(h: &Hook, name: &str, kind: &str) -> Value {
     json!({"name": name, "type": kind, "url": h.url(&format!("/{name}")), "timeout": "2s",
            "metadata": {"token": "s3cret"}})

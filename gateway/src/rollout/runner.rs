@@ -151,7 +151,14 @@ async fn drive(
         matches!(steps.get(p.step), Some(Step::Analysis { .. })) && p.phase == Phase::Progressing;
     if analyzing && now - m.last_analysis >= r.spec.analysis.interval_us() {
         m.last_analysis = now;
-        ev = Event::Analysis(analyze(r, name, place, &p, analyzer).await);
+        let v = analyze(r, name, place, &p, analyzer).await;
+        // Too little data before one whole window of the step has passed is not yet a
+        // reason to pause: the step's traffic is still filling the window.
+        let young = now - p.step_started < r.spec.analysis.window_us();
+        ev = match v {
+            Verdict::Inconclusive(_) if young => Event::Tick,
+            v => Event::Analysis(v),
+        };
     }
     // Dry run: only what moves the rollout is committed.
     let mut dry = p.clone();
