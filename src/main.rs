@@ -1,6 +1,7 @@
 //! The `apus` binary: command-line parsing and wiring only. Each role lives in its crate.
 
 mod alarms;
+mod config_cmd;
 mod demo;
 mod logs_cmd;
 mod rules_cmd;
@@ -134,6 +135,11 @@ enum Cmd {
         /// Answer every request (but `/health`) this many ms late: a slower build.
         #[arg(long, default_value_t = 0)]
         delay_ms: u64,
+    },
+    /// Config-center clients.
+    Config {
+        #[command(subcommand)]
+        cmd: config_cmd::ConfigCmd,
     },
     /// Rule files.
     Rules {
@@ -315,5 +321,6 @@ fn main() -> Result<()> {
         Cmd::Logs { cmd } => logs_cmd::run(cmd),
         Cmd::Slowlog { cmd } => slowlog_cmd::run(cmd),
         Cmd::Rules { cmd } => rules_cmd::run(cmd),
+        Cmd::Config { cmd } => config_cmd::run(cmd),
     }
 }

@@ -62,6 +62,12 @@ pub trait Backend: Send + Sync {
     fn subscribe(&self) -> watch::Receiver<Option<Arc<Change>>>;
     /// Whether the store answered its last request (etcd); always true for the local log.
     fn connected(&self) -> bool;
+    /// Store `data` under its SHA-256 (hex) and return that digest; durable when this
+    /// returns, idempotent. Config-file contents live here, not inside the release state,
+    /// so a 5 MB file costs one blob, not a copy per version.
+    async fn put_blob(&self, data: bytes::Bytes) -> Result<String, ControlError>;
+    /// The bytes stored under `digest` (`None` if there are none).
+    async fn get_blob(&self, digest: &str) -> Result<Option<bytes::Bytes>, ControlError>;
     /// Take or keep the named lease for `holder` (a node's id) for `ttl`: true while
     /// `holder` holds it, so that exactly one node of a fleet does the named job (the
     /// rollout runner). Called again before `ttl` runs out, it renews; a holder that stops
@@ -121,6 +127,23 @@ impl ControlUrl {
         })
     }
 }
+
+/// The SHA-256 of `data`, hex.
+pub fn digest(data: &[u8]) -> String {
+    use sha2::Digest;
+    let d = sha2::Sha256::digest(data);
+    d.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Whether `s` looks like a digest [`digest`] made (64 lowercase hex digits).
+pub fn is_digest(s: &str) -> bool {
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// The largest blob stored.
+pub const MAX_BLOB: usize = 8 << 20;
 
 /// The handle a node holds: the backend, shared.
 pub type ControlStore = Arc<dyn Backend>;

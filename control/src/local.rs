@@ -66,6 +66,8 @@ impl Entries {
 pub struct LocalLog {
     /// Held (an exclusive lock on `LOCK`) while open: one process per log.
     _lock: std::fs::File,
+    /// `blobs/{digest}`: config-file contents, fsynced before a change names them.
+    blobs: std::path::PathBuf,
     wal: Wal<()>,
     entries: Mutex<Entries>,
     tx: watch::Sender<Option<Arc<Change>>>,
@@ -132,8 +134,11 @@ impl LocalLog {
         ::metrics::gauge!(m::CONNECTED).set(1.0);
         ::metrics::gauge!(m::STORE_VERSION).set(head.as_ref().map_or(0, |h| h.version) as f64);
         let (tx, _) = watch::channel(head);
+        let blobs = dir.join("blobs");
+        std::fs::create_dir_all(&blobs)?;
         Ok(LocalLog {
             _lock: lock,
+            blobs,
             wal,
             entries: Mutex::new(entries),
             tx,
@@ -202,6 +207,35 @@ impl Backend for LocalLog {
 
     fn connected(&self) -> bool {
         true
+    }
+
+    async fn put_blob(&self, data: bytes::Bytes) -> Result<String, ControlError> {
+        if data.len() > crate::MAX_BLOB {
+            return Err(ControlError::Invalid(format!(
+                "blob of {} bytes, over {}",
+                data.len(),
+                crate::MAX_BLOB
+            )));
+        }
+        let d = crate::digest(&data);
+        let path = self.blobs.join(&d);
+        if !path.exists() {
+            tokio::task::spawn_blocking(move || apus_wal::write_atomic(&path, &data))
+                .await
+                .map_err(|e| ControlError::Invalid(format!("blob write task: {e}")))??;
+        }
+        Ok(d)
+    }
+
+    async fn get_blob(&self, digest: &str) -> Result<Option<bytes::Bytes>, ControlError> {
+        if !crate::is_digest(digest) {
+            return Ok(None);
+        }
+        match tokio::fs::read(self.blobs.join(digest)).await {
+            Ok(b) => Ok(Some(bytes::Bytes::from(b))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 

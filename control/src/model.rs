@@ -34,6 +34,12 @@ pub struct ReleaseDoc {
     /// Serial pool releases by pool, running and the last finished one.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub serial: BTreeMap<String, apus_rules::rollout::SerialDoc>,
+    /// Config files (metadata and releases; contents are blobs) and globals.
+    #[serde(
+        default,
+        skip_serializing_if = "apus_rules::config::ConfigDoc::is_empty"
+    )]
+    pub config: apus_rules::config::ConfigDoc,
 }
 
 /// A change to a protected environment, proposed and waiting for approvals from

@@ -89,6 +89,24 @@ pub struct GatewayConfig {
     /// API caller can pick one but never run a command of its own).
     #[serde(default)]
     pub deploy_hooks: Vec<DeployHook>,
+    /// Access keys of config clients (signed `/config/v1/…` requests).
+    #[serde(default)]
+    pub config_access_keys: Vec<crate::confcenter::AccessKey>,
+    /// Keys whose values the config center masks for roles that may only read (a regex,
+    /// case-insensitive).
+    #[serde(default = "default_sensitive")]
+    pub config_sensitive: String,
+    /// Longest a config client's long poll is held, seconds (below common proxy timeouts).
+    #[serde(default = "default_long_poll")]
+    pub config_long_poll_secs: u64,
+}
+
+fn default_sensitive() -> String {
+    "password|passwd|secret|token|credential|private[_.-]?key".into()
+}
+
+fn default_long_poll() -> u64 {
+    30
 }
 
 /// A deploy hook: POST to `url`, or run `command` (argv, no shell). It is told the pool,
@@ -473,6 +491,20 @@ impl GatewayConfig {
                         h.name
                     ))
                 }
+            }
+        }
+        if let Err(e) = regex::Regex::new(&self.config_sensitive) {
+            return bad(format!("config_sensitive: {e}"));
+        }
+        if !(1..=300).contains(&self.config_long_poll_secs) {
+            return bad("config_long_poll_secs: between 1 and 300".into());
+        }
+        for k in &self.config_access_keys {
+            if k.key.is_empty() || k.secret.len() < 16 {
+                return bad(format!(
+                    "config access key `{}`: a key and a secret of at least 16 characters",
+                    k.key
+                ));
             }
         }
         if let Err(e) = apus_auth::Tokens::new(&self.tokens) {

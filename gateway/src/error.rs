@@ -35,6 +35,9 @@ pub enum GatewayError {
     /// The change was based on a stale version.
     #[error("{0}")]
     Conflict(String),
+    /// A config client's signed request did not check out.
+    #[error("unauthorized: {0}")]
+    BadSignature(String),
     /// The control store cannot be reached: writes are refused.
     #[error("{0}")]
     Unavailable(String),
@@ -47,7 +50,7 @@ impl GatewayError {
             GatewayError::Config(_) | GatewayError::Rules(_) | GatewayError::BadRequest(_) => {
                 StatusCode::BAD_REQUEST
             }
-            GatewayError::Unauthorized => StatusCode::UNAUTHORIZED,
+            GatewayError::Unauthorized | GatewayError::BadSignature(_) => StatusCode::UNAUTHORIZED,
             GatewayError::Forbidden(_) => StatusCode::FORBIDDEN,
             GatewayError::NotFound(_) => StatusCode::NOT_FOUND,
             GatewayError::Conflict(_) => StatusCode::CONFLICT,

@@ -15,6 +15,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod confcenter;
 pub mod config;
 mod error;
 pub mod metrics;
@@ -144,6 +145,12 @@ pub fn build(
     server.add_service(svc);
 
     let deploy_hooks = Arc::new(cfg.deploy_hooks.clone());
+    let config_center = Arc::new(confcenter::ConfigCenter::new(
+        release.clone(),
+        &cfg.config_sensitive,
+        cfg.config_access_keys.clone(),
+        cfg.approvals.keys().cloned().collect(),
+    )?);
     let admin = admin::service(
         &cfg.admin_listen,
         admin::AdminState {
@@ -155,6 +162,8 @@ pub fn build(
             approvals: Arc::new(cfg.approvals.clone()),
             upstreams: Arc::new(config::UpstreamPolicy::of(cfg)),
             deploy_hooks: deploy_hooks.clone(),
+            config: config_center,
+            config_poll: Duration::from_secs(cfg.config_long_poll_secs),
         },
     )?;
     server.add_service(admin);

@@ -136,6 +136,8 @@ pub struct ReleaseState {
     /// Serialises this node's changes (read, edit, commit), so they conflict only with
     /// other nodes' (etcd) and never starve each other.
     change_lock: tokio::sync::Mutex<()>,
+    /// The version installed, for whoever waits on the next one (config long polls).
+    installed: tokio::sync::watch::Sender<u64>,
 }
 
 impl From<ControlError> for GatewayError {
@@ -167,6 +169,7 @@ pub fn seed_doc(routes: Vec<RouteSpec>, pools: &[crate::config::PoolConfig]) -> 
         pending: Vec::new(),
         rollouts: Default::default(),
         serial: Default::default(),
+        config: Default::default(),
     }
 }
 
@@ -254,6 +257,7 @@ impl ReleaseState {
             listeners: Mutex::new(Vec::new()),
             install_lock: tokio::sync::Mutex::new(()),
             change_lock: tokio::sync::Mutex::new(()),
+            installed: tokio::sync::watch::Sender::new(head.version),
         });
         state.reconcile_pools(&doc).await;
         tracing::info!(version = head.version, "release state loaded");
@@ -288,6 +292,12 @@ impl ReleaseState {
     }
 
     /// Whether the control store answered its last request.
+    /// The installed version, changing as new versions are installed (from this node or
+    /// from the control store's watch).
+    pub fn versions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.installed.subscribe()
+    }
+
     /// The pools of this node.
     pub fn pools(&self) -> &Arc<HashMap<String, Arc<Pool>>> {
         &self.pools
@@ -504,6 +514,7 @@ impl ReleaseState {
         self.current
             .store(Arc::new(Current::new(c.version, rules, doc.clone())));
         metrics::gauge!(m::RULE_VERSION).set(c.version as f64);
+        self.installed.send_replace(c.version);
         tracing::info!(version = c.version, kind = %c.record.kind, actor = %c.record.actor, "release state installed");
         self.reconcile_pools(&doc).await;
     }

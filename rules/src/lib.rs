@@ -18,6 +18,7 @@
 
 pub mod alarm;
 mod cidr;
+pub mod config;
 mod error;
 mod hash;
 mod matcher;

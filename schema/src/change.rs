@@ -35,6 +35,15 @@ pub enum ChangeKind {
     /// A step of a serial pool release (started, deployed, healthy, settled, failed, done);
     /// its drains and undrains are `server_drain` / `server_undrain`.
     PoolRelease,
+    /// A config file's draft saved.
+    ConfigDraft,
+    /// A config file released (publish, rollback, promote of a gray release, and the
+    /// re-publish of the files inheriting from it).
+    ConfigRelease,
+    /// A config file's gray release started or abandoned.
+    ConfigGray,
+    /// A project/env's global variables changed (and the files using them re-published).
+    ConfigGlobals,
 }
 
 impl ChangeKind {
@@ -54,6 +63,10 @@ impl ChangeKind {
             ChangeKind::Import => "import",
             ChangeKind::RolloutStep => "rollout_step",
             ChangeKind::PoolRelease => "pool_release",
+            ChangeKind::ConfigDraft => "config_draft",
+            ChangeKind::ConfigRelease => "config_release",
+            ChangeKind::ConfigGray => "config_gray",
+            ChangeKind::ConfigGlobals => "config_globals",
         }
     }
 }
@@ -78,6 +91,8 @@ mod tests {
             ChangeKind::Import,
             ChangeKind::RolloutStep,
             ChangeKind::PoolRelease,
+            ChangeKind::ConfigRelease,
+            ChangeKind::ConfigGlobals,
         ] {
             assert_eq!(
                 serde_json::to_string(&k).unwrap(),

@@ -6,6 +6,7 @@
 //! store, and is recorded with actor, time, reason and diff. Bodies are read (up to
 //! [`MAX_BODY`]) before dispatch but parsed only after the token is checked.
 
+mod configs;
 mod release;
 mod rollouts;
 mod serial;
@@ -51,6 +52,10 @@ pub struct AdminState {
     pub(crate) upstreams: Arc<crate::config::UpstreamPolicy>,
     /// The deploy hooks a serial release may name.
     pub(crate) deploy_hooks: Arc<Vec<crate::config::DeployHook>>,
+    /// The config center.
+    pub(crate) config: Arc<crate::confcenter::ConfigCenter>,
+    /// Longest a config long poll is held.
+    pub(crate) config_poll: std::time::Duration,
 }
 
 /// A JSON answer, with the version it reflects as an `ETag` when it has one.
@@ -223,17 +228,57 @@ fn decode(seg: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// One request as the router sees it.
+struct Req<'a> {
+    method: &'a Method,
+    path: &'a str,
+    query: &'a str,
+    h: &'a HeaderMap,
+    body: &'a [u8],
+    peer: Option<std::net::IpAddr>,
+}
+
 /// Route one request to its handler.
-async fn dispatch(
-    s: &AdminState,
-    method: &Method,
-    path: &str,
-    h: &HeaderMap,
-    body: &[u8],
-) -> Response<Vec<u8>> {
+async fn dispatch(s: &AdminState, req: Req<'_>) -> Response<Vec<u8>> {
+    let Req {
+        method,
+        path,
+        query,
+        h,
+        body,
+        peer,
+    } = req;
     let segs: Vec<String> = path.trim_matches('/').split('/').map(decode).collect();
     let segs: Vec<&str> = segs.iter().map(String::as_str).collect();
+    let path_and_query = if query.is_empty() {
+        path.to_string()
+    } else {
+        format!("{path}?{query}")
+    };
     let r = match (method.as_str(), segs.as_slice()) {
+        ("GET", ["config", "v1", "notifications"]) => {
+            return configs::notifications(s, h, &path_and_query, query, peer).await
+        }
+        ("GET", ["config", "v1", rest @ ..]) => {
+            return configs::client_get(s, h, rest, &path_and_query, query, peer).await
+        }
+        ("GET", ["admin", "v1", "config", "files"]) => configs::list(s, h, query).await,
+        ("GET", ["admin", "v1", "config", "files", rest @ ..]) => configs::show(s, h, rest).await,
+        ("PUT", ["admin", "v1", "config", "files", rest @ ..]) => {
+            configs::save_draft(s, h, rest, query, body).await
+        }
+        ("GET", ["admin", "v1", "config", "diff"]) => configs::diff(s, h, query).await,
+        ("GET", ["admin", "v1", "config", "tree", rest @ ..]) => configs::tree(s, h, rest).await,
+        ("GET", ["admin", "v1", "config", "globals", project, env]) => {
+            configs::globals(s, h, project, env, None).await
+        }
+        ("PUT", ["admin", "v1", "config", "globals", project, env]) => {
+            configs::globals(s, h, project, env, Some(body)).await
+        }
+        (
+            "POST",
+            ["admin", "v1", "config", verb @ ("publish" | "rollback" | "gray" | "promote" | "abandon"), rest @ ..],
+        ) => configs::act(s, h, verb, rest, body).await,
         ("GET", ["health"]) => return respond(StatusCode::OK, "text/plain", b"ok\n".to_vec()),
         ("GET", ["metrics"]) => {
             return match &s.prometheus {
@@ -294,15 +339,18 @@ async fn dispatch(
 /// The admin API as a Pingora HTTP app.
 pub struct AdminApp(pub AdminState);
 
-/// Read the whole request body, refusing more than [`MAX_BODY`] bytes.
-async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, GatewayError> {
+/// Largest body of a config-file upload (a 5 MB file, JSON-escaped).
+pub const MAX_CONFIG_BODY: usize = 12 << 20;
+
+/// Read the whole request body, refusing more than `max` bytes.
+async fn read_body(session: &mut ServerSession, max: usize) -> Result<Vec<u8>, GatewayError> {
     let mut body = Vec::new();
     loop {
         match session.read_request_body().await {
             Ok(Some(chunk)) => {
-                if body.len() + chunk.len() > MAX_BODY {
+                if body.len() + chunk.len() > max {
                     return Err(GatewayError::TooLarge(format!(
-                        "request body over {MAX_BODY} bytes"
+                        "request body over {max} bytes"
                     )));
                 }
                 body.extend_from_slice(&chunk);
@@ -317,13 +365,33 @@ async fn read_body(session: &mut ServerSession) -> Result<Vec<u8>, GatewayError>
 impl ServeHttp for AdminApp {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
-        let (method, path, headers) = (
+        let (method, path, query, headers) = (
             req.method.clone(),
             req.uri.path().to_string(),
+            req.uri.query().unwrap_or("").to_string(),
             req.headers.clone(),
         );
-        match read_body(session).await {
-            Ok(body) => dispatch(&self.0, &method, &path, &headers, &body).await,
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let max = if path.starts_with("/admin/v1/config/") {
+            MAX_CONFIG_BODY
+        } else {
+            MAX_BODY
+        };
+        match read_body(session, max).await {
+            Ok(body) => {
+                let req = Req {
+                    method: &method,
+                    path: &path,
+                    query: &query,
+                    h: &headers,
+                    body: &body,
+                    peer,
+                };
+                dispatch(&self.0, req).await
+            }
             Err(e) => {
                 session.set_keepalive(None);
                 error_response(&e)
