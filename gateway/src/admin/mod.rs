@@ -6,6 +6,7 @@
 //! store, and is recorded with actor, time, reason and diff. Bodies are read (up to
 //! [`MAX_BODY`]) before dispatch but parsed only after the token is checked.
 
+mod config_client;
 mod configs;
 mod release;
 mod rollouts;
@@ -257,10 +258,10 @@ async fn dispatch(s: &AdminState, req: Req<'_>) -> Response<Vec<u8>> {
     };
     let r = match (method.as_str(), segs.as_slice()) {
         ("GET", ["config", "v1", "notifications"]) => {
-            return configs::notifications(s, h, &path_and_query, query, peer).await
+            return config_client::notifications(s, h, &path_and_query, query, peer).await
         }
         ("GET", ["config", "v1", rest @ ..]) => {
-            return configs::client_get(s, h, rest, &path_and_query, query, peer).await
+            return config_client::client_get(s, h, rest, &path_and_query, query, peer).await
         }
         ("GET", ["admin", "v1", "config", "files"]) => configs::list(s, h, query).await,
         ("GET", ["admin", "v1", "config", "files", rest @ ..]) => configs::show(s, h, rest).await,

@@ -8,6 +8,7 @@
 //! commits one change that re-checks nothing moved meanwhile (a moved draft, parent,
 //! global or release is a 409).
 
+mod globals;
 mod ops;
 pub mod sign;
 

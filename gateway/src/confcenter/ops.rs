@@ -42,20 +42,20 @@ pub enum Op {
 }
 
 /// Marks a state that moved while the change was computed (the change starts over).
-const MOVED: &str = "the config state moved meanwhile";
+pub(super) const MOVED: &str = "the config state moved meanwhile";
 
-fn bad(m: impl Into<String>) -> GatewayError {
+pub(super) fn bad(m: impl Into<String>) -> GatewayError {
     GatewayError::BadRequest(m.into())
 }
 
-fn authorize(t: &Principal, project: &str, env: &str) -> Result<(), GatewayError> {
+pub(super) fn authorize(t: &Principal, project: &str, env: &str) -> Result<(), GatewayError> {
     t.check(Action::Change, project, env).map_err(|e| {
         tracing::warn!(actor = %t.name, project, env, error = %e, "config change denied");
         GatewayError::Forbidden(e.to_string())
     })
 }
 
-fn new_release(
+pub(super) fn new_release(
     f: &ConfigFile,
     kind: ReleaseKind,
     blob: &str,
@@ -83,7 +83,7 @@ fn new_release(
 }
 
 /// Put a release in force on `f` (FV/PV follow it).
-fn install(f: &mut ConfigFile, r: Release) {
+pub(super) fn install(f: &mut ConfigFile, r: Release) {
     f.fv = r.fv;
     f.pv = r.pv;
     f.push(r);
@@ -91,7 +91,7 @@ fn install(f: &mut ConfigFile, r: Release) {
 
 impl ConfigCenter {
     /// The effective content of `key`'s parent in force (`None` without a parent).
-    async fn parent_effective(
+    pub(super) async fn parent_effective(
         &self,
         doc: &ConfigDoc,
         parent: Option<&str>,
@@ -111,7 +111,7 @@ impl ConfigCenter {
 
     /// Re-publish the descendants of `changed`'s files whose effective content changes
     /// (PV + 1), on `doc`. `vars` overrides the globals of one project/env.
-    async fn republish(
+    pub(super) async fn republish(
         &self,
         doc: &mut ConfigDoc,
         mut changed: BTreeMap<String, String>,
@@ -404,103 +404,6 @@ impl ConfigCenter {
                 Ok(e)
             })
             .await
-    }
-
-    /// Replace the global variables of `project/env`; every file there whose effective
-    /// content changes is re-published (PV + 1), with its descendants.
-    pub async fn set_globals(
-        &self,
-        t: &Principal,
-        project: &str,
-        env: &str,
-        vars: BTreeMap<String, String>,
-        reason: &str,
-    ) -> Result<ChangeRecord, GatewayError> {
-        authorize(t, project, env)?;
-        if vars.len() > 256 {
-            return Err(bad("at most 256 variables"));
-        }
-        for (k, v) in &vars {
-            if !apus_rules::config::vars::valid_name(k) || v.len() > 4096 {
-                return Err(bad(format!(
-                    "variable `{k}`: a name of letters, digits, `_`, `-`, `.` and a value of at most 4 KiB"
-                )));
-            }
-        }
-        let scope = format!("{project}/{env}");
-        for _ in 0..3 {
-            let base = self.release.load_full().doc.config.clone();
-            let mut doc = base.clone();
-            let mut changed = BTreeMap::new();
-            let mut n = 0;
-            let in_scope: Vec<String> = doc
-                .files
-                .keys()
-                .filter(|k| k.starts_with(&format!("{scope}/")))
-                .cloned()
-                .collect();
-            for k in in_scope {
-                let f = doc.files[&k].clone();
-                let Some(cur) = f.current().cloned() else {
-                    continue;
-                };
-                let raw = self.text(&cur.blob).await?;
-                let pe = self
-                    .parent_effective(&doc, f.parent.as_deref(), &changed)
-                    .await?;
-                let eff = effective(f.content_type, &raw, pe.as_deref(), &vars)
-                    .map_err(|e| bad(format!("`{k}` would break: {e}")))?;
-                let digest = apus_control::digest(eff.as_bytes());
-                if digest != cur.effective {
-                    self.put(&eff).await?;
-                    let r = new_release(
-                        &f,
-                        ReleaseKind::Republish,
-                        &cur.blob,
-                        &digest,
-                        eff.len(),
-                        t,
-                        reason,
-                    );
-                    if let Some(file) = doc.files.get_mut(&k) {
-                        install(file, r);
-                    }
-                    n += 1;
-                    changed.insert(k, eff);
-                }
-            }
-            n += self
-                .republish(&mut doc, changed, Some((&scope, &vars)), t, reason)
-                .await?;
-            let g = doc.globals.entry(scope.clone()).or_default();
-            g.vars = vars.clone();
-            g.version += 1;
-            let said = format!(
-                "globals of {scope} set ({} variables, version {}); {n} file(s) re-published",
-                vars.len(),
-                g.version
-            );
-            let r = self
-                .release
-                .change(None, &t.name, reason, |c| {
-                    if c.doc.config != base {
-                        return Err(GatewayError::Conflict(MOVED.into()));
-                    }
-                    let mut d = (*c.doc).clone();
-                    d.config = doc.clone();
-                    let mut e = Edit::new(d, ChangeKind::ConfigGlobals, project, env, &scope);
-                    e.summary = Some(said.clone());
-                    Ok(e)
-                })
-                .await;
-            match r {
-                Err(GatewayError::Conflict(m)) if m == MOVED => continue,
-                r => return r,
-            }
-        }
-        Err(GatewayError::Conflict(
-            "the config state kept changing; retry".into(),
-        ))
     }
 }
 
