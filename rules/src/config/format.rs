@@ -258,7 +258,15 @@ pub fn merge(ct: ContentType, parent: &str, child: &str) -> Result<String, Forma
         ContentType::Yaml => {
             let mut p = yaml(parent)?;
             deep_yaml(&mut p, yaml(child)?);
-            serde_yaml::to_string(&p).map_err(|e| err("YAML", 0, 0, e.to_string()))
+            // The emitter cannot print every document the parser reads (some tags).
+            serde_yaml::to_string(&p).map_err(|e| {
+                err(
+                    "YAML that cannot be merged",
+                    0,
+                    0,
+                    format!("the merged document cannot be written back: {e}"),
+                )
+            })
         }
         ContentType::Xml | ContentType::Text => Ok(child.to_string()),
     }
