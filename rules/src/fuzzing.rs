@@ -153,7 +153,12 @@ pub fn release_input(data: &[u8]) {
             .into_iter()
             .enumerate()
             {
-                let _ = p.handle(&r.steps, r.analysis.failure_limit, i as i64 * 60_000_000, ev);
+                let _ = p.handle(
+                    &r.steps,
+                    r.analysis.failure_limit,
+                    i as i64 * 60_000_000,
+                    ev,
+                );
                 assert!(p.step <= r.steps.len());
             }
         }

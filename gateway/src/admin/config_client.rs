@@ -69,9 +69,10 @@ pub(super) async fn client_get(
         let key = key_of(segs)?;
         client_auth(s, h, path_and_query, &key.project, &key.env)?;
         let p = params(q);
-        let doc = s.config.doc();
+        let cur = s.release.load_full();
+        let doc = &cur.doc.config;
         let k = key.to_string();
-        let (f, rel) = ConfigCenter::resolve(&doc, &k, &client_of(&p, peer))
+        let (f, rel) = ConfigCenter::resolve(doc, &k, &client_of(&p, peer))
             .ok_or_else(|| GatewayError::NotFound(format!("config file {k} (no release)")))?;
         if p.get("release").is_some_and(|r| *r == rel.key()) {
             return Ok(None);
@@ -120,11 +121,12 @@ pub(super) async fn notifications(
         let mut versions = s.release.versions();
         metrics::gauge!("apus_config_long_polls").increment(1.0);
         let out = loop {
-            let doc = s.config.doc();
+            let cur = s.release.load_full();
+        let doc = &cur.doc.config;
             let changed: Vec<Value> = watched
                 .iter()
                 .filter_map(|(k, have)| {
-                    let now = ConfigCenter::resolve(&doc, k, &client).map(|(_, r)| r.key()).unwrap_or_default();
+                    let now = ConfigCenter::resolve(doc, k, &client).map(|(_, r)| r.key()).unwrap_or_default();
                     (now != *have).then(|| json!({"path": k.splitn(4, '/').nth(3).unwrap_or(""), "release_key": now}))
                 })
                 .collect();

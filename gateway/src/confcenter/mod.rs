@@ -124,18 +124,18 @@ impl ConfigCenter {
     }
 
     /// The release `client` gets of `key` (the gray one if it matches), with the file.
-    pub fn resolve(
-        doc: &ConfigDoc,
+    pub fn resolve<'d>(
+        doc: &'d ConfigDoc,
         key: &str,
         client: &Client<'_>,
-    ) -> Option<(ConfigFile, Release)> {
+    ) -> Option<(&'d ConfigFile, &'d Release)> {
         let f = doc.files.get(key)?;
         if let Some(g) = &f.gray {
             if g.target.matches(key, client) {
-                return Some((f.clone(), g.release.clone()));
+                return Some((f, &g.release));
             }
         }
-        f.current().map(|r| (f.clone(), r.clone()))
+        f.current().map(|r| (f, r))
     }
 
     /// `text` with the values of sensitive keys masked (for roles that may not see them).
