@@ -211,19 +211,34 @@ impl Client {
         }
     }
 
-    /// Pull `paths`; the ones that changed. Errors leave the cached files as they are.
+    /// Pull `paths` (only files this client keeps); the ones that changed. A failure
+    /// leaves that file's cached copy as it is, and what did change is still saved and
+    /// reloaded before the error is returned.
     fn pull_all(&mut self, paths: &[String]) -> Result<Vec<String>> {
         let mut changed = Vec::new();
-        for p in paths {
-            if self.pull(p)? {
-                changed.push(p.clone());
+        let mut failed = None;
+        let mine: Vec<String> = paths
+            .iter()
+            .filter(|p| self.a.files.contains(p))
+            .cloned()
+            .collect();
+        for p in &mine {
+            match self.pull(p) {
+                Ok(true) => changed.push(p.clone()),
+                Ok(false) => {}
+                Err(e) => {
+                    failed.get_or_insert(e);
+                }
             }
         }
         if !changed.is_empty() {
             self.save();
             self.reload(&changed);
         }
-        Ok(changed)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(changed),
+        }
     }
 }
 

@@ -182,7 +182,15 @@ fn files_inherit_publish_roll_back_and_refuse_bad_input() {
             .as_u16(),
         401
     );
-    // A viewer sees secrets masked; the admin does not.
+    // A viewer sees secrets masked, through the client API too; the admin does not.
+    let r = bare_client()
+        .get(gw.admin_url(&path))
+        .bearer_auth(VIEWER)
+        .send()
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let text = r.text().unwrap();
+    assert!(!text.contains("hunter2") && text.contains("****"), "{text}");
     let shown = api.show(VIEWER, app);
     assert!(
         shown["effective"]
@@ -279,6 +287,19 @@ fn files_inherit_publish_roll_back_and_refuse_bad_input() {
     let (st, v) = api.draft(app, json!({"content": "x=1", "base_fv": 0}));
     assert_eq!(st, 409, "{v}");
     assert!(v["error"].as_str().unwrap().contains("FV 1"), "{v}");
+    // A draft made before the file moved on is not published over it.
+    assert_eq!(
+        api.draft(app, json!({"content": "db.host = stale\n"})).0,
+        200
+    );
+    let (st, v) = api.act(ADMIN, "rollback", app, json!({"release": 1}));
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = api.act(ADMIN, "publish", app, json!({}));
+    assert_eq!(st, 409, "{v}");
+    assert!(
+        v["error"].as_str().unwrap().contains("save it again"),
+        "{v}"
+    );
     // Diff and rollback.
     let (st, v) = api.send(
         "GET",
@@ -313,7 +334,7 @@ fn files_inherit_publish_roll_back_and_refuse_bad_input() {
     assert_eq!(st, 200, "{v}");
     let v = api.client(&path, 0, None).1;
     assert!(v["content"].as_str().unwrap().contains("db.host=b"), "{v}");
-    assert_eq!(v["fv"], 3);
+    assert_eq!(v["fv"], 4);
     // A protected env needs a publisher other than the editor.
     let st_key = "shop/staging/web/a.txt";
     assert_eq!(

@@ -23,8 +23,17 @@ use crate::GatewayError;
 const POLL: Duration = Duration::from_millis(100);
 
 /// Drive the serial release of `pool` until it ends (or this node stops holding it).
-pub(crate) async fn run(release: Arc<ReleaseState>, pool: String, hooks: Arc<Vec<DeployHook>>) {
+pub(crate) async fn run(
+    release: Arc<ReleaseState>,
+    pool: String,
+    hooks: Arc<Vec<DeployHook>>,
+    held: Arc<std::sync::atomic::AtomicBool>,
+) {
     loop {
+        // Another node took the lease: it goes on from the committed stage.
+        if !held.load(std::sync::atomic::Ordering::SeqCst) {
+            return;
+        }
         let cur = release.load_full();
         let Some(d) = cur.doc.serial.get(&pool).cloned() else {
             return;

@@ -9,19 +9,21 @@ use apus_rules::config::{Client, FileKey};
 use http::{HeaderMap, Response, StatusCode};
 use serde_json::{json, Value};
 
-use super::configs::{key_of, may_read, params};
+use super::configs::{key_of, may_read, params, sees_secrets};
 use super::{authenticate, error_response, respond, AdminState};
 use crate::confcenter::{sign, ConfigCenter};
 use crate::GatewayError;
 
-/// Who a config client is: a signed request, or a bearer token that may read.
+/// Who a config client is: a signed request (a service: it gets its secrets), or a bearer
+/// token that may read (it sees secrets only if it may change the project/env). Whether
+/// the client may see sensitive values.
 fn client_auth(
     s: &AdminState,
     h: &HeaderMap,
     path_and_query: &str,
     project: &str,
     env: &str,
-) -> Result<(), GatewayError> {
+) -> Result<bool, GatewayError> {
     let auth = h
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok());
@@ -29,14 +31,15 @@ fn client_auth(
         let ts = h.get("timestamp").and_then(|v| v.to_str().ok());
         let now = apus_schema::time::now_us() / 1000;
         return sign::verify(&s.config.keys, auth, ts, path_and_query, project, env, now)
-            .map(|_| ())
+            .map(|_| true)
             .map_err(|why| {
                 metrics::counter!("apus_config_client_denied_total").increment(1);
                 GatewayError::BadSignature(why)
             });
     }
     let t = authenticate(h, &s.tokens)?;
-    may_read(&t, project, env)
+    may_read(&t, project, env)?;
+    Ok(sees_secrets(&t, project, env))
 }
 
 fn client_of<'a>(p: &'a BTreeMap<String, String>, peer: Option<IpAddr>) -> Client<'a> {
@@ -67,7 +70,7 @@ pub(super) async fn client_get(
 ) -> Response<Vec<u8>> {
     let r = async {
         let key = key_of(segs)?;
-        client_auth(s, h, path_and_query, &key.project, &key.env)?;
+        let open = client_auth(s, h, path_and_query, &key.project, &key.env)?;
         let p = params(q);
         let cur = s.release.load_full();
         let doc = &cur.doc.config;
@@ -77,7 +80,10 @@ pub(super) async fn client_get(
         if p.get("release").is_some_and(|r| *r == rel.key()) {
             return Ok(None);
         }
-        let content = s.config.text(&rel.effective).await?;
+        let mut content = s.config.text(&rel.effective).await?;
+        if !open {
+            content = s.config.mask(&content);
+        }
         Ok(Some(json!({"project": key.project, "env": key.env, "pool": key.pool, "path": key.path,
             "release_key": rel.key(), "fv": rel.fv, "pv": rel.pv, "gray": f.gray.as_ref().is_some_and(|g| g.release.key() == rel.key()),
             "content_type": f.content_type, "content": content})))
@@ -108,6 +114,11 @@ pub(super) async fn notifications(
         let p = params(q);
         let get = |k: &str| p.get(k).cloned().ok_or_else(|| GatewayError::BadRequest(format!("`{k}` is required")));
         let (project, env, pool) = (get("project")?, get("env")?, get("pool")?);
+        for (what, v) in [("project", &project), ("env", &env), ("pool", &pool)] {
+            if !apus_rules::config::segment_ok(v) {
+                return Err(GatewayError::BadRequest(format!("{what} `{v}`: letters, digits, `-`, `_`, `.`")));
+            }
+        }
         client_auth(s, h, path_and_query, &project, &env)?;
         let mut watched: BTreeMap<String, String> = BTreeMap::new();
         for w in get("watch")?.split(',').filter(|w| !w.is_empty()).take(256) {

@@ -39,7 +39,7 @@ pub(super) fn may_read(t: &Principal, project: &str, env: &str) -> Result<(), Ga
 }
 
 /// Whether `t` sees sensitive values unmasked (those who may change the file).
-fn sees_secrets(t: &Principal, project: &str, env: &str) -> bool {
+pub(super) fn sees_secrets(t: &Principal, project: &str, env: &str) -> bool {
     t.role == Role::Admin || t.check(Action::Change, project, env).is_ok()
 }
 

@@ -377,6 +377,11 @@ impl ServeHttp for AdminApp {
             .and_then(|a| a.as_inet())
             .map(|a| a.ip());
         let max = if path.starts_with("/admin/v1/config/") {
+            // Who sends 12 MB must say who they are before it is read.
+            if let Err(e) = authenticate(&headers, &self.0.tokens) {
+                session.set_keepalive(None);
+                return error_response(&e);
+            }
             MAX_CONFIG_BODY
         } else {
             MAX_BODY

@@ -23,7 +23,17 @@ impl ConfigCenter {
         vars: BTreeMap<String, String>,
         reason: &str,
     ) -> Result<ChangeRecord, GatewayError> {
+        for (what, v) in [("project", project), ("env", env)] {
+            if !apus_rules::config::segment_ok(v) {
+                return Err(bad(format!("{what} `{v}`: letters, digits, `-`, `_`, `.`")));
+            }
+        }
         authorize(t, project, env)?;
+        if self.protected(env) && t.role != apus_auth::Role::Admin {
+            return Err(GatewayError::Forbidden(format!(
+                "env {env} is protected: its globals are changed by admins only"
+            )));
+        }
         if vars.len() > 256 {
             return Err(bad("at most 256 variables"));
         }

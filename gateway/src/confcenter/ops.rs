@@ -240,10 +240,15 @@ impl ConfigCenter {
                     .files
                     .entry(k.clone())
                     .or_insert_with(|| ConfigFile::new(ct, parent.clone()));
-                f.content_type = ct;
-                f.parent = parent;
+                if f.current().is_none() {
+                    // Nothing released yet: the file takes the draft's type and parent.
+                    f.content_type = ct;
+                    f.parent = parent.clone();
+                }
                 f.draft = Some(Draft {
                     blob,
+                    content_type: ct,
+                    parent,
                     size: e.content.len() as u64,
                     author: t.name.clone(),
                     ts: now_us(),
@@ -265,11 +270,31 @@ impl ConfigCenter {
                         key.env, d.author
                     )));
                 }
+                if d.base_fv != f.fv {
+                    return Err(GatewayError::Conflict(format!(
+                        "the draft of {k} was edited at FV {}, the file is at FV {} now; save it again",
+                        d.base_fv, f.fv
+                    )));
+                }
+                if f.gray.is_some() {
+                    return Err(GatewayError::Conflict(format!(
+                        "{k} has a gray release: promote or abandon it first"
+                    )));
+                }
+                let reshaped = d.content_type != f.content_type || d.parent != f.parent;
+                if reshaped && matches!(op, Op::Gray { .. }) {
+                    return Err(bad(
+                        "a draft that changes the type or the parent is published, not grayed",
+                    ));
+                }
+                if let Some(p) = &d.parent {
+                    doc.check_parent(key, d.content_type, p).map_err(bad)?;
+                }
                 let raw = self.text(&d.blob).await?;
                 let pe = self
-                    .parent_effective(&doc, f.parent.as_deref(), &changed)
+                    .parent_effective(&doc, d.parent.as_deref(), &changed)
                     .await?;
-                let eff = effective(f.content_type, &raw, pe.as_deref(), &vars).map_err(bad)?;
+                let eff = effective(d.content_type, &raw, pe.as_deref(), &vars).map_err(bad)?;
                 let digest = self.put(&eff).await?;
                 let mut r = new_release(
                     &f,
@@ -282,6 +307,8 @@ impl ConfigCenter {
                 );
                 let file = doc.files.get_mut(&k).expect("read above");
                 file.draft = None;
+                file.content_type = d.content_type;
+                file.parent = d.parent.clone();
                 if let Op::Gray { target } = op {
                     target.check().map_err(bad)?;
                     r.id = file.last_id + 1;
@@ -305,6 +332,11 @@ impl ConfigCenter {
             }
             Op::Rollback { release } => {
                 let f = file()?;
+                if f.gray.is_some() {
+                    return Err(GatewayError::Conflict(format!(
+                        "{k} has a gray release: promote or abandon it first"
+                    )));
+                }
                 let old = f.release(*release).cloned().ok_or_else(|| {
                     GatewayError::NotFound(format!(
                         "release {release} of {k} (kept: the last {})",
@@ -342,12 +374,23 @@ impl ConfigCenter {
                 let g = f.gray.clone().ok_or_else(|| {
                     GatewayError::Conflict(format!("config {k} has no gray release"))
                 })?;
-                let eff = self.text(&g.release.effective).await?;
-                let mut r = g.release.clone();
-                r.kind = ReleaseKind::Promote;
-                r.author = t.name.clone();
-                r.reason = reason.into();
-                r.ts = now_us();
+                // Recomputed against today's parent and globals, which may have moved since
+                // the gray release was made.
+                let raw = self.text(&g.release.blob).await?;
+                let pe = self
+                    .parent_effective(&doc, f.parent.as_deref(), &changed)
+                    .await?;
+                let eff = effective(f.content_type, &raw, pe.as_deref(), &vars).map_err(bad)?;
+                let digest = self.put(&eff).await?;
+                let r = new_release(
+                    &f,
+                    ReleaseKind::Promote,
+                    &g.release.blob,
+                    &digest,
+                    eff.len(),
+                    t,
+                    reason,
+                );
                 let file = doc.files.get_mut(&k).expect("read above");
                 file.gray = None;
                 install(file, r);

@@ -5,6 +5,7 @@
 //! keeps one task per running serial pool release (`crate::serial`).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -33,37 +34,29 @@ struct Mem {
     next_gate: i64,
 }
 
-/// Whether this node holds the runner's lease, renewed every [`LEASE_RENEW`].
-struct Lease {
-    me: String,
-    held: bool,
-    checked: Option<std::time::Instant>,
-}
-
-impl Lease {
-    async fn held(&mut self, release: &ReleaseState) -> bool {
-        if self.checked.is_some_and(|t| t.elapsed() < LEASE_RENEW) {
-            return self.held;
-        }
-        self.checked = Some(std::time::Instant::now());
-        let now = match release
-            .control()
-            .hold("rollouts", &self.me, LEASE_TTL)
-            .await
-        {
-            Ok(h) => h,
-            Err(e) => {
-                tracing::debug!(error = %e, "rollout lease not renewed");
-                false
+/// Keep renewing the runner's lease on its own task (so a long webhook or deploy hook
+/// never lets it lapse unnoticed); `held` says whether this node holds it now.
+fn keep_lease(rt: &tokio::runtime::Handle, release: Arc<ReleaseState>) -> Arc<AtomicBool> {
+    let held = Arc::new(AtomicBool::new(false));
+    let h = held.clone();
+    let me = format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple());
+    rt.spawn(async move {
+        loop {
+            let now = match release.control().hold("rollouts", &me, LEASE_TTL).await {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::debug!(error = %e, "rollout lease not renewed");
+                    false
+                }
+            };
+            if h.swap(now, Ordering::SeqCst) != now {
+                tracing::info!(node = %me, held = now, "rollout runner lease");
+                metrics::gauge!("apus_rollout_runner_leader").set(if now { 1.0 } else { 0.0 });
             }
-        };
-        if now != self.held {
-            tracing::info!(node = %self.me, held = now, "rollout runner lease");
-            metrics::gauge!("apus_rollout_runner_leader").set(if now { 1.0 } else { 0.0 });
+            tokio::time::sleep(LEASE_RENEW).await;
         }
-        self.held = now;
-        now
-    }
+    });
+    held
 }
 
 /// Drive every running rollout, every `tick`, until the process ends.
@@ -74,14 +67,10 @@ pub fn spawn(
     tick: Duration,
     deploy_hooks: Arc<Vec<crate::config::DeployHook>>,
 ) {
+    let held = keep_lease(rt, release.clone());
     rt.spawn(async move {
         let mut mem: HashMap<String, Mem> = HashMap::new();
         let mut serial: HashMap<String, tokio::task::JoinHandle<()>> = HashMap::new();
-        let mut lease = Lease {
-            me: format!("{}-{}", std::process::id(), uuid::Uuid::new_v4().simple()),
-            held: false,
-            checked: None,
-        };
         loop {
             tokio::time::sleep(tick).await;
             let cur = release.load_full();
@@ -91,7 +80,7 @@ pub fn spawn(
             {
                 continue;
             }
-            if !lease.held(&release).await {
+            if !held.load(Ordering::SeqCst) {
                 // Another node drives them; its in-memory counts are its own.
                 mem.clear();
                 serial.drain().for_each(|(_, t)| t.abort());
@@ -103,6 +92,7 @@ pub fn spawn(
                         release.clone(),
                         pool.clone(),
                         deploy_hooks.clone(),
+                        held.clone(),
                     ));
                     serial.insert(pool.clone(), t);
                 }

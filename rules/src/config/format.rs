@@ -82,12 +82,97 @@ pub fn validate(ct: ContentType, text: &str) -> Result<(), FormatError> {
     }
 }
 
+/// Most YAML nodes a file may expand to: aliases replay their anchor's whole subtree, so
+/// a 200 KB file of aliases to a big list would expand to billions of values.
+pub const MAX_YAML_NODES: usize = 2_000_000;
+
+/// Counts the nodes of a YAML document as its parser (aliases expanded) walks them,
+/// allocating nothing, and stops past the budget.
+struct Budget<'a>(&'a std::cell::Cell<usize>);
+
+impl<'de> serde::de::DeserializeSeed<'de> for Budget<'_> {
+    type Value = ();
+    fn deserialize<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        self.spend::<D::Error>()?;
+        d.deserialize_any(self)
+    }
+}
+
+impl<'de> serde::de::Visitor<'de> for Budget<'_> {
+    type Value = ();
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("any YAML value")
+    }
+    fn visit_bool<E>(self, _: bool) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_i64<E>(self, _: i64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_u64<E>(self, _: u64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_f64<E>(self, _: f64) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_unit<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_none<E>(self) -> Result<(), E> {
+        Ok(())
+    }
+    fn visit_some<D: serde::Deserializer<'de>>(self, d: D) -> Result<(), D::Error> {
+        serde::de::DeserializeSeed::deserialize(Budget(self.0), d)
+    }
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_element_seed(Budget(self.0))?.is_some() {}
+        Ok(())
+    }
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<(), A::Error> {
+        while a.next_key_seed(Budget(self.0))?.is_some() {
+            a.next_value_seed(Budget(self.0))?;
+        }
+        Ok(())
+    }
+    fn visit_enum<A: serde::de::EnumAccess<'de>>(self, a: A) -> Result<(), A::Error> {
+        use serde::de::VariantAccess;
+        let ((), v) = a.variant_seed(Budget(self.0))?;
+        v.newtype_variant_seed(Budget(self.0))
+    }
+}
+
+impl Budget<'_> {
+    fn spend<E: serde::de::Error>(&self) -> Result<(), E> {
+        let n = self.0.get() + 1;
+        self.0.set(n);
+        if n > MAX_YAML_NODES {
+            return Err(E::custom(format!(
+                "the document expands to over {MAX_YAML_NODES} nodes (aliases?)"
+            )));
+        }
+        Ok(())
+    }
+}
+
 fn yaml(text: &str) -> Result<serde_yaml::Value, FormatError> {
-    serde_yaml::from_str::<serde_yaml::Value>(text).map_err(|e| {
-        let (line, column) = e
-            .location()
+    let at = |e: &serde_yaml::Error| {
+        e.location()
             .map(|l| (l.line(), l.column()))
-            .unwrap_or((0, 0));
+            .unwrap_or((0, 0))
+    };
+    // First count what the parse would build (aliases expanded), then build it.
+    let count = std::cell::Cell::new(0);
+    for doc in serde_yaml::Deserializer::from_str(text) {
+        serde::de::DeserializeSeed::deserialize(Budget(&count), doc).map_err(|e| {
+            let (line, column) = at(&e);
+            err("invalid YAML", line, column, e.to_string())
+        })?;
+    }
+    serde_yaml::from_str::<serde_yaml::Value>(text).map_err(|e| {
+        let (line, column) = at(&e);
         err("invalid YAML", line, column, e.to_string())
     })
 }
@@ -95,13 +180,14 @@ fn yaml(text: &str) -> Result<serde_yaml::Value, FormatError> {
 /// `properties` lines as ordered `(key, value)` pairs.
 pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, FormatError> {
     let mut out: Vec<(String, String)> = Vec::new();
+    let mut at: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
     for (i, raw) in text.lines().enumerate() {
         let line = raw.trim_start();
         if line.is_empty() || line.starts_with('#') || line.starts_with('!') {
             continue;
         }
         let indent = raw.len() - line.len();
-        let Some(at) = line.find(['=', ':']) else {
+        let Some(sep) = line.find(['=', ':']) else {
             return Err(err(
                 "invalid properties",
                 i + 1,
@@ -109,14 +195,17 @@ pub fn parse_properties(text: &str) -> Result<Vec<(String, String)>, FormatError
                 "expected `key = value`",
             ));
         };
-        let key = line[..at].trim();
+        let key = line[..sep].trim();
         if key.is_empty() {
             return Err(err("invalid properties", i + 1, indent + 1, "empty key"));
         }
-        let value = line[at + 1..].trim().to_string();
-        match out.iter_mut().find(|(k, _)| k == key) {
-            Some(kv) => kv.1 = value,
-            None => out.push((key.to_string(), value)),
+        let value = line[sep + 1..].trim().to_string();
+        match at.get(key) {
+            Some(&i) => out[i].1 = value,
+            None => {
+                at.insert(key.to_string(), out.len());
+                out.push((key.to_string(), value));
+            }
         }
     }
     Ok(out)
@@ -238,10 +327,18 @@ pub fn merge(ct: ContentType, parent: &str, child: &str) -> Result<String, Forma
     match ct {
         ContentType::Properties => {
             let mut kv = parse_properties(parent)?;
+            let mut at: std::collections::HashMap<String, usize> = kv
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| (k.clone(), i))
+                .collect();
             for (k, v) in parse_properties(child)? {
-                match kv.iter_mut().find(|(x, _)| *x == k) {
-                    Some(e) => e.1 = v,
-                    None => kv.push((k, v)),
+                match at.get(&k) {
+                    Some(&i) => kv[i].1 = v,
+                    None => {
+                        at.insert(k.clone(), kv.len());
+                        kv.push((k, v));
+                    }
                 }
             }
             Ok(kv.into_iter().map(|(k, v)| format!("{k}={v}\n")).collect())
@@ -334,6 +431,20 @@ mod tests {
             .message
             .contains("never closed"));
         assert!(validate(ContentType::Text, "anything { at all").is_ok());
+    }
+
+    #[test]
+    fn a_yaml_alias_bomb_is_refused_before_it_expands() {
+        let list: Vec<String> = (0..2000).map(|i| i.to_string()).collect();
+        let refs = vec!["*a"; 2000].join(", ");
+        let bomb = format!("a: &a [{}]\nb: [{refs}]\n", list.join(", "));
+        let e = validate(ContentType::Yaml, &bomb).unwrap_err();
+        assert!(e.message.contains("expands to over"), "{e}");
+        assert!(validate(
+            ContentType::Yaml,
+            "base: &b {x: 1}\nprod:\n  <<: *b\n  y: 2\n"
+        )
+        .is_ok());
     }
 
     #[test]

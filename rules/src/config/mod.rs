@@ -12,6 +12,6 @@ pub mod vars;
 pub use format::{ContentType, FormatError};
 pub use gray::{Client, GrayTarget};
 pub use model::{
-    effective, ConfigDoc, ConfigFile, Draft, FileKey, Globals, GrayRelease, Release, ReleaseKind,
-    MAX_FILE,
+    effective, segment_ok, ConfigDoc, ConfigFile, Draft, FileKey, Globals, GrayRelease, Release,
+    ReleaseKind, MAX_FILE,
 };

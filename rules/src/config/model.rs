@@ -30,7 +30,11 @@ pub struct FileKey {
     pub path: String,
 }
 
-fn segment_ok(s: &str) -> bool {
+/// Most parents above a file.
+pub const MAX_DEPTH: usize = 16;
+
+/// Whether `s` is a valid project, env or pool name (or path segment).
+pub fn segment_ok(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
         && s.bytes()
@@ -126,10 +130,14 @@ impl Release {
     }
 }
 
-/// An unpublished edit.
+/// An unpublished edit: its content, and the type and parent it will put in force when
+/// published (the file keeps its own until then).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Draft {
     pub blob: String,
+    pub content_type: ContentType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
     pub size: u64,
     pub author: String,
     pub ts: i64,
@@ -251,6 +259,12 @@ impl ConfigDoc {
                 "parent `{parent}`: a file inherits from its own project or `{COMMON}`"
             ));
         }
+        if pk.env != key.env {
+            return Err(format!(
+                "parent `{parent}`: a file inherits from its own env ({}), never another's",
+                key.env
+            ));
+        }
         let p = self
             .files
             .get(parent)
@@ -265,7 +279,11 @@ impl ConfigDoc {
                 ct.as_str()
             ));
         }
-        self.ancestors(&key.to_string(), Some(parent)).map(|_| ())
+        let chain = self.ancestors(&key.to_string(), Some(parent))?;
+        if chain.len() > MAX_DEPTH {
+            return Err(format!("more than {MAX_DEPTH} parents above this file"));
+        }
+        Ok(())
     }
 
     /// Files whose parent is `key`.
@@ -402,6 +420,15 @@ mod tests {
             .check_parent(&k, ContentType::Properties, "shop/prod/web/nope")
             .unwrap_err()
             .contains("unknown parent"));
+        let dev = FileKey::parse("shop/dev/web/a.properties").unwrap();
+        assert!(d
+            .check_parent(
+                &dev,
+                ContentType::Properties,
+                "shop/prod/web/app.properties"
+            )
+            .unwrap_err()
+            .contains("own env"));
         let other = FileKey::parse("bank/prod/web/a.properties").unwrap();
         assert!(d
             .check_parent(

@@ -39,19 +39,30 @@ pub fn substitute(text: &str, vars: &BTreeMap<String, String>) -> Result<String,
     let mut consumed = 0usize;
     while let Some(at) = rest.find(OPEN) {
         out.push_str(&rest[..at]);
-        let line = text[..consumed + at].matches('\n').count() + 1;
+        // (Counted only for an error: counting for every variable is quadratic.)
+        let line = || text[..consumed + at].matches('\n').count() + 1;
         let after = &rest[at + OPEN.len()..];
         let Some(end) = after.find('}') else {
-            return Err(format!("line {line}: `${{global.` without a closing `}}`"));
+            return Err(format!(
+                "line {}: `${{global.` without a closing `}}`",
+                line()
+            ));
         };
         let name = &after[..end];
         if !valid_name(name) {
-            return Err(format!("line {line}: bad variable name `{name}`"));
+            return Err(format!("line {}: bad variable name `{name}`", line()));
         }
         let v = vars
             .get(name)
-            .ok_or_else(|| format!("line {line}: unknown variable `global.{name}`"))?;
+            .ok_or_else(|| format!("line {}: unknown variable `global.{name}`", line()))?;
         out.push_str(v);
+        if out.len() > super::model::MAX_FILE {
+            return Err(format!(
+                "line {}: with its variables the file passes {} bytes",
+                line(),
+                super::model::MAX_FILE
+            ));
+        }
         let step = at + OPEN.len() + end + 1;
         consumed += step;
         rest = &rest[step..];
