@@ -22,6 +22,8 @@ pub mod api;
 pub mod auth;
 pub mod engine;
 mod error;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod investigate;
 pub mod params;
 pub mod rank;
