@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use apus_auth::Principal;
-use apus_rules::config::{effective, ReleaseKind};
 use apus_schema::{ChangeKind, ChangeRecord};
 
-use super::ops::{authorize, bad, install, new_release, MOVED};
+use super::ops::{authorize, bad, MOVED};
 use super::ConfigCenter;
 use crate::state::Edit;
 use crate::GatewayError;
@@ -57,31 +56,10 @@ impl ConfigCenter {
                 .cloned()
                 .collect();
             for k in in_scope {
-                let f = doc.files[&k].clone();
-                let Some(cur) = f.current().cloned() else {
-                    continue;
-                };
-                let raw = self.text(&cur.blob).await?;
-                let pe = self
-                    .parent_effective(&doc, f.parent.as_deref(), &changed)
+                let r = self
+                    .refresh(&mut doc, &k, &vars, &changed, t, reason, "would break")
                     .await?;
-                let eff = effective(f.content_type, &raw, pe.as_deref(), &vars)
-                    .map_err(|e| bad(format!("`{k}` would break: {e}")))?;
-                let digest = apus_control::digest(eff.as_bytes());
-                if digest != cur.effective {
-                    self.put(&eff).await?;
-                    let r = new_release(
-                        &f,
-                        ReleaseKind::Republish,
-                        &cur.blob,
-                        &digest,
-                        eff.len(),
-                        t,
-                        reason,
-                    );
-                    if let Some(file) = doc.files.get_mut(&k) {
-                        install(file, r);
-                    }
+                if let Some((eff, true)) = r {
                     n += 1;
                     changed.insert(k, eff);
                 }

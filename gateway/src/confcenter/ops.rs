@@ -55,7 +55,7 @@ pub(super) fn authorize(t: &Principal, project: &str, env: &str) -> Result<(), G
     })
 }
 
-pub(super) fn new_release(
+fn new_release(
     f: &ConfigFile,
     kind: ReleaseKind,
     blob: &str,
@@ -83,7 +83,7 @@ pub(super) fn new_release(
 }
 
 /// Put a release in force on `f` (FV/PV follow it).
-pub(super) fn install(f: &mut ConfigFile, r: Release) {
+fn install(f: &mut ConfigFile, r: Release) {
     f.fv = r.fv;
     f.pv = r.pv;
     f.push(r);
@@ -109,6 +109,52 @@ impl ConfigCenter {
         Ok(Some(self.text(&r.effective).await?))
     }
 
+    /// Recompute `k`'s effective content with `vars` and the parents' contents in
+    /// `changed`, and re-publish it (PV + 1) if it changed. Its effective content and
+    /// whether it was re-published; `None` if it has no release.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn refresh(
+        &self,
+        doc: &mut ConfigDoc,
+        k: &str,
+        vars: &BTreeMap<String, String>,
+        changed: &BTreeMap<String, String>,
+        t: &Principal,
+        reason: &str,
+        why: &str,
+    ) -> Result<Option<(String, bool)>, GatewayError> {
+        let Some(f) = doc.files.get(k).cloned() else {
+            return Ok(None);
+        };
+        let Some(cur) = f.current().cloned() else {
+            return Ok(None);
+        };
+        let raw = self.text(&cur.blob).await?;
+        let pe = self
+            .parent_effective(doc, f.parent.as_deref(), changed)
+            .await?;
+        let eff = effective(f.content_type, &raw, pe.as_deref(), vars)
+            .map_err(|e| bad(format!("`{k}` {why}: {e}")))?;
+        let digest = apus_control::digest(eff.as_bytes());
+        let moved = digest != cur.effective;
+        if moved {
+            self.put(&eff).await?;
+            let r = new_release(
+                &f,
+                ReleaseKind::Republish,
+                &cur.blob,
+                &digest,
+                eff.len(),
+                t,
+                reason,
+            );
+            if let Some(file) = doc.files.get_mut(k) {
+                install(file, r);
+            }
+        }
+        Ok(Some((eff, moved)))
+    }
+
     /// Re-publish the descendants of `changed`'s files whose effective content changes
     /// (PV + 1), on `doc`. `vars` overrides the globals of one project/env.
     pub(super) async fn republish(
@@ -122,41 +168,16 @@ impl ConfigCenter {
         let roots: Vec<String> = changed.keys().cloned().collect();
         let mut n = 0;
         for d in doc.descendants(&roots) {
-            let Some(f) = doc.files.get(&d).cloned() else {
-                continue;
-            };
-            let Some(cur) = f.current().cloned() else {
-                continue;
-            };
             let scope = FileKey::parse(&d).map(|k| k.scope()).unwrap_or_default();
             let v = match vars {
                 Some((s, v)) if s == scope => v.clone(),
                 _ => doc.vars(&scope),
             };
-            let parent = self
-                .parent_effective(doc, f.parent.as_deref(), &changed)
-                .await?;
-            let raw = self.text(&cur.blob).await?;
-            let eff = effective(f.content_type, &raw, parent.as_deref(), &v)
-                .map_err(|e| bad(format!("`{d}` (inherits this) would break: {e}")))?;
-            let digest = apus_control::digest(eff.as_bytes());
-            if digest != cur.effective {
-                self.put(&eff).await?;
-                let r = new_release(
-                    &f,
-                    ReleaseKind::Republish,
-                    &cur.blob,
-                    &digest,
-                    eff.len(),
-                    t,
-                    reason,
-                );
-                if let Some(file) = doc.files.get_mut(&d) {
-                    install(file, r);
-                }
-                n += 1;
+            let why = "(inherits this) would break";
+            if let Some((eff, moved)) = self.refresh(doc, &d, &v, &changed, t, reason, why).await? {
+                n += usize::from(moved);
+                changed.insert(d, eff);
             }
-            changed.insert(d, eff);
         }
         Ok(n)
     }
