@@ -109,6 +109,34 @@ impl ConfigCenter {
         Ok(Some(self.text(&r.effective).await?))
     }
 
+    /// Release `blob` (an earlier release's or a gray release's own content) as a new
+    /// release of `kind`, its effective content computed against today's parent and
+    /// globals; the effective content.
+    #[allow(clippy::too_many_arguments)]
+    async fn release_blob(
+        &self,
+        doc: &mut ConfigDoc,
+        f: &ConfigFile,
+        k: &str,
+        blob: &str,
+        kind: ReleaseKind,
+        vars: &BTreeMap<String, String>,
+        t: &Principal,
+        reason: &str,
+    ) -> Result<String, GatewayError> {
+        let raw = self.text(blob).await?;
+        let pe = self
+            .parent_effective(doc, f.parent.as_deref(), &BTreeMap::new())
+            .await?;
+        let eff = effective(f.content_type, &raw, pe.as_deref(), vars).map_err(bad)?;
+        let digest = self.put(&eff).await?;
+        let r = new_release(f, kind, blob, &digest, eff.len(), t, reason);
+        if let Some(file) = doc.files.get_mut(k) {
+            install(file, r);
+        }
+        Ok(eff)
+    }
+
     /// Recompute `k`'s effective content with `vars` and the parents' contents in
     /// `changed`, and re-publish it (PV + 1) if it changed. Its effective content and
     /// whether it was re-published; `None` if it has no release.
@@ -364,24 +392,12 @@ impl ConfigCenter {
                         f.releases.len()
                     ))
                 })?;
-                let raw = self.text(&old.blob).await?;
-                let pe = self
-                    .parent_effective(&doc, f.parent.as_deref(), &changed)
+                let kind = ReleaseKind::Rollback;
+                let eff = self
+                    .release_blob(&mut doc, &f, &k, &old.blob, kind, &vars, t, reason)
                     .await?;
-                let eff = effective(f.content_type, &raw, pe.as_deref(), &vars).map_err(bad)?;
-                let digest = self.put(&eff).await?;
-                let r = new_release(
-                    &f,
-                    ReleaseKind::Rollback,
-                    &old.blob,
-                    &digest,
-                    eff.len(),
-                    t,
-                    reason,
-                );
-                let file = doc.files.get_mut(&k).expect("read above");
-                install(file, r);
                 changed.insert(k.clone(), eff);
+                let file = &doc.files[&k];
                 (
                     ChangeKind::ConfigRelease,
                     format!(
@@ -397,25 +413,13 @@ impl ConfigCenter {
                 })?;
                 // Recomputed against today's parent and globals, which may have moved since
                 // the gray release was made.
-                let raw = self.text(&g.release.blob).await?;
-                let pe = self
-                    .parent_effective(&doc, f.parent.as_deref(), &changed)
+                let kind = ReleaseKind::Promote;
+                let eff = self
+                    .release_blob(&mut doc, &f, &k, &g.release.blob, kind, &vars, t, reason)
                     .await?;
-                let eff = effective(f.content_type, &raw, pe.as_deref(), &vars).map_err(bad)?;
-                let digest = self.put(&eff).await?;
-                let r = new_release(
-                    &f,
-                    ReleaseKind::Promote,
-                    &g.release.blob,
-                    &digest,
-                    eff.len(),
-                    t,
-                    reason,
-                );
+                changed.insert(k.clone(), eff);
                 let file = doc.files.get_mut(&k).expect("read above");
                 file.gray = None;
-                install(file, r);
-                changed.insert(k.clone(), eff);
                 (
                     ChangeKind::ConfigRelease,
                     format!("gray release promoted as release {}", file.last_id),
