@@ -36,7 +36,10 @@ pub fn parse_time(s: &str, now_us: i64) -> Result<i64, QueryError> {
         return Ok(now_us);
     }
     if let Some(rest) = t.strip_prefix("now-") {
-        let (n, unit) = rest.split_at(rest.len().saturating_sub(1));
+        // The unit is the last character, whatever its width (a byte split would panic
+        // inside a multi-byte one: the `query` fuzz target found it).
+        let cut = rest.char_indices().last().map_or(0, |(i, _)| i);
+        let (n, unit) = rest.split_at(cut);
         let n: i64 = n.parse().map_err(|_| bad())?;
         let mult: i64 = match unit {
             "s" => 1,
@@ -196,6 +199,13 @@ mod tests {
     use super::*;
 
     const NOW: i64 = 1_763_800_000_000_000;
+
+    #[test]
+    fn a_multibyte_unit_is_a_bad_time_not_a_panic() {
+        assert!(parse_time("now-96\u{FFFD}", NOW).is_err());
+        assert!(parse_time("now-\u{e9}", NOW).is_err());
+        assert_eq!(parse_time("now-2m", NOW).unwrap(), NOW - 120_000_000);
+    }
 
     fn pairs(v: &[(&str, &str)]) -> Vec<(String, String)> {
         v.iter()
