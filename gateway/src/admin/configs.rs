@@ -3,6 +3,7 @@
 //! clients' side is `config_client.rs`.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use apus_auth::{Action, Principal, Role};
 use apus_rules::config::{ConfigDoc, FileKey, GrayTarget};
@@ -13,6 +14,7 @@ use serde_json::{json, Value};
 
 use super::{authenticate, change_answer, parse_body, AdminState, Answer, ApiResult};
 use crate::confcenter::{self, ConfigCenter, DraftEdit, Op};
+use crate::state::Current;
 use crate::GatewayError;
 
 /// Query parameters, decoded.
@@ -52,7 +54,8 @@ fn release_json(r: &apus_rules::config::Release) -> Value {
 pub(super) async fn list(s: &AdminState, h: &HeaderMap, q: &str) -> ApiResult {
     let t = authenticate(h, &s.tokens)?;
     let p = params(q);
-    let doc = s.config.doc();
+    let cur = s.release.load_full();
+    let doc = &cur.doc.config;
     let files: Vec<Value> = doc
         .files
         .iter()
@@ -73,17 +76,27 @@ pub(super) async fn list(s: &AdminState, h: &HeaderMap, q: &str) -> ApiResult {
     Ok(Answer::versioned(v, json!({"version": v, "files": files})))
 }
 
-/// `GET /admin/v1/config/files/{key}`: the file, its current, draft and gray contents.
-pub(super) async fn show(s: &AdminState, h: &HeaderMap, segs: &[&str]) -> ApiResult {
+/// The caller, the file named by `segs` (which it may read) and the state holding it.
+fn readable(
+    s: &AdminState,
+    h: &HeaderMap,
+    segs: &[&str],
+) -> Result<(Arc<Principal>, FileKey, Arc<Current>), GatewayError> {
     let t = authenticate(h, &s.tokens)?;
     let key = key_of(segs)?;
     may_read(&t, &key.project, &key.env)?;
-    let doc = s.config.doc();
+    let cur = s.release.load_full();
+    if !cur.doc.config.files.contains_key(&key.to_string()) {
+        return Err(GatewayError::NotFound(format!("config file {key}")));
+    }
+    Ok((t, key, cur))
+}
+
+/// `GET /admin/v1/config/files/{key}`: the file, its current, draft and gray contents.
+pub(super) async fn show(s: &AdminState, h: &HeaderMap, segs: &[&str]) -> ApiResult {
+    let (t, key, cur) = readable(s, h, segs)?;
     let k = key.to_string();
-    let f = doc
-        .files
-        .get(&k)
-        .ok_or_else(|| GatewayError::NotFound(format!("config file {k}")))?;
+    let f = &cur.doc.config.files[&k];
     let open = sees_secrets(&t, &key.project, &key.env);
     let text = |d: String| if open { d } else { s.config.mask(&d) };
     let mut out = json!({"key": k, "content_type": f.content_type, "parent": f.parent, "fv": f.fv,
@@ -254,7 +267,8 @@ pub(super) async fn act(
 pub(super) async fn diff(s: &AdminState, h: &HeaderMap, q: &str) -> ApiResult {
     let t = authenticate(h, &s.tokens)?;
     let p = params(q);
-    let doc = s.config.doc();
+    let cur = s.release.load_full();
+    let doc = &cur.doc.config;
     let mut texts = Vec::new();
     let mut masked = false;
     for side in ["a", "b"] {
@@ -265,7 +279,7 @@ pub(super) async fn diff(s: &AdminState, h: &HeaderMap, q: &str) -> ApiResult {
         let key = FileKey::parse(k).map_err(GatewayError::BadRequest)?;
         may_read(&t, &key.project, &key.env)?;
         masked |= !sees_secrets(&t, &key.project, &key.env);
-        texts.push(version_text(&s.config, &doc, k, at).await?);
+        texts.push(version_text(&s.config, doc, k, at).await?);
     }
     if masked {
         texts = texts.iter().map(|x| s.config.mask(x)).collect();
@@ -316,15 +330,10 @@ async fn version_text(
 
 /// `GET /admin/v1/config/tree/{key}`: the files inheriting from it, nested.
 pub(super) async fn tree(s: &AdminState, h: &HeaderMap, segs: &[&str]) -> ApiResult {
-    let t = authenticate(h, &s.tokens)?;
-    let key = key_of(segs)?;
-    may_read(&t, &key.project, &key.env)?;
-    let doc = s.config.doc();
+    let (_, key, cur) = readable(s, h, segs)?;
+    let doc = &cur.doc.config;
     let k = key.to_string();
-    let f = doc
-        .files
-        .get(&k)
-        .ok_or_else(|| GatewayError::NotFound(format!("config file {k}")))?;
+    let f = &doc.files[&k];
     let ancestors = doc
         .ancestors(&k, f.parent.as_deref())
         .map_err(GatewayError::BadRequest)?;
@@ -354,8 +363,10 @@ pub(super) async fn globals(
         None => {
             may_read(&t, project, env)?;
             let g = s
+                .release
+                .load()
+                .doc
                 .config
-                .doc()
                 .globals
                 .get(&format!("{project}/{env}"))
                 .cloned()

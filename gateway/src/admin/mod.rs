@@ -103,6 +103,22 @@ pub(super) fn authenticate(
     Ok(p)
 }
 
+/// A part of the release state in force, as `{"version": V, name: part}` with its ETag
+/// (for any valid token).
+pub(super) fn state_part(
+    s: &AdminState,
+    h: &HeaderMap,
+    name: &str,
+    part: impl Fn(&apus_control::ReleaseDoc) -> Value,
+) -> ApiResult {
+    authenticate(h, &s.tokens)?;
+    let cur = s.release.load_full();
+    Ok(Answer::versioned(
+        cur.version,
+        json!({ "version": cur.version, name: part(&cur.doc) }),
+    ))
+}
+
 /// Whether `t` may change something in `project`/`env`.
 pub(super) fn may_change(t: &Principal, project: &str, env: &str) -> Result<(), GatewayError> {
     t.check(Action::Change, project, env).map_err(|e| {

@@ -8,20 +8,13 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
-use super::{
-    authenticate, change_answer, may_change, parse_body, AdminState, Answer, ApiResult, Reason,
-};
+use super::{authenticate, change_answer, may_change, parse_body, AdminState, ApiResult, Reason};
 use crate::rollout::hooks::{self, Place};
 use crate::state::Edit;
 use crate::GatewayError;
 
 pub(super) async fn list(s: &AdminState, h: &HeaderMap) -> ApiResult {
-    authenticate(h, &s.tokens)?;
-    let cur = s.release.load_full();
-    Ok(Answer::versioned(
-        cur.version,
-        json!({ "version": cur.version, "rollouts": cur.doc.rollouts }),
-    ))
+    super::state_part(s, h, "rollouts", |d| json!(d.rollouts))
 }
 
 #[derive(Deserialize)]

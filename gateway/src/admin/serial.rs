@@ -9,18 +9,13 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::servers::pool_scope;
-use super::{authenticate, change_answer, parse_body, AdminState, Answer, ApiResult, Reason};
+use super::{authenticate, change_answer, parse_body, AdminState, ApiResult, Reason};
 use crate::pools::Pool;
 use crate::state::Edit;
 use crate::GatewayError;
 
 pub(super) async fn list(s: &AdminState, h: &HeaderMap) -> ApiResult {
-    authenticate(h, &s.tokens)?;
-    let cur = s.release.load_full();
-    Ok(Answer::versioned(
-        cur.version,
-        json!({ "version": cur.version, "releases": cur.doc.serial }),
-    ))
+    super::state_part(s, h, "releases", |d| json!(d.serial))
 }
 
 #[derive(Deserialize)]

@@ -118,11 +118,6 @@ impl ConfigCenter {
         }
     }
 
-    /// The config part of the state in force.
-    pub fn doc(&self) -> ConfigDoc {
-        self.release.load().doc.config.clone()
-    }
-
     /// The release `client` gets of `key` (the gray one if it matches), with the file.
     pub fn resolve<'d>(
         doc: &'d ConfigDoc,
