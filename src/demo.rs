@@ -244,6 +244,10 @@ pub fn run(
     println!("demo: gateway on http://127.0.0.1:8080, admin on http://127.0.0.1:9901");
     println!("demo: console on http://127.0.0.1:3000/ ; log in with the demo's admin token:");
     println!("  {token}");
+    println!(
+        "demo: or open http://127.0.0.1:3000/#/overview?token={token} (the fragment is not \
+         sent to the server; the page keeps the token in the tab and wipes it from the URL)"
+    );
     println!("demo: config written to {}", cfg_path.display());
     super::run::run(&cfg_path, Some(data_dir), None, None, auth, prom)
 }
@@ -354,7 +358,7 @@ fn rollout_progress(client: &reqwest::blocking::Client, last: &mut String) {
         if p["phase"] == "aborted" {
             println!(
                 "demo: the rollback is in force; see the root cause at \
-                 http://127.0.0.1:3000/#Root%20cause"
+                 http://127.0.0.1:3000/#/rootcause?from=now-5m"
             );
         }
         *last = now;

@@ -212,7 +212,13 @@ pub fn start_query(
         rt,
         "query API and dashboards",
         &cfg.listen,
-        apus_query::api::router(engine.clone(), render, tokens, alarms.clone()),
+        apus_query::api::router(
+            engine.clone(),
+            render,
+            tokens,
+            alarms.clone(),
+            &cfg.console(),
+        ),
     )?;
     Ok((engine, alarms))
 }
@@ -399,6 +405,14 @@ pub fn run(
         .map_err(|e| anyhow::anyhow!("{}: {e}", config.display()))?;
     let data_dir = cfg.ingest.data_dir.clone();
     let store_url = cfg.ingest.store.clone();
+    // The console reaches this process's admin API, and keeps saved dashboards in the
+    // data dir, unless the config says otherwise.
+    cfg.query
+        .admin_url
+        .get_or_insert_with(|| format!("http://{}", cfg.gateway.admin_listen));
+    cfg.query
+        .dashboards_dir
+        .get_or_insert_with(|| data_dir.join("dashboards"));
     // One set of tokens for the admin API, the receivers and the query API.
     let tokens = tokens(
         auth,

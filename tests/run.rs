@@ -3,7 +3,6 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
 use common::*;
@@ -105,49 +104,14 @@ fn gateway_traffic_and_changes_flow_into_the_store() {
         "{body}"
     );
 
-    // The dashboards page in a real headless browser: each tab renders from the API
-    // without an error banner.
-    for (tab, expect) in [
-        ("Overview", "Pools (gray and stable side by side)"),
-        ("Changes", "gray_rules"),
-        ("Root%20cause", "Layers (route"),
-    ] {
-        let dom = dump_dom(&format!("http://127.0.0.1:{qport}/#{tab}&token={ADMIN}"));
-        let ready = format!("data-ready=\"{}\"", tab.replace("%20", " "));
-        assert!(dom.contains(&ready), "{tab} did not render: {dom}");
-        assert!(dom.contains(expect), "{tab}: no `{expect}` in {dom}");
-        // (The page's script text contains the banner template `class="err">${…}`.)
-        let banners = dom
-            .match_indices("class=\"err\">")
-            .filter(|(i, m)| !dom[i + m.len()..].starts_with("${"))
-            .count();
-        assert_eq!(banners, 0, "{tab} shows an error: {dom}");
-    }
-    // Without a token the console asks for one instead of showing data.
-    let dom = dump_dom(&format!("http://127.0.0.1:{qport}/#Overview"));
-    assert!(
-        dom.contains("data-ready=\"login\"") && dom.contains("id=\"token\""),
-        "no login form: {dom}"
-    );
+    // The console's page itself is public (it holds no data); its pages are tested in a
+    // real browser in tests/console.rs.
+    let r = c.get(format!("http://127.0.0.1:{qport}/")).send().unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    assert!(r.text().unwrap().contains("/console/app.js"));
     run.proc.kill();
     let d = DataDir::open(&data);
     assert_eq!(d.count("SELECT count(*) FROM access_log WHERE route = 'api' AND status = 200 AND tag = 'stable'"), 20);
     assert_eq!(d.count("SELECT count(DISTINCT tenant) FROM access_log"), 20);
     assert_eq!(d.count("SELECT count(*) FROM changes WHERE kind = 'gray_rules' AND actor = 'alice' AND to_version = 2"), 1);
-}
-
-/// The DOM of `url` after headless Chromium ran its scripts.
-fn dump_dom(url: &str) -> String {
-    let out = Command::new("chromium")
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--virtual-time-budget=10000",
-            "--dump-dom",
-            url,
-        ])
-        .output()
-        .expect("chromium (scripts/setup installs it)");
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }

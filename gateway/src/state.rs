@@ -421,6 +421,20 @@ impl ReleaseState {
         ))
     }
 
+    /// What `edit` would commit now, validated and with its rule diff, without committing
+    /// it (the console's preview before a release manager applies a change).
+    pub fn preview(
+        &self,
+        actor: &str,
+        reason: &str,
+        edit: impl Fn(&Current) -> Result<Edit, GatewayError>,
+    ) -> Result<ChangeRecord, GatewayError> {
+        let reason: String = reason.chars().take(MAX_REASON).collect();
+        let cur = self.load_full();
+        let (change, _) = self.prepare(&cur, edit(&cur)?, actor, &reason)?;
+        Ok(change.record)
+    }
+
     /// Turn an edit of `cur` into the change to commit and the rules it puts in force:
     /// validated (it must compile, even when it is only proposed), summarised with its
     /// rule diff, and — for a protected env without an emergency bypass — turned into a

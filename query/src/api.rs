@@ -9,6 +9,7 @@
 //! | `GET /api/v1/rank/{pools,routes,tenants,upstreams}` | traffic, errors, latency by lane |
 //! | `GET /api/v1/timeseries` | an aggregate in time buckets |
 //! | `GET /api/v1/logs/search` | Tantivy search, newest first, paged |
+//! | `GET /api/v1/logs/histogram` | a search's hits per time bucket |
 //! | `POST /api/v1/sql` | read-only SQL |
 //! | `GET /api/v1/changes` | the change timeline |
 //! | `GET /api/v1/rootcause` | ranked suspects with evidence |
@@ -20,7 +21,7 @@ use std::time::Instant;
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, RawQuery, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Serialize;
@@ -109,21 +110,19 @@ fn page(p: &Params, rows: Vec<Row>, started: Instant) -> Response {
     .into_response()
 }
 
-/// The query API router (plus the dashboards UI at `/` and `/metrics`).
+/// The query API router (plus the console at `/`, its files under `/console/`, the
+/// admin API passed through at `/admin/v1/…`, and `/metrics`).
 pub fn router(
     engine: Arc<Engine>,
     render: Option<MetricsRender>,
     tokens: Arc<apus_auth::Tokens>,
-    alarms: Option<Arc<crate::alarm::Alarms>>,
-) -> Router {
-    Router::new()
-        .route("/", get(ui))
-        .route("/health", get(|| async { "ok\n" }))
+XX, get(|| async { "ok\n" }))
         .route("/api/v1/slow-sql/top", get(slow_sql_top))
         .route("/api/v1/exceptions/top", get(exceptions_top))
         .route("/api/v1/rank/{kind}", get(rank_by))
         .route("/api/v1/timeseries", get(timeseries))
         .route("/api/v1/logs/search", get(search))
+        .route("/api/v1/logs/histogram", get(histogram))
         .route("/api/v1/sql", post(sql))
         .route("/api/v1/changes", get(changes))
         .route("/api/v1/rootcause", get(rootcause))
@@ -134,6 +133,7 @@ pub fn router(
             render,
         })
         .merge(crate::alarm::api::router(engine, alarms))
+        .merge(crate::console::router(console))
         .layer(DefaultBodyLimit::max(MAX_SQL_BYTES))
         .layer(axum::middleware::from_fn_with_state(
             tokens,
@@ -145,6 +145,7 @@ pub fn router(
 pub fn search_router(engine: Arc<Engine>, tokens: Arc<apus_auth::Tokens>) -> Router {
     Router::new()
         .route("/api/v1/logs/search", get(search))
+        .route("/api/v1/logs/histogram", get(histogram))
         .layer(axum::middleware::from_fn_with_state(
             tokens,
             crate::auth::authorize,
@@ -161,10 +162,6 @@ async fn not_found() -> Response {
         Json(json!({"error": "no such endpoint; see /api/v1/…"})),
     )
         .into_response()
-}
-
-async fn ui() -> Html<&'static str> {
-    Html(include_str!("../../dashboards/index.html"))
 }
 
 async fn metrics_text(State(a): State<Api>) -> Response {
@@ -203,18 +200,59 @@ async fn timeseries(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
     let is_metric = raw
         .iter()
         .any(|(k, v)| k == "metric" && v.starts_with("metric:"));
-    let dims = if is_metric {
-        rank::METRIC_DIMS
-    } else {
-        rank::ACCESS_DIMS
+    let source = raw
+        .iter()
+        .find(|(k, _)| k == "source")
+        .map(|(_, v)| v.as_str());
+    let dims = match source {
+        None | Some("access") if is_metric => rank::METRIC_DIMS,
+        None | Some("access") => rank::ACCESS_DIMS,
+        Some("slow_sql") => rank::SLOW_SQL_SERIES_DIMS,
+        Some("logs") => rank::LOG_SERIES_DIMS,
+        Some(s) => {
+            return Err(QueryError::BadRequest(format!(
+                "unknown source `{s}`: use access, slow_sql or logs"
+            )))
+        }
     };
     let p = Params::parse(
         &raw,
         dims,
-        &["metric", "step", "by"],
+        &["metric", "step", "by", "source"],
         apus_schema::time::now_us(),
     )?;
     Ok(page(&p, rank::timeseries(&a.engine, &p).await?, t))
+}
+
+/// `GET /api/v1/logs/histogram?q=…&step=1m`: hits of a search per bucket, oldest first.
+async fn histogram(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
+    let t = Instant::now();
+    let p = params(q, &apus_store::search::DIMENSIONS, &["q", "step"])?;
+    let range_s = ((p.to_us - p.from_us) / 1_000_000).max(1);
+    let step_s = match p.opt("step") {
+        Some(s) => rank::parse_step(s)?,
+        None => (range_s / 60).max(1),
+    };
+    let step_us = step_s * 1_000_000;
+    let counts = a
+        .engine
+        .search_histogram(
+            p.opt("q").unwrap_or(""),
+            &p.dims,
+            (p.from_us, p.to_us, step_us),
+        )
+        .await?;
+    let total: u64 = counts.iter().sum();
+    Ok(Json(json!({
+        "from": rfc3339(p.from_us),
+        "to": rfc3339(p.to_us),
+        "from_us": p.from_us,
+        "step_us": step_us,
+        "counts": counts,
+        "total": total,
+        "took_ms": ms_since(t),
+    }))
+    .into_response())
 }
 
 async fn search(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {

@@ -57,6 +57,11 @@ pub struct QueryConfig {
     pub clickhouse_reader: Option<String>,
     /// Alarm rules, receivers and routing (`[query.alarms]`); off without `rules_dir`.
     pub alarms: crate::alarm::AlarmConfig,
+    /// The gateway admin API the console's release pages reach through `/admin/v1/…`
+    /// (`http://host:port`); `apus run` sets its own.
+    pub admin_url: Option<String>,
+    /// Where saved dashboards are kept; `apus run` defaults to `DATA_DIR/dashboards`.
+    pub dashboards_dir: Option<std::path::PathBuf>,
 }
 
 impl Default for QueryConfig {
@@ -72,6 +77,8 @@ impl Default for QueryConfig {
             search_token: None,
             clickhouse_reader: None,
             alarms: Default::default(),
+            admin_url: None,
+            dashboards_dir: None,
         }
     }
 }
@@ -89,6 +96,14 @@ impl QueryConfig {
                 .clone()
                 .or_else(|| std::env::var("APUS_SEARCH_TOKEN").ok())
                 .filter(|t| !t.is_empty()),
+        }
+    }
+
+    /// The console's settings.
+    pub fn console(&self) -> crate::console::ConsoleConfig {
+        crate::console::ConsoleConfig {
+            admin_url: self.admin_url.clone(),
+            dashboards_dir: self.dashboards_dir.clone(),
         }
     }
 
@@ -332,6 +347,71 @@ impl Engine {
                     hits.sort_by_key(|h| std::cmp::Reverse(h.ts));
                     let rows = hits.into_iter().skip(offset).take(limit).collect();
                     Ok(SearchResult { total, rows })
+                }
+                Searcher::Off => Err(QueryError::BadRequest(
+                    "log search is not configured on this node".into(),
+                )),
+            }
+        })
+        .await
+    }
+}
+
+impl Engine {
+    /// Matching lines per `step_us` bucket of `[from_us, to_us)`, on this node's index or
+    /// summed over the search nodes (a node that does not answer fails it, as a search).
+    pub async fn search_histogram(
+        &self,
+        q: &str,
+        filters: &[(String, String)],
+        (from_us, to_us, step_us): (i64, i64, i64),
+    ) -> Result<Vec<u64>, QueryError> {
+        let buckets = apus_store::search::histogram_buckets(from_us, to_us, step_us)?;
+        self.bounded(async {
+            match &self.searcher {
+                Searcher::Local(idx) => {
+                    let idx = idx.clone();
+                    let (q, filters) = (q.to_string(), filters.to_vec());
+                    tokio::task::spawn_blocking(move || {
+                        idx.histogram(&q, &filters, from_us, to_us, step_us)
+                    })
+                    .await
+                    .map_err(|e| QueryError::Engine(e.to_string()))?
+                    .map_err(QueryError::from)
+                }
+                Searcher::Remote { nodes, token } => {
+                    let mut params: Vec<(String, String)> = vec![
+                        ("q".into(), q.to_string()),
+                        ("from".into(), from_us.to_string()),
+                        ("to".into(), to_us.to_string()),
+                        ("step".into(), format!("{}s", step_us / 1_000_000)),
+                    ];
+                    params.extend(filters.iter().cloned());
+                    let mut sum = vec![0u64; buckets];
+                    for n in nodes {
+                        let url = format!("{}/api/v1/logs/histogram", n.trim_end_matches('/'));
+                        let mut req = self.http.get(&url).query(&params);
+                        if let Some(t) = token {
+                            req = req.bearer_auth(t);
+                        }
+                        let r = req
+                            .send()
+                            .await
+                            .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
+                        if !r.status().is_success() {
+                            return Err(QueryError::Unavailable(format!("{url}: {}", r.status())));
+                        }
+                        let body: serde_json::Value = r
+                            .json()
+                            .await
+                            .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
+                        for (i, c) in body["counts"].as_array().into_iter().flatten().enumerate() {
+                            if let Some(slot) = sum.get_mut(i) {
+                                *slot += c.as_u64().unwrap_or(0);
+                            }
+                        }
+                    }
+                    Ok(sum)
                 }
                 Searcher::Off => Err(QueryError::BadRequest(
                     "log search is not configured on this node".into(),

@@ -20,6 +20,7 @@ pub mod alarm;
 pub mod analysis;
 pub mod api;
 pub mod auth;
+pub mod console;
 pub mod engine;
 mod error;
 #[cfg(any(test, feature = "fuzzing"))]

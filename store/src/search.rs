@@ -58,6 +58,25 @@ pub struct Hit {
     pub dims: std::collections::BTreeMap<String, String>,
 }
 
+/// Most buckets of a search histogram.
+pub const MAX_BUCKETS: usize = 2000;
+
+/// The bucket count of a histogram over `[from_us, to_us)` in `step_us` steps, checked.
+pub fn histogram_buckets(from_us: i64, to_us: i64, step_us: i64) -> Result<usize, StoreError> {
+    if step_us <= 0 || to_us <= from_us {
+        return Err(StoreError::BadInput(
+            "a histogram needs from < to and a positive step".into(),
+        ));
+    }
+    let n = (to_us - from_us + step_us - 1) / step_us;
+    if n > MAX_BUCKETS as i64 {
+        return Err(StoreError::BadInput(format!(
+            "step gives {n} buckets over this range, more than {MAX_BUCKETS}; use a larger step"
+        )));
+    }
+    Ok(n as usize)
+}
+
 /// Search results, newest first.
 #[derive(Debug, Clone, Serialize)]
 pub struct SearchResult {
@@ -223,6 +242,49 @@ impl SearchIndex {
         offset: usize,
     ) -> Result<SearchResult, StoreError> {
         let f = &self.fields;
+        let query = self.query(q, filters, from_us, to_us)?;
+        let searcher = self.reader.searcher();
+        let top = TopDocs::with_limit(limit.clamp(1, 10_000))
+            .and_offset(offset)
+            .order_by_fast_field::<i64>("ts", Order::Desc);
+        let (total, docs) = searcher
+            .search(&query, &(Count, top))
+            .map_err(|e| StoreError::Search(e.to_string()))?;
+        self.hits(&searcher, total, docs)
+    }
+
+    /// How many lines match, per `step_us` bucket of `[from_us, to_us)` (at most
+    /// [`MAX_BUCKETS`]): the histogram over a search.
+    pub fn histogram(
+        &self,
+        q: &str,
+        filters: &[(String, String)],
+        from_us: i64,
+        to_us: i64,
+        step_us: i64,
+    ) -> Result<Vec<u64>, StoreError> {
+        let buckets = histogram_buckets(from_us, to_us, step_us)?;
+        let query = self.query(q, filters, Some(from_us), Some(to_us))?;
+        let c = tantivy::collector::HistogramCollector::new::<i64>(
+            "ts".to_string(),
+            from_us,
+            step_us as u64,
+            buckets,
+        );
+        self.reader
+            .searcher()
+            .search(&query, &c)
+            .map_err(|e| StoreError::Search(e.to_string()))
+    }
+
+    fn query(
+        &self,
+        q: &str,
+        filters: &[(String, String)],
+        from_us: Option<i64>,
+        to_us: Option<i64>,
+    ) -> Result<Box<dyn Query>, StoreError> {
+        let f = &self.fields;
         let mut clauses: Vec<(Occur, Box<dyn Query>)> = Vec::new();
         if !q.trim().is_empty() {
             let qp = QueryParser::for_index(&self.index, vec![f.message, f.exception]);
@@ -260,13 +322,16 @@ impl SearchIndex {
         } else {
             Box::new(BooleanQuery::new(clauses))
         };
-        let searcher = self.reader.searcher();
-        let top = TopDocs::with_limit(limit.clamp(1, 10_000))
-            .and_offset(offset)
-            .order_by_fast_field::<i64>("ts", Order::Desc);
-        let (total, docs) = searcher
-            .search(&query, &(Count, top))
-            .map_err(|e| StoreError::Search(e.to_string()))?;
+        Ok(query)
+    }
+
+    fn hits(
+        &self,
+        searcher: &tantivy::Searcher,
+        total: usize,
+        docs: Vec<(Option<i64>, tantivy::DocAddress)>,
+    ) -> Result<SearchResult, StoreError> {
+        let f = &self.fields;
         let mut rows = Vec::with_capacity(docs.len());
         for (_, addr) in docs {
             let d: TantivyDocument = searcher

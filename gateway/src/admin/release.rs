@@ -56,6 +56,9 @@ struct SetRules {
     /// An admin's emergency bypass of a protected env's approvals.
     #[serde(default)]
     emergency: bool,
+    /// Validate and answer the change it would be, without making it.
+    #[serde(default)]
+    dry_run: bool,
 }
 
 /// Approvals a change to `env` needs, and whether `t` may bypass them.
@@ -85,8 +88,7 @@ pub(super) async fn set_rules(
         let body: SetRules = parse_body(body)?;
         let base = base_version(h, body.base_version)?;
         let rules = body.rules.clone();
-        s.release
-            .change(base, &t.name, &body.reason, |cur| {
+        let edit = |cur: &Current| {
                 let mut doc = (*cur.doc).clone();
                 let r = doc
                     .routes
@@ -117,11 +119,18 @@ pub(super) async fn set_rules(
                 e.approvals = approvals(s, t, &env, body.emergency)?;
                 e.emergency = body.emergency;
                 Ok(e)
-            })
-            .await
+        };
+        if body.dry_run {
+            return Ok(Err(s.release.preview(&t.name, &body.reason, edit)));
+        }
+        s.release.change(base, &t.name, &body.reason, edit).await.map(Ok)
     }
     .await;
-    change_answer(ChangeKind::GrayRules, r)
+    match r {
+        Ok(Ok(rec)) => change_answer(ChangeKind::GrayRules, Ok(rec)),
+        Ok(Err(preview)) => preview_answer(preview),
+        Err(e) => change_answer(ChangeKind::GrayRules, Err(e)),
+    }
 }
 
 #[derive(Deserialize)]
@@ -134,6 +143,13 @@ struct Rollback {
     base_version: Option<u64>,
     #[serde(default)]
     emergency: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// The answer to a `dry_run`: the change record it would commit.
+fn preview_answer(r: Result<apus_schema::ChangeRecord, GatewayError>) -> ApiResult {
+    Ok(Answer::json(json!({ "dry_run": true, "change": r? })))
 }
 
 pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiResult {
@@ -143,8 +159,7 @@ pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiR
         let base = base_version(h, body.base_version)?;
         let target = s.release.snapshot(body.version).await?.state.routes.clone();
         let reason = format!("rollback to v{}: {}", body.version, body.reason);
-        s.release
-            .change(base, &t.name, &reason, |cur| {
+        let edit = |cur: &Current| {
                 // Every route the rollback touches must be in the token's scope.
                 let changed: Vec<(String, String)> = cur
                     .doc
@@ -166,11 +181,18 @@ pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiR
                 e.approvals = needed;
                 e.emergency = body.emergency;
                 Ok(e)
-            })
-            .await
+        };
+        if body.dry_run {
+            return Ok(Err(s.release.preview(&t.name, &reason, edit)));
+        }
+        s.release.change(base, &t.name, &reason, edit).await.map(Ok)
     }
     .await;
-    change_answer(ChangeKind::Rollback, r)
+    match r {
+        Ok(Ok(rec)) => change_answer(ChangeKind::Rollback, Ok(rec)),
+        Ok(Err(preview)) => preview_answer(preview),
+        Err(e) => change_answer(ChangeKind::Rollback, Err(e)),
+    }
 }
 
 pub(super) async fn list_pending(s: &AdminState, h: &HeaderMap) -> ApiResult {
