@@ -172,8 +172,14 @@ fn slowlog_now() -> String {
     let now = apus_schema::time::now_us();
     let mut s = String::new();
     for (i, (q, t)) in [
-        ("SELECT * FROM orders WHERE tenant_id = 42 AND status = 'open'", 1.5),
-        ("SELECT * FROM orders WHERE tenant_id = 7 AND status = 'paid'", 0.7),
+        (
+            "SELECT * FROM orders WHERE tenant_id = 42 AND status = 'open'",
+            1.5,
+        ),
+        (
+            "SELECT * FROM orders WHERE tenant_id = 7 AND status = 'paid'",
+            0.7,
+        ),
         ("UPDATE stock SET qty = qty - 1 WHERE sku = 'A-1'", 2.5),
     ]
     .iter()
@@ -216,7 +222,8 @@ fn console_pages_work_in_a_real_browser() {
     let hook = Hook::start();
     let cfg = alarms_config(&hook, "");
     let rules = rule("30s");
-    let gray_pool = format!("[[gateway.pools]]\nname = \"gray\"\nservers = [\"127.0.0.1:{gray_port}\"]\n");
+    let gray_pool =
+        format!("[[gateway.pools]]\nname = \"gray\"\nservers = [\"127.0.0.1:{gray_port}\"]\n");
     let run = AllInOne::start(RunOpts {
         access_log: "in-process",
         config_token: true,
@@ -239,7 +246,10 @@ fn console_pages_work_in_a_real_browser() {
         assert_eq!(r.status().as_u16(), 200, "{path}: {}", r.text().unwrap());
     };
     ing("/ingest/v1/logs?project=shop&env=prod", app_logs());
-    ing("/ingest/v1/slowlog?project=shop&env=prod&pool=stable", slowlog_now());
+    ing(
+        "/ingest/v1/slowlog?project=shop&env=prod&pool=stable",
+        slowlog_now(),
+    );
     let q = |path: &str| -> Value {
         c.get(run.query_url(path))
             .bearer_auth(ADMIN)
@@ -303,7 +313,10 @@ fn console_pages_work_in_a_real_browser() {
     }
     // A slow-SQL fingerprint's and a template's detail pages, reached by clicking.
     rt.block_on(async {
-        browser.goto(&format!("{base}/#/slowsql?{range}")).await.unwrap();
+        browser
+            .goto(&format!("{base}/#/slowsql?{range}"))
+            .await
+            .unwrap();
         ready(&browser, "slowsql").await;
         click(&browser, "#view table tbody tr td a[href*='slowsql/']").await;
         shown(&browser, "#fp-calls svg").await;
@@ -318,26 +331,44 @@ fn console_pages_work_in_a_real_browser() {
     let lands = |tenant: &str| get(&c, &run.url("/x"), &[("x-tenant-id", tenant)]).1;
     assert_eq!(lands("acme"), "stable-1");
     rt.block_on(async {
-        browser.goto(&format!("{base}/#/release/api?{range}")).await.unwrap();
+        browser
+            .goto(&format!("{base}/#/release/api?{range}"))
+            .await
+            .unwrap();
         ready(&browser, "release").await;
         // An invalid rule is refused inline, naming the problem, and cannot be applied.
-        fill(&browser, "#rules-editor", r#"[{"name": "beta", "pool": "nowhere", "tenants": ["acme"]}]"#).await;
+        fill(
+            &browser,
+            "#rules-editor",
+            r#"[{"name": "beta", "pool": "nowhere", "tenants": ["acme"]}]"#,
+        )
+        .await;
         click(&browser, "#rules-preview").await;
         let err = shown(&browser, "#rules-error").await;
         assert!(err.contains("nowhere"), "{err}");
-        fill(&browser, "#rules-editor", r#"[{"name": "beta", "pool": "gray", "tenants": ["acme"]}]"#).await;
+        fill(
+            &browser,
+            "#rules-editor",
+            r#"[{"name": "beta", "pool": "gray", "tenants": ["acme"]}]"#,
+        )
+        .await;
         click(&browser, "#rules-preview").await;
         let diff = shown(&browser, "#rules-diff").await;
         assert!(diff.contains("acme"), "{diff}");
         fill(&browser, "#rules-reason", "beta for acme (console test)").await;
         click(&browser, "#rules-apply").await;
     });
-    wait_until("acme lands on gray", Duration::from_secs(10), || lands("acme") == "gray-1");
+    wait_until("acme lands on gray", Duration::from_secs(10), || {
+        lands("acme") == "gray-1"
+    });
     assert_eq!(lands("initech"), "stable-1");
 
     // A rollback from the page (to version 1) is in the changes list.
     rt.block_on(async {
-        browser.goto(&format!("{base}/#/release/api?{range}")).await.unwrap();
+        browser
+            .goto(&format!("{base}/#/release/api?{range}"))
+            .await
+            .unwrap();
         ready(&browser, "release").await;
         click(&browser, "[data-action=rollback][data-version='1']").await;
         // The dialog shows what the rollback would change (a dry run) before it is applied.
@@ -346,34 +377,59 @@ fn console_pages_work_in_a_real_browser() {
         fill(&browser, "#reason", "undo the beta (console test)").await;
         click(&browser, "#dlgok").await;
     });
-    wait_until("acme back on stable", Duration::from_secs(10), || lands("acme") == "stable-1");
-    wait_until("the rollback is a change row", Duration::from_secs(10), || {
-        q("/api/v1/changes?from=now-15m&kind=rollback")["rows"]
-            .as_array()
-            .is_some_and(|r| !r.is_empty())
+    wait_until("acme back on stable", Duration::from_secs(10), || {
+        lands("acme") == "stable-1"
     });
-    let t = rt.block_on(visit(&browser, &base, &format!("changes?{range}"), "changes-after"));
+    wait_until(
+        "the rollback is a change row",
+        Duration::from_secs(10),
+        || {
+            q("/api/v1/changes?from=now-15m&kind=rollback")["rows"]
+                .as_array()
+                .is_some_and(|r| !r.is_empty())
+        },
+    );
+    let t = rt.block_on(visit(
+        &browser,
+        &base,
+        &format!("changes?{range}"),
+        "changes-after",
+    ));
     assert!(t.contains("rollback") && t.contains("undo the beta"), "{t}");
 
     // A silence made on the Alarms page mutes the firing alarm.
     rt.block_on(async {
-        browser.goto(&format!("{base}/#/alarms?{range}")).await.unwrap();
+        browser
+            .goto(&format!("{base}/#/alarms?{range}"))
+            .await
+            .unwrap();
         ready(&browser, "alarms").await;
         click(&browser, "[data-action=silence]").await;
         shown(&browser, "dialog[open]").await;
-        fill(&browser, "#silence-comment", "known: initech's outage (console test)").await;
+        fill(
+            &browser,
+            "#silence-comment",
+            "known: initech's outage (console test)",
+        )
+        .await;
         click(&browser, "#dlgok").await;
     });
     wait_until("the alarm is silenced", Duration::from_secs(10), || {
-        q("/api/v2/silences")
+        q("/api/v2/silences").as_array().is_some_and(|s| {
+            s.iter()
+                .any(|x| x["comment"].as_str().unwrap_or("").contains("console test"))
+        }) && q("/api/v1/alarms?state=firing")["active"]
             .as_array()
-            .is_some_and(|s| s.iter().any(|x| x["comment"].as_str().unwrap_or("").contains("console test")))
-            && q("/api/v1/alarms?state=firing")["active"]
-                .as_array()
-                .is_some_and(|a| a.iter().all(|x| x["silenced"] == true))
+            .is_some_and(|a| a.iter().all(|x| x["silenced"] == true))
     });
     rt.block_on(async {
-        let t = visit(&browser, &base, &format!("alarms?{range}"), "alarms-silenced").await;
+        let t = visit(
+            &browser,
+            &base,
+            &format!("alarms?{range}"),
+            "alarms-silenced",
+        )
+        .await;
         assert!(t.contains("console test"), "{t}");
     });
 

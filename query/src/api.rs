@@ -116,7 +116,11 @@ pub fn router(
     engine: Arc<Engine>,
     render: Option<MetricsRender>,
     tokens: Arc<apus_auth::Tokens>,
-XX, get(|| async { "ok\n" }))
+    alarms: Option<Arc<crate::alarm::Alarms>>,
+    console: &crate::console::ConsoleConfig,
+) -> Router {
+    Router::new()
+        .route("/health", get(|| async { "ok\n" }))
         .route("/api/v1/slow-sql/top", get(slow_sql_top))
         .route("/api/v1/exceptions/top", get(exceptions_top))
         .route("/api/v1/rank/{kind}", get(rank_by))

@@ -28,11 +28,25 @@ pub const ACCESS_DIMS: &[&str] = &[
 pub const METRIC_DIMS: &[&str] = &["project", "env", "pool", "host"];
 /// Dimensions of the slow-SQL charts (`source=slow_sql`).
 pub const SLOW_SQL_SERIES_DIMS: &[&str] = &[
-    "project", "env", "pool", "db", "user", "client", "fingerprint_id",
+    "project",
+    "env",
+    "pool",
+    "db",
+    "user",
+    "client",
+    "fingerprint_id",
 ];
 /// Dimensions of the log-line charts (`source=logs`).
 pub const LOG_SERIES_DIMS: &[&str] = &[
-    "project", "env", "pool", "host", "level", "tenant", "tag", "template_id", "exception",
+    "project",
+    "env",
+    "pool",
+    "host",
+    "level",
+    "tenant",
+    "tag",
+    "template_id",
+    "exception",
 ];
 /// Dimensions of the change timeline.
 pub const CHANGE_DIMS: &[&str] = &["project", "env", "kind", "actor"];
@@ -359,7 +373,10 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
                 )))
             }
         };
-        let by = p.choice("by", &["none", "pool", "level", "tag", "template_id", "host"])?;
+        let by = p.choice(
+            "by",
+            &["none", "pool", "level", "tag", "template_id", "host"],
+        )?;
         let series = if by == "none" {
             d.lit(metric)
         } else {

@@ -89,41 +89,44 @@ pub(super) async fn set_rules(
         let base = base_version(h, body.base_version)?;
         let rules = body.rules.clone();
         let edit = |cur: &Current| {
-                let mut doc = (*cur.doc).clone();
-                let r = doc
-                    .routes
-                    .iter_mut()
-                    .find(|r| r.name == route)
-                    .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
-                may_change(t, &r.project, &r.env)?;
-                // A tenants file is named in the config, never through the API: a rule may
-                // keep one its route already uses, not point at a new path.
-                for g in &rules {
-                    if let Some(f) = &g.tenants_file {
-                        if !r
-                            .gray_rules
-                            .iter()
-                            .any(|o| o.tenants_file.as_ref() == Some(f))
-                        {
-                            return Err(GatewayError::BadRequest(format!(
-                                "rule `{}`: tenants_file `{f}` can be set only in the config \
+            let mut doc = (*cur.doc).clone();
+            let r = doc
+                .routes
+                .iter_mut()
+                .find(|r| r.name == route)
+                .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
+            may_change(t, &r.project, &r.env)?;
+            // A tenants file is named in the config, never through the API: a rule may
+            // keep one its route already uses, not point at a new path.
+            for g in &rules {
+                if let Some(f) = &g.tenants_file {
+                    if !r
+                        .gray_rules
+                        .iter()
+                        .any(|o| o.tenants_file.as_ref() == Some(f))
+                    {
+                        return Err(GatewayError::BadRequest(format!(
+                            "rule `{}`: tenants_file `{f}` can be set only in the config \
                                  file, not through the API (list tenants in `tenants` instead)",
-                                g.name
-                            )));
-                        }
+                            g.name
+                        )));
                     }
                 }
-                r.gray_rules = rules.clone();
-                let (project, env) = (r.project.clone(), r.env.clone());
-                let mut e = Edit::new(doc, ChangeKind::GrayRules, &project, &env, route);
-                e.approvals = approvals(s, t, &env, body.emergency)?;
-                e.emergency = body.emergency;
-                Ok(e)
+            }
+            r.gray_rules = rules.clone();
+            let (project, env) = (r.project.clone(), r.env.clone());
+            let mut e = Edit::new(doc, ChangeKind::GrayRules, &project, &env, route);
+            e.approvals = approvals(s, t, &env, body.emergency)?;
+            e.emergency = body.emergency;
+            Ok(e)
         };
         if body.dry_run {
             return Ok(Err(s.release.preview(&t.name, &body.reason, edit)));
         }
-        s.release.change(base, &t.name, &body.reason, edit).await.map(Ok)
+        s.release
+            .change(base, &t.name, &body.reason, edit)
+            .await
+            .map(Ok)
     }
     .await;
     match r {
@@ -160,27 +163,27 @@ pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiR
         let target = s.release.snapshot(body.version).await?.state.routes.clone();
         let reason = format!("rollback to v{}: {}", body.version, body.reason);
         let edit = |cur: &Current| {
-                // Every route the rollback touches must be in the token's scope.
-                let changed: Vec<(String, String)> = cur
-                    .doc
-                    .routes
-                    .iter()
-                    .filter(|r| !target.iter().any(|t| t == *r))
-                    .chain(target.iter())
-                    .map(|r| (r.project.clone(), r.env.clone()))
-                    .collect();
-                let mut needed = 0;
-                for (p, e) in &changed {
-                    may_change(t, p, e)?;
-                    needed = needed.max(approvals(s, t, e, body.emergency)?);
-                }
-                let (project, env) = changed.first().cloned().unwrap_or_default();
-                let mut doc = (*cur.doc).clone();
-                doc.routes = target.clone();
-                let mut e = Edit::new(doc, ChangeKind::Rollback, &project, &env, "*");
-                e.approvals = needed;
-                e.emergency = body.emergency;
-                Ok(e)
+            // Every route the rollback touches must be in the token's scope.
+            let changed: Vec<(String, String)> = cur
+                .doc
+                .routes
+                .iter()
+                .filter(|r| !target.iter().any(|t| t == *r))
+                .chain(target.iter())
+                .map(|r| (r.project.clone(), r.env.clone()))
+                .collect();
+            let mut needed = 0;
+            for (p, e) in &changed {
+                may_change(t, p, e)?;
+                needed = needed.max(approvals(s, t, e, body.emergency)?);
+            }
+            let (project, env) = changed.first().cloned().unwrap_or_default();
+            let mut doc = (*cur.doc).clone();
+            doc.routes = target.clone();
+            let mut e = Edit::new(doc, ChangeKind::Rollback, &project, &env, "*");
+            e.approvals = needed;
+            e.emergency = body.emergency;
+            Ok(e)
         };
         if body.dry_run {
             return Ok(Err(s.release.preview(&t.name, &reason, edit)));

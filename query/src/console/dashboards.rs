@@ -37,9 +37,15 @@ pub const MAX_PANELS: usize = 64;
 pub const MAX_FILES: usize = 500;
 
 const BUILTIN: &[(&str, &str)] = &[
-    ("overview", include_str!("../../../dashboards/overview.json")),
+    (
+        "overview",
+        include_str!("../../../dashboards/overview.json"),
+    ),
     ("traffic", include_str!("../../../dashboards/traffic.json")),
-    ("database", include_str!("../../../dashboards/database.json")),
+    (
+        "database",
+        include_str!("../../../dashboards/database.json"),
+    ),
 ];
 
 /// Visualizations a panel may use.
@@ -128,8 +134,7 @@ impl Dashboard {
                 }
                 _ => return Err(at("give exactly one of `api` and `sql`".into())),
             }
-            if p.params.len() > 32 || p.params.iter().any(|(k, v)| k.len() > 64 || v.len() > 1024)
-            {
+            if p.params.len() > 32 || p.params.iter().any(|(k, v)| k.len() > 64 || v.len() > 1024) {
                 return Err(at("too many or too long `params`".into()));
             }
         }
@@ -141,8 +146,7 @@ impl Dashboard {
 pub fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 64
-        && n
-            .bytes()
+        && n.bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
@@ -359,10 +363,22 @@ mod tests {
     #[test]
     fn bad_files_are_refused_with_the_reason() {
         let bad = [
-            (r#"{"title":"x","panels":[{"title":"p","type":"pie","api":"/api/v1/timeseries"}]}"#, "unknown type"),
-            (r#"{"title":"x","panels":[{"title":"p","type":"table","api":"http://evil/"}]}"#, "path of the query API"),
-            (r#"{"title":"x","panels":[{"title":"p","type":"table","api":"/api/v1/../admin"}]}"#, "path of the query API"),
-            (r#"{"title":"x","panels":[{"title":"p","type":"table"}]}"#, "exactly one"),
+            (
+                r#"{"title":"x","panels":[{"title":"p","type":"pie","api":"/api/v1/timeseries"}]}"#,
+                "unknown type",
+            ),
+            (
+                r#"{"title":"x","panels":[{"title":"p","type":"table","api":"http://evil/"}]}"#,
+                "path of the query API",
+            ),
+            (
+                r#"{"title":"x","panels":[{"title":"p","type":"table","api":"/api/v1/../admin"}]}"#,
+                "path of the query API",
+            ),
+            (
+                r#"{"title":"x","panels":[{"title":"p","type":"table"}]}"#,
+                "exactly one",
+            ),
             (r#"{"title":"","panels":[]}"#, "title"),
             (r#"{"title":"x","panels":[],"extra":1}"#, "unknown field"),
         ];

@@ -119,12 +119,18 @@ fn file(name: &str) -> Response {
 }
 
 async fn whoami(Extension(p): Extension<Arc<Principal>>) -> Response {
+    let scopes: Vec<String> = if p.covers_all() {
+        vec!["*/*".to_string()]
+    } else {
+        p.scopes
+            .iter()
+            .map(|s| format!("{}/{}", s.project, s.env))
+            .collect()
+    };
     Json(json!({
         "name": p.name,
         "role": p.role,
-        "scopes": if p.covers_all() { vec!["*/*".to_string()] } else {
-            p.scopes.iter().map(|s| format!("{}/{}", s.project, s.env)).collect()
-        },
+        "scopes": scopes,
         "may_change": p.check_role(Action::Change).is_ok(),
         "may_sql": p.covers_all(),
     }))
@@ -149,4 +155,33 @@ pub fn router(cfg: &ConsoleConfig) -> Router {
                 .layer(DefaultBodyLimit::max(proxy::MAX_BODY))
                 .with_state(admin),
         )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_the_console_files_are_public() {
+        assert!(is_static("/") && is_static("/console/app.js"));
+        for p in [
+            "/console/",
+            "/console/../api/v1/sql",
+            "/console/x.js",
+            "/api/v1/whoami",
+        ] {
+            assert!(!is_static(p), "{p}");
+        }
+    }
+
+    #[test]
+    fn every_file_is_embedded_and_the_page_loads_them_all() {
+        let index = FILES[0].2;
+        for (name, _, text) in FILES {
+            assert!(!text.trim().is_empty(), "{name} is empty");
+            if *name != "index.html" {
+                assert!(index.contains(&format!("/console/{name}")), "{name}");
+            }
+        }
+    }
 }

@@ -18,7 +18,11 @@ use crate::QueryError;
 pub const MAX_BODY: usize = 12 << 20;
 
 /// Request headers the admin API reads.
-const PASS_UP: &[HeaderName] = &[header::AUTHORIZATION, header::CONTENT_TYPE, header::IF_MATCH];
+const PASS_UP: &[HeaderName] = &[
+    header::AUTHORIZATION,
+    header::CONTENT_TYPE,
+    header::IF_MATCH,
+];
 /// Response headers passed back.
 const PASS_DOWN: &[HeaderName] = &[header::CONTENT_TYPE, header::ETAG, header::RETRY_AFTER];
 
@@ -55,8 +59,7 @@ impl AdminProxy {
 pub async fn forward(State(p): State<Arc<AdminProxy>>, req: Request) -> Response {
     let Some(base) = &p.base else {
         return QueryError::NotFound(
-            "this query node reaches no admin API: set [query] admin_url (apus run sets it)"
-                .into(),
+            "this query node reaches no admin API: set [query] admin_url (apus run sets it)".into(),
         )
         .into_response();
     };
@@ -94,8 +97,7 @@ pub async fn forward(State(p): State<Arc<AdminProxy>>, req: Request) -> Response
     let res = match up.body(body).send().await {
         Ok(r) => r,
         Err(e) => {
-            return QueryError::Unavailable(format!("the admin API at {base}: {e}"))
-                .into_response()
+            return QueryError::Unavailable(format!("the admin API at {base}: {e}")).into_response()
         }
     };
     let status = res.status();
