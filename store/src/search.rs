@@ -68,8 +68,9 @@ pub fn histogram_buckets(from_us: i64, to_us: i64, step_us: i64) -> Result<usize
             "a histogram needs from < to and a positive step".into(),
         ));
     }
-    let n = (to_us - from_us + step_us - 1) / step_us;
-    if n > MAX_BUCKETS as i64 {
+    // Both positive here.
+    let n = ((to_us - from_us) as u64).div_ceil(step_us as u64);
+    if n > MAX_BUCKETS as u64 {
         return Err(StoreError::BadInput(format!(
             "step gives {n} buckets over this range, more than {MAX_BUCKETS}; use a larger step"
         )));

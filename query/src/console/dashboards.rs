@@ -322,22 +322,22 @@ async fn save(
     Path(name): Path<String>,
     body: Bytes,
 ) -> Response {
-    let r = (|| {
-        p.check_role(Action::Change)?;
-        if !valid_name(&name) {
-            return Err(QueryError::BadRequest(format!(
-                "dashboard name `{name}`: use 1 to 64 of a-z, 0-9, - and _"
-            )));
-        }
-        let d = Dashboard::parse(&body)
-            .map_err(|e| QueryError::BadRequest(format!("dashboard: {e}")))?;
-        b.save(&name, &d, &p.name)?;
-        Ok(json!({"saved": name}))
-    })();
-    match r {
-        Ok(v) => Json(v).into_response(),
+    match save_checked(&b, &p, &name, &body) {
+        Ok(()) => Json(json!({ "saved": name })).into_response(),
         Err(e) => e.into_response(),
     }
+}
+
+fn save_checked(b: &Dashboards, p: &Principal, name: &str, body: &[u8]) -> Result<(), QueryError> {
+    p.check_role(Action::Change)?;
+    if !valid_name(name) {
+        return Err(QueryError::BadRequest(format!(
+            "dashboard name `{name}`: use 1 to 64 of a-z, 0-9, - and _"
+        )));
+    }
+    let d =
+        Dashboard::parse(body).map_err(|e| QueryError::BadRequest(format!("dashboard: {e}")))?;
+    b.save(name, &d, &p.name)
 }
 
 /// The dashboards' routes.
