@@ -336,47 +336,43 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
     let step_us = step * 1_000_000;
     let bucket = d.bucket(step_us);
     let source = p.opt("source").unwrap_or("access");
-    let sql = if source == "slow_sql" {
-        let agg = match metric {
-            "calls" => d.f64("count(*)"),
-            "total_s" => "sum(query_time)".to_string(),
-            "avg_s" => "avg(query_time)".to_string(),
-            "max_s" => "max(query_time)".to_string(),
-            "p95_s" => d.pct(0.95, "query_time"),
-            "rows_examined" => d.f64("sum(rows_examined)"),
-            m => {
-                return Err(QueryError::BadRequest(format!(
-                    "unknown slow_sql metric `{m}`: use calls, total_s, avg_s, max_s, p95_s or \
-                     rows_examined"
-                )))
-            }
-        };
-        let by = p.choice("by", &["none", "pool", "db", "user", "fingerprint_id"])?;
-        let series = if by == "none" {
-            d.lit(metric)
-        } else {
-            by.to_string()
-        };
-        format!(
-            "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
-             FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
-            p.conditions(d, &[]),
-            t = e.table("slow_sql"),
-        )
-    } else if source == "logs" {
-        let agg = match metric {
-            "lines" => d.f64("count(*)"),
-            "errors" => d.f64(&format!("sum(CASE WHEN {ERROR_LINES} THEN 1 ELSE 0 END)")),
-            m => {
-                return Err(QueryError::BadRequest(format!(
-                    "unknown logs metric `{m}`: use lines or errors"
-                )))
-            }
-        };
-        let by = p.choice(
-            "by",
+    // Slow SQL and log lines: an aggregate of the table per bucket and series.
+    let other: Option<(String, &str, &[&str])> = match source {
+        "slow_sql" => Some((
+            match metric {
+                "calls" => d.f64("count(*)"),
+                "total_s" => "sum(query_time)".to_string(),
+                "avg_s" => "avg(query_time)".to_string(),
+                "max_s" => "max(query_time)".to_string(),
+                "p95_s" => d.pct(0.95, "query_time"),
+                "rows_examined" => d.f64("sum(rows_examined)"),
+                m => {
+                    return Err(QueryError::BadRequest(format!(
+                        "unknown slow_sql metric `{m}`: use calls, total_s, avg_s, max_s, \
+                         p95_s or rows_examined"
+                    )))
+                }
+            },
+            "slow_sql",
+            &["none", "pool", "db", "user", "fingerprint_id"],
+        )),
+        "logs" => Some((
+            match metric {
+                "lines" => d.f64("count(*)"),
+                "errors" => d.f64(&format!("sum(CASE WHEN {ERROR_LINES} THEN 1 ELSE 0 END)")),
+                m => {
+                    return Err(QueryError::BadRequest(format!(
+                        "unknown logs metric `{m}`: use lines or errors"
+                    )))
+                }
+            },
+            "logs",
             &["none", "pool", "level", "tag", "template_id", "host"],
-        )?;
+        )),
+        _ => None,
+    };
+    let sql = if let Some((agg, table, bys)) = other {
+        let by = p.choice("by", bys)?;
         let series = if by == "none" {
             d.lit(metric)
         } else {
@@ -386,7 +382,7 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
             "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
              FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
             p.conditions(d, &[]),
-            t = e.table("logs"),
+            t = e.table(table),
         )
     } else if let Some(name) = metric.strip_prefix("metric:") {
         let by = p.choice("by", &["none", "pool", "host", "project", "env", "labels"])?;
