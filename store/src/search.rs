@@ -242,7 +242,6 @@ impl SearchIndex {
         limit: usize,
         offset: usize,
     ) -> Result<SearchResult, StoreError> {
-        let f = &self.fields;
         let query = self.query(q, filters, from_us, to_us)?;
         let searcher = self.reader.searcher();
         let top = TopDocs::with_limit(limit.clamp(1, 10_000))

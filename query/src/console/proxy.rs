@@ -24,7 +24,7 @@ const PASS_UP: &[HeaderName] = &[
     header::IF_MATCH,
 ];
 /// Response headers passed back.
-const PASS_DOWN: &[HeaderName] = &[header::CONTENT_TYPE, header::ETAG, header::RETRY_AFTER];
+static PASS_DOWN: [HeaderName; 3] = [header::CONTENT_TYPE, header::ETAG, header::RETRY_AFTER];
 
 /// The admin API this node passes `/admin/v1/…` to.
 pub struct AdminProxy {
@@ -89,9 +89,9 @@ pub async fn forward(State(p): State<Arc<AdminProxy>>, req: Request) -> Response
         }
     };
     let mut up = p.http.request(method, format!("{base}{path_q}"));
-    for h in PASS_UP {
+    for h in &PASS_UP {
         if let Some(v) = parts.headers.get(h) {
-            up = up.header(h, v);
+            up = up.header(h.clone(), v.clone());
         }
     }
     let res = match up.body(body).send().await {
@@ -102,7 +102,7 @@ pub async fn forward(State(p): State<Arc<AdminProxy>>, req: Request) -> Response
     };
     let status = res.status();
     let mut headers = HeaderMap::new();
-    for h in PASS_DOWN {
+    for h in &PASS_DOWN {
         if let Some(v) = res.headers().get(h) {
             headers.insert(h.clone(), v.clone());
         }
