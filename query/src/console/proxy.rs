@@ -18,7 +18,7 @@ use crate::QueryError;
 pub const MAX_BODY: usize = 12 << 20;
 
 /// Request headers the admin API reads.
-const PASS_UP: &[HeaderName] = &[
+static PASS_UP: [HeaderName; 3] = [
     header::AUTHORIZATION,
     header::CONTENT_TYPE,
     header::IF_MATCH,
