@@ -88,7 +88,7 @@ pub(super) async fn set_rules(
         let body: SetRules = parse_body(body)?;
         let base = base_version(h, body.base_version)?;
         let rules = body.rules.clone();
-        let edit = |cur: &Current| {
+        let edit = |cur: &Current| -> Result<Edit, GatewayError> {
             let mut doc = (*cur.doc).clone();
             let r = doc
                 .routes
@@ -162,7 +162,7 @@ pub(super) async fn rollback(s: &AdminState, h: &HeaderMap, body: &[u8]) -> ApiR
         let base = base_version(h, body.base_version)?;
         let target = s.release.snapshot(body.version).await?.state.routes.clone();
         let reason = format!("rollback to v{}: {}", body.version, body.reason);
-        let edit = |cur: &Current| {
+        let edit = |cur: &Current| -> Result<Edit, GatewayError> {
             // Every route the rollback touches must be in the token's scope.
             let changed: Vec<(String, String)> = cur
                 .doc
