@@ -307,34 +307,9 @@ impl Engine {
                         ("limit".into(), (offset + limit).to_string()),
                     ];
                     params.extend(filters.iter().cloned());
-                    let calls = nodes.iter().map(|n| {
-                        let url = format!("{}/api/v1/logs/search", n.trim_end_matches('/'));
-                        let mut req = self.http.get(&url).query(&params);
-                        if let Some(t) = token {
-                            req = req.bearer_auth(t);
-                        }
-                        async move {
-                            let r = req
-                                .send()
-                                .await
-                                .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
-                            let status = r.status();
-                            let body: serde_json::Value = r
-                                .json()
-                                .await
-                                .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
-                            if status.is_client_error() {
-                                return Err(QueryError::BadRequest(
-                                    body["error"].as_str().unwrap_or("bad search").to_string(),
-                                ));
-                            }
-                            if !status.is_success() {
-                                return Err(QueryError::Unavailable(format!("{url}: {status}")));
-                            }
-                            Ok::<_, QueryError>(body)
-                        }
-                    });
-                    let answers = futures::future::join_all(calls).await;
+                    let answers = self
+                        .ask_nodes(nodes, token.as_deref(), "/api/v1/logs/search", &params)
+                        .await;
                     let mut total = 0usize;
                     let mut hits: Vec<Hit> = Vec::new();
                     for a in answers {
@@ -358,6 +333,45 @@ impl Engine {
 }
 
 impl Engine {
+    /// GET `path` with `params` on every search node at once: each node's JSON answer, a
+    /// node's 4xx as a bad request (its reason), anything else as unavailable.
+    async fn ask_nodes(
+        &self,
+        nodes: &[String],
+        token: Option<&str>,
+        path: &str,
+        params: &[(String, String)],
+    ) -> Vec<Result<serde_json::Value, QueryError>> {
+        let calls = nodes.iter().map(|n| {
+            let url = format!("{}{path}", n.trim_end_matches('/'));
+            let mut req = self.http.get(&url).query(params);
+            if let Some(t) = token {
+                req = req.bearer_auth(t);
+            }
+            async move {
+                let r = req
+                    .send()
+                    .await
+                    .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
+                let status = r.status();
+                let body: serde_json::Value = r
+                    .json()
+                    .await
+                    .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
+                if status.is_client_error() {
+                    return Err(QueryError::BadRequest(
+                        body["error"].as_str().unwrap_or("bad search").to_string(),
+                    ));
+                }
+                if !status.is_success() {
+                    return Err(QueryError::Unavailable(format!("{url}: {status}")));
+                }
+                Ok(body)
+            }
+        });
+        futures::future::join_all(calls).await
+    }
+
     /// Matching lines per `step_us` bucket of `[from_us, to_us)`, on this node's index or
     /// summed over the search nodes (a node that does not answer fails it, as a search).
     pub async fn search_histogram(
@@ -388,23 +402,11 @@ impl Engine {
                     ];
                     params.extend(filters.iter().cloned());
                     let mut sum = vec![0u64; buckets];
-                    for n in nodes {
-                        let url = format!("{}/api/v1/logs/histogram", n.trim_end_matches('/'));
-                        let mut req = self.http.get(&url).query(&params);
-                        if let Some(t) = token {
-                            req = req.bearer_auth(t);
-                        }
-                        let r = req
-                            .send()
-                            .await
-                            .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
-                        if !r.status().is_success() {
-                            return Err(QueryError::Unavailable(format!("{url}: {}", r.status())));
-                        }
-                        let body: serde_json::Value = r
-                            .json()
-                            .await
-                            .map_err(|e| QueryError::Unavailable(format!("{url}: {e}")))?;
+                    let answers = self
+                        .ask_nodes(nodes, token.as_deref(), "/api/v1/logs/histogram", &params)
+                        .await;
+                    for a in answers {
+                        let body = a?;
                         for (i, c) in body["counts"].as_array().into_iter().flatten().enumerate() {
                             if let Some(slot) = sum.get_mut(i) {
                                 *slot += c.as_u64().unwrap_or(0);
