@@ -123,6 +123,13 @@ Apus.page = (id, def) => { Apus.pages[id] = def; if (!def.hidden) Apus.order.pus
 Apus.who = null;
 Apus.mayChange = () => !!(Apus.who && Apus.who.may_change);
 Apus.maySql = () => !!(Apus.who && Apus.who.may_sql);
+// Whether the token's scopes (`project/env`, `*` for any) hold `project`/`env`.
+Apus.inScope = (project, env) => !!(Apus.who && (Apus.who.scopes || []).some((s) => {
+  const [p, e] = String(s).split("/");
+  return (p === "*" || p === project) && (e === "*" || e === env);
+}));
+// The routes a token's scopes hold: a release manager sees only theirs.
+Apus.mine = (routes) => (routes || []).filter((r) => Apus.inScope(r.project, r.env));
 
 function nav(cur) {
   const group = (g, label) => {

@@ -116,6 +116,9 @@
     const overlay = el("rect", {x: L, y: T, width: W - L - R, height: H - T - B, class: "overlay"});
     svg.appendChild(overlay);
     host.appendChild(svg);
+    // The first chart with data drawn since the page loaded: what "time to first chart"
+    // measures (benches/console_first_chart.sh reads it).
+    if (!performance.getEntriesByName("apus-first-chart").length) performance.mark("apus-first-chart");
     const legend = document.createElement("div");
     legend.className = "legend";
     legend.innerHTML = series.map((s, i) => `<span><i style="background:${colorOf(s.name, i)}"></i>${esc(s.name)}</span>`).join("");

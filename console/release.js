@@ -144,7 +144,11 @@
   // ---- 1. routes & pools ------------------------------------------------------------------
   page("routes", "Routes & pools", async (el) => {
     const [rs, ps] = await admin("routes", "pools");
-    const routes = rs.routes || [], pools = ps.pools || [];
+    // Only the routes of the token's scopes, and the pools they use (a pool no route uses
+    // is the admins' alone).
+    const routes = Apus.mine(rs.routes), all = (Apus.who.scopes || []).includes("*/*");
+    const pools = (ps.pools || []).filter((p) => all || routes.some((r) => r.stable_pool === p.name
+      || (r.gray_rules || []).some((g) => g.pool === p.name)));
     const may = Apus.mayChange();
     const uses = (pool) => routes.flatMap((r) => [
       ...(r.stable_pool === pool ? [`${r.name} (stable)`] : []),
@@ -407,7 +411,7 @@
   page("release", "Release", async (el, route) => {
     const [st, rs, ps] = await admin("status", "routes", "pools");
     const [ch, pend] = await Promise.all([soft("changes"), soft("pending")]);
-    const routes = rs.routes || [], poolNames = (ps.pools || []).map((p) => p.name);
+    const routes = Apus.mine(rs.routes), poolNames = (ps.pools || []).map((p) => p.name);
     const may = Apus.mayChange(), isAdmin = Apus.who && Apus.who.role === "admin";
     const version = st.version;
     const name = route.arg || (routes[0] && routes[0].name) || "";
@@ -571,9 +575,10 @@
     const [ro, rs, ps] = await admin("rollouts", "routes", "pools");
     const rel = await soft("releases");
     const may = Apus.mayChange();
-    const routes = rs.routes || [], poolNames = (ps.pools || []).map((p) => p.name);
+    const routes = Apus.mine(rs.routes), poolNames = (ps.pools || []).map((p) => p.name);
     const sel = route.arg, onRoute = route.q.get("route") || "";
     const all = Object.entries(ro.rollouts || {}).map(([name, d]) => Object.assign({name}, d))
+      .filter((x) => routes.some((r) => r.name === x.spec.route))
       .sort((a, b) => (a.progress.phase === "succeeded" || a.progress.phase === "aborted") - (b.progress.phase === "succeeded" || b.progress.phase === "aborted")
         || (b.progress.step_started || 0) - (a.progress.step_started || 0));
     const list = all.filter((x) => !onRoute || x.spec.route === onRoute || x.name === sel);

@@ -124,9 +124,47 @@ async fn visit(c: &Client, base: &str, hash: &str, name: &str) -> String {
         }
     }
     assert!(shown.is_empty(), "{name}: error banners {shown:?}");
+    let unlabelled = a11y(c).await;
+    assert!(
+        unlabelled.is_empty(),
+        "{name}: controls without a name {unlabelled:?}"
+    );
     let png = c.screenshot().await.unwrap();
     std::fs::write(shots_dir().join(format!("{name}.png")), png).unwrap();
     t
+}
+
+/// Accessibility basics of what is on screen: every visible form control has a label (or
+/// an ARIA name), every visible button and link has a name, keyboard focus is drawn
+/// (`:focus-visible` in the style sheet). Returns the offenders.
+async fn a11y(c: &Client) -> Vec<String> {
+    let js = r#"
+const bad = [];
+const vis = (e) => !!(e.offsetWidth || e.offsetHeight || e.getClientRects().length);
+const named = (e) => (e.getAttribute('aria-label') || e.getAttribute('aria-labelledby') || e.title || '').trim();
+for (const e of document.querySelectorAll('input:not([type=hidden]), select, textarea')) {
+  if (vis(e) && !(e.labels && e.labels.length) && !named(e)) bad.push(e.outerHTML.slice(0, 160));
+}
+for (const e of document.querySelectorAll('button, a[href]')) {
+  if (vis(e) && !e.textContent.trim() && !named(e)) bad.push(e.outerHTML.slice(0, 160));
+}
+// Text contrast (WCAG AA: 4.5:1, 3:1 for large text) against the nearest opaque background.
+const rgb = (c) => (c.match(/[\d.]+/g) || []).map(Number);
+const lum = ([r, g, b]) => [r, g, b].map((v) => { v /= 255; return v <= 0.03928 ? v / 12.92 : ((v + 0.055) / 1.055) ** 2.4; })
+  .reduce((s, v, i) => s + v * [0.2126, 0.7152, 0.0722][i], 0);
+const bgOf = (e) => { for (; e; e = e.parentElement) { const c = rgb(getComputedStyle(e).backgroundColor); if (c.length >= 3 && (c.length < 4 || c[3] > 0.5)) return c; } return [255, 255, 255]; };
+for (const e of document.body.querySelectorAll('*')) {
+  if (e.closest('svg') || !vis(e) || ![...e.childNodes].some((n) => n.nodeType === 3 && n.textContent.trim())) continue;
+  const st = getComputedStyle(e), fg = rgb(st.color), bg = bgOf(e);
+  const [a, b] = [lum(fg), lum(bg)].sort((x, y) => y - x), ratio = (a + 0.05) / (b + 0.05);
+  const large = parseFloat(st.fontSize) >= 24 || (parseFloat(st.fontSize) >= 18.5 && Number(st.fontWeight) >= 700);
+  if (ratio < (large ? 3 : 4.5)) bad.push(`contrast ${ratio.toFixed(2)}: ${st.color} on rgb(${bg}) ${e.outerHTML.slice(0, 100)}`);
+}
+const focus = [...document.styleSheets].some((s) => [...s.cssRules].some((r) => (r.selectorText || '').includes(':focus-visible')));
+if (!focus) bad.push('no :focus-visible style');
+return bad;"#;
+    let v = c.execute(js, vec![]).await.unwrap();
+    serde_json::from_value(v).unwrap_or_default()
 }
 
 async fn click(c: &Client, css: &str) {
@@ -448,3 +486,254 @@ fn console_pages_work_in_a_real_browser() {
         phone.close().await.unwrap();
     });
 }
+
+/// A browser session logged in with `token` (through the link form `apus run` prints).
+async fn session_as(driver: &Driver, base: &str, token: &str, page: &str) -> Client {
+    let c = driver.session(1280, 800).await;
+    c.goto(&format!("{base}/#/{page}?token={token}"))
+        .await
+        .unwrap();
+    let p = page.split(['/', '?']).next().unwrap();
+    assert_eq!(ready(&c, p).await, p);
+    c
+}
+
+/// Whether anything matches `css` on the page now.
+async fn any(c: &Client, css: &str) -> bool {
+    !c.find_all(Locator::Css(css)).await.unwrap().is_empty()
+}
+
+/// Click `css`, give the confirmation dialog a reason, apply.
+async fn confirm(c: &Client, css: &str, reason: &str) {
+    click(c, css).await;
+    shown(c, "dialog[open] #reason").await;
+    fill(c, "#reason", reason).await;
+    click(c, "#dlgok").await;
+    let start = Instant::now();
+    while any(c, "dialog[open]").await {
+        let err = c
+            .find(Locator::Id("dlgerr"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap_or_default();
+        assert!(
+            err.is_empty() && start.elapsed() < Duration::from_secs(10),
+            "the dialog stayed open: {err}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// What release managers and viewers do on the console, each with their own token: a
+/// viewer sees no button that changes anything; a release manager sees only the routes of
+/// their scopes; a change to a protected env made on the page waits for an approval given
+/// on the page by someone else, then routes; a config file is created and published from
+/// the page and served to clients; a rollout is started and aborted from the page.
+#[test]
+fn release_managers_and_viewers_on_the_console() {
+    let gray_port = free_port();
+    let _gray = upstream(gray_port, "gray-1");
+    let tokens = format!(
+        "{TOKENS}\n[[tokens]]\nname = \"dave\"\ntoken = \"{STAGE_RM}\"\nrole = \"release_manager\"\nscopes = [\"shop/stage\"]\n"
+    );
+    let extra = format!(
+        r#"[[gateway.pools]]
+name = "gray"
+servers = ["127.0.0.1:{gray_port}"]
+
+[[gateway.routes]]
+name = "web"
+project = "shop"
+env = "stage"
+path_prefix = "/web"
+stable_pool = "stable"
+tenant_sources = [{{ header = "x-tenant-id" }}]
+
+[gateway.approvals]
+stage = 1
+"#
+    );
+    let run = AllInOne::start(RunOpts {
+        access_log: "in-process",
+        tokens_file: &tokens,
+        gateway_extra: &extra,
+        ..Default::default()
+    });
+    let c = client();
+    let admin_get = |path: &str| -> Value {
+        c.get(format!("http://127.0.0.1:{}{path}", run.admin))
+            .bearer_auth(ADMIN)
+            .send()
+            .unwrap()
+            .json()
+            .unwrap()
+    };
+    let lands = |path: &str, tenant: &str| get(&c, &run.url(path), &[("x-tenant-id", tenant)]).1;
+    assert_eq!(lands("/web/x", "acme"), "stable-1");
+
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let driver = Driver::start();
+    let base = format!("http://127.0.0.1:{}", run.q);
+    let range = "from=now-15m&to=now";
+
+    // A viewer reads every release page but has nothing to click that changes anything.
+    rt.block_on(async {
+        let v = session_as(&driver, &base, VIEWER, "overview").await;
+        for (page, forbidden) in [
+            (
+                "release/api",
+                "#rules-apply, #rules-editor, [data-action=rollback]",
+            ),
+            ("routes", "[data-action=drain], [data-action=undrain]"),
+            ("rollouts", "#rollout-start, #release-start"),
+            ("config", "#new-config"),
+            ("alarms", "#new-silence, [data-action=silence]"),
+        ] {
+            let name = format!("viewer-{}", page.replace('/', "-"));
+            visit(&v, &base, &format!("{page}?{range}"), &name).await;
+            assert!(
+                !any(&v, forbidden).await,
+                "a viewer sees {forbidden} on {page}"
+            );
+        }
+        v.close().await.unwrap();
+    });
+
+    // An admin proposes a rule change to the protected env from the Release page.
+    rt.block_on(async {
+        let a = session_as(&driver, &base, ADMIN, "overview").await;
+        visit(&a, &base, &format!("release/web?{range}"), "release-web").await;
+        fill(
+            &a,
+            "#rules-editor",
+            r#"[{"name": "beta", "pool": "gray", "tenants": ["acme"]}]"#,
+        )
+        .await;
+        click(&a, "#rules-preview").await;
+        shown(&a, "#rules-diff").await;
+        fill(&a, "#rules-reason", "beta for acme on stage (console test)").await;
+        click(&a, "#rules-apply").await;
+        a.close().await.unwrap();
+    });
+    wait_until(
+        "the change waits for approval",
+        Duration::from_secs(10),
+        || {
+            admin_get("/admin/v1/pending")["pending"]
+                .as_array()
+                .is_some_and(|p| p.len() == 1)
+        },
+    );
+    assert_eq!(
+        lands("/web/x", "acme"),
+        "stable-1",
+        "applied before approval"
+    );
+
+    // The stage release manager sees only stage's route, and approves the change there.
+    rt.block_on(async {
+        let d = session_as(&driver, &base, STAGE_RM, "overview").await;
+        visit(
+            &d,
+            &base,
+            &format!("release/web?{range}"),
+            "release-approve",
+        )
+        .await;
+        let routes = d
+            .execute(
+                "return [...document.querySelectorAll('#release-route option')].map(o => o.value);",
+                vec![],
+            )
+            .await
+            .unwrap();
+        assert_eq!(routes, json!(["web"]), "a stage RM's routes");
+        confirm(
+            &d,
+            "[data-action=approve]",
+            "looked at the diff (console test)",
+        )
+        .await;
+        d.close().await.unwrap();
+    });
+    wait_until(
+        "acme on stage lands on gray",
+        Duration::from_secs(10),
+        || lands("/web/x", "acme") == "gray-1",
+    );
+    assert_eq!(lands("/x", "acme"), "stable-1", "prod's route is untouched");
+
+    // A config file made and published from the Config page reaches its clients; a rollout
+    // started from the Rollouts page is aborted from there.
+    rt.block_on(async {
+        let a = session_as(&driver, &base, ADMIN, "overview").await;
+        visit(&a, &base, &format!("config?{range}"), "config-empty").await;
+        click(&a, "#new-config").await;
+        shown(&a, "dialog[open] #cfg-new-path").await;
+        for (id, v) in [
+            ("#cfg-new-project", "shop"),
+            ("#cfg-new-env", "prod"),
+            ("#cfg-new-pool", "stable"),
+            ("#cfg-new-path", "application.yaml"),
+            ("#cfg-new-content", "timeout_ms: 3000\nretries: 2\n"),
+            ("#reason", "first config (console test)"),
+        ] {
+            fill(&a, id, v).await;
+        }
+        click(&a, "#dlgok").await;
+        ready(&a, "config").await;
+        confirm(&a, "[data-action=publish]", "publish it (console test)").await;
+        ready(&a, "config").await;
+        let t = text(&a).await;
+        assert!(t.contains("application.yaml"), "{t}");
+
+        visit(
+            &a,
+            &base,
+            &format!("rollouts?route=api&{range}"),
+            "rollouts-empty",
+        )
+        .await;
+        click(&a, "#rollout-start").await;
+        shown(&a, "dialog[open] #rollout-spec").await;
+        fill(&a, "#reason", "canary api (console test)").await;
+        click(&a, "#dlgok").await;
+        shown(&a, "article.rollout [data-action=abort]").await;
+        confirm(
+            &a,
+            "article.rollout [data-action=abort]",
+            "stop it (console test)",
+        )
+        .await;
+        a.close().await.unwrap();
+    });
+    let served: Value = c
+        .get(format!(
+            "http://127.0.0.1:{}/config/v1/shop/prod/stable/application.yaml",
+            run.admin
+        ))
+        .bearer_auth(ADMIN)
+        .send()
+        .unwrap()
+        .json()
+        .unwrap();
+    assert!(
+        served["content"]
+            .as_str()
+            .is_some_and(|s| s.contains("timeout_ms: 3000")),
+        "{served}"
+    );
+    wait_until("the rollout is aborted", Duration::from_secs(10), || {
+        admin_get("/admin/v1/rollouts")["rollouts"]
+            .as_object()
+            .is_some_and(|r| {
+                r.len() == 1
+                    && r.values()
+                        .all(|x| x["progress"].to_string().contains("\"aborted\""))
+            })
+    });
+}
+
+const STAGE_RM: &str = "rm-stage-token-0001";

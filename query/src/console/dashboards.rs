@@ -229,9 +229,18 @@ impl Dashboards {
 
     /// Every dashboard by name (a user file shadows a built-in).
     pub fn all(&self) -> BTreeMap<String, (bool, Result<Dashboard, String>)> {
-        let mut out: BTreeMap<_, _> = BUILTIN
+        // The built-ins are parsed once (they are compiled in).
+        static PARSED: std::sync::OnceLock<Vec<(String, Result<Dashboard, String>)>> =
+            std::sync::OnceLock::new();
+        let builtins = PARSED.get_or_init(|| {
+            BUILTIN
+                .iter()
+                .map(|(n, t)| (n.to_string(), Dashboard::parse(t.as_bytes())))
+                .collect()
+        });
+        let mut out: BTreeMap<_, _> = builtins
             .iter()
-            .map(|(n, t)| (n.to_string(), (true, Dashboard::parse(t.as_bytes()))))
+            .map(|(n, r)| (n.clone(), (true, r.clone())))
             .collect();
         for (n, r) in self.user().iter() {
             out.insert(n.clone(), (false, r.clone()));

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use apus_auth::{Action, Principal};
 use axum::extract::{DefaultBodyLimit, Path};
-use axum::http::{header, StatusCode};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get};
 use axum::{Extension, Json, Router};
@@ -91,31 +91,100 @@ fn live_dir() -> Option<PathBuf> {
     None
 }
 
-fn file(name: &str) -> Response {
-    let Some((name, ctype, embedded)) = FILES.iter().find(|(n, ..)| *n == name) else {
+/// A console file as served: its text, gzipped copy and entity tag.
+struct Served {
+    text: Vec<u8>,
+    gzip: Vec<u8>,
+    etag: String,
+}
+
+impl Served {
+    fn new(text: Vec<u8>) -> Served {
+        use std::hash::{Hash, Hasher};
+        use std::io::Write;
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        text.hash(&mut h);
+        let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+        let gzip = z
+            .write_all(&text)
+            .and_then(|_| z.finish())
+            .unwrap_or_default();
+        Served {
+            etag: format!("\"{:016x}\"", h.finish()),
+            text,
+            gzip,
+        }
+    }
+}
+
+/// The embedded files, compressed once on first use.
+fn embedded(i: usize) -> &'static Served {
+    static CELLS: [std::sync::OnceLock<Served>; FILES.len()] =
+        [const { std::sync::OnceLock::new() }; FILES.len()];
+    CELLS[i].get_or_init(|| Served::new(FILES[i].2.as_bytes().to_vec()))
+}
+
+/// A console file, gzipped when the client takes gzip, `304` when its copy is current
+/// (`ETag`), so a reload costs a few hundred bytes.
+fn file(name: &str, req: &HeaderMap) -> Response {
+    let Some(i) = FILES.iter().position(|(n, ..)| *n == name) else {
         return (
             StatusCode::NOT_FOUND,
             Json(json!({"error": format!("no console file `{name}`")})),
         )
             .into_response();
     };
-    let body = live_dir()
-        .and_then(|d| std::fs::read_to_string(d.join(name)).ok())
-        .unwrap_or_else(|| (*embedded).to_string());
-    (
-        [
-            (header::CONTENT_TYPE, *ctype),
-            (header::CACHE_CONTROL, "no-cache"),
-            (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
-                 frame-ancestors 'none'",
-            ),
-        ],
-        body,
-    )
-        .into_response()
+    let live = live_dir().and_then(|d| std::fs::read(d.join(name)).ok());
+    let owned;
+    let f = match live {
+        Some(text) => {
+            owned = Served::new(text);
+            &owned
+        }
+        None => embedded(i),
+    };
+    let mut headers = HeaderMap::new();
+    let static_hv = HeaderValue::from_static;
+    headers.insert(header::CONTENT_TYPE, static_hv(FILES[i].1));
+    headers.insert(header::CACHE_CONTROL, static_hv("no-cache"));
+    headers.insert(header::VARY, static_hv("accept-encoding"));
+    headers.insert(header::X_CONTENT_TYPE_OPTIONS, static_hv("nosniff"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        static_hv(
+            "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; \
+             frame-ancestors 'none'",
+        ),
+    );
+    if let Ok(v) = HeaderValue::from_str(&f.etag) {
+        headers.insert(header::ETAG, v);
+    }
+    let current = req
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim() == f.etag || t.trim() == "*");
+    if current {
+        return (StatusCode::NOT_MODIFIED, headers).into_response();
+    }
+    let gzip = !f.gzip.is_empty()
+        && req
+            .get_all(header::ACCEPT_ENCODING)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|e| {
+                let mut parts = e.split(';');
+                parts.next().is_some_and(|c| c.trim() == "gzip")
+                    && !parts.any(|q| q.trim().replace(' ', "") == "q=0")
+            });
+    if gzip {
+        headers.insert(header::CONTENT_ENCODING, static_hv("gzip"));
+        (headers, f.gzip.clone()).into_response()
+    } else {
+        (headers, f.text.clone()).into_response()
+    }
 }
 
 async fn whoami(Extension(p): Extension<Arc<Principal>>) -> Response {
@@ -142,10 +211,13 @@ pub fn router(cfg: &ConsoleConfig) -> Router {
     let boards = Arc::new(dashboards::Dashboards::open(cfg.dashboards_dir.clone()));
     let admin = Arc::new(proxy::AdminProxy::new(cfg.admin_url.clone()));
     Router::new()
-        .route("/", get(|| async { file("index.html") }))
+        .route(
+            "/",
+            get(|h: HeaderMap| async move { file("index.html", &h) }),
+        )
         .route(
             "/console/{name}",
-            get(|Path(n): Path<String>| async move { file(&n) }),
+            get(|Path(n): Path<String>, h: HeaderMap| async move { file(&n, &h) }),
         )
         .route("/api/v1/whoami", get(whoami))
         .merge(dashboards::router(boards))
@@ -172,6 +244,32 @@ mod tests {
         ] {
             assert!(!is_static(p), "{p}");
         }
+    }
+
+    #[test]
+    fn files_are_gzipped_on_request_and_revalidated_by_etag() {
+        let mut h = HeaderMap::new();
+        let plain = file("app.js", &h);
+        assert_eq!(plain.status(), StatusCode::OK);
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        let etag = plain.headers()[header::ETAG].clone();
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("br, gzip"),
+        );
+        let z = file("app.js", &h);
+        assert_eq!(z.headers()[header::CONTENT_ENCODING], "gzip");
+        h.insert(
+            header::ACCEPT_ENCODING,
+            HeaderValue::from_static("gzip;q=0"),
+        );
+        assert!(file("app.js", &h)
+            .headers()
+            .get(header::CONTENT_ENCODING)
+            .is_none());
+        h.insert(header::IF_NONE_MATCH, etag);
+        assert_eq!(file("app.js", &h).status(), StatusCode::NOT_MODIFIED);
+        assert_eq!(file("nope.js", &h).status(), StatusCode::NOT_FOUND);
     }
 
     #[test]
