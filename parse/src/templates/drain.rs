@@ -53,6 +53,8 @@ struct Cluster {
     id: TemplateId,
     tokens: Vec<Box<str>>,
     template: Arc<str>,
+    /// Lines matched (saturating): the evidence behind the template's constant words.
+    size: u32,
     /// Routing keys below the token-count level, to find the leaf again on eviction.
     path: Box<[Box<str>]>,
     prev: u32,
@@ -154,7 +156,13 @@ impl TemplateMiner {
             let Some(c) = self.slots[slot as usize].as_ref() else {
                 continue;
             };
-            let (sim, params) = similarity(&c.tokens, tokens);
+            if self.cfg.constant_evidence > 0
+                && c.size >= self.cfg.constant_evidence
+                && contradicts_a_constant(&c.tokens, tokens)
+            {
+                continue;
+            }
+            let (sim, params) = similarity(&c.tokens, tokens, self.cfg.wildcards_match);
             if best.is_none_or(|(_, bs, bp)| sim > bs || (sim == bs && params > bp)) {
                 best = Some((slot, sim, params));
             }
@@ -169,6 +177,7 @@ impl TemplateMiner {
             // `search` only returns live slots; degrade rather than panic if that breaks.
             return self.create(tokens);
         };
+        c.size = c.size.saturating_add(1);
         let mut changed = false;
         for (t, l) in c.tokens.iter_mut().zip(tokens) {
             if t.as_ref() != WILDCARD && t.as_ref() != l.as_ref() {
@@ -201,6 +210,7 @@ impl TemplateMiner {
             id,
             tokens: tokens.iter().map(|t| Box::from(t.as_ref())).collect(),
             template: template.clone(),
+            size: 1,
             path,
             prev: NIL,
             next: NIL,
@@ -364,16 +374,39 @@ fn remove_from(node: &mut Node, path: &[Box<str>], slot: u32) -> bool {
     node.clusters.is_empty() && node.children.is_empty()
 }
 
+/// A word: letters (and punctuation), no digits, nothing masked, not a `key=value`
+/// pair (whose value is a variable by its form). The tokens a person reads as the
+/// constant text of a message.
+fn is_word(tok: &str) -> bool {
+    tok.bytes().any(|b| b.is_ascii_alphabetic())
+        && !tok.bytes().any(|b| b.is_ascii_digit() || b == b'=')
+        && !tok.contains(WILDCARD)
+}
+
+/// Whether `tokens` has another word where the template has kept one word all along.
+fn contradicts_a_constant(template: &[Box<str>], tokens: &[Cow<'_, str>]) -> bool {
+    template
+        .iter()
+        .zip(tokens)
+        .any(|(t, l)| t.as_ref() != l.as_ref() && is_word(t) && is_word(l))
+}
+
 /// Drain's sequence similarity: the fraction of positions where the template has the
 /// line's token (wildcards do not count), and the template's wildcard count as tie-break.
-fn similarity(template: &[Box<str>], tokens: &[Cow<'_, str>]) -> (f64, usize) {
+fn similarity(
+    template: &[Box<str>],
+    tokens: &[Cow<'_, str>],
+    wildcards_match: bool,
+) -> (f64, usize) {
     if template.is_empty() {
         return (1.0, 0);
     }
     let mut same = 0usize;
     let mut params = 0usize;
     for (t, l) in template.iter().zip(tokens) {
-        if t.as_ref() == l.as_ref() {
+        if t.as_ref() == WILDCARD && !wildcards_match {
+            params += 1;
+        } else if t.as_ref() == l.as_ref() {
             // Includes a masked token meeting a wildcard: a masked value is a known
             // variable, which is as good as an equal constant.
             same += 1;

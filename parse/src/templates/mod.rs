@@ -70,6 +70,18 @@ pub struct MinerConfig {
     pub max_clusters: usize,
     /// Maximum tokens considered per line; the rest of a longer line becomes one `<*>`.
     pub max_tokens: usize,
+    /// Lines of evidence that make a template's word a constant: once a cluster has matched
+    /// this many lines, a line that differs from it in a position where the template has
+    /// always had one word (letters, no digits) and the line has another word does not
+    /// join it, however similar the rest is. `Starting … initialization.` against
+    /// `Starting … finalization.` or `client WindowsUpdateAgent` against `client SPP` are
+    /// then two templates, as a person reads them; a position whose words vary from the
+    /// start (user names) is generalised before the evidence accumulates. 0 turns it off.
+    pub constant_evidence: u32,
+    /// Whether a masked token meeting a template `<*>` counts as similar. Drain does not
+    /// count it: a template position that holds a variable is no evidence that the line is
+    /// of that template, so lines with a few variables need their constant words to agree.
+    pub wildcards_match: bool,
 }
 
 impl Default for MinerConfig {
@@ -80,6 +92,8 @@ impl Default for MinerConfig {
             max_children: 100,
             max_clusters: 50_000,
             max_tokens: 128,
+            constant_evidence: 3,
+            wildcards_match: true,
         }
     }
 }
