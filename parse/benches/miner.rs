@@ -1,6 +1,6 @@
 //! Template-miner throughput on the Loghub 2k samples (all eight systems, fresh miner per
 //! system, as `apus logs templates` runs): the default configuration against the previous
-//! one (no constant-evidence guard), interleaved in the same run.
+//! one (similarity 0.65, no constant-evidence guard), interleaved in the same run.
 //!
 //!   cargo bench -p apus-parse --bench miner        # ROUNDS=15 by default
 //!
@@ -50,6 +50,7 @@ fn main() {
         .collect();
     let now = MinerConfig::default();
     let before = MinerConfig {
+        similarity: 0.65,
         constant_evidence: 0,
         ..MinerConfig::default()
     };

@@ -162,7 +162,7 @@ impl TemplateMiner {
             {
                 continue;
             }
-            let (sim, params) = similarity(&c.tokens, tokens, self.cfg.wildcards_match);
+            let (sim, params) = similarity(&c.tokens, tokens);
             if best.is_none_or(|(_, bs, bp)| sim > bs || (sim == bs && params > bp)) {
                 best = Some((slot, sim, params));
             }
@@ -393,20 +393,14 @@ fn contradicts_a_constant(template: &[Box<str>], tokens: &[Cow<'_, str>]) -> boo
 
 /// Drain's sequence similarity: the fraction of positions where the template has the
 /// line's token (wildcards do not count), and the template's wildcard count as tie-break.
-fn similarity(
-    template: &[Box<str>],
-    tokens: &[Cow<'_, str>],
-    wildcards_match: bool,
-) -> (f64, usize) {
+fn similarity(template: &[Box<str>], tokens: &[Cow<'_, str>]) -> (f64, usize) {
     if template.is_empty() {
         return (1.0, 0);
     }
     let mut same = 0usize;
     let mut params = 0usize;
     for (t, l) in template.iter().zip(tokens) {
-        if t.as_ref() == WILDCARD && !wildcards_match {
-            params += 1;
-        } else if t.as_ref() == l.as_ref() {
+        if t.as_ref() == l.as_ref() {
             // Includes a masked token meeting a wildcard: a masked value is a known
             // variable, which is as good as an equal constant.
             same += 1;
@@ -465,6 +459,63 @@ mod tests {
         assert_ne!(d.template_id, a.template_id);
         assert_eq!(m.len(), 2);
         assert_eq!(m.templates().count(), 2);
+    }
+
+    #[test]
+    fn a_word_constant_over_enough_lines_is_not_generalised() {
+        let mut m = miner();
+        let init: Vec<_> = (0..3)
+            .map(|_| {
+                m.add("Starting TrustedInstaller initialization.")
+                    .template_id
+            })
+            .collect();
+        let fin = m.add("Starting TrustedInstaller finalization.");
+        assert_ne!(fin.template_id, init[0], "{}", fin.template);
+        assert_eq!(
+            m.add("Starting TrustedInstaller initialization.")
+                .template_id,
+            init[0]
+        );
+        for i in 0..5 {
+            m.add(&format!(
+                "Session: 3054617{i}_42617224 initialized by client WindowsUpdateAgent."
+            ));
+        }
+        let spp = m.add("Session: 30546999_11 initialized by client SPP.");
+        assert!(!spp.template.contains("<*>."), "{}", spp.template);
+        // A position whose words vary from the start is a variable before any evidence.
+        let a = m.add("Invalid user admin from 1.2.3.4");
+        let b = m.add("Invalid user oracle from 5.6.7.8");
+        assert_eq!(a.template_id, b.template_id);
+        for _ in 0..5 {
+            assert_eq!(
+                m.add("Invalid user test from 1.1.1.1").template_id,
+                a.template_id
+            );
+        }
+        // `key=value` pairs carry their variable in the token: not a constant word.
+        let u: Vec<_> = ["root", "root", "root", "root", "uucp"]
+            .iter()
+            .map(|u| {
+                m.add(&format!(
+                    "authentication failure; logname= uid=0 tty=ssh user={u}"
+                ))
+                .template_id
+            })
+            .collect();
+        assert!(u.iter().all(|&x| x == u[0]));
+        // Off, it merges as plain Drain does.
+        let mut off = TemplateMiner::new(MinerConfig {
+            constant_evidence: 0,
+            ..MinerConfig::default()
+        });
+        let x = off.add("Session: 1_2 initialized by client WindowsUpdateAgent.");
+        for _ in 0..3 {
+            off.add("Session: 3_4 initialized by client WindowsUpdateAgent.");
+        }
+        let spp = off.add("Session: 5_6 initialized by client SPP.");
+        assert_eq!(spp.template_id, x.template_id);
     }
 
     #[test]

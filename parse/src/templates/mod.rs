@@ -61,8 +61,8 @@ pub struct MinerConfig {
     pub depth: usize,
     /// Minimum fraction of token positions where the line equals the cluster's template for
     /// the line to join it, in 0..=1 (Drain's similarity threshold). A masked token meeting
-    /// a `<*>` counts as equal; a concrete token meeting one does not. 0.65 is the middle
-    /// of the range (0.65–0.75) where every Loghub system beats published Drain accuracy.
+    /// a `<*>` counts as equal; a concrete token meeting one does not. 0.75 is what tuning
+    /// on either half of the Loghub systems here picks for the other half (README).
     pub similarity: f64,
     /// Maximum children of a tree node; further distinct tokens share a `<*>` child.
     pub max_children: usize,
@@ -78,22 +78,17 @@ pub struct MinerConfig {
     /// then two templates, as a person reads them; a position whose words vary from the
     /// start (user names) is generalised before the evidence accumulates. 0 turns it off.
     pub constant_evidence: u32,
-    /// Whether a masked token meeting a template `<*>` counts as similar. Drain does not
-    /// count it: a template position that holds a variable is no evidence that the line is
-    /// of that template, so lines with a few variables need their constant words to agree.
-    pub wildcards_match: bool,
 }
 
 impl Default for MinerConfig {
     fn default() -> Self {
         Self {
             depth: 4,
-            similarity: 0.65,
+            similarity: 0.75,
             max_children: 100,
             max_clusters: 50_000,
             max_tokens: 128,
             constant_evidence: 3,
-            wildcards_match: true,
         }
     }
 }

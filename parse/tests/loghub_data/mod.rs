@@ -133,4 +133,3 @@ pub fn grouping_accuracy(pred: &[TemplateId], truth: &[String]) -> f64 {
         .sum();
     correct as f64 / truth.len() as f64
 }
-
