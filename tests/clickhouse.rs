@@ -157,7 +157,7 @@ fn every_table_round_trips_through_a_fresh_database() {
     wait_rows(&ch, "SELECT count() FROM apus_rt.access_log", 310);
     assert_eq!(
         ch.query("SELECT groupArray(version) FROM (SELECT version FROM apus_rt._apus_migrations ORDER BY version)"),
-        "[1,2,3]"
+        "[1,2,3,4]"
     );
     // Retention drops day partitions (no TTL on 18.16): everything here is from a fixed
     // day in 2026, far older than 1 day relative to a clock set 400 days ahead.
@@ -439,4 +439,142 @@ fn users_sql_runs_as_a_read_only_clickhouse_user() {
         ))
         .unwrap_err();
     assert!(matches!(e, QueryError::BadRequest(_)), "{e}");
+}
+
+/// The rankings a ClickHouse store answers from its hourly views (`slow_sql_1h`,
+/// `access_log_1h`: whole hours) plus raw rows (the window's partial edges) equal what the
+/// raw rows give: counts, sums, min and max exactly, percentiles within the quantile
+/// state's error.
+#[test]
+fn rankings_from_the_hourly_views_equal_raw_rows() {
+    let ch = ClickHouse::start("views");
+    let dir = tmpdir("views");
+    let url = ch.url("apus_rt");
+    let ing = Ingest::start_with(&dir, free_port(), &["--store", &url], &[]);
+    // 600 requests 37 s apart from 07:00 (6 h 10 min), 90 slow statements 4 min apart.
+    let base = 1_795_330_800i64; // 2026-11-22T07:00:00Z
+    let access: String = (0..600)
+        .map(|i: i64| {
+            serde_json::to_string(&AccessRecord {
+                ts: Micros((base + i * 37) * 1_000_000),
+                request_id: format!("v-{i}"),
+                project: "shop".into(),
+                env: "prod".into(),
+                route: "api".into(),
+                pool: ["stable", "gray", "batch"][(i % 3) as usize].into(),
+                tag: if i % 3 == 1 { "gray" } else { "stable" }.into(),
+                status: if i % 11 == 0 { 503 } else { 200 },
+                latency_us: 1000 + (i as u64 * 7919) % 90_000,
+                ..Default::default()
+            })
+            .unwrap()
+                + "\n"
+        })
+        .collect();
+    assert_eq!(post(&ing, "/ingest/v1/access", access), 200);
+    let slow: String = (0..90)
+        .map(|i: i64| {
+            let t = base + i * 240;
+            format!(
+                "# User@Host: app[app] @ web-1 [10.0.0.5]  Id: 12\n\
+                 # Query_time: {}.{:06}  Lock_time: 0.000100 Rows_sent: 1  Rows_examined: {}\n\
+                 use shop;\nSET timestamp={t};\nSELECT * FROM {} WHERE id = {i};\n",
+                i % 4,
+                (i * 104_729) % 1_000_000,
+                100 + i,
+                ["orders", "users", "items"][(i % 3) as usize]
+            )
+        })
+        .collect();
+    assert_eq!(post(&ing, "/ingest/v1/slowlog?project=shop&env=prod&pool=db", slow), 200);
+    wait_rows(&ch, "SELECT count() FROM apus_rt.access_log", 600);
+    wait_rows(&ch, "SELECT count() FROM apus_rt.slow_sql", 90);
+
+    let work = dir.join("q");
+    std::fs::create_dir_all(&work).unwrap();
+    let qport = free_port();
+    let child = std::process::Command::new(BIN)
+        .args(["query", "--store", &url, "--listen", &format!("127.0.0.1:{qport}")])
+        .args(["--tokens", tokens_file(&work).to_str().unwrap()])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(dir.join("query.log")).unwrap())
+        .spawn()
+        .unwrap();
+    let _q = Proc(child);
+    let c = client();
+    let get = |path: &str| -> Option<serde_json::Value> {
+        let r = c.get(format!("http://127.0.0.1:{qport}{path}")).send().ok()?;
+        assert_eq!(r.status().as_u16(), 200, "{path}");
+        r.json().ok()
+    };
+    wait_until("query node", Duration::from_secs(30), || {
+        c.get(format!("http://127.0.0.1:{qport}/health")).send().is_ok()
+    });
+    // 07:20:30 → 11:45:10: four whole hours from the views, two partial edges raw.
+    let (from, to) = (base + 1230, base + 4 * 3600 + 2710);
+    let window = format!("from={from}&to={to}");
+    let raw = |sql: &str| ch.query(&format!("{sql} FORMAT TSV"));
+    let cond = format!("ts >= toDateTime({from}) AND ts < toDateTime({to})");
+
+    let pools = get(&format!("/api/v1/rank/pools?{window}")).unwrap();
+    let want = raw(&format!(
+        "SELECT pool, tag, count(), countIf(status >= 500), quantile(0.99)(latency_us) \
+         FROM apus_rt.access_log WHERE {cond} GROUP BY pool, tag ORDER BY pool, tag"
+    ));
+    let mut got: Vec<(String, String, f64, f64, f64)> = pools["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["pool"].as_str().unwrap().to_string(),
+                r["tag"].as_str().unwrap().to_string(),
+                r["requests"].as_f64().unwrap(),
+                r["errors"].as_f64().unwrap(),
+                r["p99_ms"].as_f64().unwrap(),
+            )
+        })
+        .collect();
+    got.sort_by(|a, b| (&a.0, &a.1).cmp(&(&b.0, &b.1)));
+    let want: Vec<Vec<&str>> = want.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(got.len(), want.len(), "{pools} vs {want:?}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!((g.0.as_str(), g.1.as_str()), (w[0], w[1]));
+        assert_eq!(g.2, w[2].parse::<f64>().unwrap(), "requests of {w:?}");
+        assert_eq!(g.3, w[3].parse::<f64>().unwrap(), "errors of {w:?}");
+        let p99 = w[4].parse::<f64>().unwrap() / 1000.0;
+        assert!((g.4 - p99).abs() <= p99 * 0.05 + 1.0, "p99 {} vs {p99} of {w:?}", g.4);
+    }
+
+    let top = get(&format!("/api/v1/slow-sql/top?{window}")).unwrap();
+    let want = raw(&format!(
+        "SELECT fingerprint_id, count(), round(sum(query_time), 6), min(query_time), \
+         max(query_time), sum(rows_examined) FROM apus_rt.slow_sql WHERE {cond} \
+         GROUP BY fingerprint_id ORDER BY fingerprint_id"
+    ));
+    let mut got: Vec<Vec<String>> = top["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            ["fingerprint_id", "calls", "total_s", "min_s", "max_s", "rows_examined_total"]
+                .iter()
+                .map(|k| r[*k].as_str().map_or(r[*k].to_string(), String::from))
+                .collect()
+        })
+        .collect();
+    got.sort();
+    let want: Vec<Vec<&str>> = want.lines().map(|l| l.split('\t').collect()).collect();
+    assert_eq!(got.len(), want.len(), "{top} vs {want:?}");
+    assert_eq!(got.len(), 3, "{top}");
+    for (g, w) in got.iter().zip(&want) {
+        assert_eq!(g[0], w[0]);
+        for k in 1..6 {
+            let (a, b) = (g[k].parse::<f64>().unwrap(), w[k].parse::<f64>().unwrap());
+            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "column {k}: {g:?} vs {w:?}");
+        }
+    }
+    // And the plan really reads the views: a whole-hour window has no raw part.
+    assert!(ch.count("SELECT count() FROM apus_rt.slow_sql_1h") > 0);
+    assert!(ch.count("SELECT count() FROM apus_rt.access_log_1h") > 0);
 }

@@ -15,6 +15,7 @@ use crate::rootcause::{ratio, surges, KeyCounts};
 use crate::QueryError;
 pub use apus_store::read::json::fix_times;
 use apus_store::read::json::{num, rfc3339, text, Row};
+use apus_store::read::Dialect;
 
 /// Dimensions of the slow-SQL ranking.
 pub const SLOW_SQL_DIMS: &[&str] = &["project", "env", "pool", "db", "user", "client"];
@@ -67,12 +68,42 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
         "p95" => "p95_s",
         _ => "calls",
     };
-    let split = e
-        .rollups()
+    let split = (e.rollups() || d == Dialect::ClickHouse)
         .then(|| rollup::split(Table::SlowSql, p, &[]))
         .flatten();
     let us = d.us();
-    let sql = if let Some(s) = split {
+    let order_col = |o: &str| match o {
+        "avg_s" | "p95_s" => o.to_string(),
+        o => format!("_a_{o}"),
+    };
+    let sql = if let (Some(s), Dialect::ClickHouse) = (&split, d) {
+        // The `slow_sql_1h` view's states for whole hours, raw rows' states at the edges.
+        let src = rollup::ch_source(
+            |t| e.table(t),
+            Table::SlowSql,
+            p,
+            s,
+            "fingerprint_id, db, fingerprint, calls, total_s, min_s, max_s, \
+             rows_examined_total, first_us, last_us, sample, p95",
+            &format!(
+                "fingerprint_id, any(db) AS db, {}",
+                apus_store::clickhouse::slow_sql_states(us)
+            ),
+            "fingerprint_id",
+        );
+        format!(
+            "SELECT fingerprint_id, anyMerge(fingerprint) AS _a_fingerprint, \
+             countMerge(calls) AS _a_calls, sumMerge(total_s) AS _a_total_s, \
+             sumMerge(total_s) / countMerge(calls) AS avg_s, minMerge(min_s) AS _a_min_s, \
+             maxMerge(max_s) AS _a_max_s, quantileMerge(0.95)(p95) AS p95_s, \
+             toFloat64(sumMerge(rows_examined_total)) / countMerge(calls) AS rows_examined_avg, \
+             sumMerge(rows_examined_total) AS _a_rows_examined_total, \
+             minMerge(first_us) AS first_seen, maxMerge(last_us) AS last_seen, \
+             max(db) AS _a_db, argMaxMerge(sample) AS _a_sample FROM {src} \
+             GROUP BY fingerprint_id ORDER BY {o} DESC, fingerprint_id LIMIT {limit}",
+            o = order_col(order),
+        )
+    } else if let Some(s) = split {
         let src = rollup::source(
             Table::SlowSql,
             p,
@@ -100,10 +131,7 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
              ORDER BY {order} DESC, fingerprint_id LIMIT {limit}",
             rx = d.f64("sum(rows_examined_total)"),
             sample = d.arg_max("sample", "max_s"),
-            order = match order {
-                "avg_s" | "p95_s" => order.to_string(),
-                o => format!("_a_{o}"),
-            },
+            order = order_col(order),
         )
     } else {
         format!(
@@ -224,11 +252,29 @@ pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryEr
     let d = e.dialect();
     let limit = p.usize_opt("limit", 100, 10_000)?;
     let order = p.choice("order", &["requests", "errors", "error_rate", "p99_ms"])?;
-    let split = e
-        .rollups()
+    let split = (e.rollups() || d == Dialect::ClickHouse)
         .then(|| rollup::split(Table::AccessLog, p, &[dim]))
         .flatten();
-    let sql = if let Some(s) = split {
+    let sql = if let (Some(s), Dialect::ClickHouse) = (&split, d) {
+        // The `access_log_1h` view's states for whole hours, raw rows' states at the edges.
+        let src = rollup::ch_source(
+            |t| e.table(t),
+            Table::AccessLog,
+            p,
+            s,
+            &format!("{dim}, tag, requests, errors, client_errors, latency_sum_us, latency"),
+            &format!("{dim}, tag, {}", apus_store::clickhouse::ACCESS_LOG_STATES),
+            &format!("{dim}, tag"),
+        );
+        format!(
+            "SELECT {dim}, tag, countMerge(requests) AS _a_requests, \
+             countIfMerge(errors) AS _a_errors, countIfMerge(client_errors) AS _a_client_errors, \
+             quantilesMerge(0.5, 0.99)(latency)[1] / 1000.0 AS p50_ms, \
+             quantilesMerge(0.5, 0.99)(latency)[2] / 1000.0 AS p99_ms, \
+             toFloat64(sumMerge(latency_sum_us)) / countMerge(requests) / 1000.0 AS avg_ms \
+             FROM {src} GROUP BY {dim}, tag"
+        )
+    } else if let Some(s) = split {
         let src = rollup::source(
             Table::AccessLog,
             p,

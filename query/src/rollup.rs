@@ -90,6 +90,48 @@ pub fn source(t: Table, p: &Params, s: &Split, rolled: &str, raw: &str, group: &
     format!("({})", parts.join(" UNION ALL "))
 }
 
+/// ClickHouse: the rows of `t` in `p`'s window as aggregate states in the shape of its
+/// `{table}_1h` view (`apus_store::clickhouse::create_rollup_views`), as a subquery. The view
+/// answers the whole hours (it is written with every insert, so nothing waits in memory);
+/// `raw` computes the same states over the raw rows of the edges, grouped by `group`.
+/// `table` names a table as the backend reads it (`…_all` on a cluster).
+pub fn ch_source(
+    table: impl Fn(&str) -> String,
+    t: Table,
+    p: &Params,
+    s: &Split,
+    rolled: &str,
+    raw: &str,
+    group: &str,
+) -> String {
+    let d = Dialect::ClickHouse;
+    let name = rollup::name(t).unwrap_or_default();
+    let mut cond = vec![format!(
+        "hour >= toDateTime({}) AND hour < toDateTime({})",
+        s.full.0.div_euclid(1_000_000),
+        s.full.1.div_euclid(1_000_000)
+    )];
+    cond.extend(p.dims.iter().map(|(k, v)| format!("{k} = {}", d.lit(v))));
+    let mut parts = vec![format!(
+        "SELECT {rolled} FROM {} WHERE {}",
+        table(name),
+        cond.join(" AND ")
+    )];
+    if !s.edges.is_empty() {
+        let cond = s
+            .edges
+            .iter()
+            .map(|(a, b)| format!("({})", p.with_range(*a, *b).conditions(d, &[])))
+            .collect::<Vec<_>>()
+            .join(" OR ");
+        parts.push(format!(
+            "SELECT {raw} FROM {} WHERE {cond} GROUP BY {group}",
+            table(t.name())
+        ));
+    }
+    format!("({})", parts.join(" UNION ALL "))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -130,5 +172,10 @@ mod tests {
         let src = source(Table::AccessLog, &p, &s, "pool", "pool", "pool");
         assert_eq!(src.matches("UNION ALL").count(), 2);
         assert!(src.contains("FROM access_log_1h") && src.contains("FROM access_log__mem"));
+        // ClickHouse: the view for the whole hours (by its `hour` key), raw rows for edges.
+        let ch = ch_source(|t| format!("{t}_all"), Table::AccessLog, &p, &s, "pool", "pool", "pool");
+        assert_eq!(ch.matches("UNION ALL").count(), 1);
+        assert!(ch.contains("FROM access_log_1h_all WHERE hour >= toDateTime("), "{ch}");
+        assert!(ch.contains("FROM access_log_all WHERE (ts >= "), "{ch}");
     }
 }

@@ -316,6 +316,57 @@ pub fn create_slow_sql_hourly(db: &str) -> String {
     )
 }
 
+/// The hourly pre-aggregates the rankings read (the embedded store's `slow_sql_1h` and
+/// `access_log_1h`, same names, same keys): AggregatingMergeTree materialized views holding
+/// aggregate *states*, so whole hours merge exactly (counts, sums, min/max, arg-max) or as
+/// quantile states, and the raw rows at a window's partial edges add their own states.
+/// `POPULATE` fills them from the rows already stored when the migration runs (rows
+/// inserted during that statement may be missed by the view: run it while ingest is
+/// quiet, or accept a few rows less in that hour's ranking).
+pub fn create_rollup_views(db: &str) -> Vec<String> {
+    let us = "toInt64(ts) * 1000000 + ts_us";
+    vec![
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.slow_sql_1h \
+             ENGINE = AggregatingMergeTree() PARTITION BY toDate(hour) \
+             ORDER BY (project, env, pool, db, user, fingerprint_id, hour) POPULATE \
+             AS SELECT project, env, pool, db, user, fingerprint_id, \
+             toStartOfHour(ts) AS hour, {SLOW_SQL_STATES} \
+             FROM {db}.slow_sql GROUP BY project, env, pool, db, user, fingerprint_id, hour",
+            SLOW_SQL_STATES = slow_sql_states(us)
+        ),
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.access_log_1h \
+             ENGINE = AggregatingMergeTree() PARTITION BY toDate(hour) \
+             ORDER BY (project, env, route, pool, upstream, tag, host, method, hour) POPULATE \
+             AS SELECT project, env, route, pool, upstream, tag, host, method, \
+             toStartOfHour(ts) AS hour, {ACCESS_STATES} \
+             FROM {db}.access_log \
+             GROUP BY project, env, route, pool, upstream, tag, host, method, hour",
+            ACCESS_STATES = ACCESS_LOG_STATES
+        ),
+    ]
+}
+
+/// The aggregate states of a slow-SQL rollup row, computed over raw rows (`us` is the
+/// row's time in µs): the view's columns and, at a window's edges, the query's.
+pub fn slow_sql_states(us: &str) -> String {
+    format!(
+        "anyState(fingerprint) AS fingerprint, countState() AS calls, \
+         sumState(query_time) AS total_s, minState(query_time) AS min_s, \
+         maxState(query_time) AS max_s, sumState(rows_examined) AS rows_examined_total, \
+         minState({us}) AS first_us, maxState({us}) AS last_us, \
+         argMaxState(sample, query_time) AS sample, quantileState(0.95)(query_time) AS p95"
+    )
+}
+
+/// The aggregate states of an access-log rollup row, computed over raw rows.
+pub const ACCESS_LOG_STATES: &str = "countState() AS requests, \
+     countIfState(status >= 500) AS errors, \
+     countIfState(status >= 400 AND status < 500) AS client_errors, \
+     sumState(latency_us) AS latency_sum_us, \
+     quantilesState(0.5, 0.99)(latency_us) AS latency";
+
 /// The numbered migrations of a profile: each a list of idempotent statements.
 pub fn migrations(db: &str, p: Profile, retention_days: u32) -> Vec<(u32, Vec<String>)> {
     vec![
@@ -337,6 +388,7 @@ pub fn migrations(db: &str, p: Profile, retention_days: u32) -> Vec<(u32, Vec<St
                 create_table(db, Table::Alarms, p, retention_days),
             ],
         ),
+        (4, create_rollup_views(db)),
     ]
 }
 
@@ -369,7 +421,9 @@ pub fn migrate_cluster(
         for t in Table::ALL {
             c.execute(&create_distributed(db, t.name(), cluster))?;
         }
-        c.execute(&create_distributed(db, "slow_sql_hourly", cluster))?;
+        for view in ["slow_sql_hourly", "slow_sql_1h", "access_log_1h"] {
+            c.execute(&create_distributed(db, view, cluster))?;
+        }
     }
     Ok(p)
 }
@@ -427,6 +481,8 @@ pub fn expire(c: &ChClient, days: u32, now_us: i64) -> Result<usize, StoreError>
         let Some(day) = apus_schema::time::parse_rfc3339(&format!("{part}T00:00:00Z")) else {
             continue;
         };
+        // A materialized view's rows live in `.inner.{view}`; the view takes the ALTER.
+        let table = table.strip_prefix(".inner.").unwrap_or(table);
         if day.div_euclid(86_400_000_000) < cutoff_day
             && !table.starts_with('.')
             && table
