@@ -82,6 +82,7 @@ if (!mark) return null;
 const own = performance.getEntriesByType("resource").filter(e => e.name.includes("/console/"));
 const nav = performance.getEntriesByType("navigation")[0];
 const api = performance.getEntriesByType("resource").filter(e => e.name.includes("/api/"));
+const slowest = api.map(e => [Math.round(e.duration), e.name.replace(/^.*\/api\//, "")]).sort((a, b) => b[0] - a[0]).slice(0, 3);
 const sum = (a, k) => a.reduce((s, e) => s + e[k], 0);
 return {
   first_chart_ms: mark.startTime,
@@ -89,6 +90,7 @@ return {
   unpacked: nav.decodedBodySize + sum(own, "decodedBodySize"),
   files: own.length + 1,
   api_ms: Math.max(0, ...api.map(e => e.responseEnd)) - Math.min(...api.map(e => e.startTime)),
+  slowest,
 };'
 results=()
 for r in $(seq "$ROUNDS"); do
@@ -105,11 +107,12 @@ for r in $(seq "$ROUNDS"); do
   echo "round $r: $out"
   results+=("$out")
 done
-printf '%s\n' "${results[@]}" | python3 -c '
-import json, statistics, sys
+printf '%s\n' "${results[@]}" | ROWS=$ROWS PAGE=$PAGE python3 -c '
+import json, os, statistics, sys
 rs = [json.loads(l) for l in sys.stdin if l.strip()]
-med = lambda k: statistics.median(r[k] for r in rs)
-print(f"RESULT console_first_chart rows='"$ROWS"' page='"$PAGE"' files={rs[0][\"files\"]} "
-      f"weight_kb={med(\"weight\")/1024:.1f} unpacked_kb={med(\"unpacked\")/1024:.1f} "
-      f"first_chart_ms={med(\"first_chart_ms\"):.0f} api_ms={med(\"api_ms\"):.0f}")
+def med(k):
+    return statistics.median(r[k] for r in rs)
+print("RESULT console_first_chart rows=%s page=%s files=%d weight_kb=%.1f unpacked_kb=%.1f first_chart_ms=%.0f api_ms=%.0f" % (
+    os.environ["ROWS"], os.environ["PAGE"], rs[0]["files"], med("weight") / 1024,
+    med("unpacked") / 1024, med("first_chart_ms"), med("api_ms")))
 '

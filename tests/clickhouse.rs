@@ -486,7 +486,14 @@ fn rankings_from_the_hourly_views_equal_raw_rows() {
             )
         })
         .collect();
-    assert_eq!(post(&ing, "/ingest/v1/slowlog?project=shop&env=prod&pool=db", slow), 200);
+    assert_eq!(
+        post(
+            &ing,
+            "/ingest/v1/slowlog?project=shop&env=prod&pool=db",
+            slow
+        ),
+        200
+    );
     wait_rows(&ch, "SELECT count() FROM apus_rt.access_log", 600);
     wait_rows(&ch, "SELECT count() FROM apus_rt.slow_sql", 90);
 
@@ -494,7 +501,13 @@ fn rankings_from_the_hourly_views_equal_raw_rows() {
     std::fs::create_dir_all(&work).unwrap();
     let qport = free_port();
     let child = std::process::Command::new(BIN)
-        .args(["query", "--store", &url, "--listen", &format!("127.0.0.1:{qport}")])
+        .args([
+            "query",
+            "--store",
+            &url,
+            "--listen",
+            &format!("127.0.0.1:{qport}"),
+        ])
         .args(["--tokens", tokens_file(&work).to_str().unwrap()])
         .stdout(std::process::Stdio::null())
         .stderr(std::fs::File::create(dir.join("query.log")).unwrap())
@@ -503,12 +516,17 @@ fn rankings_from_the_hourly_views_equal_raw_rows() {
     let _q = Proc(child);
     let c = client();
     let get = |path: &str| -> Option<serde_json::Value> {
-        let r = c.get(format!("http://127.0.0.1:{qport}{path}")).send().ok()?;
+        let r = c
+            .get(format!("http://127.0.0.1:{qport}{path}"))
+            .send()
+            .ok()?;
         assert_eq!(r.status().as_u16(), 200, "{path}");
         r.json().ok()
     };
     wait_until("query node", Duration::from_secs(30), || {
-        c.get(format!("http://127.0.0.1:{qport}/health")).send().is_ok()
+        c.get(format!("http://127.0.0.1:{qport}/health"))
+            .send()
+            .is_ok()
     });
     // 07:20:30 → 11:45:10: four whole hours from the views, two partial edges raw.
     let (from, to) = (base + 1230, base + 4 * 3600 + 2710);
@@ -543,7 +561,11 @@ fn rankings_from_the_hourly_views_equal_raw_rows() {
         assert_eq!(g.2, w[2].parse::<f64>().unwrap(), "requests of {w:?}");
         assert_eq!(g.3, w[3].parse::<f64>().unwrap(), "errors of {w:?}");
         let p99 = w[4].parse::<f64>().unwrap() / 1000.0;
-        assert!((g.4 - p99).abs() <= p99 * 0.05 + 1.0, "p99 {} vs {p99} of {w:?}", g.4);
+        assert!(
+            (g.4 - p99).abs() <= p99 * 0.05 + 1.0,
+            "p99 {} vs {p99} of {w:?}",
+            g.4
+        );
     }
 
     let top = get(&format!("/api/v1/slow-sql/top?{window}")).unwrap();
@@ -557,10 +579,17 @@ fn rankings_from_the_hourly_views_equal_raw_rows() {
         .unwrap()
         .iter()
         .map(|r| {
-            ["fingerprint_id", "calls", "total_s", "min_s", "max_s", "rows_examined_total"]
-                .iter()
-                .map(|k| r[*k].as_str().map_or(r[*k].to_string(), String::from))
-                .collect()
+            [
+                "fingerprint_id",
+                "calls",
+                "total_s",
+                "min_s",
+                "max_s",
+                "rows_examined_total",
+            ]
+            .iter()
+            .map(|k| r[*k].as_str().map_or(r[*k].to_string(), String::from))
+            .collect()
         })
         .collect();
     got.sort();
@@ -571,7 +600,10 @@ fn rankings_from_the_hourly_views_equal_raw_rows() {
         assert_eq!(g[0], w[0]);
         for k in 1..6 {
             let (a, b) = (g[k].parse::<f64>().unwrap(), w[k].parse::<f64>().unwrap());
-            assert!((a - b).abs() <= 1e-6 * b.abs().max(1.0), "column {k}: {g:?} vs {w:?}");
+            assert!(
+                (a - b).abs() <= 1e-6 * b.abs().max(1.0),
+                "column {k}: {g:?} vs {w:?}"
+            );
         }
     }
     // And the plan really reads the views: a whole-hour window has no raw part.

@@ -173,9 +173,20 @@ mod tests {
         assert_eq!(src.matches("UNION ALL").count(), 2);
         assert!(src.contains("FROM access_log_1h") && src.contains("FROM access_log__mem"));
         // ClickHouse: the view for the whole hours (by its `hour` key), raw rows for edges.
-        let ch = ch_source(|t| format!("{t}_all"), Table::AccessLog, &p, &s, "pool", "pool", "pool");
+        let ch = ch_source(
+            |t| format!("{t}_all"),
+            Table::AccessLog,
+            &p,
+            &s,
+            "pool",
+            "pool",
+            "pool",
+        );
         assert_eq!(ch.matches("UNION ALL").count(), 1);
-        assert!(ch.contains("FROM access_log_1h_all WHERE hour >= toDateTime("), "{ch}");
+        assert!(
+            ch.contains("FROM access_log_1h_all WHERE hour >= toDateTime("),
+            "{ch}"
+        );
         assert!(ch.contains("FROM access_log_all WHERE (ts >= "), "{ch}");
     }
 }
