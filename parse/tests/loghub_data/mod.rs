@@ -91,7 +91,7 @@ pub fn load(system: &str) -> Vec<(String, String)> {
 /// (Content, EventId) per line of the structured CSV at `path`.
 pub fn load_path(path: &Path) -> Vec<(String, String)> {
     let system = path.display();
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
             "Loghub data missing at {} ({e}); it must be present (shared/ beside the repo)",
             path.display()
