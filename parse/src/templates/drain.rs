@@ -351,11 +351,21 @@ impl TemplateMiner {
 /// variables (hostnames like `node-7.dc`, ids like `blk_<*>`): routing them to the shared
 /// `<*>` child keeps one kind of line on one branch, as Drain does.
 fn route_key(tok: &str) -> &str {
-    if tok.bytes().any(|b| b.is_ascii_digit()) || tok.contains(WILDCARD) {
+    if tok.bytes().any(|b| b.is_ascii_digit()) || tok.contains(WILDCARD) || is_dotted_name(tok) {
         WILDCARD
     } else {
         tok
     }
+}
+
+/// A dotted name (`com.apple.CacheDelete.daily:`, `host.example.org`): a label that names
+/// one of many things, so it does not split the tree (lines still compare on it).
+fn is_dotted_name(tok: &str) -> bool {
+    let b = tok.as_bytes();
+    b.windows(3)
+        .filter(|w| w[1] == b'.' && w[0].is_ascii_alphanumeric() && w[2].is_ascii_alphanumeric())
+        .count()
+        >= 2
 }
 
 /// Removes `slot` from the leaf at `path` below `node`, pruning nodes left empty so churn
@@ -516,6 +526,22 @@ mod tests {
         }
         let spp = off.add("Session: 5_6 initialized by client SPP.");
         assert_eq!(spp.template_id, x.template_id);
+    }
+
+    #[test]
+    fn dates_in_words_and_dotted_labels_are_variables() {
+        let mut m = miner();
+        let a = m.add("connection from 1.2.3.4 () at Mon Jun 20 03:40:59 2005");
+        for d in ["Wed Jun 22 13:16:30 2005", "Sun Jul  3 10:05:25 2005"] {
+            let r = m.add(&format!("connection from 5.6.7.8 () at {d}"));
+            assert_eq!(r.template_id, a.template_id, "{}", r.template);
+        }
+        // A job label as the first token does not split the tree by job.
+        let j = m.add(
+            "com.apple.CacheDelete.daily: told me to run this job; however, not for 12 seconds.",
+        );
+        let k = m.add("com.apple.icloud.fmfd.heartbeat: told me to run this job; however, not for 4390 seconds.");
+        assert_eq!(j.template_id, k.template_id, "{}", k.template);
     }
 
     #[test]

@@ -78,6 +78,12 @@ pub fn mask_token(tok: &str) -> Cow<'_, str> {
         return m;
     }
     if !b.iter().any(u8::is_ascii_digit) {
+        if b.len() >= 3 && b.len() <= 12 && b.iter().any(u8::is_ascii_uppercase) {
+            let (pre, core, suf) = split_affixes(tok);
+            if is_calendar_word(core) {
+                return Cow::Owned(format!("{pre}{WILDCARD}{suf}"));
+            }
+        }
         return Cow::Borrowed(tok);
     }
     let (pre, core, suf) = split_affixes(tok);
@@ -98,6 +104,49 @@ pub fn mask_token(tok: &str) -> Cow<'_, str> {
         return masked;
     }
     Cow::Owned(format!("{pre}{masked}{suf}"))
+}
+
+/// Day and month names (`Mon`, `Monday`, `JUN`, `July`): the words of a written date, a
+/// variable like its digits (`connection from … at Mon Jun 20 03:40:59 2005`).
+fn is_calendar_word(core: &str) -> bool {
+    const NAMES: [&str; 19] = [
+        "Mon", "Tue", "Tues", "Wed", "Thu", "Thur", "Thurs", "Fri", "Sat", "Sun", "Jan", "Feb",
+        "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept",
+    ];
+    const MORE: [&str; 3] = ["Oct", "Nov", "Dec"];
+    const FULL: [&str; 18] = [
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "January",
+        "February",
+        "March",
+        "April",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+    ];
+    let b = core.as_bytes();
+    if b.len() < 3 || !b[0].is_ascii_uppercase() {
+        return false;
+    }
+    // `Jun`/`JUN` but not `jun` or `JuN`; `May` is left alone (also a common word).
+    let upper = b.iter().all(u8::is_ascii_uppercase);
+    let capital = b[1..].iter().all(u8::is_ascii_lowercase);
+    (upper || capital)
+        && NAMES
+            .iter()
+            .chain(&MORE)
+            .chain(&FULL)
+            .any(|n| n.eq_ignore_ascii_case(core))
 }
 
 const OPENERS: &[u8] = b"([{<'\"";
@@ -265,6 +314,20 @@ mod tests {
 
     fn m(t: &str) -> String {
         mask_token(t).into_owned()
+    }
+
+    #[test]
+    fn day_and_month_names_are_masked() {
+        assert_eq!(
+            mask("at Mon Jun 20 03:40:59 2005"),
+            "at <*> <*> <*> <*> <*>"
+        );
+        assert_eq!(mask_token("(Tuesday,"), "(<*>,");
+        assert_eq!(mask_token("DEC"), "<*>");
+        // Not a date word: lower case, mixed case, `May`, or just a word starting alike.
+        for t in ["jun", "JuN", "May", "Monitor", "Sunday's", "Mark"] {
+            assert_eq!(mask_token(t), t);
+        }
     }
 
     #[test]
