@@ -189,6 +189,19 @@ async fn fill(c: &Client, css: &str, value: &str) {
     e.send_keys(value).await.unwrap();
 }
 
+/// Wait until an element matching `css` is displayed with `needle` in its text (an
+/// answer the page is still waiting for shows something else first); its text.
+async fn shown_with(c: &Client, css: &str, needle: &str) -> String {
+    let start = Instant::now();
+    loop {
+        let t = shown(c, css).await;
+        if t.contains(needle) || start.elapsed() > Duration::from_secs(10) {
+            return t;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Wait until an element matching `css` is displayed; its text.
 async fn shown(c: &Client, css: &str) -> String {
     let start = Instant::now();
@@ -382,7 +395,8 @@ fn console_pages_work_in_a_real_browser() {
         )
         .await;
         click(&browser, "#rules-preview").await;
-        let err = shown(&browser, "#rules-error").await;
+        // (It reads "Checking…" while the server's dry run is under way.)
+        let err = shown_with(&browser, "#rules-error", "nowhere").await;
         assert!(err.contains("nowhere"), "{err}");
         fill(
             &browser,
@@ -391,7 +405,7 @@ fn console_pages_work_in_a_real_browser() {
         )
         .await;
         click(&browser, "#rules-preview").await;
-        let diff = shown(&browser, "#rules-diff").await;
+        let diff = shown_with(&browser, "#rules-diff", "acme").await;
         assert!(diff.contains("acme"), "{diff}");
         fill(&browser, "#rules-reason", "beta for acme (console test)").await;
         click(&browser, "#rules-apply").await;
@@ -612,7 +626,7 @@ stage = 1
         )
         .await;
         click(&a, "#rules-preview").await;
-        shown(&a, "#rules-diff").await;
+        shown_with(&a, "#rules-diff", "acme").await;
         fill(&a, "#rules-reason", "beta for acme on stage (console test)").await;
         click(&a, "#rules-apply").await;
         a.close().await.unwrap();
