@@ -75,19 +75,22 @@ pub fn source(t: Table, p: &Params, s: &Split, rolled: &str, raw: &str, group: &
             full.conditions(d, &[])
         ),
     ];
-    if !s.edges.is_empty() {
+    parts.extend(edges(d, t.name(), p, s, raw, group));
+    format!("({})", parts.join(" UNION ALL "))
+}
+
+/// The raw rows of the window's partial edges aggregated as `raw` (none when the window
+/// is whole hours).
+fn edges(d: Dialect, table: &str, p: &Params, s: &Split, raw: &str, group: &str) -> Option<String> {
+    (!s.edges.is_empty()).then(|| {
         let cond = s
             .edges
             .iter()
             .map(|(a, b)| format!("({})", p.with_range(*a, *b).conditions(d, &[])))
             .collect::<Vec<_>>()
             .join(" OR ");
-        parts.push(format!(
-            "SELECT {raw} FROM {} WHERE {cond} GROUP BY {group}",
-            t.name()
-        ));
-    }
-    format!("({})", parts.join(" UNION ALL "))
+        format!("SELECT {raw} FROM {table} WHERE {cond} GROUP BY {group}")
+    })
 }
 
 /// ClickHouse: the rows of `t` in `p`'s window as aggregate states in the shape of its
@@ -117,18 +120,7 @@ pub fn ch_source(
         table(name),
         cond.join(" AND ")
     )];
-    if !s.edges.is_empty() {
-        let cond = s
-            .edges
-            .iter()
-            .map(|(a, b)| format!("({})", p.with_range(*a, *b).conditions(d, &[])))
-            .collect::<Vec<_>>()
-            .join(" OR ");
-        parts.push(format!(
-            "SELECT {raw} FROM {} WHERE {cond} GROUP BY {group}",
-            table(t.name())
-        ));
-    }
+    parts.extend(edges(d, &table(t.name()), p, s, raw, group));
     format!("({})", parts.join(" UNION ALL "))
 }
 
