@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod alarms;
+pub mod browser;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
