@@ -182,9 +182,10 @@ impl Engine {
         }
     }
 
-    /// Whether rankings may read the embedded store's hourly rollups.
+    /// Whether rankings may read the store's hourly rollups (the embedded store's files or
+    /// ClickHouse's views; [`Engine::dialect`] says which SQL reads them).
     pub fn rollups(&self) -> bool {
-        self.backend.local().is_some()
+        self.backend.rollups()
     }
 
     /// The searcher this engine uses.

@@ -68,7 +68,8 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
         "p95" => "p95_s",
         _ => "calls",
     };
-    let split = (e.rollups() || d == Dialect::ClickHouse)
+    let split = e
+        .rollups()
         .then(|| rollup::split(Table::SlowSql, p, &[]))
         .flatten();
     let us = d.us();
@@ -266,7 +267,8 @@ pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryEr
     let d = e.dialect();
     let limit = p.usize_opt("limit", 100, 10_000)?;
     let order = p.choice("order", &["requests", "errors", "error_rate", "p99_ms"])?;
-    let split = (e.rollups() || d == Dialect::ClickHouse)
+    let split = e
+        .rollups()
         .then(|| rollup::split(Table::AccessLog, p, &[dim]))
         .flatten();
     let sql = if let (Some(s), Dialect::ClickHouse) = (&split, d) {

@@ -78,7 +78,7 @@ pub fn mask_token(tok: &str) -> Cow<'_, str> {
         return m;
     }
     if !b.iter().any(u8::is_ascii_digit) {
-        if b.len() >= 3 && b.len() <= 12 && b.iter().any(u8::is_ascii_uppercase) {
+        if b.iter().any(u8::is_ascii_uppercase) {
             let (pre, core, suf) = split_affixes(tok);
             if is_calendar_word(core) {
                 return Cow::Owned(format!("{pre}{WILDCARD}{suf}"));
@@ -109,12 +109,17 @@ pub fn mask_token(tok: &str) -> Cow<'_, str> {
 /// Day and month names (`Mon`, `Monday`, `JUN`, `July`): the words of a written date, a
 /// variable like its digits (`connection from … at Mon Jun 20 03:40:59 2005`).
 fn is_calendar_word(core: &str) -> bool {
-    const NAMES: [&str; 19] = [
-        "Mon", "Tue", "Tues", "Wed", "Thu", "Thur", "Thurs", "Fri", "Sat", "Sun", "Jan", "Feb",
-        "Mar", "Apr", "Jun", "Jul", "Aug", "Sep", "Sept",
-    ];
-    const MORE: [&str; 3] = ["Oct", "Nov", "Dec"];
-    const FULL: [&str; 18] = [
+    const NAMES: [&str; 40] = [
+        "Mon",
+        "Tue",
+        "Tues",
+        "Wed",
+        "Thu",
+        "Thur",
+        "Thurs",
+        "Fri",
+        "Sat",
+        "Sun",
         "Monday",
         "Tuesday",
         "Wednesday",
@@ -122,6 +127,18 @@ fn is_calendar_word(core: &str) -> bool {
         "Friday",
         "Saturday",
         "Sunday",
+        "Jan",
+        "Feb",
+        "Mar",
+        "Apr",
+        "Jun",
+        "Jul",
+        "Aug",
+        "Sep",
+        "Sept",
+        "Oct",
+        "Nov",
+        "Dec",
         "January",
         "February",
         "March",
@@ -141,12 +158,7 @@ fn is_calendar_word(core: &str) -> bool {
     // `Jun`/`JUN` but not `jun` or `JuN`; `May` is left alone (also a common word).
     let upper = b.iter().all(u8::is_ascii_uppercase);
     let capital = b[1..].iter().all(u8::is_ascii_lowercase);
-    (upper || capital)
-        && NAMES
-            .iter()
-            .chain(&MORE)
-            .chain(&FULL)
-            .any(|n| n.eq_ignore_ascii_case(core))
+    (upper || capital) && NAMES.iter().any(|n| n.eq_ignore_ascii_case(core))
 }
 
 const OPENERS: &[u8] = b"([{<'\"";

@@ -322,32 +322,32 @@ pub fn create_slow_sql_hourly(db: &str) -> String {
 /// quantile states, and the raw rows at a window's partial edges add their own states.
 /// Percentiles are t-digest states: small, and several times faster to merge than
 /// `quantile`'s reservoirs (a TOP 100 over a day of 2,000 fingerprints: 107 against 255 ms
-/// on 18.16), at ~0.1 % error there. `POPULATE` fills them from the rows already stored when the migration runs (rows
-/// inserted during that statement may be missed by the view: run it while ingest is
-/// quiet, or accept a few rows less in that hour's ranking).
+/// on 18.16), at ~0.1 % error there. `POPULATE` fills them from the rows already stored
+/// when the migration runs (rows inserted during that statement may be missed by the view:
+/// run it while ingest is quiet, or accept a few rows less in that hour's ranking).
 pub fn create_rollup_views(db: &str) -> Vec<String> {
     let us = "toInt64(ts) * 1000000 + ts_us";
-    vec![
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.slow_sql_1h \
-             ENGINE = AggregatingMergeTree() PARTITION BY toDate(hour) \
-             ORDER BY (project, env, pool, db, user, fingerprint_id, hour) POPULATE \
-             AS SELECT project, env, pool, db, user, fingerprint_id, \
-             toStartOfHour(ts) AS hour, {SLOW_SQL_STATES} \
-             FROM {db}.slow_sql GROUP BY project, env, pool, db, user, fingerprint_id, hour",
-            SLOW_SQL_STATES = slow_sql_states(us)
-        ),
-        format!(
-            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.access_log_1h \
-             ENGINE = AggregatingMergeTree() PARTITION BY toDate(hour) \
-             ORDER BY (project, env, route, pool, upstream, tag, host, method, hour) POPULATE \
-             AS SELECT project, env, route, pool, upstream, tag, host, method, \
-             toStartOfHour(ts) AS hour, {ACCESS_STATES} \
-             FROM {db}.access_log \
-             GROUP BY project, env, route, pool, upstream, tag, host, method, hour",
-            ACCESS_STATES = ACCESS_LOG_STATES
-        ),
+    [
+        (Table::SlowSql, slow_sql_states(us)),
+        (Table::AccessLog, ACCESS_LOG_STATES.to_string()),
     ]
+    .into_iter()
+    .map(|(t, states)| {
+        // The embedded rollup's name and keys, so one split of a window serves both.
+        let (name, keys) = (
+            crate::rollup::name(t).unwrap_or_default(),
+            crate::rollup::keys(t).join(", "),
+        );
+        format!(
+            "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{name} \
+             ENGINE = AggregatingMergeTree() PARTITION BY toDate(hour) \
+             ORDER BY ({keys}, hour) POPULATE \
+             AS SELECT {keys}, toStartOfHour(ts) AS hour, {states} \
+             FROM {db}.{} GROUP BY {keys}, hour",
+            t.name()
+        )
+    })
+    .collect()
 }
 
 /// The aggregate states of a slow-SQL rollup row, computed over raw rows (`us` is the

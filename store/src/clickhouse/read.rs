@@ -130,6 +130,11 @@ impl ChClient {
 
 #[async_trait]
 impl SqlBackend for ClickHouseBackend {
+    /// Its hourly views (migration 4, [`super::create_rollup_views`]).
+    fn rollups(&self) -> bool {
+        true
+    }
+
     fn dialect(&self) -> Dialect {
         Dialect::ClickHouse
     }

@@ -56,6 +56,12 @@ pub trait SqlBackend: Send + Sync {
         None
     }
 
+    /// Whether the store keeps the hourly rollups (`slow_sql_1h`, `access_log_1h`, keyed by
+    /// `crate::rollup::keys`) that rankings read for the whole hours of a window.
+    fn rollups(&self) -> bool {
+        self.local().is_some()
+    }
+
     /// Run one statement. Time limits are the caller's; memory and answer-size limits are
     /// the backend's.
     async fn run(&self, sql: &str, origin: Origin) -> Result<Answer, StoreError>;
