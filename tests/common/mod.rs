@@ -3,6 +3,7 @@
 
 pub mod alarms;
 pub mod browser;
+pub mod clickhouse;
 
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
