@@ -439,6 +439,19 @@ fn both(a: &Watcher, b: &Watcher, want: &str) {
     }
 }
 
+fn wait_reloads(a: &Watcher, b: &Watcher, want: (usize, usize)) {
+    let t0 = Instant::now();
+    while (a.reloads(), b.reloads()) != want {
+        if t0.elapsed() > Duration::from_secs(10) {
+            panic!(
+                "reloads: want {want:?}, have {:?}",
+                (a.reloads(), b.reloads())
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[test]
 fn watch_clients_follow_gray_promote_rollback_and_a_restart_on_etcd() {
     let etcd_dir = TempDir::new("apus-etcd-config");
@@ -466,7 +479,8 @@ fn watch_clients_follow_gray_promote_rollback_and_a_restart_on_etcd() {
     let a = Watcher::start(admin, &dir.path().join("a"), "zone=a");
     let b = Watcher::start(admin, &dir.path().join("b"), "zone=b");
     both(&a, &b, "blue");
-    assert_eq!((a.reloads(), b.reloads()), (1, 1));
+    // The client writes the file, then runs the reload command: wait for the command.
+    wait_reloads(&a, &b, (1, 1));
     let api = Api {
         gw: &gw,
         c: bare_client(),
@@ -496,12 +510,11 @@ fn watch_clients_follow_gray_promote_rollback_and_a_restart_on_etcd() {
         200
     );
     both(&a, &b, "blue");
+    // Each saw blue, green, blue once: the promoted release is the gray one A already had.
+    wait_reloads(&a, &b, (3, 3));
+    std::thread::sleep(Duration::from_millis(500));
     let reloads = (a.reloads(), b.reloads());
-    assert_eq!(
-        reloads,
-        (3, 3),
-        "each saw blue, green, blue once: the promoted release is the gray one A already had"
-    );
+    assert_eq!(reloads, (3, 3), "no extra reload after the last change");
     // The server goes away: the clients keep their files and reload nothing.
     gw.proc.0.kill().unwrap();
     let _ = gw.proc.0.wait();
