@@ -4,7 +4,10 @@
 //! gap between Apus and nginx splits into what Pingora itself costs and what Apus adds.
 //!
 //!   cargo build --release --example pingora_floor
-//!   target/release/examples/pingora_floor 127.0.0.1:18082 127.0.0.1:18001 1
+//!   target/release/examples/pingora_floor 127.0.0.1:18082 127.0.0.1:18001 1 [tuned|plain]
+//!
+//! `tuned` (the default) turns the Pingora knobs `apus gateway` turns: one service per
+//! thread on `SO_REUSEPORT`, no downstream modules. `plain` is Pingora's defaults.
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
@@ -14,21 +17,34 @@ use pingora::server::configuration::Opt;
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-struct Floor(SocketAddr);
+#[derive(Clone)]
+struct Floor {
+    upstream: SocketAddr,
+    /// Pingora's defaults (`plain`) or the knobs `apus gateway` turns (`tuned`).
+    tuned: bool,
+}
 
 #[async_trait]
 impl ProxyHttp for Floor {
     type CTX = ();
     fn new_ctx(&self) {}
+    fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
+        if !self.tuned {
+            // Pingora's default: a disabled response-compression module.
+            modules.add_module(
+                pingora::modules::http::compression::ResponseCompressionBuilder::enable(0),
+            );
+        }
+    }
     async fn upstream_peer(&self, _: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.0, false, String::new())))
+        Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
     }
 }
 
 fn main() {
     let mut args = std::env::args().skip(1);
     let (Some(listen), Some(upstream)) = (args.next(), args.next()) else {
-        eprintln!("usage: pingora_floor LISTEN UPSTREAM [THREADS]");
+        eprintln!("usage: pingora_floor LISTEN UPSTREAM [THREADS] [tuned|plain]");
         std::process::exit(2);
     };
     let Ok(upstream) = upstream.parse::<SocketAddr>() else {
@@ -36,12 +52,25 @@ fn main() {
         std::process::exit(2);
     };
     let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
+    let tuned = args.next().as_deref() != Some("plain");
+    let floor = Floor { upstream, tuned };
     // The same server settings as `apus gateway` with its default runtime.
     let conf = apus_gateway::server_conf(threads, false);
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);
     server.bootstrap();
-    let mut svc = http_proxy_service(&server.configuration, Floor(upstream));
-    svc.add_tcp(&listen);
-    server.add_service(svc);
+    if tuned {
+        // Listening as `apus gateway` does: one service per thread on SO_REUSEPORT.
+        if let Err(e) =
+            apus_gateway::add_proxy_services(&mut server, floor, &listen, threads, false)
+        {
+            eprintln!("pingora_floor: {e}");
+            std::process::exit(2);
+        }
+    } else {
+        // Pingora's default: one service, `threads` threads.
+        let mut svc = http_proxy_service(&server.configuration, floor);
+        svc.add_tcp(&listen);
+        server.add_service(svc);
+    }
     server.run_forever();
 }

@@ -302,14 +302,26 @@ fn requests(
         };
         let r = client
             .get(format!("http://127.0.0.1:8080/api/orders?orgId={tenant}"))
-            .send()
-            .and_then(|r| r.json::<Value>());
+            .send();
+        // The lane from the tag the gateway put on the response; a failed answer says its
+        // status (a 500 from the gray build is the incident, not a mystery lane).
         let key = match r {
-            Ok(v) => format!(
-                "{} ({})",
-                v["upstream"].as_str().unwrap_or("?"),
-                v["x-env-tag"].as_str().unwrap_or("?")
-            ),
+            Ok(r) => {
+                let status = r.status();
+                let tag = r
+                    .headers()
+                    .get("x-env-tag")
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("untagged")
+                    .to_string();
+                let v = r.json::<Value>().unwrap_or_default();
+                let upstream = v["upstream"].as_str().unwrap_or("gateway");
+                if status.is_success() {
+                    format!("{upstream} ({tag})")
+                } else {
+                    format!("{upstream} ({tag}) answered {}", status.as_u16())
+                }
+            }
             Err(e) => format!("error: {e}"),
         };
         *counts.entry(key).or_default() += 1;

@@ -276,6 +276,19 @@ fn rule_flips_under_load_fail_no_request() {
         "failed requests during flips"
     );
     assert!(ok.load(Ordering::Relaxed) > 100);
+    // Upstream connections were reused across requests on both proxy threads without the
+    // race in which a pooled connection is still held by its idle watcher on another
+    // thread (one proxy service per thread keeps the watcher on the request's thread).
+    let log = s.gw.log();
+    assert!(
+        !log.contains("failed to acquire reusable stream"),
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("reusable"))
+            .take(5)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
 }
 
 #[test]

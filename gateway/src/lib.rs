@@ -32,7 +32,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use apus_rules::{CidrSet, RuleSet};
-use pingora::proxy::http_proxy_service;
+use pingora::listeners::TcpSocketOptions;
+use pingora::proxy::http_proxy_service_with_name;
 use pingora::server::configuration::ServerConf;
 use pingora::server::Server;
 
@@ -83,6 +84,53 @@ pub fn server_conf(threads: usize, work_stealing: bool) -> ServerConf {
     }
 }
 
+/// Add the proxy to `server`: with several threads and no work stealing, one service per
+/// thread (each its own single-threaded runtime and upstream connection pool), all
+/// listening on `listen` with `SO_REUSEPORT`, so the kernel spreads connections and a
+/// request, its upstream connection and that connection's idle watcher stay on one thread
+/// (one shared service makes Pingora spawn each idle watcher on a random thread: a
+/// cross-thread wake-up per request, and a race in which a reused connection is still
+/// held by its watcher, logged as "failed to acquire reusable stream"). Otherwise one
+/// service with `threads` threads.
+pub fn add_proxy_services<P>(
+    server: &mut Server,
+    proxy: P,
+    listen: &str,
+    threads: usize,
+    work_stealing: bool,
+) -> Result<(), GatewayError>
+where
+    P: pingora::proxy::ProxyHttp + Clone + Send + Sync + 'static,
+    P::CTX: Send + Sync,
+{
+    let addr = match listen.parse::<std::net::SocketAddr>() {
+        Ok(a) if threads > 1 && !work_stealing && a.port() != 0 => a,
+        _ => {
+            let mut svc = http_proxy_service_with_name(&server.configuration, proxy, "apus proxy");
+            svc.add_tcp(listen);
+            server.add_service(svc);
+            return Ok(());
+        }
+    };
+    // SO_REUSEPORT would let this process share the port with another one that set it
+    // too (a second gateway): bind once without it first, so a taken port is an error.
+    std::net::TcpListener::bind(addr)
+        .map_err(|e| GatewayError::Config(format!("listen {listen}: {e}")))?;
+    for i in 0..threads {
+        let mut svc = http_proxy_service_with_name(
+            &server.configuration,
+            proxy.clone(),
+            &format!("apus proxy {i}"),
+        );
+        let mut opt = TcpSocketOptions::default();
+        opt.so_reuseport = Some(true);
+        svc.add_tcp_with_settings(listen, opt);
+        svc.threads = Some(1);
+        server.add_service(svc);
+    }
+    Ok(())
+}
+
 /// Build the Pingora server for `cfg` (already validated into `rules`, which seed an empty
 /// control store). `data_dir` holds the embedded control log (or etcd's local snapshot).
 pub fn build(
@@ -126,8 +174,10 @@ pub fn build(
         base_dir,
         control,
         cfg.history_file.clone(),
+        &cfg.baggage_key,
     ))?;
     control_runtime.spawn(release.clone().follow());
+    control_runtime.spawn(release.clone().sweep_every(Duration::from_secs(1)));
     let tag_header = http::HeaderName::from_bytes(cfg.tag_header.as_bytes())
         .map_err(|e| GatewayError::Config(format!("tag_header: {e}")))?;
     let proxy = GatewayProxy {
@@ -140,9 +190,13 @@ pub fn build(
         connect_timeout: Duration::from_millis(cfg.connect_timeout_ms),
         access_log,
     };
-    let mut svc = http_proxy_service(&server.configuration, proxy);
-    svc.add_tcp(&cfg.listen);
-    server.add_service(svc);
+    add_proxy_services(
+        &mut server,
+        proxy,
+        &cfg.listen,
+        cfg.threads,
+        cfg.work_stealing,
+    )?;
 
     let deploy_hooks = Arc::new(cfg.deploy_hooks.clone());
     let config_center = Arc::new(confcenter::ConfigCenter::new(

@@ -11,7 +11,7 @@ use apus_rules::{CidrSet, Decision, Headers, RequestView};
 use apus_schema::{AccessRecord, Micros};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::HeaderMap;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
@@ -33,7 +33,9 @@ pub struct Ctx {
     pool: Option<Arc<Pool>>,
     tenant: String,
     client: IpAddr,
-    request_id: String,
+    /// The request's ID, kept from the client when valid, as the header value both
+    /// directions carry.
+    request_id: HeaderValue,
     upstream: Option<SocketAddr>,
     /// The live counts of `upstream` (in flight until the request ends).
     server: Option<Arc<crate::pools::ServerStats>>,
@@ -52,7 +54,11 @@ impl Headers for HeaderView<'_> {
     }
 }
 
-/// The gateway proxy.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+
+/// The gateway proxy (cloned per proxy thread; the state it routes by is shared).
+#[derive(Clone)]
 pub struct GatewayProxy {
     pub(crate) state: Arc<ReleaseState>,
     pub(crate) pools: Arc<HashMap<String, Arc<Pool>>>,
@@ -71,11 +77,21 @@ impl GatewayProxy {
             _ => "",
         }
     }
+    fn lane(ctx: &Ctx) -> Option<&crate::state::Lane> {
+        match (&ctx.rules, ctx.decision) {
+            (Some(c), Some(d)) => Some(c.lane(d)),
+            _ => None,
+        }
+    }
 }
 
 #[async_trait]
 impl ProxyHttp for GatewayProxy {
     type CTX = Ctx;
+
+    /// No downstream modules: Pingora's default adds a disabled response-compression
+    /// module, a boxed filter and context per request that do nothing here.
+    fn init_downstream_modules(&self, _modules: &mut pingora::modules::http::HttpModules) {}
 
     fn new_ctx(&self) -> Ctx {
         Ctx {
@@ -86,7 +102,7 @@ impl ProxyHttp for GatewayProxy {
             pool: None,
             tenant: String::new(),
             client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
-            request_id: String::new(),
+            request_id: HeaderValue::from_static(""),
             upstream: None,
             server: None,
             failed: Vec::new(),
@@ -117,9 +133,11 @@ impl ProxyHttp for GatewayProxy {
                 )
             };
             ctx.client = client_ip(peer, xff.as_deref(), &self.trusted);
-            ctx.request_id = match hv.get("x-request-id") {
-                Some(id) if valid_request_id(id) => id.to_string(),
-                _ => new_request_id(),
+            ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
+                Some(id) if id.to_str().is_ok_and(valid_request_id) => id.clone(),
+                _ => {
+                    HeaderValue::from_str(&new_request_id()).unwrap_or(HeaderValue::from_static(""))
+                }
             };
             let view = RequestView {
                 host: hv.get("host").or_else(|| req.uri.host()),
@@ -187,16 +205,20 @@ impl ProxyHttp for GatewayProxy {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        let tag = Self::tag(ctx);
-        upstream_request.insert_header("x-request-id", ctx.request_id.as_str())?;
-        upstream_request.insert_header(self.tag_header.clone(), tag)?;
-        let existing = session
-            .req_header()
-            .headers
-            .get("baggage")
-            .and_then(|v| v.to_str().ok());
-        let baggage = merge_baggage(existing, &self.baggage_key, tag);
-        upstream_request.insert_header("baggage", baggage)?;
+        let Some(lane) = Self::lane(ctx) else {
+            return Ok(());
+        };
+        upstream_request.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        upstream_request.insert_header(self.tag_header.clone(), lane.tag.clone())?;
+        // The lane's prebuilt value, unless the client brought baggage to merge with.
+        match session.req_header().headers.get(&BAGGAGE) {
+            None => upstream_request.insert_header(BAGGAGE.clone(), lane.baggage.clone())?,
+            Some(v) => {
+                let existing = v.to_str().ok();
+                let baggage = merge_baggage(existing, &self.baggage_key, Self::tag(ctx));
+                upstream_request.insert_header(BAGGAGE.clone(), baggage)?
+            }
+        }
         Ok(())
     }
 
@@ -208,8 +230,10 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
         ctx.status = upstream_response.status.as_u16();
-        upstream_response.insert_header("x-request-id", ctx.request_id.as_str())?;
-        upstream_response.insert_header(self.tag_header.clone(), Self::tag(ctx))?;
+        upstream_response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        if let Some(lane) = Self::lane(ctx) {
+            upstream_response.insert_header(self.tag_header.clone(), lane.tag.clone())?;
+        }
         Ok(())
     }
 
@@ -304,7 +328,7 @@ impl ProxyHttp for GatewayProxy {
             _ => ("", "", "", "", ""),
         };
         if let (Some(c), Some(d)) = (&ctx.rules, ctx.decision) {
-            c.lane(d).record(status, latency.as_secs_f64());
+            c.lane(d).metrics.record(status, latency.as_secs_f64());
         }
         if !self.access_log.is_on() {
             return;
@@ -318,7 +342,7 @@ impl ProxyHttp for GatewayProxy {
             .unwrap_or("");
         self.access_log.emit(AccessRecord {
             ts: Micros(ctx.ts_us),
-            request_id: std::mem::take(&mut ctx.request_id),
+            request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
             project: project.to_string(),
             env: env.to_string(),
             route: route.to_string(),

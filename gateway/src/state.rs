@@ -41,25 +41,52 @@ pub struct Current {
     pub rules: RuleSet,
     /// The release state they were compiled from.
     pub doc: Arc<ReleaseDoc>,
-    /// Metric handles per route and lane: `lanes[route][0]` is stable, `[i + 1]` rule `i`.
-    lanes: Vec<Vec<m::LaneMetrics>>,
+    /// Metric handles and header values per route and lane: `lanes[route][0]` is stable,
+    /// `[i + 1]` rule `i`.
+    lanes: Vec<Vec<Lane>>,
+}
+
+/// What the request path needs of a lane, built once per rule version: its metric handles
+/// and the values of the headers that tag its requests.
+pub struct Lane {
+    pub metrics: m::LaneMetrics,
+    /// The tag header's value.
+    pub tag: http::HeaderValue,
+    /// `baggage` for a request that brings none: `{baggage_key}={tag}`.
+    pub baggage: http::HeaderValue,
+}
+
+impl Lane {
+    fn new(route: &str, pool: &str, tag: &str, baggage_key: &str) -> Self {
+        // Tags are validated names; a value that is not a header value still tags nothing
+        // rather than failing every request of the lane.
+        let value =
+            |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static(""));
+        Lane {
+            metrics: m::LaneMetrics::new(route, pool, tag),
+            tag: value(tag),
+            baggage: value(&format!("{baggage_key}={tag}")),
+        }
+    }
 }
 
 impl Current {
-    /// Wrap a rule set, registering its lanes' metric handles.
-    pub fn new(version: u64, rules: RuleSet, doc: Arc<ReleaseDoc>) -> Self {
+    /// Wrap a rule set, registering its lanes' metric handles and building their header
+    /// values (`baggage_key` is the gateway's baggage member name).
+    pub fn new(version: u64, rules: RuleSet, doc: Arc<ReleaseDoc>, baggage_key: &str) -> Self {
         let lanes = rules
             .routes()
             .map(|r| {
-                std::iter::once(m::LaneMetrics::new(
+                std::iter::once(Lane::new(
                     &r.name,
                     &r.stable_pool,
                     apus_rules::STABLE_TAG,
+                    baggage_key,
                 ))
                 .chain(
                     r.gray_rules
                         .iter()
-                        .map(|g| m::LaneMetrics::new(&r.name, &g.pool, &g.tag)),
+                        .map(|g| Lane::new(&r.name, &g.pool, &g.tag, baggage_key)),
                 )
                 .collect()
             })
@@ -72,8 +99,8 @@ impl Current {
         }
     }
 
-    /// The metric handles of a decision's lane.
-    pub fn lane(&self, d: apus_rules::Decision) -> &m::LaneMetrics {
+    /// A decision's lane.
+    pub fn lane(&self, d: apus_rules::Decision) -> &Lane {
         &self.lanes[d.route][d.rule.map_or(0, |i| i + 1)]
     }
 }
@@ -130,6 +157,8 @@ pub struct ReleaseState {
     base_dir: Option<PathBuf>,
     control: ControlStore,
     history_file: Option<PathBuf>,
+    /// The baggage member name the proxy sets (its lanes' values are built with it).
+    baggage_key: String,
     listeners: Mutex<Vec<ChangeListener>>,
     /// Serialises installs (rule swap + pool reconciliation) from the API and the watch.
     install_lock: tokio::sync::Mutex<()>,
@@ -138,6 +167,42 @@ pub struct ReleaseState {
     change_lock: tokio::sync::Mutex<()>,
     /// The version installed, for whoever waits on the next one (config long polls).
     installed: tokio::sync::watch::Sender<u64>,
+    /// Rule sets replaced but maybe still held by requests in flight. Held here so that
+    /// the last reference, and freeing a rule set of 100k tenants, is never dropped on a
+    /// proxy thread at the end of a request: [`Self::sweep_retired`] frees them.
+    retired: Retired<Current>,
+}
+
+/// Values replaced but maybe still referenced elsewhere, kept until this holds the last
+/// reference, so that the thread that frees them is the one that sweeps.
+pub struct Retired<T>(Mutex<Vec<Arc<T>>>);
+
+impl<T> Default for Retired<T> {
+    fn default() -> Self {
+        Retired(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> Retired<T> {
+    /// Keep `old` until nobody else holds it (and free what nobody holds any more).
+    pub fn retire(&self, old: Arc<T>) {
+        self.sweep();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(old);
+    }
+
+    /// Free (here) what nobody else holds; returns how many are still held.
+    pub fn sweep(&self) -> usize {
+        let dead: Vec<Arc<T>> = {
+            let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let (dead, live) = std::mem::take(&mut *r)
+                .into_iter()
+                .partition(|c| Arc::strong_count(c) == 1);
+            *r = live;
+            dead
+        };
+        drop(dead);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
 }
 
 impl From<ControlError> for GatewayError {
@@ -203,6 +268,7 @@ impl ReleaseState {
         base_dir: Option<&Path>,
         control: ControlStore,
         history_file: Option<PathBuf>,
+        baggage_key: &str,
     ) -> Result<Arc<ReleaseState>, GatewayError> {
         let mut pool_names: Vec<String> = pools.keys().cloned().collect();
         pool_names.sort();
@@ -248,20 +314,42 @@ impl ReleaseState {
         metrics::gauge!(m::RULE_VERSION).set(head.version as f64);
         let doc = Arc::new(head.state.clone());
         let state = Arc::new(ReleaseState {
-            current: ArcSwap::from_pointee(Current::new(head.version, rules, doc.clone())),
+            current: ArcSwap::from_pointee(Current::new(
+                head.version,
+                rules,
+                doc.clone(),
+                baggage_key,
+            )),
             pool_names,
             pools,
             base_dir: base_dir.map(Path::to_path_buf),
             control,
             history_file,
+            baggage_key: baggage_key.to_string(),
             listeners: Mutex::new(Vec::new()),
             install_lock: tokio::sync::Mutex::new(()),
             change_lock: tokio::sync::Mutex::new(()),
             installed: tokio::sync::watch::Sender::new(head.version),
+            retired: Retired::default(),
         });
         state.reconcile_pools(&doc).await;
         tracing::info!(version = head.version, "release state loaded");
         Ok(state)
+    }
+
+    /// Free the replaced rule sets no request holds any more (here, not on a proxy
+    /// thread). Runs at each install and every second ([`Self::sweep_every`]).
+    pub fn sweep_retired(&self) {
+        self.retired.sweep();
+    }
+
+    /// Sweep the retired rule sets every `every`, for as long as the process runs.
+    pub async fn sweep_every(self: Arc<Self>, every: Duration) {
+        let mut t = tokio::time::interval(every);
+        loop {
+            t.tick().await;
+            self.sweep_retired();
+        }
     }
 
     /// Install every newer version the store reports, for as long as the process runs.
@@ -404,13 +492,18 @@ impl ReleaseState {
             }
             let (change, rules) = self.prepare(&cur, edit(&cur)?, actor, &reason)?;
             let rec = change.record.clone();
+            // Held from the commit to the install: the watch sees the commit at once, and
+            // would otherwise compile the same rules a second time, beside this install.
+            let installing = self.install_lock.lock().await;
             match self.control.commit(change.clone()).await {
                 Ok(()) => {
-                    self.install_compiled(&change, rules).await;
+                    self.install_locked(&change, rules).await;
+                    drop(installing);
                     self.announce(&rec, audit);
                     return Ok(rec);
                 }
                 Err(ControlError::Conflict { current, .. }) if base.is_none() => {
+                    drop(installing);
                     self.catch_up(current).await;
                 }
                 Err(e) => return Err(e.into()),
@@ -511,22 +604,28 @@ impl ReleaseState {
 
     /// Install a change seen in the store (from any node) if it is newer than ours.
     async fn install(&self, c: &Change) -> Result<(), GatewayError> {
+        let _g = self.install_lock.lock().await;
         if c.version <= self.load().version {
             return Ok(());
         }
         let rules = self.compile(&c.state.routes)?;
-        self.install_compiled(c, rules).await;
+        self.install_locked(c, rules).await;
         Ok(())
     }
 
-    async fn install_compiled(&self, c: &Change, rules: RuleSet) {
-        let _g = self.install_lock.lock().await;
+    /// Put `rules` in force for change `c` (the caller holds `install_lock`).
+    async fn install_locked(&self, c: &Change, rules: RuleSet) {
         if c.version <= self.load().version {
             return;
         }
         let doc = Arc::new(c.state.clone());
-        self.current
-            .store(Arc::new(Current::new(c.version, rules, doc.clone())));
+        let old = self.current.swap(Arc::new(Current::new(
+            c.version,
+            rules,
+            doc.clone(),
+            &self.baggage_key,
+        )));
+        self.retired.retire(old);
         metrics::gauge!(m::RULE_VERSION).set(c.version as f64);
         self.installed.send_replace(c.version);
         tracing::info!(version = c.version, kind = %c.record.kind, actor = %c.record.actor, "release state installed");
@@ -568,5 +667,28 @@ impl ReleaseState {
         {
             l(rec);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Retired;
+    use std::sync::Arc;
+
+    #[test]
+    fn retired_values_are_freed_by_the_sweeper_not_by_their_last_user() {
+        let r = Retired::default();
+        let old = Arc::new(String::from("rule set v1"));
+        let in_flight = old.clone();
+        let watch = Arc::downgrade(&old);
+        r.retire(old);
+        assert_eq!(r.sweep(), 1, "a request still holds it");
+        drop(in_flight);
+        assert!(
+            watch.upgrade().is_some(),
+            "the request's drop did not free it"
+        );
+        assert_eq!(r.sweep(), 0);
+        assert!(watch.upgrade().is_none(), "the sweep freed it");
     }
 }
