@@ -379,4 +379,55 @@ fn rankings_from_the_hourly_views_equal_raw_rows() {
     // And the plan really reads the views: a whole-hour window has no raw part.
     assert!(ch.count("SELECT count() FROM apus_rt.slow_sql_1h") > 0);
     assert!(ch.count("SELECT count() FROM apus_rt.access_log_1h") > 0);
+
+    // Time series: 15-minute steps from the per-minute view, 1-hour steps from the hourly
+    // one, each with raw edges; the same buckets and counts as raw rows, p99 within the
+    // t-digest's error.
+    assert!(ch.count("SELECT count() FROM apus_rt.access_log_1m") > 0);
+    for step in [900i64, 3600] {
+        for metric in ["requests", "errors", "p99_ms"] {
+            let series = get(&format!(
+                "/api/v1/timeseries?{window}&metric={metric}&by=pool&step={step}s"
+            ))
+            .unwrap();
+            let agg = match metric {
+                "requests" => "toFloat64(count())",
+                "errors" => "toFloat64(countIf(status >= 500))",
+                _ => "quantileExact(0.99)(latency_us) / 1000.0",
+            };
+            let want = raw(&format!(
+                "SELECT intDiv(toInt64(ts) * 1000000 + ts_us, {us}) * {us} AS b, pool, {agg} \
+                 FROM apus_rt.access_log WHERE {cond} GROUP BY b, pool ORDER BY b, pool",
+                us = step * 1_000_000
+            ));
+            let want: Vec<Vec<&str>> = want.lines().map(|l| l.split('\t').collect()).collect();
+            let got: Vec<(i64, String, f64)> = series["rows"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    (
+                        r["ts_us"].as_i64().unwrap(),
+                        r["series"].as_str().unwrap().to_string(),
+                        r["value"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                got.len(),
+                want.len(),
+                "{metric} by {step}s: {series} vs {want:?}"
+            );
+            for (g, w) in got.iter().zip(&want) {
+                assert_eq!((g.0.to_string(), g.1.as_str()), (w[0].to_string(), w[1]));
+                let v = w[2].parse::<f64>().unwrap();
+                let tol = if metric == "p99_ms" {
+                    v * 0.05 + 1.0
+                } else {
+                    0.0
+                };
+                assert!((g.2 - v).abs() <= tol, "{metric} {step}s {g:?} vs {w:?}");
+            }
+        }
+    }
 }

@@ -5,7 +5,10 @@
 //!
 //!   cargo bench -p apus-query --bench query_10m            # ROWS=10000000 by default
 //!
-//! Prints one line per measurement and ends with `RESULT query_10m …` (medians).
+//! Prints one line per measurement, a `RESULT query_scale store=embedded …` line and, with
+//! `CLICKHOUSE_URL=clickhouse://host:port/db` (loaded from the same data once), a
+//! `RESULT query_scale store=clickhouse …` line with the same questions asked by hand over
+//! raw rows beside it; ends with `RESULT query_10m …` (medians).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -17,6 +20,9 @@ use apus_query::{rank, Engine, Searcher};
 use apus_schema::{AccessRecord, LogRecord, Micros, Row, SlowSqlRecord, Table};
 use apus_store::local::LocalStore;
 use apus_store::search::SearchIndex;
+
+#[path = "query_10m/scale.rs"]
+mod scale;
 
 /// 2026-11-01T00:00:00Z: data covers the 24 hours before it.
 const T_END: i64 = 1_793_491_200_000_000;
@@ -200,71 +206,20 @@ where
     median(v)
 }
 
-/// Copy the embedded store's `slow_sql` into ClickHouse (once) and time the TOP 100 there.
-async fn clickhouse_top(local: &Arc<LocalStore>, url: &str, rows: usize, p: &Params) -> f64 {
-    use apus_store::clickhouse::read::{ClickHouseBackend, ReadLimits};
-    use apus_store::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
-    use apus_store::read::local::LocalBackend;
-    let u = ChUrl::parse(url).unwrap();
-    let client = ChClient::new(u.clone());
-    let db = u.database.clone();
-    let (count_sql, truncate_sql, optimize_sql) = (
-        format!("SELECT count() FROM {db}.slow_sql"),
-        format!("TRUNCATE TABLE {db}.slow_sql"),
-        format!("OPTIMIZE TABLE {db}.slow_sql FINAL"),
+/// The `query_scale` line of ClickHouse at `url` (loaded from `store` once).
+async fn clickhouse_scale(store: &Arc<LocalStore>, url: &str, rows: usize) {
+    let (ch, client) = scale::clickhouse(store, url, rows).await;
+    let s = scale::measure(&ch).await;
+    let (hand_top, hand_pools, mb) = scale::by_hand(&client).await;
+    scale::line(
+        "clickhouse",
+        rows,
+        1,
+        &s,
+        &format!(
+            " hand_top100_ms={hand_top:.1} hand_pool_ranking_ms={hand_pools:.1} data_mb={mb:.0}"
+        ),
     );
-    let have = {
-        let c = client.clone();
-        tokio::task::spawn_blocking(move || {
-            migrate(&c, 0).unwrap();
-            c.execute(&count_sql)
-                .unwrap_or_default()
-                .trim()
-                .parse::<usize>()
-                .unwrap_or(0)
-        })
-        .await
-        .unwrap()
-    };
-    if have != rows {
-        let c = client.clone();
-        tokio::task::spawn_blocking(move || c.execute(&truncate_sql).ok())
-            .await
-            .unwrap();
-        let started = Instant::now();
-        let batches = LocalBackend::new(local.clone(), 2 << 30)
-            .batches("SELECT * FROM slow_sql")
-            .await
-            .unwrap();
-        for (i, b) in batches.into_iter().enumerate() {
-            let c = client.clone();
-            tokio::task::spawn_blocking(move || {
-                let mut body = Vec::new();
-                rowbinary::encode(&b, "bench", i as u64 + 1, &mut body).unwrap();
-                c.insert(Table::SlowSql, body).unwrap();
-            })
-            .await
-            .unwrap();
-        }
-        let c = client.clone();
-        tokio::task::spawn_blocking(move || c.execute(&optimize_sql).ok())
-            .await
-            .unwrap();
-        eprintln!(
-            "loaded {rows} rows into ClickHouse in {:.0} s",
-            started.elapsed().as_secs_f64()
-        );
-    }
-    let ch = Engine::with_backend(
-        Arc::new(ClickHouseBackend::new(client, false, ReadLimits::default())),
-        Searcher::Off,
-        Limits::default(),
-    );
-    let top = rank::slow_sql_top(&ch, p).await.unwrap();
-    assert_eq!(top.len(), 100);
-    let ms = time(5, || rank::slow_sql_top(&ch, p)).await;
-    println!("clickhouse slow_sql_top100 median_ms={ms:.1}");
-    ms
 }
 
 fn main() {
@@ -318,13 +273,21 @@ fn main() {
         });
         return;
     }
+    // `APUS_BENCH_ONLY=clickhouse`: load and ask ClickHouse only (the embedded figures
+    // need an optimised build; ClickHouse's do not).
+    if let (Ok(url), Ok("clickhouse")) = (
+        std::env::var("CLICKHOUSE_URL"),
+        std::env::var("APUS_BENCH_ONLY").as_deref(),
+    ) {
+        rt.block_on(clickhouse_scale(&store, &url, rows));
+        return;
+    }
     rt.block_on(async {
         let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
             v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
         };
         let all = [("from", "now-24h")];
         let p = Params::parse(&pairs(&all), rank::SLOW_SQL_DIMS, &["limit"], T_END).unwrap();
-        let p_slow = p.clone();
         let n = engine
             .rows("SELECT count(*) AS n FROM slow_sql")
             .await
@@ -366,14 +329,11 @@ fn main() {
         }
         let search_p50 = median(search_ms.clone());
         let like_p50 = median(like_ms);
-        // The same slow-SQL TOP 100 on ClickHouse, when a server is given.
+        // The same questions of both stores (ClickHouse when a server is given).
+        let emb = scale::measure(&engine).await;
+        scale::line("embedded", rows, 1, &emb, "");
         if let Ok(url) = std::env::var("CLICKHOUSE_URL") {
-            let ch_ms = clickhouse_top(&store, &url, rows, &p_slow).await;
-            println!(
-                "RESULT clickhouse_vs_embedded rows={rows} clickhouse_top100_ms={ch_ms:.1} \
-                 embedded_top100_ms={slow_ms:.1} ratio={:.2}",
-                slow_ms / ch_ms.max(0.001)
-            );
+            clickhouse_scale(&store, &url, rows).await;
         }
         println!(
             "RESULT query_10m rows={rows} slow_sql_top100_ms={slow_ms:.1} pool_ranking_ms={rank_ms:.1} \

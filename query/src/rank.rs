@@ -267,28 +267,49 @@ pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryEr
     let d = e.dialect();
     let limit = p.usize_opt("limit", 100, 10_000)?;
     let order = p.choice("order", &["requests", "errors", "error_rate", "p99_ms"])?;
-    let split = e
-        .rollups()
-        .then(|| rollup::split(Table::AccessLog, p, &[dim]))
-        .flatten();
-    let sql = if let (Some(s), Dialect::ClickHouse) = (&split, d) {
-        // The `access_log_1h` view's states for whole hours, raw rows' states at the edges.
-        let src = rollup::ch_source(
+    let (ch, split) = if d == Dialect::ClickHouse {
+        // The lane view (per minute, by pool and tag) when it has `dim` and the filters,
+        // else the hourly view.
+        let views = [
+            rollup::ChView::ACCESS_MINUTE,
+            rollup::ChView::hourly(Table::AccessLog),
+        ];
+        let ch = e
+            .rollups()
+            .then(|| {
+                views
+                    .into_iter()
+                    .find_map(|v| Some((v, v.split(p, &[dim])?)))
+            })
+            .flatten();
+        (ch, None)
+    } else {
+        let split = e
+            .rollups()
+            .then(|| rollup::split(Table::AccessLog, p, &[dim]))
+            .flatten();
+        (None, split)
+    };
+    let sql = if let Some((view, s)) = &ch {
+        // The view's states for whole minutes or hours, raw rows' states at the edges.
+        let src = rollup::ch_view_source(
             |t| e.table(t),
             Table::AccessLog,
+            *view,
             p,
             s,
             &format!("{dim}, tag, requests, errors, client_errors, latency_sum_us, latency"),
-            &format!("{dim}, tag, {}", apus_store::clickhouse::ACCESS_LOG_STATES),
+            &format!("{dim}, tag, {}", view.states),
             &format!("{dim}, tag"),
         );
         format!(
             "SELECT {dim}, tag, countMerge(requests) AS _a_requests, \
              countIfMerge(errors) AS _a_errors, countIfMerge(client_errors) AS _a_client_errors, \
-             quantilesTDigestMerge(0.5, 0.99)(latency)[1] / 1000.0 AS p50_ms, \
-             quantilesTDigestMerge(0.5, 0.99)(latency)[2] / 1000.0 AS p99_ms, \
+             {} AS p50_ms, {} AS p99_ms, \
              toFloat64(sumMerge(latency_sum_us)) / countMerge(requests) / 1000.0 AS avg_ms \
-             FROM {src} GROUP BY {dim}, tag"
+             FROM {src} GROUP BY {dim}, tag",
+            view.pct_ms(1),
+            view.pct_ms(2),
         )
     } else if let Some(s) = split {
         let src = rollup::source(
@@ -487,12 +508,33 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
             "status" => d.status_class().to_string(),
             d => d.to_string(),
         };
-        format!(
-            "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
-             FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
-            p.conditions(d, &[]),
-            t = e.table("access_log"),
-        )
+        match ch_series_source(e, p, by, step) {
+            Some((view, src)) => {
+                // Merged states of whole minutes or hours, raw rows' states at the edges.
+                let merged = match metric {
+                    "requests" => "toFloat64(countMerge(requests))".to_string(),
+                    "errors" => "toFloat64(countIfMerge(errors))".to_string(),
+                    "error_rate" => {
+                        "toFloat64(countIfMerge(errors)) / countMerge(requests)".to_string()
+                    }
+                    "p50_ms" => view.pct_ms(1),
+                    "p99_ms" => view.pct_ms(2),
+                    _ => "toFloat64(sumMerge(latency_sum_us)) / countMerge(requests) / 1000.0"
+                        .to_string(),
+                };
+                format!(
+                    "SELECT intDiv(toInt64(t) * 1000000, {step_us}) * {step_us} AS bucket, \
+                     {series} AS series, {merged} AS value FROM {src} \
+                     GROUP BY bucket, series ORDER BY bucket, series"
+                )
+            }
+            None => format!(
+                "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
+                 FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
+                p.conditions(d, &[]),
+                t = e.table("access_log"),
+            ),
+        }
     };
     let mut rows = e.rows(&sql).await?;
     for r in &mut rows {
@@ -501,6 +543,47 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
         r.insert("ts_us".into(), Value::from(b));
     }
     Ok(rows)
+}
+
+/// ClickHouse: the access-log rows of `p`'s window as states of a pre-aggregate (returned
+/// with the subquery), with a time column `t`, when one can answer a time series by `by`
+/// in buckets of `step` seconds: the per-minute lane view for whole-minute steps when `by`
+/// and the filters are among its keys, else the hourly view for whole-hour steps.
+fn ch_series_source(
+    e: &Engine,
+    p: &Params,
+    by: &str,
+    step: i64,
+) -> Option<(rollup::ChView, String)> {
+    use crate::rollup::ChView;
+    if e.dialect() != Dialect::ClickHouse || !e.rollups() {
+        return None;
+    }
+    let group: &[&str] = if by == "none" { &[] } else { &[by] };
+    // The lane view when its keys do (fewest rows), else the hourly one.
+    let (view, s) = [ChView::ACCESS_MINUTE, ChView::hourly(Table::AccessLog)]
+        .into_iter()
+        .filter(|v| (step * 1_000_000) % v.unit_us == 0)
+        .find_map(|v| Some((v, v.split(p, group)?)))?;
+    let g = if by == "none" {
+        String::new()
+    } else {
+        format!("{by}, ")
+    };
+    let src = rollup::ch_view_source(
+        |t| e.table(t),
+        Table::AccessLog,
+        view,
+        p,
+        &s,
+        &format!(
+            "{g}{} AS t, requests, errors, client_errors, latency_sum_us, latency",
+            view.time
+        ),
+        &format!("{g}{} AS t, {}", view.trunc, view.states),
+        &format!("{g}t"),
+    );
+    Some((view, src))
 }
 
 /// The columns of the change timeline.

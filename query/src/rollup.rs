@@ -30,20 +30,25 @@ pub struct Split {
 /// The split of `p`'s window when `t`'s rollup can answer it: every filtered dimension and
 /// every column in `group` is a rollup key, and the window holds at least one whole hour.
 pub fn split(t: Table, p: &Params, group: &[&str]) -> Option<Split> {
-    let keys = rollup::keys(t);
+    split_at(rollup::keys(t), p, group, HOUR_US)
+}
+
+/// [`split`] for a pre-aggregate with group keys `keys` at whole `unit_us` (an hour, or a
+/// minute for ClickHouse's `access_log_1m`).
+pub fn split_at(keys: &[&str], p: &Params, group: &[&str], unit_us: i64) -> Option<Split> {
     if keys.is_empty()
         || !p.dims.iter().all(|(k, _)| keys.contains(&k.as_str()))
         || !group.iter().all(|g| keys.contains(g))
     {
         return None;
     }
-    let h1 = p.from_us.div_euclid(HOUR_US) * HOUR_US
-        + if p.from_us.rem_euclid(HOUR_US) == 0 {
+    let h1 = p.from_us.div_euclid(unit_us) * unit_us
+        + if p.from_us.rem_euclid(unit_us) == 0 {
             0
         } else {
-            HOUR_US
+            unit_us
         };
-    let h2 = p.to_us.div_euclid(HOUR_US) * HOUR_US;
+    let h2 = p.to_us.div_euclid(unit_us) * unit_us;
     if h1 >= h2 {
         return None;
     }
@@ -93,6 +98,60 @@ fn edges(d: Dialect, table: &str, p: &Params, s: &Split, raw: &str, group: &str)
     })
 }
 
+/// A ClickHouse pre-aggregate: the view, its time column and unit, and its group keys.
+#[derive(Debug, Clone, Copy)]
+pub struct ChView {
+    pub name: &'static str,
+    pub time: &'static str,
+    /// SQL truncating a raw row's `ts` to `time`.
+    pub trunc: &'static str,
+    pub unit_us: i64,
+    pub keys: &'static [&'static str],
+    /// The states of a row computed over raw rows (the view's own definition).
+    pub states: &'static str,
+    /// Merging `latency` into `[p50, p99]`, and the divisor to milliseconds.
+    latency: (&'static str, &'static str),
+}
+
+impl ChView {
+    /// `t`'s hourly view (`{table}_1h`, [`apus_store::clickhouse::create_rollup_views`]).
+    pub fn hourly(t: Table) -> ChView {
+        ChView {
+            name: rollup::name(t).unwrap_or_default(),
+            time: "hour",
+            trunc: "toStartOfHour(ts)",
+            unit_us: HOUR_US,
+            keys: rollup::keys(t),
+            states: match t {
+                Table::AccessLog => apus_store::clickhouse::ACCESS_LOG_STATES,
+                _ => "",
+            },
+            latency: ("quantilesTDigestMerge(0.5, 0.99)(latency)", " / 1000.0"),
+        }
+    }
+    /// The access log's per-minute lane view
+    /// ([`apus_store::clickhouse::create_minute_view`]).
+    pub const ACCESS_MINUTE: ChView = ChView {
+        name: apus_store::clickhouse::MINUTE_VIEW,
+        time: "minute",
+        trunc: "toStartOfMinute(ts)",
+        unit_us: 60_000_000,
+        keys: apus_store::clickhouse::MINUTE_KEYS,
+        states: apus_store::clickhouse::MINUTE_STATES,
+        latency: ("quantilesTimingMerge(0.5, 0.99)(latency)", ""),
+    };
+
+    /// The merged latency percentile `i` (1: p50, 2: p99) in milliseconds.
+    pub fn pct_ms(&self, i: usize) -> String {
+        format!("toFloat64({}[{i}]){}", self.latency.0, self.latency.1)
+    }
+
+    /// The split of `p`'s window for this view, when it can answer it grouped by `group`.
+    pub fn split(&self, p: &Params, group: &[&str]) -> Option<Split> {
+        split_at(self.keys, p, group, self.unit_us)
+    }
+}
+
 /// ClickHouse: the rows of `t` in `p`'s window as aggregate states in the shape of its
 /// `{table}_1h` view (`apus_store::clickhouse::create_rollup_views`), as a subquery. The view
 /// answers the whole hours (it is written with every insert, so nothing waits in memory);
@@ -107,10 +166,25 @@ pub fn ch_source(
     raw: &str,
     group: &str,
 ) -> String {
+    ch_view_source(table, t, ChView::hourly(t), p, s, rolled, raw, group)
+}
+
+/// [`ch_source`] from any view of `t` (`s` split at that view's time unit).
+#[allow(clippy::too_many_arguments)]
+pub fn ch_view_source(
+    table: impl Fn(&str) -> String,
+    t: Table,
+    view: ChView,
+    p: &Params,
+    s: &Split,
+    rolled: &str,
+    raw: &str,
+    group: &str,
+) -> String {
     let d = Dialect::ClickHouse;
-    let name = rollup::name(t).unwrap_or_default();
+    let (name, time) = (view.name, view.time);
     let mut cond = vec![format!(
-        "hour >= toDateTime({}) AND hour < toDateTime({})",
+        "{time} >= toDateTime({}) AND {time} < toDateTime({})",
         s.full.0.div_euclid(1_000_000),
         s.full.1.div_euclid(1_000_000)
     )];

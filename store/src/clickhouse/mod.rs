@@ -350,6 +350,37 @@ pub fn create_rollup_views(db: &str) -> Vec<String> {
     .collect()
 }
 
+/// The per-minute lane pre-aggregate `access_log_1m` (ClickHouse only): the states of
+/// `access_log_1h` per minute, keyed by [`MINUTE_KEYS`] only (no route, no upstream), so
+/// the console's charts (any step of whole minutes, by lane or pool) and the pool ranking
+/// merge a few rows per minute instead of scanning raw rows. A day of 40 pools × 2 lanes
+/// is 115k rows whatever the traffic.
+pub fn create_minute_view(db: &str) -> String {
+    let keys = MINUTE_KEYS.join(", ");
+    format!(
+        "CREATE MATERIALIZED VIEW IF NOT EXISTS {db}.{MINUTE_VIEW} \
+         ENGINE = AggregatingMergeTree() PARTITION BY toDate(minute) \
+         ORDER BY ({keys}, minute) POPULATE \
+         AS SELECT {keys}, toStartOfMinute(ts) AS minute, {MINUTE_STATES} \
+         FROM {db}.access_log GROUP BY {keys}, minute"
+    )
+}
+
+/// The states of a lane-view row: as [`ACCESS_LOG_STATES`], but latency percentiles as
+/// `quantilesTiming` states over milliseconds (exact to 1 ms below 1 s, 16 ms buckets up
+/// to 30 s, anything longer counts as 30 s), which merge 3–6× faster than t-digests: a
+/// day of 57k rows merges in ~0.1 s instead of ~0.5 s on 18.16.
+pub const MINUTE_STATES: &str = "countState() AS requests, \
+     countIfState(status >= 500) AS errors, \
+     countIfState(status >= 400 AND status < 500) AS client_errors, \
+     sumState(latency_us) AS latency_sum_us, \
+     quantilesTimingState(0.5, 0.99)(intDiv(latency_us, 1000)) AS latency";
+
+/// The name of the per-minute lane view.
+pub const MINUTE_VIEW: &str = "access_log_1m";
+/// Its group keys.
+pub const MINUTE_KEYS: &[&str] = &["project", "env", "pool", "tag"];
+
 /// The aggregate states of a slow-SQL rollup row, computed over raw rows (`us` is the
 /// row's time in µs): the view's columns and, at a window's edges, the query's.
 pub fn slow_sql_states(us: &str) -> String {
@@ -392,6 +423,7 @@ pub fn migrations(db: &str, p: Profile, retention_days: u32) -> Vec<(u32, Vec<St
             ],
         ),
         (4, create_rollup_views(db)),
+        (5, vec![create_minute_view(db)]),
     ]
 }
 
@@ -424,7 +456,12 @@ pub fn migrate_cluster(
         for t in Table::ALL {
             c.execute(&create_distributed(db, t.name(), cluster))?;
         }
-        for view in ["slow_sql_hourly", "slow_sql_1h", "access_log_1h"] {
+        for view in [
+            "slow_sql_hourly",
+            "slow_sql_1h",
+            "access_log_1h",
+            MINUTE_VIEW,
+        ] {
             c.execute(&create_distributed(db, view, cluster))?;
         }
     }
