@@ -180,6 +180,7 @@ pub fn build(
     control_runtime.spawn(release.clone().sweep_every(Duration::from_secs(1)));
     let tag_header = http::HeaderName::from_bytes(cfg.tag_header.as_bytes())
         .map_err(|e| GatewayError::Config(format!("tag_header: {e}")))?;
+    let tag_header = bytes::Bytes::copy_from_slice(tag_header.as_str().as_bytes());
     let proxy = GatewayProxy {
         state: release.clone(),
         pools: pools.clone(),

@@ -56,6 +56,11 @@ impl Headers for HeaderView<'_> {
 
 static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
+// Header names handed to Pingora's `insert_header` as static text or shared bytes: a
+// `HeaderName` there is matched against Pingora's table of standard names and copied into
+// a fresh title-cased buffer on every call.
+const X_REQUEST_ID_STR: &str = "x-request-id";
+const BAGGAGE_STR: &str = "baggage";
 
 /// The gateway proxy (cloned per proxy thread; the state it routes by is shared).
 #[derive(Clone)]
@@ -63,7 +68,8 @@ pub struct GatewayProxy {
     pub(crate) state: Arc<ReleaseState>,
     pub(crate) pools: Arc<HashMap<String, Arc<Pool>>>,
     pub(crate) trusted: CidrSet,
-    pub(crate) tag_header: http::HeaderName,
+    /// The tag header's name, lower case (shared bytes: cloning it is a reference count).
+    pub(crate) tag_header: Bytes,
     pub(crate) baggage_key: String,
     pub(crate) max_tries: usize,
     pub(crate) connect_timeout: Duration,
@@ -208,15 +214,15 @@ impl ProxyHttp for GatewayProxy {
         let Some(lane) = Self::lane(ctx) else {
             return Ok(());
         };
-        upstream_request.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        upstream_request.insert_header(X_REQUEST_ID_STR, ctx.request_id.clone())?;
         upstream_request.insert_header(self.tag_header.clone(), lane.tag.clone())?;
         // The lane's prebuilt value, unless the client brought baggage to merge with.
         match session.req_header().headers.get(&BAGGAGE) {
-            None => upstream_request.insert_header(BAGGAGE.clone(), lane.baggage.clone())?,
+            None => upstream_request.insert_header(BAGGAGE_STR, lane.baggage.clone())?,
             Some(v) => {
                 let existing = v.to_str().ok();
                 let baggage = merge_baggage(existing, &self.baggage_key, Self::tag(ctx));
-                upstream_request.insert_header(BAGGAGE.clone(), baggage)?
+                upstream_request.insert_header(BAGGAGE_STR, baggage)?
             }
         }
         Ok(())
@@ -230,7 +236,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
         ctx.status = upstream_response.status.as_u16();
-        upstream_response.insert_header(X_REQUEST_ID.clone(), ctx.request_id.clone())?;
+        upstream_response.insert_header(X_REQUEST_ID_STR, ctx.request_id.clone())?;
         if let Some(lane) = Self::lane(ctx) {
             upstream_response.insert_header(self.tag_header.clone(), lane.tag.clone())?;
         }

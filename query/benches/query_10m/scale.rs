@@ -74,10 +74,8 @@ pub fn line(store: &str, rows: usize, shards: usize, s: &Scale, extra: &str) {
     );
 }
 
-fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> impl std::future::Future<Output = T> {
-    async move { tokio::task::spawn_blocking(f).await.unwrap() }
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> T {
+    tokio::task::spawn_blocking(f).await.unwrap()
 }
 
 /// A ClickHouse engine over `url` holding the embedded store's `slow_sql` and `access_log`
