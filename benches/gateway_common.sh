@@ -1,6 +1,6 @@
 # Shared by benches/gateway_peers.sh and benches/gateway_flips.sh (sourced, not run):
 # one generated rule set written in each gateway's own language, the upstream, and the
-# measuring helpers. Expects $W (work dir) and $WORKERS to be set.
+# measuring helpers. The writers expect $W (work dir) and $WORKERS to be set.
 #
 # The rule set, the same on every gateway, in this order (first match wins):
 #   beta    100k tenants (x-tenant-id: tenant-N, N even < 200000)  -> gray
@@ -16,6 +16,23 @@
 
 UP_STABLE=18001
 UP_GRAY=18002
+
+# Install the peers (Debian packages) that are missing.
+install_peers() {
+  local missing=0 c
+  for c in nginx wrk haproxy caddy; do command -v "$c" >/dev/null || missing=1; done
+  [ -f /usr/share/nginx/modules/ngx_http_lua_module.so ] || missing=1
+  [ $missing = 0 ] || apt-get install -y nginx wrk haproxy caddy libnginx-mod-http-lua >/dev/null
+}
+
+# Kill what a run started: the PIDS array and the daemons' pid files under $W.
+PIDS=()
+cleanup() {
+  local p f
+  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+  for f in up nginx nginx-lua haproxy; do [ -f "$W/$f.pid" ] && kill "$(cat "$W/$f.pid")" 2>/dev/null; done
+  true
+}
 
 gen_rules() {
   python3 - "$W" <<'PY'
@@ -82,6 +99,20 @@ $(cat "$W/apus-rules.toml")
 CONF
 }
 
+# The proxying and tagging both nginx peers do once $pool is set.
+nginx_proxy_to_pool() {
+  cat <<'CONF'
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_set_header x-request-id $request_id;
+      proxy_set_header x-env-tag $pool;
+      proxy_set_header baggage "env=$pool";
+      add_header x-env-tag $pool;
+      add_header x-request-id $request_id;
+      proxy_pass http://$pool;
+CONF
+}
+
 # nginx geo + map + split_clients on $1.
 write_nginx() {
   cat > "$W/nginx.conf" <<CONF
@@ -102,14 +133,7 @@ http {
   server {
     listen 127.0.0.1:$1;
     location / {
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header x-request-id \$request_id;
-      proxy_set_header x-env-tag \$pool;
-      proxy_set_header baggage "env=\$pool";
-      add_header x-env-tag \$pool;
-      add_header x-request-id \$request_id;
-      proxy_pass http://\$pool;
+$(nginx_proxy_to_pool)
     }
   }
 }
@@ -154,14 +178,7 @@ http {
         if t and ngx.crc32_short("pct:" .. t) % 100 < 5 then return "gray" end
         return "stable"
       }
-      proxy_http_version 1.1;
-      proxy_set_header Connection "";
-      proxy_set_header x-request-id \$request_id;
-      proxy_set_header x-env-tag \$pool;
-      proxy_set_header baggage "env=\$pool";
-      add_header x-env-tag \$pool;
-      add_header x-request-id \$request_id;
-      proxy_pass http://\$pool;
+$(nginx_proxy_to_pool)
     }
   }
   server {

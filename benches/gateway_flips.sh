@@ -15,26 +15,17 @@
 #   nginx_p99_ratio=… nginx_apply_ms=… haproxy_… nginx_lua_…
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/gateway_common.sh
+. benches/gateway_common.sh
 WORKERS=${1:-1}
 SECS=${2:-30}
 CONNS=${3:-16}
 DELAY_MS=${4:-4}
-missing=0
-for c in nginx wrk haproxy; do command -v "$c" >/dev/null || missing=1; done
-[ -f /usr/share/nginx/modules/ngx_http_lua_module.so ] || missing=1
-[ $missing = 0 ] || apt-get install -y nginx wrk haproxy libnginx-mod-http-lua >/dev/null
+install_peers
 [ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
 BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
 W=$(mktemp -d /tmp/apus-flips-XXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for f in up nginx nginx-lua haproxy; do [ -f "$W/$f.pid" ] && kill "$(cat "$W/$f.pid")" 2>/dev/null; done
-  true
-}
 trap cleanup EXIT
-# shellcheck source=benches/gateway_common.sh
-. benches/gateway_common.sh
 gen_rules
 write_upstream
 write_apus 18081 18091

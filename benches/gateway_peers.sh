@@ -14,14 +14,13 @@
 #   vs_nginx=… vs_nginx_lua=… vs_haproxy=… vs_caddy=…   (vs_X = Apus rps / X rps)
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# shellcheck source=benches/gateway_common.sh
+. benches/gateway_common.sh
 WORKERS=${1:-1}
 SECS=${2:-10}
 ROUNDS=${3:-3}
 CONNS=${CONNS:-64}
-missing=0
-for c in nginx wrk haproxy caddy; do command -v "$c" >/dev/null || missing=1; done
-[ -f /usr/share/nginx/modules/ngx_http_lua_module.so ] || missing=1
-[ $missing = 0 ] || apt-get install -y nginx wrk haproxy caddy libnginx-mod-http-lua >/dev/null
+install_peers
 [ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
 BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
 BINDIR=$(cd "$(dirname "$BIN")" && pwd)
@@ -31,15 +30,7 @@ if [ "$(basename "$BINDIR")" = release ]; then
 fi
 [ -x "$FLOOR" ] || { echo "no Pingora floor binary at $FLOOR"; exit 1; }
 W=$(mktemp -d /tmp/apus-peers-XXXX)
-PIDS=()
-cleanup() {
-  for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
-  for f in up nginx nginx-lua haproxy; do [ -f "$W/$f.pid" ] && kill "$(cat "$W/$f.pid")" 2>/dev/null; done
-  true
-}
 trap cleanup EXIT
-# shellcheck source=benches/gateway_common.sh
-. benches/gateway_common.sh
 gen_rules
 write_upstream
 write_wrk_script

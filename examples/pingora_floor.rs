@@ -1,7 +1,8 @@
 //! The Pingora floor: the thinnest `ProxyHttp` there is (one fixed upstream, no filters,
 //! no routing, no tagging, no metrics), built with the same Pingora, allocator and profile
-//! as `apus`. `benches/gateway_vs_nginx.sh` runs it beside nginx and `apus gateway` so the
-//! gap between Apus and nginx splits into what Pingora itself costs and what Apus adds.
+//! as `apus`. `benches/gateway_peers.sh` runs it beside nginx, the other peers and
+//! `apus gateway`, so the gap between Apus and a peer splits into what Pingora itself costs
+//! and what Apus adds.
 //!
 //!   cargo build --release --example pingora_floor
 //!   target/release/examples/pingora_floor 127.0.0.1:18082 127.0.0.1:18001 1 [tuned|plain]
