@@ -11,7 +11,7 @@ use apus_rules::{CidrSet, Decision, Headers, RequestView};
 use apus_schema::{AccessRecord, Micros};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue};
+use http::{HeaderMap, HeaderValue};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
@@ -54,13 +54,11 @@ impl Headers for HeaderView<'_> {
     }
 }
 
-static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-static BAGGAGE: HeaderName = HeaderName::from_static("baggage");
-// Header names handed to Pingora's `insert_header` as static text or shared bytes: a
-// `HeaderName` there is matched against Pingora's table of standard names and copied into
-// a fresh title-cased buffer on every call.
-const X_REQUEST_ID_STR: &str = "x-request-id";
-const BAGGAGE_STR: &str = "baggage";
+// Header names as static text: given to Pingora's `insert_header` as an `http::HeaderName`,
+// a name is matched against Pingora's table of standard names and copied into a fresh
+// title-cased buffer on every call.
+const X_REQUEST_ID: &str = "x-request-id";
+const BAGGAGE: &str = "baggage";
 
 /// The gateway proxy (cloned per proxy thread; the state it routes by is shared).
 #[derive(Clone)]
@@ -139,7 +137,7 @@ impl ProxyHttp for GatewayProxy {
                 )
             };
             ctx.client = client_ip(peer, xff.as_deref(), &self.trusted);
-            ctx.request_id = match req.headers.get(&X_REQUEST_ID) {
+            ctx.request_id = match req.headers.get(X_REQUEST_ID) {
                 Some(id) if id.to_str().is_ok_and(valid_request_id) => id.clone(),
                 _ => {
                     HeaderValue::from_str(&new_request_id()).unwrap_or(HeaderValue::from_static(""))
@@ -214,15 +212,15 @@ impl ProxyHttp for GatewayProxy {
         let Some(lane) = Self::lane(ctx) else {
             return Ok(());
         };
-        upstream_request.insert_header(X_REQUEST_ID_STR, ctx.request_id.clone())?;
+        upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         upstream_request.insert_header(self.tag_header.clone(), lane.tag.clone())?;
         // The lane's prebuilt value, unless the client brought baggage to merge with.
-        match session.req_header().headers.get(&BAGGAGE) {
-            None => upstream_request.insert_header(BAGGAGE_STR, lane.baggage.clone())?,
+        match session.req_header().headers.get(BAGGAGE) {
+            None => upstream_request.insert_header(BAGGAGE, lane.baggage.clone())?,
             Some(v) => {
                 let existing = v.to_str().ok();
                 let baggage = merge_baggage(existing, &self.baggage_key, Self::tag(ctx));
-                upstream_request.insert_header(BAGGAGE_STR, baggage)?
+                upstream_request.insert_header(BAGGAGE, baggage)?
             }
         }
         Ok(())
@@ -236,7 +234,7 @@ impl ProxyHttp for GatewayProxy {
     ) -> Result<()> {
         ctx.upstream_latency = ctx.upstream_start.map(|s| s.elapsed());
         ctx.status = upstream_response.status.as_u16();
-        upstream_response.insert_header(X_REQUEST_ID_STR, ctx.request_id.clone())?;
+        upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         if let Some(lane) = Self::lane(ctx) {
             upstream_response.insert_header(self.tag_header.clone(), lane.tag.clone())?;
         }

@@ -29,7 +29,7 @@ use serde_json::{json, Value};
 
 use crate::engine::Engine;
 use crate::params::Params;
-use crate::{investigate, rank, QueryError};
+use crate::{investigate, rank, series, QueryError};
 use apus_store::read::json::{rfc3339, Row};
 
 /// Renders the process's Prometheus metrics.
@@ -225,7 +225,7 @@ async fn timeseries(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
         &["metric", "step", "by", "source"],
         apus_schema::time::now_us(),
     )?;
-    Ok(page(&p, rank::timeseries(&a.engine, &p).await?, t))
+    Ok(page(&p, series::timeseries(&a.engine, &p).await?, t))
 }
 
 /// `GET /api/v1/logs/histogram?q=…&step=1m`: hits of a search per bucket, oldest first.
@@ -234,7 +234,7 @@ async fn histogram(State(a): State<Api>, RawQuery(q): RawQuery) -> ApiResult {
     let p = params(q, &apus_store::search::DIMENSIONS, &["q", "step"])?;
     let range_s = ((p.to_us - p.from_us) / 1_000_000).max(1);
     let step_s = match p.opt("step") {
-        Some(s) => rank::parse_step(s)?,
+        Some(s) => series::parse_step(s)?,
         None => (range_s / 60).max(1),
     };
     let step_us = step_s * 1_000_000;

@@ -284,7 +284,7 @@ async fn changes_before(
     let d = e.dialect();
     let t_changes = e.table("changes");
     let lookback_us = match p.opt("lookback") {
-        Some(v) => crate::rank::parse_step(v)? * 1_000_000,
+        Some(v) => crate::series::parse_step(v)? * 1_000_000,
         None => (w.start - s.base_from).max(3_600_000_000),
     };
     let mut change_scope = vec![d.time_range(w.start - lookback_us, p.to_us + 1)];

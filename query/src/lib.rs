@@ -30,6 +30,7 @@ pub mod params;
 pub mod rank;
 pub mod rollup;
 pub mod rootcause;
+pub mod series;
 pub mod signals;
 pub mod sqlcheck;
 

@@ -1,12 +1,12 @@
 //! The rankings and charts SREs open first, each one aggregate query over a column scan:
 //! slow SQL TOP N by fingerprint, exception/log-template ranking per pool with the change
 //! against the previous window, pool/route/tenant/upstream rankings split by lane (tag),
-//! time series in buckets, and the change timeline.
+//! and the change timeline. Time series in buckets are [`crate::series`].
 
 use std::collections::HashMap;
 
 use apus_schema::Table;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::engine::Engine;
 use crate::params::Params;
@@ -14,7 +14,7 @@ use crate::rollup;
 use crate::rootcause::{ratio, surges, KeyCounts};
 use crate::QueryError;
 pub use apus_store::read::json::fix_times;
-use apus_store::read::json::{num, rfc3339, text, Row};
+use apus_store::read::json::{num, text, Row};
 use apus_store::read::Dialect;
 
 /// Dimensions of the slow-SQL ranking.
@@ -79,9 +79,10 @@ pub async fn slow_sql_top(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError
     };
     let sql = if let (Some(s), Dialect::ClickHouse) = (&split, d) {
         // The `slow_sql_1h` view's states for whole hours, raw rows' states at the edges.
-        let src = rollup::ch_source(
+        let src = rollup::ch_view_source(
             |t| e.table(t),
             Table::SlowSql,
+            rollup::ChView::hourly(Table::SlowSql),
             p,
             s,
             "fingerprint_id, db, fingerprint, calls, total_s, min_s, max_s, \
@@ -380,210 +381,6 @@ pub async fn rank(e: &Engine, dim: &str, p: &Params) -> Result<Vec<Row>, QueryEr
             .then_with(|| text(&a.1, "tag").cmp(text(&b.1, "tag")))
     });
     Ok(rows.into_iter().map(|(_, r)| r).collect())
-}
-
-/// Parse a step like `60`, `30s`, `5m`, `1h` into seconds.
-pub fn parse_step(s: &str) -> Result<i64, QueryError> {
-    let bad = || QueryError::BadRequest(format!("bad step `{s}`: use e.g. 30s, 5m, 1h"));
-    let (n, mult) = match s.chars().last() {
-        Some('s') => (&s[..s.len() - 1], 1),
-        Some('m') => (&s[..s.len() - 1], 60),
-        Some('h') => (&s[..s.len() - 1], 3600),
-        Some('d') => (&s[..s.len() - 1], 86_400),
-        _ => (s, 1),
-    };
-    let n: i64 = n.parse().map_err(|_| bad())?;
-    if n <= 0 || n > 366 * 86_400 {
-        return Err(bad());
-    }
-    Ok(n * mult)
-}
-
-/// A metric or access-log aggregate in time buckets: rows of `ts`, `series`, `value`.
-///
-/// `metric` is one of `requests`, `errors`, `error_rate`, `p50_ms`, `p99_ms`, `avg_ms`
-/// (from access logs, split by `by`), or `metric:NAME` (the `metrics` table, averaged).
-pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> {
-    let d = e.dialect();
-    let metric = p.opt("metric").unwrap_or("requests");
-    let range_s = (p.to_us - p.from_us) / 1_000_000;
-    let step = match p.opt("step") {
-        Some(s) => parse_step(s)?,
-        None => (range_s / 60).max(1),
-    };
-    if range_s / step > 5000 {
-        return Err(QueryError::BadRequest(format!(
-            "step {step}s gives more than 5000 buckets over this range; use a larger step"
-        )));
-    }
-    let step_us = step * 1_000_000;
-    let bucket = d.bucket(step_us);
-    let source = p.opt("source").unwrap_or("access");
-    // Slow SQL and log lines: an aggregate of the table per bucket and series.
-    let other: Option<(String, &str, &[&str])> = match source {
-        "slow_sql" => Some((
-            match metric {
-                "calls" => d.f64("count(*)"),
-                "total_s" => "sum(query_time)".to_string(),
-                "avg_s" => "avg(query_time)".to_string(),
-                "max_s" => "max(query_time)".to_string(),
-                "p95_s" => d.pct(0.95, "query_time"),
-                "rows_examined" => d.f64("sum(rows_examined)"),
-                m => {
-                    return Err(QueryError::BadRequest(format!(
-                        "unknown slow_sql metric `{m}`: use calls, total_s, avg_s, max_s, \
-                         p95_s or rows_examined"
-                    )))
-                }
-            },
-            "slow_sql",
-            &["none", "pool", "db", "user", "fingerprint_id"],
-        )),
-        "logs" => Some((
-            match metric {
-                "lines" => d.f64("count(*)"),
-                "errors" => d.f64(&format!("sum(CASE WHEN {ERROR_LINES} THEN 1 ELSE 0 END)")),
-                m => {
-                    return Err(QueryError::BadRequest(format!(
-                        "unknown logs metric `{m}`: use lines or errors"
-                    )))
-                }
-            },
-            "logs",
-            &["none", "pool", "level", "tag", "template_id", "host"],
-        )),
-        _ => None,
-    };
-    let sql = if let Some((agg, table, bys)) = other {
-        let by = p.choice("by", bys)?;
-        let series = if by == "none" {
-            d.lit(metric)
-        } else {
-            by.to_string()
-        };
-        format!(
-            "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
-             FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
-            p.conditions(d, &[]),
-            t = e.table(table),
-        )
-    } else if let Some(name) = metric.strip_prefix("metric:") {
-        let by = p.choice("by", &["none", "pool", "host", "project", "env", "labels"])?;
-        let series = if by == "none" {
-            d.lit(name)
-        } else {
-            by.to_string()
-        };
-        format!(
-            "SELECT {bucket} AS bucket, {series} AS series, avg(value) AS _a_value \
-             FROM {t} WHERE {} AND name = {} GROUP BY bucket, series ORDER BY bucket, series",
-            p.conditions(d, &[]),
-            d.lit(name),
-            t = e.table("metrics"),
-        )
-    } else {
-        let errors = "sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END)";
-        let agg = match metric {
-            "requests" => d.f64("count(*)"),
-            "errors" => d.f64(errors),
-            "error_rate" => format!("{} / count(*)", d.f64(errors)),
-            "p50_ms" => format!("{} / 1000.0", d.pct(0.5, "latency_us")),
-            "p99_ms" => format!("{} / 1000.0", d.pct(0.99, "latency_us")),
-            "avg_ms" => "avg(latency_us) / 1000.0".to_string(),
-            m => {
-                return Err(QueryError::BadRequest(format!(
-                    "unknown metric `{m}`: use requests, errors, error_rate, p50_ms, p99_ms, \
-                     avg_ms or metric:NAME"
-                )))
-            }
-        };
-        let by = p.choice(
-            "by",
-            &[
-                "tag", "none", "pool", "route", "tenant", "upstream", "status",
-            ],
-        )?;
-        let series = match by {
-            "none" => d.lit(metric),
-            "status" => d.status_class().to_string(),
-            d => d.to_string(),
-        };
-        match ch_series_source(e, p, by, step) {
-            Some((view, src)) => {
-                // Merged states of whole minutes or hours, raw rows' states at the edges.
-                let merged = match metric {
-                    "requests" => "toFloat64(countMerge(requests))".to_string(),
-                    "errors" => "toFloat64(countIfMerge(errors))".to_string(),
-                    "error_rate" => {
-                        "toFloat64(countIfMerge(errors)) / countMerge(requests)".to_string()
-                    }
-                    "p50_ms" => view.pct_ms(1),
-                    "p99_ms" => view.pct_ms(2),
-                    _ => "toFloat64(sumMerge(latency_sum_us)) / countMerge(requests) / 1000.0"
-                        .to_string(),
-                };
-                format!(
-                    "SELECT intDiv(toInt64(t) * 1000000, {step_us}) * {step_us} AS bucket, \
-                     {series} AS series, {merged} AS value FROM {src} \
-                     GROUP BY bucket, series ORDER BY bucket, series"
-                )
-            }
-            None => format!(
-                "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
-                 FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
-                p.conditions(d, &[]),
-                t = e.table("access_log"),
-            ),
-        }
-    };
-    let mut rows = e.rows(&sql).await?;
-    for r in &mut rows {
-        let b = r.remove("bucket").and_then(|v| v.as_i64()).unwrap_or(0);
-        r.insert("ts".into(), Value::from(rfc3339(b)));
-        r.insert("ts_us".into(), Value::from(b));
-    }
-    Ok(rows)
-}
-
-/// ClickHouse: the access-log rows of `p`'s window as states of a pre-aggregate (returned
-/// with the subquery), with a time column `t`, when one can answer a time series by `by`
-/// in buckets of `step` seconds: the per-minute lane view for whole-minute steps when `by`
-/// and the filters are among its keys, else the hourly view for whole-hour steps.
-fn ch_series_source(
-    e: &Engine,
-    p: &Params,
-    by: &str,
-    step: i64,
-) -> Option<(rollup::ChView, String)> {
-    use crate::rollup::ChView;
-    if e.dialect() != Dialect::ClickHouse || !e.rollups() {
-        return None;
-    }
-    let group: &[&str] = if by == "none" { &[] } else { &[by] };
-    // The lane view when its keys do (fewest rows), else the hourly one.
-    let (view, s) = [ChView::ACCESS_MINUTE, ChView::hourly(Table::AccessLog)]
-        .into_iter()
-        .filter(|v| (step * 1_000_000) % v.unit_us == 0)
-        .find_map(|v| Some((v, v.split(p, group)?)))?;
-    let g = if by == "none" {
-        String::new()
-    } else {
-        format!("{by}, ")
-    };
-    let src = rollup::ch_view_source(
-        |t| e.table(t),
-        Table::AccessLog,
-        view,
-        p,
-        &s,
-        &format!(
-            "{g}{} AS t, requests, errors, client_errors, latency_sum_us, latency",
-            view.time
-        ),
-        &format!("{g}{} AS t, {}", view.trunc, view.states),
-        &format!("{g}t"),
-    );
-    Some((view, src))
 }
 
 /// The columns of the change timeline.

@@ -152,24 +152,12 @@ impl ChView {
     }
 }
 
-/// ClickHouse: the rows of `t` in `p`'s window as aggregate states in the shape of its
-/// `{table}_1h` view (`apus_store::clickhouse::create_rollup_views`), as a subquery. The view
-/// answers the whole hours (it is written with every insert, so nothing waits in memory);
-/// `raw` computes the same states over the raw rows of the edges, grouped by `group`.
+/// ClickHouse: the rows of `t` in `p`'s window as aggregate states in the shape of `view`
+/// (an hourly view of `apus_store::clickhouse::create_rollup_views`, or the lane view), as
+/// a subquery. The view answers the whole units of `s` (it is written with every insert,
+/// so nothing waits in memory); `raw` computes the same states over the raw rows of the
+/// edges, grouped by `group`.
 /// `table` names a table as the backend reads it (`…_all` on a cluster).
-pub fn ch_source(
-    table: impl Fn(&str) -> String,
-    t: Table,
-    p: &Params,
-    s: &Split,
-    rolled: &str,
-    raw: &str,
-    group: &str,
-) -> String {
-    ch_view_source(table, t, ChView::hourly(t), p, s, rolled, raw, group)
-}
-
-/// [`ch_source`] from any view of `t` (`s` split at that view's time unit).
 #[allow(clippy::too_many_arguments)]
 pub fn ch_view_source(
     table: impl Fn(&str) -> String,
@@ -239,9 +227,10 @@ mod tests {
         assert_eq!(src.matches("UNION ALL").count(), 2);
         assert!(src.contains("FROM access_log_1h") && src.contains("FROM access_log__mem"));
         // ClickHouse: the view for the whole hours (by its `hour` key), raw rows for edges.
-        let ch = ch_source(
+        let ch = ch_view_source(
             |t| format!("{t}_all"),
             Table::AccessLog,
+            ChView::hourly(Table::AccessLog),
             &p,
             &s,
             "pool",

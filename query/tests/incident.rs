@@ -5,7 +5,7 @@
 mod golden;
 
 use apus_query::params::Params;
-use apus_query::{investigate, rank, Engine, QueryError};
+use apus_query::{investigate, rank, series, Engine, QueryError};
 use golden::data::{FLIP, MIN, T0};
 use golden::{clickhouse_fixture, embedded_fixture};
 use serde_json::Value;
@@ -148,7 +148,7 @@ async fn rankings_and_root_cause_of_a_gray_flip(e: &Engine) {
         &["metric", "step", "by"],
     )
     .unwrap();
-    let ts = rank::timeseries(e, &p).await.unwrap();
+    let ts = series::timeseries(e, &p).await.unwrap();
     assert!(ts.iter().any(|r| r["series"] == "gray"));
     assert!(ts.iter().all(|r| r["ts"].as_str().unwrap().ends_with('Z')));
 

@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use apus_query::engine::Limits;
 use apus_query::params::Params;
-use apus_query::{investigate, rank, Engine, Searcher};
+use apus_query::{investigate, rank, series, Engine, Searcher};
 use apus_schema::Table;
 use apus_store::clickhouse::read::{ClickHouseBackend, ReadLimits};
 use apus_store::clickhouse::{migrate, rowbinary, ChClient, ChUrl};
@@ -46,8 +46,8 @@ pub async fn measure(e: &Engine) -> Scale {
         ("step", "15m"),
     ];
     let p = Params::parse(&pairs(&q), rank::ACCESS_DIMS, &opts, T_END).unwrap();
-    assert!(!rank::timeseries(e, &p).await.unwrap().is_empty());
-    let series = time(5, || rank::timeseries(e, &p)).await;
+    assert!(!series::timeseries(e, &p).await.unwrap().is_empty());
+    let series = time(5, || series::timeseries(e, &p)).await;
     let q = [("from", "now-1h")];
     let p = Params::parse(
         &pairs(&q),

@@ -1,0 +1,137 @@
+//! What the proxy reads on every request: the rules in force with their lanes' metric
+//! handles and header values ([`Current`]), and the holding pen that frees replaced rule
+//! sets off the proxy threads ([`Retired`]). How changes are made is the parent module.
+
+use std::sync::{Arc, Mutex};
+
+use apus_control::ReleaseDoc;
+use apus_rules::RuleSet;
+
+use crate::metrics as m;
+
+/// The rule set in force and its version.
+pub struct Current {
+    /// Version number of the release state.
+    pub version: u64,
+    /// The compiled rules.
+    pub rules: RuleSet,
+    /// The release state they were compiled from.
+    pub doc: Arc<ReleaseDoc>,
+    /// Metric handles and header values per route and lane: `lanes[route][0]` is stable,
+    /// `[i + 1]` rule `i`.
+    lanes: Vec<Vec<Lane>>,
+}
+
+/// What the request path needs of a lane, built once per rule version: its metric handles
+/// and the values of the headers that tag its requests.
+pub struct Lane {
+    pub metrics: m::LaneMetrics,
+    /// The tag header's value.
+    pub tag: http::HeaderValue,
+    /// `baggage` for a request that brings none: `{baggage_key}={tag}`.
+    pub baggage: http::HeaderValue,
+}
+
+impl Lane {
+    fn new(route: &str, pool: &str, tag: &str, baggage_key: &str) -> Self {
+        // Tags are validated names; a value that is not a header value still tags nothing
+        // rather than failing every request of the lane.
+        let value =
+            |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static(""));
+        Lane {
+            metrics: m::LaneMetrics::new(route, pool, tag),
+            tag: value(tag),
+            baggage: value(&format!("{baggage_key}={tag}")),
+        }
+    }
+}
+
+impl Current {
+    /// Wrap a rule set, registering its lanes' metric handles and building their header
+    /// values (`baggage_key` is the gateway's baggage member name).
+    pub fn new(version: u64, rules: RuleSet, doc: Arc<ReleaseDoc>, baggage_key: &str) -> Self {
+        let lanes = rules
+            .routes()
+            .map(|r| {
+                std::iter::once(Lane::new(
+                    &r.name,
+                    &r.stable_pool,
+                    apus_rules::STABLE_TAG,
+                    baggage_key,
+                ))
+                .chain(
+                    r.gray_rules
+                        .iter()
+                        .map(|g| Lane::new(&r.name, &g.pool, &g.tag, baggage_key)),
+                )
+                .collect()
+            })
+            .collect();
+        Current {
+            version,
+            rules,
+            doc,
+            lanes,
+        }
+    }
+
+    /// A decision's lane.
+    pub fn lane(&self, d: apus_rules::Decision) -> &Lane {
+        &self.lanes[d.route][d.rule.map_or(0, |i| i + 1)]
+    }
+}
+
+/// Values replaced but maybe still referenced elsewhere, kept until this holds the last
+/// reference, so that the thread that frees them is the one that sweeps.
+pub struct Retired<T>(Mutex<Vec<Arc<T>>>);
+
+impl<T> Default for Retired<T> {
+    fn default() -> Self {
+        Retired(Mutex::new(Vec::new()))
+    }
+}
+
+impl<T> Retired<T> {
+    /// Keep `old` until nobody else holds it (and free what nobody holds any more).
+    pub fn retire(&self, old: Arc<T>) {
+        self.sweep();
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(old);
+    }
+
+    /// Free (here) what nobody else holds; returns how many are still held.
+    pub fn sweep(&self) -> usize {
+        let dead: Vec<Arc<T>> = {
+            let mut r = self.0.lock().unwrap_or_else(|e| e.into_inner());
+            let (dead, live) = std::mem::take(&mut *r)
+                .into_iter()
+                .partition(|c| Arc::strong_count(c) == 1);
+            *r = live;
+            dead
+        };
+        drop(dead);
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Retired;
+    use std::sync::Arc;
+
+    #[test]
+    fn retired_values_are_freed_by_the_sweeper_not_by_their_last_user() {
+        let r = Retired::default();
+        let old = Arc::new(String::from("rule set v1"));
+        let in_flight = old.clone();
+        let watch = Arc::downgrade(&old);
+        r.retire(old);
+        assert_eq!(r.sweep(), 1, "a request still holds it");
+        drop(in_flight);
+        assert!(
+            watch.upgrade().is_some(),
+            "the request's drop did not free it"
+        );
+        assert_eq!(r.sweep(), 0);
+        assert!(watch.upgrade().is_none(), "the sweep freed it");
+    }
+}
