@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use regex::Regex;
@@ -90,11 +91,25 @@ impl NamedTest {
     }
 }
 
+/// A rule's tenants: the set the proxy looks up, and the text it was built from (the inline
+/// list is in the spec), so a later compile whose inputs are unchanged shares the set instead
+/// of hashing 100k names again.
+#[derive(Debug)]
+struct Tenants {
+    /// foldhash, seeded per process: the set is built from a release manager's list and only
+    /// looked up with request values, so it needs speed, not SipHash's flood resistance.
+    set: HashSet<Box<str>, foldhash::fast::RandomState>,
+    /// The `tenants_file` text the set was built from.
+    file_text: Option<String>,
+}
+
 #[derive(Debug)]
 struct CompiledRule {
     pool: String,
-    tenants: Option<HashSet<Box<str>>>,
-    cidrs: Option<CidrSet>,
+    /// Shared with the previous rule set when the rule's tenants (inline and file) did not
+    /// change; likewise the CIDR set when its list did not.
+    tenants: Option<Arc<Tenants>>,
+    cidrs: Option<Arc<CidrSet>>,
     header: Option<NamedTest>,
     cookie: Option<NamedTest>,
     percent: Option<f64>,
@@ -181,11 +196,16 @@ fn parse_cidr(route: &str, rule: &str, s: &str) -> Result<IpNet, RuleError> {
         .map_err(|_| RuleError::invalid(route, Some(rule), "cidrs", format!("bad CIDR `{s}`")))
 }
 
+/// The same rule (same route and rule name) in the rule set a compile replaces: its spec and
+/// compiled form, whose tenant and CIDR sets are reused when their inputs are equal.
+type Previous<'a> = Option<(&'a GrayRuleSpec, &'a CompiledRule)>;
+
 fn compile_rule(
     route: &RouteSpec,
     r: &GrayRuleSpec,
     pools: &HashSet<&str>,
     loader: &dyn TenantLoader,
+    prev: Previous<'_>,
 ) -> Result<CompiledRule, RuleError> {
     let rn = r.name.as_str();
     let rt = route.name.as_str();
@@ -223,31 +243,46 @@ fn compile_rule(
             ));
         }
     }
-    let mut tenants: HashSet<Box<str>> = r.tenants.iter().map(|t| t.trim().into()).collect();
-    if let Some(path) = &r.tenants_file {
-        let text = loader.load(path).map_err(|reason| RuleError::TenantFile {
+    // The file is read on every compile (it may have changed on disk); the set is rebuilt
+    // only when the file's text or the inline list differs from the previous compile's.
+    let file_text = match &r.tenants_file {
+        Some(path) => Some(loader.load(path).map_err(|reason| RuleError::TenantFile {
             route: rt.into(),
             rule: rn.into(),
             path: path.clone(),
             reason,
-        })?;
-        tenants.extend(
-            text.lines()
-                .map(str::trim)
-                .filter(|l| !l.is_empty() && !l.starts_with('#'))
-                .map(Into::into),
-        );
-    }
+        })?),
+        None => None,
+    };
     let has_tenants = !r.tenants.is_empty() || r.tenants_file.is_some();
-    let nets = r
-        .cidrs
-        .iter()
-        .map(|c| parse_cidr(rt, rn, c))
-        .collect::<Result<Vec<_>, _>>()?;
+    let same_tenants = prev.and_then(|(ps, pc)| {
+        let t = pc.tenants.as_ref()?;
+        (ps.tenants == r.tenants && t.file_text == file_text).then(|| t.clone())
+    });
+    let tenants = match same_tenants {
+        Some(t) => Some(t),
+        None if has_tenants => Some(Arc::new(tenant_set(&r.tenants, file_text))),
+        None => None,
+    };
+    let same_cidrs = prev.and_then(|(ps, pc)| {
+        let c = pc.cidrs.as_ref()?;
+        (ps.cidrs == r.cidrs).then(|| c.clone())
+    });
+    let cidrs = match same_cidrs {
+        Some(c) => Some(c),
+        None => {
+            let nets = r
+                .cidrs
+                .iter()
+                .map(|c| parse_cidr(rt, rn, c))
+                .collect::<Result<Vec<_>, _>>()?;
+            (!nets.is_empty()).then(|| Arc::new(CidrSet::new(&nets)))
+        }
+    };
     Ok(CompiledRule {
         pool: r.pool.clone(),
-        tenants: has_tenants.then_some(tenants),
-        cidrs: (!nets.is_empty()).then(|| CidrSet::new(&nets)),
+        tenants,
+        cidrs,
         header: r
             .header
             .as_ref()
@@ -262,6 +297,25 @@ fn compile_rule(
     })
 }
 
+/// The set of `inline` tenants and the names in `file_text` (one per line; blank lines and
+/// `#` comments skipped).
+fn tenant_set(inline: &[String], file_text: Option<String>) -> Tenants {
+    let file_lines = file_text.as_deref().map(|t| {
+        t.lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    });
+    let mut set = HashSet::with_capacity_and_hasher(
+        inline.len() + file_text.as_deref().map_or(0, |t| t.lines().count()),
+        foldhash::fast::RandomState::default(),
+    );
+    set.extend(inline.iter().map(|t| t.trim().into()));
+    if let Some(lines) = file_lines {
+        set.extend(lines.map(Into::into));
+    }
+    Tenants { set, file_text }
+}
+
 impl RuleSet {
     /// Validate `routes` against the known `pools` and compile them. Nothing is partially
     /// applied: either every route compiles or the first error is returned.
@@ -269,6 +323,19 @@ impl RuleSet {
         routes: &[RouteSpec],
         pools: &[&str],
         loader: &dyn TenantLoader,
+    ) -> Result<RuleSet, RuleError> {
+        Self::compile_after(routes, pools, loader, None)
+    }
+
+    /// [`RuleSet::compile`], sharing with `prev` (the set this one replaces) the tenant and
+    /// CIDR sets of every rule whose inputs are unchanged: a flip of one rule under a
+    /// 100k-tenant rule does not rebuild the big set (tenants files are still read, and
+    /// compared with the text the shared set was built from).
+    pub fn compile_after(
+        routes: &[RouteSpec],
+        pools: &[&str],
+        loader: &dyn TenantLoader,
+        prev: Option<&RuleSet>,
     ) -> Result<RuleSet, RuleError> {
         let pool_set: HashSet<&str> = pools.iter().copied().collect();
         let mut seen_routes = HashSet::new();
@@ -313,7 +380,8 @@ impl RuleSet {
                         "duplicate rule name in route",
                     ));
                 }
-                rules.push(compile_rule(route, r, &pool_set, loader)?);
+                let before = prev.and_then(|p| p.rule(rt, &r.name));
+                rules.push(compile_rule(route, r, &pool_set, loader, before)?);
             }
             compiled.push(CompiledRoute {
                 spec: route.clone(),
@@ -329,6 +397,13 @@ impl RuleSet {
                 .then(b.spec.path_prefix.len().cmp(&a.spec.path_prefix.len()))
         });
         Ok(RuleSet { routes: compiled })
+    }
+
+    /// Rule `rule` of route `route`: its spec and compiled form.
+    fn rule(&self, route: &str, rule: &str) -> Previous<'_> {
+        let r = self.routes.iter().find(|r| r.spec.name == route)?;
+        let i = r.spec.gray_rules.iter().position(|g| g.name == rule)?;
+        Some((&r.spec.gray_rules[i], r.rules.get(i)?))
     }
 
     /// The route specs, in match order.
@@ -523,7 +598,7 @@ fn strip_port(h: &str) -> &str {
 #[inline]
 fn rule_matches(name: &str, r: &CompiledRule, req: &RequestView<'_>, tenant: Option<&str>) -> bool {
     if let Some(set) = &r.tenants {
-        if !tenant.is_some_and(|t| set.contains(t)) {
+        if !tenant.is_some_and(|t| set.set.contains(t)) {
             return false;
         }
     }

@@ -273,10 +273,18 @@ impl ReleaseState {
         })
     }
 
+    /// Compile `routes`, sharing unchanged tenant and CIDR sets with the rules in force
+    /// (a flip does not rebuild a 100k-tenant set on the cores the proxy runs on).
     fn compile(&self, routes: &[RouteSpec]) -> Result<RuleSet, GatewayError> {
         let pools: Vec<&str> = self.pool_names.iter().map(String::as_str).collect();
         let loader = file_loader(self.base_dir.as_deref());
-        Ok(RuleSet::compile(routes, &pools, &loader)?)
+        let cur = self.load();
+        Ok(RuleSet::compile_after(
+            routes,
+            &pools,
+            &loader,
+            Some(&cur.rules),
+        )?)
     }
 
     /// Install a change seen in the store (from any node) if it is newer than ours.

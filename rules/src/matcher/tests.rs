@@ -293,6 +293,50 @@ fn tenants_file_is_loaded_through_the_loader() {
 }
 
 #[test]
+fn unchanged_tenant_and_cidr_sets_are_shared_with_the_previous_compile() {
+    let rules = |flip: &str, cidr: &str| {
+        RulesFile::from_toml(&format!(
+            "[[routes]]\nname = \"a\"\nstable_pool = \"stable\"\ntenant_sources = [{{ path_segment = 0 }}]\n\
+             [[routes.gray_rules]]\nname = \"flip\"\npool = \"gray\"\ntenants = [\"{flip}\"]\n\
+             [[routes.gray_rules]]\nname = \"beta\"\npool = \"gray\"\ntenants_file = \"t.txt\"\n\
+             [[routes.gray_rules]]\nname = \"office\"\npool = \"gray\"\ncidrs = [\"{cidr}\"]"
+        ))
+        .unwrap()
+        .routes
+    };
+    let file = std::cell::RefCell::new("acme\nglobex\n".to_string());
+    let loader = |_: &str| -> Result<String, String> { Ok(file.borrow().clone()) };
+    let a = RuleSet::compile(&rules("p1", "10.0.0.0/8"), POOLS, &loader).unwrap();
+    let set = |rs: &RuleSet, i: usize| rs.routes[0].rules[i].tenants.clone().unwrap();
+    let net = |rs: &RuleSet| rs.routes[0].rules[2].cidrs.clone().unwrap();
+
+    // A flip of the first rule: the file's set and the CIDR set are the same allocations.
+    let b = RuleSet::compile_after(&rules("p2", "10.0.0.0/8"), POOLS, &loader, Some(&a)).unwrap();
+    assert!(Arc::ptr_eq(&set(&a, 1), &set(&b, 1)));
+    assert!(Arc::ptr_eq(&net(&a), &net(&b)));
+    assert!(!Arc::ptr_eq(&set(&a, 0), &set(&b, 0)));
+    assert_eq!(decide(&b, "/p2/x", "1.1.1.1", vec![]).0, "gray");
+    assert_eq!(decide(&b, "/p1/x", "1.1.1.1", vec![]).0, "stable");
+    assert_eq!(decide(&b, "/globex", "1.1.1.1", vec![]).0, "gray");
+
+    // The file changed on disk: its set is rebuilt from the new text, the CIDRs still shared.
+    *file.borrow_mut() = "initech\n".into();
+    let c = RuleSet::compile_after(&rules("p2", "10.0.0.0/8"), POOLS, &loader, Some(&b)).unwrap();
+    assert!(!Arc::ptr_eq(&set(&b, 1), &set(&c, 1)));
+    assert!(Arc::ptr_eq(&net(&b), &net(&c)));
+    assert_eq!(decide(&c, "/initech", "1.1.1.1", vec![]).0, "gray");
+    assert_eq!(decide(&c, "/globex", "1.1.1.1", vec![]).0, "stable");
+
+    // Other CIDRs: rebuilt; a bad one is still refused whatever the previous set was.
+    let d =
+        RuleSet::compile_after(&rules("p2", "192.168.0.0/16"), POOLS, &loader, Some(&c)).unwrap();
+    assert!(!Arc::ptr_eq(&net(&c), &net(&d)));
+    assert_eq!(decide(&d, "/x", "192.168.1.1", vec![]).0, "gray");
+    assert_eq!(decide(&d, "/x", "10.1.1.1", vec![]).0, "stable");
+    assert!(RuleSet::compile_after(&rules("p2", "300.0.0.0/8"), POOLS, &loader, Some(&d)).is_err());
+}
+
+#[test]
 fn diff_summarises_changes() {
     let a = percent_rules(10.0);
     let b = percent_rules(20.0);
