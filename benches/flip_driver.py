@@ -13,10 +13,11 @@ the reload signal was sent), and apply_ms, from that moment until the first requ
 probe-k, each on a fresh connection (a new client: nginx's old workers keep serving
 routing of the old generation on existing connections), reaches gray. Peak RSS of the
 gateway's processes (with their children: nginx keeps two generations during a reload) is
-sampled every 100 ms.
+sampled every 100 ms. probe_ms is a probe's own round trip for a tenant no flip moves (the
+same fresh connection under the same load), so apply_ms - probe_ms is the wait for the change.
 
     flip_driver.py KIND PORT SECS WORKDIR ROOT_PID [ADMIN_PORT]
-prints: flips=N call_ms_med=… apply_ms_med=… apply_ms_max=… missed=… rss_peak_mb=… rss_start_mb=…
+prints: flips=N call_ms_med=… apply_ms_med=… probe_ms_med=… apply_ms_max=… missed=… rss_peak_mb=… rss_start_mb=…
 """
 import http.client
 import json
@@ -129,7 +130,7 @@ def flip(k):
 
 start_rss = rss_mb(root)
 threading.Thread(target=sampler, daemon=True).start()
-calls, applies, missed = [], [], 0
+calls, applies, probes, missed = [], [], [], 0
 t_end = time.monotonic() + secs
 k = 0
 while time.monotonic() < t_end - 1:
@@ -137,6 +138,12 @@ while time.monotonic() < t_end - 1:
     # A probe tenant the other rules already send to gray (the sticky 5 %) proves nothing.
     while routed_gray(f"probe-{k}"):
         k += 1
+    # One probe's own round trip (a fresh connection under the same load, nothing to
+    # change): the floor under apply_ms for a gateway whose change is in force when its
+    # call returns.
+    tp = time.monotonic()
+    routed_gray("probe-rtt")
+    probes.append((time.monotonic() - tp) * 1000)
     t0 = time.monotonic()
     flip(k)
     t1 = time.monotonic()
@@ -156,6 +163,6 @@ def med(v):
     return round(v[len(v) // 2], 2) if v else -1
 
 
-print(f"flips={k} call_ms_med={med(calls)} apply_ms_med={med(applies)} "
+print(f"flips={k} call_ms_med={med(calls)} apply_ms_med={med(applies)} probe_ms_med={med(probes)} "
       f"apply_ms_max={round(max(applies), 2) if applies else -1} missed={missed} "
       f"rss_peak_mb={round(peak[0], 1)} rss_start_mb={round(start_rss, 1)}")

@@ -10,7 +10,8 @@
 #
 # Per gateway: errors (non-2xx + socket errors) while flipping, p99 and max latency steady
 # and while flipping, their ratio, the median and worst time from a change accepted to in
-# force, and peak RSS of the gateway's processes.
+# force (and a probe's own round trip, the floor under it), and peak RSS of the gateway's
+# processes.
 # Ends with: RESULT gateway_flips apus_errors=… apus_p99_ratio=… apus_apply_ms=… nginx_errors=…
 #   nginx_p99_ratio=… nginx_apply_ms=… haproxy_… nginx_lua_…
 set -euo pipefail
@@ -60,7 +61,7 @@ root_of() {
   esac
 }
 result="RESULT gateway_flips"
-printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %8s %8s\n' gateway rps errors p99_st_ms p99_fl_ms ratio max_fl_ms call_ms apply_ms apply_max rss_mb
+printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %8s %8s %8s\n' gateway rps errors p99_st_ms p99_fl_ms ratio max_fl_ms call_ms apply_ms probe_ms apply_max rss_mb
 for g in apus nginx haproxy nginx_lua; do
   root=$(root_of "$g")
   steady=$(run_wrk "${port[$g]}" "$root")
@@ -75,9 +76,9 @@ for g in apus nginx haproxy nginx_lua; do
   ratio=$(python3 -c "print(round($p99f / $p99s, 3) if $p99s > 0 else -1)")
   # A flip that never routed in 5 s counts as an error of the gateway too.
   errs=$((errs + $(kv missed)))
-  printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %8s %8s\n' "$g" "$rps" "$errs" "$p99s" "$p99f" "$ratio" "$maxf" \
-    "$(kv call_ms_med)" "$(kv apply_ms_med)" "$(kv apply_ms_max)" "$(kv rss_peak_mb)"
-  result="$result ${g}_errors=$errs ${g}_p99_ratio=$ratio ${g}_apply_ms=$(kv apply_ms_med) ${g}_apply_max_ms=$(kv apply_ms_max) ${g}_call_ms=$(kv call_ms_med) ${g}_rss_mb=$(kv rss_peak_mb)"
+  printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %8s %8s %8s\n' "$g" "$rps" "$errs" "$p99s" "$p99f" "$ratio" "$maxf" \
+    "$(kv call_ms_med)" "$(kv apply_ms_med)" "$(kv probe_ms_med)" "$(kv apply_ms_max)" "$(kv rss_peak_mb)"
+  result="$result ${g}_errors=$errs ${g}_p99_ratio=$ratio ${g}_apply_ms=$(kv apply_ms_med) ${g}_probe_ms=$(kv probe_ms_med) ${g}_apply_max_ms=$(kv apply_ms_max) ${g}_call_ms=$(kv call_ms_med) ${g}_rss_mb=$(kv rss_peak_mb)"
 done
 echo "workers=$WORKERS seconds=$SECS conns=$CONNS delay_ms=$DELAY_MS (steady, then one flip a second)"
 echo "$result"

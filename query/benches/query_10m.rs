@@ -8,7 +8,9 @@
 //! Prints one line per measurement, a `RESULT query_scale store=embedded …` line and, with
 //! `CLICKHOUSE_URL=clickhouse://host:port/db` (loaded from the same data once), a
 //! `RESULT query_scale store=clickhouse …` line with the same questions asked by hand over
-//! raw rows beside it; ends with `RESULT query_10m …` (medians).
+//! raw rows beside it; ends with `RESULT query_10m …` (medians). With
+//! `CLICKHOUSE_SHARDS` and `CLICKHOUSE_CLUSTER`, only a ClickHouse cluster's line, its data
+//! made by the servers themselves (`query_10m/cluster.rs`, `benches/query_cluster.sh`).
 
 use std::path::Path;
 use std::sync::Arc;
@@ -23,6 +25,9 @@ use apus_store::search::SearchIndex;
 
 #[path = "query_10m/scale.rs"]
 mod scale;
+
+#[path = "query_10m/cluster.rs"]
+mod cluster;
 
 /// 2026-11-01T00:00:00Z: data covers the 24 hours before it.
 const T_END: i64 = 1_793_491_200_000_000;
@@ -210,7 +215,7 @@ where
 async fn clickhouse_scale(store: &Arc<LocalStore>, url: &str, rows: usize) {
     let (ch, client) = scale::clickhouse(store, url, rows).await;
     let s = scale::measure(&ch).await;
-    let (hand_top, hand_pools, mb) = scale::by_hand(&client).await;
+    let (hand_top, hand_pools, mb) = scale::by_hand(&client, "").await;
     scale::line(
         "clickhouse",
         rows,
@@ -231,6 +236,17 @@ fn main() {
         _ if bench => 10_000_000,
         _ => 20_000,
     };
+    // A ClickHouse cluster only: its data is made by the servers, no embedded store.
+    if let (true, Ok(urls), Ok(name)) = (
+        bench,
+        std::env::var("CLICKHOUSE_SHARDS"),
+        std::env::var("CLICKHOUSE_CLUSTER"),
+    ) {
+        let urls: Vec<String> = urls.split(',').map(str::to_string).collect();
+        let rt = tokio::runtime::Runtime::new().unwrap();
+        rt.block_on(cluster::cluster_scale(&urls, &name, rows));
+        return;
+    }
     let tmp = tempfile::tempdir().unwrap();
     let dir = match std::env::var("APUS_BENCH_DIR") {
         Ok(d) if bench => std::path::PathBuf::from(d),

@@ -150,25 +150,24 @@ pub async fn clickhouse(local: &Arc<LocalStore>, url: &str, rows: usize) -> (Eng
     (engine, client)
 }
 
-/// The TOP 100 and the pool ranking as a user would write them over raw rows (ms each),
-/// and the data size on disk (MB) of the database.
-pub async fn by_hand(c: &ChClient) -> (f64, f64, f64) {
+/// The TOP 100 and the pool ranking as a user would write them over raw rows (ms each;
+/// tables named with `suffix`, `_all` on a cluster), and the data size on disk (MB) of the
+/// database on `c`'s server.
+pub async fn by_hand(c: &ChClient, suffix: &str) -> (f64, f64, f64) {
     let db = c.url.database.clone();
     let (from, to) = ((T_END - SPAN) / 1_000_000, T_END / 1_000_000);
     let window = format!("ts >= toDateTime({from}) AND ts < toDateTime({to})");
     let top = format!(
         "SELECT fingerprint_id, any(fingerprint), count() AS calls, sum(query_time) AS total, \
          avg(query_time), min(query_time), max(query_time), quantile(0.95)(query_time), \
-         argMax(sample, query_time) FROM {db}.slow_sql WHERE {window} \
+         argMax(sample, query_time) FROM {db}.slow_sql{suffix} WHERE {window} \
          GROUP BY fingerprint_id ORDER BY total DESC LIMIT 100 FORMAT Null"
     );
     let pools = format!(
         "SELECT pool, tag, count(), countIf(status >= 500), quantile(0.5)(latency_us), \
-         quantile(0.99)(latency_us) FROM {db}.access_log WHERE {window} \
+         quantile(0.99)(latency_us) FROM {db}.access_log{suffix} WHERE {window} \
          GROUP BY pool, tag ORDER BY count() DESC FORMAT Null"
     );
-    let size =
-        format!("SELECT sum(bytes_on_disk) FROM system.parts WHERE database = '{db}' AND active");
     let run = |sql: String| {
         let c = c.clone();
         move || {
@@ -179,11 +178,21 @@ pub async fn by_hand(c: &ChClient) -> (f64, f64, f64) {
     };
     let top_ms = time(5, run(top)).await;
     let pools_ms = time(5, run(pools)).await;
-    let c2 = c.clone();
-    let bytes: f64 = blocking(move || c2.execute(&format!("{size} FORMAT TSV")).unwrap())
+    (top_ms, pools_ms, data_mb(c).await)
+}
+
+/// The data size on disk (MB) of the database on `c`'s server (raw tables and views).
+pub async fn data_mb(c: &ChClient) -> f64 {
+    let db = c.url.database.clone();
+    let size = format!(
+        "SELECT sum(bytes_on_disk) FROM system.parts WHERE database = '{db}' AND active \
+         FORMAT TSV"
+    );
+    let c = c.clone();
+    let bytes: f64 = blocking(move || c.execute(&size).unwrap())
         .await
         .trim()
         .parse()
         .unwrap_or(0.0);
-    (top_ms, pools_ms, bytes / 1e6)
+    bytes / 1e6
 }
