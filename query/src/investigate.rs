@@ -80,7 +80,10 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<RootCause, QueryError> 
     let started = std::time::Instant::now();
     let setup = setup(p)?;
     let w = find_onset(e, p, &setup).await?;
-    let (explained, totals) = explain(e, p, &setup, &w).await?;
+    // The layers query's counts per (route, pool, upstream) also give those dimensions'
+    // counts, so steps 2, 4 and 5 are one round of concurrent queries.
+    let ((explained, totals, layers), (templates, fingerprints)) =
+        futures::future::try_join(explain(e, p, &setup, &w), novelties(e, &setup, &w)).await?;
     let suspects: Vec<(String, f64)> = explained
         .iter()
         .flat_map(|d| {
@@ -90,7 +93,6 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<RootCause, QueryError> 
         })
         .collect();
     let ranked_changes = changes_before(e, p, &setup, &w, &suspects).await?;
-    let (templates, fingerprints, layers) = novelties_and_layers(e, &setup, &w).await?;
     let rows = suspect_list(&ranked_changes, &explained, &templates, &fingerprints);
     let (Totals { bt, bb, ct, cb }, start) = (totals, w.start);
     Ok(RootCause {
@@ -209,13 +211,18 @@ async fn find_onset(e: &Engine, p: &Params, s: &Setup) -> Result<Window, QueryEr
     })
 }
 
-/// Step 2: per dimension, the bad/total counts of both periods, weighed by Adtributor.
+/// The dimensions whose counts come from the layers query's rows (summed per value).
+const LAYER_DIMS: &[&str] = &["pool", "route", "upstream"];
+
+/// Step 2: per dimension, the bad/total counts of both periods, weighed by Adtributor; and
+/// step 5's layers, whose rows give the pool, route and upstream counts (tag and tenant
+/// have their own queries).
 async fn explain(
     e: &Engine,
     p: &Params,
     s: &Setup,
     w: &Window,
-) -> Result<(Vec<DimensionSuspect>, Totals), QueryError> {
+) -> Result<(Vec<DimensionSuspect>, Totals, Vec<Row>), QueryError> {
     let d = e.dialect();
     let t_access = e.table("access_log");
     let (cur, bad) = (&w.cur, &s.bad);
@@ -224,7 +231,12 @@ async fn explain(
         .copied()
         .filter(|d| !p.dims.iter().any(|(k, _)| k == d))
         .collect();
-    let dim_queries = dims.iter().map(|dim| {
+    let own: Vec<&str> = dims
+        .iter()
+        .copied()
+        .filter(|d| !LAYER_DIMS.contains(d))
+        .collect();
+    let dim_queries = own.iter().map(|dim| {
         e.rows_owned(format!(
             "SELECT {dim} AS value, sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS bt, \
              sum(CASE WHEN {cur} THEN 0 ELSE {bad} END) AS bb, \
@@ -234,30 +246,35 @@ async fn explain(
             s.span.conditions(d, &[])
         ))
     });
-    let dim_rows = futures::future::try_join_all(dim_queries).await?;
-    let mut counts = Vec::new();
+    let (own_rows, layers) =
+        futures::future::try_join(futures::future::try_join_all(dim_queries), layers(e, s, w))
+            .await?;
     let mut t = Totals::default();
-    for (i, (d, rows)) in dims.iter().zip(&dim_rows).enumerate() {
+    for r in &layers {
+        t.bt += num(r, "baseline_requests");
+        t.bb += num(r, "baseline_bad");
+        t.ct += num(r, "requests");
+        t.cb += num(r, "bad");
+    }
+    let mut counts = Vec::new();
+    for dim in &dims {
+        let values: Vec<DimCounts> = match own.iter().position(|o| o == dim) {
+            Some(i) => own_rows[i]
+                .iter()
+                .map(|r| DimCounts {
+                    dimension: dim.to_string(),
+                    value: text(r, "value").to_string(),
+                    baseline_total: num(r, "bt"),
+                    baseline_bad: num(r, "bb"),
+                    current_total: num(r, "ct"),
+                    current_bad: num(r, "cb"),
+                })
+                .collect(),
+            None => per_value(&layers, dim),
+        };
         // A dimension with one value cannot discriminate (it "explains" everything).
-        let single = rows.len() < 2;
-        for r in rows {
-            if i == 0 {
-                t.bt += num(r, "bt");
-                t.bb += num(r, "bb");
-                t.ct += num(r, "ct");
-                t.cb += num(r, "cb");
-            }
-            if single {
-                continue;
-            }
-            counts.push(DimCounts {
-                dimension: d.to_string(),
-                value: text(r, "value").to_string(),
-                baseline_total: num(r, "bt"),
-                baseline_bad: num(r, "bb"),
-                current_total: num(r, "ct"),
-                current_bad: num(r, "cb"),
-            });
+        if values.len() >= 2 {
+            counts.extend(values);
         }
     }
     // Every qualifying dimension is reported (ranked by surprise): tag, pool and upstream
@@ -269,7 +286,29 @@ async fn explain(
             ..AdtributorParams::default()
         },
     );
-    Ok((explained, t))
+    Ok((explained, t, layers))
+}
+
+/// The layers' counts summed per value of `dim` (one of [`LAYER_DIMS`]), in value order.
+fn per_value(layers: &[Row], dim: &str) -> Vec<DimCounts> {
+    let mut by: std::collections::BTreeMap<&str, [f64; 4]> = std::collections::BTreeMap::new();
+    for r in layers {
+        let c = by.entry(text(r, dim)).or_default();
+        c[0] += num(r, "baseline_requests");
+        c[1] += num(r, "baseline_bad");
+        c[2] += num(r, "requests");
+        c[3] += num(r, "bad");
+    }
+    by.into_iter()
+        .map(|(v, c)| DimCounts {
+            dimension: dim.to_string(),
+            value: v.to_string(),
+            baseline_total: c[0],
+            baseline_bad: c[1],
+            current_total: c[2],
+            current_bad: c[3],
+        })
+        .collect()
 }
 
 /// Step 3: changes in the lookback before the onset, ranked by time proximity and by overlap
@@ -324,16 +363,11 @@ async fn changes_before(
 
 type Surged = Vec<(Row, crate::rootcause::Surge)>;
 
-/// Steps 4 and 5: exception templates and slow-SQL fingerprints that are new or surged, and the
-/// route → pool → upstream layers with their error rate and p99 in both periods.
-async fn novelties_and_layers(
-    e: &Engine,
-    s: &Setup,
-    w: &Window,
-) -> Result<(Surged, Surged, Vec<Row>), QueryError> {
+/// Step 4: exception templates and slow-SQL fingerprints that are new or surged.
+async fn novelties(e: &Engine, s: &Setup, w: &Window) -> Result<(Surged, Surged), QueryError> {
     let d = e.dialect();
-    let (t_access, t_logs, t_slow) = (e.table("access_log"), e.table("logs"), e.table("slow_sql"));
-    let (cur, bad, span) = (&w.cur, &s.bad, &s.span);
+    let (t_logs, t_slow) = (e.table("logs"), e.table("slow_sql"));
+    let (cur, span) = (&w.cur, &s.span);
     let windows = crate::rootcause::Windows {
         current_s: (span.to_us - w.start) as f64 / 1e6,
         baseline_s: (w.start - s.base_from).max(1) as f64 / 1e6,
@@ -355,6 +389,21 @@ async fn novelties_and_layers(
          sum(CASE WHEN {cur} THEN query_time ELSE 0 END) AS cur_total_s \
          FROM {t_slow} WHERE {sql_scope} GROUP BY fingerprint_id"
     );
+    let (tpl_rows, fp_rows) =
+        futures::future::try_join(e.rows_owned(tpl_sql), e.rows_owned(fp_sql)).await?;
+    let templates = surged(&tpl_rows, windows, |r| {
+        format!("{}\u{1f}{}", text(r, "pool"), text(r, "template_id"))
+    });
+    let fingerprints = surged(&fp_rows, windows, |r| text(r, "fingerprint_id").to_string());
+    Ok((templates, fingerprints))
+}
+
+/// Step 5: the route → pool → upstream layers with their requests, bad requests and p99 in
+/// both periods, worst change of rate first.
+async fn layers(e: &Engine, s: &Setup, w: &Window) -> Result<Vec<Row>, QueryError> {
+    let d = e.dialect();
+    let t_access = e.table("access_log");
+    let (cur, bad, span) = (&w.cur, &s.bad, &s.span);
     let layer_sql = format!(
         "SELECT route, pool, upstream, sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS requests, \
          sum(CASE WHEN {cur} THEN {bad} ELSE 0 END) AS bad, \
@@ -366,17 +415,9 @@ async fn novelties_and_layers(
         p99 = d.pct_if(0.99, "latency_us", cur),
         bp99 = d.pct_if(0.99, "latency_us", &format!("NOT ({cur})")),
     );
-    let (tpl_rows, fp_rows, layer_rows) = futures::future::try_join3(
-        e.rows_owned(tpl_sql),
-        e.rows_owned(fp_sql),
-        e.rows_owned(layer_sql),
-    )
-    .await?;
-    let templates = surged(&tpl_rows, windows, |r| {
-        format!("{}\u{1f}{}", text(r, "pool"), text(r, "template_id"))
-    });
-    let fingerprints = surged(&fp_rows, windows, |r| text(r, "fingerprint_id").to_string());
-    let mut layers: Vec<Row> = layer_rows
+    let mut layers: Vec<Row> = e
+        .rows_owned(layer_sql)
+        .await?
         .into_iter()
         .map(|mut r| {
             let cur_rate = ratio(num(&r, "bad"), num(&r, "requests"));
@@ -390,7 +431,7 @@ async fn novelties_and_layers(
         (num(b, "rate") - num(b, "baseline_rate"))
             .total_cmp(&(num(a, "rate") - num(a, "baseline_rate")))
     });
-    Ok((templates, fingerprints, layers))
+    Ok(layers)
 }
 
 fn scoped(d: apus_store::read::dialect::Dialect, span: &Params, allowed: &[&str]) -> String {

@@ -28,14 +28,16 @@ fn below(n: u64, k: u32) -> String {
     format!("(intHash64(n * 16 + {k}) % {n})")
 }
 
-/// The rows of shard `s` of `shards` (global row numbers `n ≡ s mod shards`), `rows` in all,
-/// spread evenly over the bench's day: the SELECT feeding `table`.
-fn rows_sql(table: &str, rows: usize, s: usize, shards: usize) -> String {
+/// Rows per INSERT (one statement must finish within the client's request timeout).
+const CHUNK_ROWS: usize = 2_000_000;
+
+/// Rows `[lo, lo + len)` of shard `s` of `shards` (global row numbers `n ≡ s mod shards`),
+/// `rows` in all, spread evenly over the bench's day: the SELECT feeding `table`.
+fn rows_sql(table: &str, rows: usize, s: usize, shards: usize, lo: usize, len: usize) -> String {
     let t0 = T_END - SPAN;
     let base = format!(
-        "SELECT number * {shards} + {s} AS n, {t0} + intDiv(n * {SPAN}, {rows}) AS t_us \
-         FROM numbers({})",
-        rows / shards
+        "SELECT (number + {lo}) * {shards} + {s} AS n, {t0} + intDiv(n * {SPAN}, {rows}) AS t_us \
+         FROM numbers({len})"
     );
     let time = "toDateTime(intDiv(t_us, 1000000)) AS ts, toUInt32(t_us % 1000000) AS ts_us";
     match table {
@@ -131,11 +133,15 @@ pub async fn cluster_scale(urls: &[String], cluster: &str, rows: usize) {
                 {
                     let _ = c.execute(&format!("TRUNCATE TABLE IF EXISTS {db}.{t}"));
                 }
-                c.execute(&format!(
-                    "INSERT INTO {db}.{table} {}",
-                    rows_sql(table, rows, s, shards)
-                ))
-                .unwrap();
+                let per_shard = rows / shards;
+                for lo in (0..per_shard).step_by(CHUNK_ROWS) {
+                    let len = CHUNK_ROWS.min(per_shard - lo);
+                    c.execute(&format!(
+                        "INSERT INTO {db}.{table} {}",
+                        rows_sql(table, rows, s, shards, lo, len)
+                    ))
+                    .unwrap();
+                }
             }
             eprintln!(
                 "made {rows} rows of {table} on {shards} shards in {:.0} s",
