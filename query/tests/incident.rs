@@ -279,3 +279,54 @@ fn bad_parameters_are_rejected_with_the_reason() {
     let v: Value = serde_json::json!(e.to_string());
     assert!(v.is_string());
 }
+
+/// Root cause asks ClickHouse's lane view for the onset series, the extent and the tag
+/// counts (raw rows at the edges) and the embedded store raw rows: both must find the same
+/// onset and the same counts, for a window on whole minutes and one that is not.
+#[test]
+fn root_cause_agrees_on_both_stores() {
+    let (emb, ch) = (embedded_fixture(), clickhouse_fixture());
+    let rt = runtime();
+    for (from, to) in [("now-30m", "now"), ("now-1777s", "now-17s")] {
+        let p = params(
+            &[("from", from), ("to", to), ("project", "shop")],
+            investigate::RCA_DIMS,
+            investigate::RCA_OPTS,
+        )
+        .unwrap();
+        let run = |e: &Engine| {
+            let v =
+                serde_json::to_value(rt.block_on(investigate::rootcause(e, &p)).unwrap()).unwrap();
+            let dims: Vec<(Value, Vec<(Value, String)>)> = v["dimensions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| {
+                    let vals = d["values"].as_array().unwrap().iter();
+                    (
+                        d["dimension"].clone(),
+                        vals.map(|x| {
+                            (
+                                x["value"].clone(),
+                                format!("{:.6}", x["explanatory_power"].as_f64().unwrap_or(-1.0)),
+                            )
+                        })
+                        .collect(),
+                    )
+                })
+                .collect();
+            (
+                v["onset"].clone(),
+                v["current"].clone(),
+                v["baseline"].clone(),
+                dims,
+            )
+        };
+        let (a, b) = (run(&emb.engine), run(&ch.engine));
+        assert!(
+            !a.3.is_empty(),
+            "{from}..{to}: no dimension explains anything: {a:?}"
+        );
+        assert_eq!(a, b, "{from}..{to}: embedded vs ClickHouse");
+    }
+}
