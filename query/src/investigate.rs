@@ -484,20 +484,22 @@ async fn novelties(e: &Engine, s: &Setup, w: &Window) -> Result<(Surged, Surged)
     };
     let log_scope = scoped(d, span, &["project", "env", "pool", "tenant", "tag"]);
     let tpl_sql = format!(
-        "SELECT pool, template_id, max(template) AS _a_template, max(exception) AS _a_exception, \
+        "SELECT pool, template_id, {any}(template) AS _a_template, {any}(exception) AS _a_exception, \
          {sample} AS _a_sample, \
          sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
          sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS base \
          FROM {t_logs} WHERE {log_scope} AND {ERROR_LINES} GROUP BY pool, template_id",
         sample = d.arg_max("message", d.us()),
+        any = any(d),
     );
     let sql_scope = scoped(d, span, &["project", "env", "pool"]);
     let fp_sql = format!(
-        "SELECT fingerprint_id, max(fingerprint) AS _a_fingerprint, \
+        "SELECT fingerprint_id, {any}(fingerprint) AS _a_fingerprint, \
          sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
          sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS base, \
          sum(CASE WHEN {cur} THEN query_time ELSE 0 END) AS cur_total_s \
-         FROM {t_slow} WHERE {sql_scope} GROUP BY fingerprint_id"
+         FROM {t_slow} WHERE {sql_scope} GROUP BY fingerprint_id",
+        any = any(d),
     );
     let (tpl_rows, fp_rows) =
         futures::future::try_join(e.rows_owned(tpl_sql), e.rows_owned(fp_sql)).await?;
@@ -522,8 +524,8 @@ async fn layers(e: &Engine, s: &Setup, w: &Window) -> Result<Vec<Row>, QueryErro
          {p99} / 1000.0 AS p99_ms, {bp99} / 1000.0 AS baseline_p99_ms \
          FROM {t_access} WHERE {} GROUP BY route, pool, upstream",
         span.conditions(d, &[]),
-        p99 = d.pct_if(0.99, "latency_us", cur),
-        bp99 = d.pct_if(0.99, "latency_us", &format!("NOT ({cur})")),
+        p99 = latency_p99_if(d, cur),
+        bp99 = latency_p99_if(d, &format!("NOT ({cur})")),
     );
     let mut layers: Vec<Row> = e
         .rows_owned(layer_sql)
@@ -542,6 +544,27 @@ async fn layers(e: &Engine, s: &Setup, w: &Window) -> Result<Vec<Row>, QueryErro
             .total_cmp(&(num(a, "rate") - num(a, "baseline_rate")))
     });
     Ok(layers)
+}
+
+/// Any one value of a text column within a group (ClickHouse's `any` reads no more than it
+/// must; DataFusion has `max`).
+fn any(d: Dialect) -> &'static str {
+    match d {
+        Dialect::ClickHouse => "any",
+        Dialect::DataFusion => "max",
+    }
+}
+
+/// p99 of `latency_us` (µs) over the rows meeting `cond`. ClickHouse: `quantileTimingIf`
+/// over milliseconds (exact to 1 ms below 1 s, the lane view's precision), several times
+/// faster per group than `quantileIf`'s reservoir.
+fn latency_p99_if(d: Dialect, cond: &str) -> String {
+    match d {
+        Dialect::ClickHouse => {
+            format!("(quantileTimingIf(0.99)(intDiv(latency_us, 1000), {cond}) * 1000.0)")
+        }
+        Dialect::DataFusion => d.pct_if(0.99, "latency_us", cond),
+    }
 }
 
 fn scoped(d: apus_store::read::dialect::Dialect, span: &Params, allowed: &[&str]) -> String {

@@ -62,6 +62,10 @@ impl Dialect {
     pub fn since(self, at_us: i64) -> String {
         match self {
             Dialect::DataFusion => format!("ts >= to_timestamp_micros({at_us})"),
+            // On a whole second the DateTime column alone decides (no per-row arithmetic).
+            Dialect::ClickHouse if at_us.rem_euclid(1_000_000) == 0 => {
+                format!("ts >= toDateTime({})", at_us.div_euclid(1_000_000))
+            }
             Dialect::ClickHouse => format!("{} >= {at_us}", self.us()),
         }
     }

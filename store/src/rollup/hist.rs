@@ -12,6 +12,7 @@ use datafusion::arrow::datatypes::{DataType, Float64Type};
 use datafusion::common::{DataFusionError, ScalarValue};
 use datafusion::logical_expr::{create_udaf, Accumulator, AggregateUDF, Volatility};
 
+use apus_parse::sketch::Merger;
 /// The rollups' histogram: the shared sketch at its default (rollup) γ.
 pub use apus_parse::sketch::Sketch as Hist;
 
@@ -54,10 +55,21 @@ impl Accumulator for HistOf {
     }
 }
 
+/// Merges through a dense [`Merger`]: a ranking merges one blob per rollup row.
 #[derive(Debug, Default)]
 struct HistPct {
-    hist: Hist,
+    hist: Merger,
     q: Option<f64>,
+}
+
+fn merge_into(m: &mut Merger, a: &ArrayRef) -> datafusion::common::Result<()> {
+    let a = a.as_binary_opt::<i32>().ok_or_else(bad_blob)?;
+    for i in 0..a.len() {
+        if a.is_valid(i) {
+            m.merge_bytes(a.value(i)).ok_or_else(bad_blob)?;
+        }
+    }
+    Ok(())
 }
 
 impl HistPct {
@@ -71,21 +83,21 @@ impl HistPct {
 impl Accumulator for HistPct {
     fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::common::Result<()> {
         self.take_q(&values[1]);
-        merge_blobs(&mut self.hist, &values[0])
+        merge_into(&mut self.hist, &values[0])
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::common::Result<()> {
         self.take_q(&states[1]);
-        merge_blobs(&mut self.hist, &states[0])
+        merge_into(&mut self.hist, &states[0])
     }
     fn state(&mut self) -> datafusion::common::Result<Vec<ScalarValue>> {
         Ok(vec![
-            ScalarValue::Binary(Some(self.hist.to_bytes())),
+            ScalarValue::Binary(Some(self.hist.finish().to_bytes())),
             ScalarValue::Float64(self.q),
         ])
     }
     fn evaluate(&mut self) -> datafusion::common::Result<ScalarValue> {
         Ok(ScalarValue::Float64(
-            self.q.and_then(|q| self.hist.quantile(q)),
+            self.q.and_then(|q| self.hist.finish().quantile(q)),
         ))
     }
     fn size(&self) -> usize {
