@@ -2,7 +2,7 @@
 # Flips under load: what nginx cannot do without a reload. Each gateway (Apus, nginx
 # geo + map, HAProxy 2.6, nginx + Lua) routes the rule set of benches/gateway_common.sh
 # under wrk at a fixed rate below saturation (CONNS connections, each waiting DELAY_MS
-# between requests), first SECS seconds steady, then SECS seconds with one flip a second
+# between requests), after a 5 s warm-up first SECS seconds steady, then SECS seconds with one flip a second
 # (benches/flip_driver.py: the 100k-tenant rule changes the way that gateway is changed at
 # run time, and a probe times how long until the change routes a new client).
 #
@@ -64,6 +64,8 @@ result="RESULT gateway_flips"
 printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %8s %8s %8s\n' gateway rps errors p99_st_ms p99_fl_ms ratio max_fl_ms call_ms apply_ms probe_ms apply_max rss_mb
 for g in apus nginx haproxy nginx_lua; do
   root=$(root_of "$g")
+  # Warm-up (connections, caches, a fresh process's first allocations) before steady.
+  wrk -t1 -c"$CONNS" -d5s -s "$WRK_SCRIPT" "http://127.0.0.1:${port[$g]}/" >/dev/null 2>&1
   steady=$(run_wrk "${port[$g]}" "$root")
   wrk -t1 -c"$CONNS" -d"${SECS}s" --latency -s "$WRK_SCRIPT" "http://127.0.0.1:${port[$g]}/" > "$W/$g-flips.wrk" 2>/dev/null &
   WRK_PID=$!
