@@ -24,49 +24,13 @@ APUS_BIN=${APUS_BIN:-$CARGO_TARGET_DIR/release/apus}
 command -v chromedriver >/dev/null || apt-get install -y chromium chromium-driver >/dev/null
 [ -x "$APUS_BIN" ] || cargo build --release --bin apus
 
-# The data set: the query_10m bench generates it once per size.
-DATA=/tmp/apus-bench/query-$ROWS
-if [ "$(cat "$DATA/_complete" 2>/dev/null)" != "$ROWS" ]; then
-  ROWS=$ROWS APUS_SQL='SELECT 1' cargo bench -p apus-query --bench query_10m
-fi
-WORK=$(mktemp -d /tmp/apus-console-bench.XXXX)
-cleanup() {
-  kill "${APUS_PID:-}" "${DRIVER_PID:-}" 2>/dev/null || true
-  wait 2>/dev/null || true
-  rm -rf "$WORK"
-}
-trap cleanup EXIT
-cp -r "$DATA" "$WORK/data"
-
-port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
-GW=$(port) ADM=$(port) ING=$(port) Q=$(port) DRV=$(port)
-cat >"$WORK/apus.toml" <<EOF
-[ingest]
-listen = "127.0.0.1:$ING"
-[query]
-listen = "127.0.0.1:$Q"
-[gateway]
-listen = "127.0.0.1:$GW"
-admin_listen = "127.0.0.1:$ADM"
-access_log = "off"
-[[gateway.pools]]
-name = "pool-0"
-servers = ["127.0.0.1:9"]
-[[gateway.routes]]
-name = "route-0"
-project = "shop"
-env = "prod"
-stable_pool = "pool-0"
-EOF
-"$APUS_BIN" run --config "$WORK/apus.toml" --data-dir "$WORK/data" --no-auth \
-  >"$WORK/apus.log" 2>&1 &
-APUS_PID=$!
-for _ in $(seq 600); do
-  curl -fs "http://127.0.0.1:$Q/health" >/dev/null && break
-  sleep 0.1
-done
+# shellcheck source=benches/query_common.sh
+. benches/query_common.sh
+start_apus_over_dataset
+DRV=$(port)
 chromedriver --port="$DRV" >/dev/null 2>&1 &
 DRIVER_PID=$!
+EXTRA_PIDS+=("$DRIVER_PID")
 for _ in $(seq 100); do
   curl -fs "http://127.0.0.1:$DRV/status" >/dev/null && break
   sleep 0.1

@@ -3,8 +3,9 @@
 # (the binary users run, no separate optimised bench build): slow-SQL TOP 100 and pool
 # ranking over the day, a day of p99 by lane in 15-minute buckets, root cause over the last
 # hour. The data set is the query bench's (`ROWS=… cargo bench -p apus-query --bench
-# query_10m` generates it once into /tmp/apus-bench/query-ROWS); it is copied, so the
-# all-in-one's retention and WAL never touch the original.
+# query_10m` generates it once into /tmp/apus-bench/query-ROWS, and this script runs it
+# when missing); it is copied, so the all-in-one's retention and WAL never touch the
+# original (benches/query_common.sh).
 #
 #   APUS_BIN=…/release/apus benches/query_embedded.sh [ROWS] [RUNS]
 #
@@ -14,41 +15,19 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-10000000}
 RUNS=${2:-5}
-SRC=/tmp/apus-bench/query-$ROWS
 BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
-[ -f "$SRC/_complete" ] || { echo "no data set in $SRC: ROWS=$ROWS cargo bench -p apus-query --bench query_10m" >&2; exit 1; }
-W=$(mktemp -d /tmp/apus-qemb-XXXX)
-cp -a "$SRC/store" "$SRC/search" "$W/"
-cat > "$W/apus.toml" <<CONF
-[ingest]
-listen = "127.0.0.1:19271"
-retention_days = 36500
-[query]
-listen = "127.0.0.1:13071"
-[gateway]
-listen = "127.0.0.1:18571"
-admin_listen = "127.0.0.1:18572"
-access_log = "off"
-[[gateway.pools]]
-name = "stable"
-servers = ["127.0.0.1:9"]
-[[gateway.routes]]
-name = "api"
-stable_pool = "stable"
-CONF
-APUS_LOG=error "$BIN" run --config "$W/apus.toml" --data-dir "$W" >"$W/apus.log" 2>&1 &
-PID=$!
-trap 'kill $PID 2>/dev/null; rm -rf "$W"' EXIT
-for _ in $(seq 1 100); do curl -sf http://127.0.0.1:13071/health >/dev/null && break; sleep 0.2; done
+APUS_BIN=$BIN
+# shellcheck source=benches/query_common.sh
+. benches/query_common.sh
+start_apus_over_dataset
 # Let start-up work (opening files, compaction of what the copy holds) settle first.
 sleep 10
-TOK=$(cat "$W/auth/admin.token")
 DAY="from=2026-10-31T00:00:00Z&to=2026-11-01T00:00:00Z"
 HOUR="from=2026-10-31T23:00:00Z&to=2026-11-01T00:00:00Z"
 ms() { # URL -> median ms of RUNS calls after two warm-up calls
-  for _ in 1 2; do curl -sf -H "Authorization: Bearer $TOK" "http://127.0.0.1:13071$1" -o /dev/null; done
+  for _ in 1 2; do curl -sf "http://127.0.0.1:$Q$1" -o /dev/null; done
   for _ in $(seq 1 "$RUNS"); do
-    curl -sf -o /dev/null -w '%{time_total}\n' -H "Authorization: Bearer $TOK" "http://127.0.0.1:13071$1"
+    curl -sf -o /dev/null -w '%{time_total}\n' "http://127.0.0.1:$Q$1"
   done | sort -n | awk '{ a[NR] = $1 } END { printf "%.1f", a[int((NR + 1) / 2)] * 1000 }'
 }
 top=$(ms "/api/v1/slow-sql/top?$DAY&limit=100")

@@ -50,6 +50,29 @@ fn get_varint(b: &mut &[u8]) -> Option<u64> {
     None
 }
 
+/// Decode an encoded sketch's `(bucket, count)` pairs into `out` (cleared first), checking
+/// everything a hostile blob could get wrong: the claimed count against the index range
+/// (before reserving), each index in range and strictly increasing, no trailing bytes.
+fn decode(mut b: &[u8], out: &mut Vec<(i32, u64)>) -> Option<()> {
+    out.clear();
+    let n = get_varint(&mut b)?;
+    if n > MAX_BINS {
+        return None;
+    }
+    out.reserve(n as usize);
+    let mut prev = 0i64;
+    for _ in 0..n {
+        let z = get_varint(&mut b)?;
+        let i = prev + ((z >> 1) as i64 ^ -((z & 1) as i64));
+        if !(i64::from(ZERO)..=i64::from(MAX)).contains(&i) || (i <= prev && !out.is_empty()) {
+            return None;
+        }
+        out.push((i as i32, get_varint(&mut b)?));
+        prev = i;
+    }
+    b.is_empty().then_some(())
+}
+
 impl Sketch {
     /// An empty sketch with bucket ratio `gamma` (> 1).
     pub fn new(gamma: f64) -> Sketch {
@@ -174,30 +197,12 @@ impl Sketch {
     }
 
     /// Add the counts of an encoded histogram; `None` (and nothing added) if malformed.
-    pub fn merge_bytes(&mut self, mut b: &[u8]) -> Option<()> {
-        let n = get_varint(&mut b)?;
-        if n > MAX_BINS {
-            return None;
-        }
+    pub fn merge_bytes(&mut self, b: &[u8]) -> Option<()> {
         let mut other = Sketch {
             gamma: self.gamma,
-            bins: Vec::with_capacity(n as usize),
+            bins: Vec::new(),
         };
-        let mut prev = 0i64;
-        for _ in 0..n {
-            let z = get_varint(&mut b)?;
-            let i = prev + ((z >> 1) as i64 ^ -((z & 1) as i64));
-            if !(i64::from(ZERO)..=i64::from(MAX)).contains(&i)
-                || (i <= prev && !other.bins.is_empty())
-            {
-                return None;
-            }
-            other.bins.push((i as i32, get_varint(&mut b)?));
-            prev = i;
-        }
-        if !b.is_empty() {
-            return None;
-        }
+        decode(b, &mut other.bins)?;
         self.merge(&other);
         Some(())
     }
@@ -257,27 +262,11 @@ impl Merger {
 
     /// Add the counts of an encoded sketch; `None` (and nothing added) if malformed, with
     /// the same checks as [`Sketch::merge_bytes`].
-    pub fn merge_bytes(&mut self, mut b: &[u8]) -> Option<()> {
-        let n = get_varint(&mut b)?;
-        if n > MAX_BINS {
-            return None;
-        }
-        self.scratch.clear();
-        let mut prev = 0i64;
-        for _ in 0..n {
-            let z = get_varint(&mut b)?;
-            let i = prev + ((z >> 1) as i64 ^ -((z & 1) as i64));
-            if !(i64::from(ZERO)..=i64::from(MAX)).contains(&i)
-                || (i <= prev && !self.scratch.is_empty())
-            {
-                return None;
-            }
-            self.scratch.push((i as i32, get_varint(&mut b)?));
-            prev = i;
-        }
-        if !b.is_empty() {
-            return None;
-        }
+    pub fn merge_bytes(&mut self, b: &[u8]) -> Option<()> {
+        let mut scratch = std::mem::take(&mut self.scratch);
+        let ok = decode(b, &mut scratch);
+        self.scratch = scratch;
+        ok?;
         for k in 0..self.scratch.len() {
             let (i, c) = self.scratch[k];
             self.add(i, c);

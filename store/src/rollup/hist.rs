@@ -20,11 +20,15 @@ fn bad_blob() -> DataFusionError {
     DataFusionError::Execution("hist_pct: malformed histogram".into())
 }
 
-fn merge_blobs(h: &mut Hist, a: &ArrayRef) -> datafusion::common::Result<()> {
+/// `merge` each non-null blob of the binary column `a`; a malformed one is an error.
+fn each_blob(
+    a: &ArrayRef,
+    mut merge: impl FnMut(&[u8]) -> Option<()>,
+) -> datafusion::common::Result<()> {
     let a = a.as_binary_opt::<i32>().ok_or_else(bad_blob)?;
     for i in 0..a.len() {
         if a.is_valid(i) {
-            h.merge_bytes(a.value(i)).ok_or_else(bad_blob)?;
+            merge(a.value(i)).ok_or_else(bad_blob)?;
         }
     }
     Ok(())
@@ -42,7 +46,7 @@ impl Accumulator for HistOf {
         Ok(())
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::common::Result<()> {
-        merge_blobs(&mut self.0, &states[0])
+        each_blob(&states[0], |b| self.0.merge_bytes(b))
     }
     fn state(&mut self) -> datafusion::common::Result<Vec<ScalarValue>> {
         Ok(vec![self.evaluate()?])
@@ -62,16 +66,6 @@ struct HistPct {
     q: Option<f64>,
 }
 
-fn merge_into(m: &mut Merger, a: &ArrayRef) -> datafusion::common::Result<()> {
-    let a = a.as_binary_opt::<i32>().ok_or_else(bad_blob)?;
-    for i in 0..a.len() {
-        if a.is_valid(i) {
-            m.merge_bytes(a.value(i)).ok_or_else(bad_blob)?;
-        }
-    }
-    Ok(())
-}
-
 impl HistPct {
     fn take_q(&mut self, a: &ArrayRef) {
         if self.q.is_none() {
@@ -83,11 +77,11 @@ impl HistPct {
 impl Accumulator for HistPct {
     fn update_batch(&mut self, values: &[ArrayRef]) -> datafusion::common::Result<()> {
         self.take_q(&values[1]);
-        merge_into(&mut self.hist, &values[0])
+        each_blob(&values[0], |b| self.hist.merge_bytes(b))
     }
     fn merge_batch(&mut self, states: &[ArrayRef]) -> datafusion::common::Result<()> {
         self.take_q(&states[1]);
-        merge_into(&mut self.hist, &states[0])
+        each_blob(&states[0], |b| self.hist.merge_bytes(b))
     }
     fn state(&mut self) -> datafusion::common::Result<Vec<ScalarValue>> {
         Ok(vec![
