@@ -1,5 +1,6 @@
 use super::*;
 use crate::model::{RulesFile, TenantSource};
+use crate::RuleError;
 
 struct H(Vec<(&'static str, String)>);
 impl Headers for H {
