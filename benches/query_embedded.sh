@@ -15,8 +15,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROWS=${1:-10000000}
 RUNS=${2:-5}
-BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
-APUS_BIN=$BIN
+APUS_BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
 # shellcheck source=benches/query_common.sh
 . benches/query_common.sh
 start_apus_over_dataset

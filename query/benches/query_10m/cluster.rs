@@ -16,7 +16,8 @@ use apus_query::{Engine, Searcher};
 use apus_store::clickhouse::read::{ClickHouseBackend, ReadLimits};
 use apus_store::clickhouse::{migrate_cluster, ChClient, ChUrl};
 
-use super::{scale, SPAN, T_END};
+use super::scale::{self, count};
+use super::{SPAN, T_END};
 
 /// `skewed(n)` of the generator over two hashes of the row: small values far more often.
 fn skewed(n: u64, a: &str, b: &str) -> String {
@@ -87,14 +88,6 @@ fn rows_sql(table: &str, rows: usize, s: usize, shards: usize, lo: usize, len: u
             )
         }
     }
-}
-
-fn count(c: &ChClient, sql: &str) -> usize {
-    c.execute(sql)
-        .unwrap_or_default()
-        .trim()
-        .parse()
-        .unwrap_or(0)
 }
 
 /// Make `rows` rows of both tables across `shards` (once: a cluster already holding them is

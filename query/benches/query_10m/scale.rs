@@ -78,6 +78,15 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> T + Send + 'static) -> 
     tokio::task::spawn_blocking(f).await.unwrap()
 }
 
+/// The number `sql` answers (0 when it fails).
+pub fn count(c: &ChClient, sql: &str) -> usize {
+    c.execute(sql)
+        .unwrap_or_default()
+        .trim()
+        .parse()
+        .unwrap_or(0)
+}
+
 /// A ClickHouse engine over `url` holding the embedded store's `slow_sql` and `access_log`
 /// (copied once: a table whose row count differs is truncated and loaded again).
 pub async fn clickhouse(local: &Arc<LocalStore>, url: &str, rows: usize) -> (Engine, ChClient) {
@@ -90,15 +99,8 @@ pub async fn clickhouse(local: &Arc<LocalStore>, url: &str, rows: usize) -> (Eng
     }
     for t in [Table::SlowSql, Table::AccessLog] {
         let name = t.name();
-        let (c, count) = (client.clone(), format!("SELECT count() FROM {db}.{name}"));
-        let have = blocking(move || {
-            c.execute(&count)
-                .unwrap_or_default()
-                .trim()
-                .parse::<usize>()
-                .unwrap_or(0)
-        })
-        .await;
+        let (c, sql) = (client.clone(), format!("SELECT count() FROM {db}.{name}"));
+        let have = blocking(move || count(&c, &sql)).await;
         if have == rows {
             continue;
         }
