@@ -1,9 +1,10 @@
-//! Reading the embedded store's hourly rollups (`slow_sql_1h`, `access_log_1h`, built by
-//! `apus_store::rollup` when rows reach Parquet) so a 24-hour ranking scans thousands of
-//! pre-aggregated rows instead of millions of raw ones.
+//! Reading the embedded store's rollups (`slow_sql_1h`, `access_log_1h`, `access_log_1m`,
+//! built by `apus_store::rollup` when rows reach Parquet) so a 24-hour ranking or chart
+//! scans thousands of pre-aggregated rows instead of millions of raw ones, and ClickHouse's
+//! views of the same names.
 //!
-//! A window `[from, to)` splits into the whole hours inside it, `[H1, H2)`, and the partial
-//! hours at its edges. The answer is the union of three disjoint parts, grouped again:
+//! A window `[from, to)` splits into the whole units (hours, or minutes for the lane
+//! rollup) inside it, `[H1, H2)`, and the partial units at its edges. The answer is the union of three disjoint parts, grouped again:
 //! rollup rows of the whole hours (committed files only), raw rows of the whole hours
 //! still in memory (`{table}__mem`, not rolled up yet), and raw rows of the edges. Raw
 //! parts are aggregated into the rollup's shape first (`hist_of` builds their latency
@@ -62,12 +63,34 @@ pub fn split_at(keys: &[&str], p: &Params, group: &[&str], unit_us: i64) -> Opti
     })
 }
 
-/// The rows of `t` in `p`'s window in the shape of its rollup, as a subquery: `rolled`
-/// selects columns of rollup rows; `raw` aggregates raw rows into the same columns
-/// (grouped by `group`).
+/// The split of `p`'s window for the embedded rollup `level`, when it can answer it grouped
+/// by `group`.
+pub fn split_level(level: rollup::Level, p: &Params, group: &[&str]) -> Option<Split> {
+    split_at(level.keys, p, group, level.unit_us)
+}
+
+/// The rows of `t` in `p`'s window in the shape of its hourly rollup, as a subquery:
+/// `rolled` selects columns of rollup rows; `raw` aggregates raw rows into the same
+/// columns (grouped by `group`).
 pub fn source(t: Table, p: &Params, s: &Split, rolled: &str, raw: &str, group: &str) -> String {
+    match rollup::levels(t).first() {
+        Some(l) => source_at(*l, t, p, s, rolled, raw, group),
+        None => String::new(),
+    }
+}
+
+/// [`source`] from the embedded rollup `level` of `t`.
+pub fn source_at(
+    level: rollup::Level,
+    t: Table,
+    p: &Params,
+    s: &Split,
+    rolled: &str,
+    raw: &str,
+    group: &str,
+) -> String {
     let d = Dialect::DataFusion;
-    let name = rollup::name(t).unwrap_or_default();
+    let name = level.name;
     let full = p.with_range(s.full.0, s.full.1);
     let mut parts = vec![
         format!(

@@ -158,12 +158,29 @@ pub async fn timeseries(e: &Engine, p: &Params) -> Result<Vec<Row>, QueryError> 
                      GROUP BY bucket, series ORDER BY bucket, series"
                 )
             }
-            None => format!(
-                "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
-                 FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
-                p.conditions(d, &[]),
-                t = e.table("access_log"),
-            ),
+            None => match local_series_source(e, p, by, step, &series) {
+                Some(src) => {
+                    let sum = |c: &str| d.f64(&format!("sum({c})"));
+                    let merged = match metric {
+                        "requests" => sum("requests"),
+                        "errors" => sum("errors"),
+                        "error_rate" => format!("{} / sum(requests)", sum("errors")),
+                        "p50_ms" => "hist_pct(hist, 0.5) / 1000.0".to_string(),
+                        "p99_ms" => "hist_pct(hist, 0.99) / 1000.0".to_string(),
+                        _ => format!("{} / sum(requests) / 1000.0", sum("latency_sum_us")),
+                    };
+                    format!(
+                        "SELECT b AS bucket, series, {merged} AS value FROM {src} \
+                         GROUP BY b, series ORDER BY bucket, series"
+                    )
+                }
+                None => format!(
+                    "SELECT {bucket} AS bucket, {series} AS series, {agg} AS value \
+                     FROM {t} WHERE {} GROUP BY bucket, series ORDER BY bucket, series",
+                    p.conditions(d, &[]),
+                    t = e.table("access_log"),
+                ),
+            },
         }
     };
     let mut rows = e.rows(&sql).await?;
@@ -214,4 +231,44 @@ fn ch_series_source(
         &format!("{g}t"),
     );
     Some((view, src))
+}
+
+/// The embedded store: the access-log rows of `p`'s window as rollup rows with a bucket
+/// `b` and a `series` column (as the subquery), when a rollup can answer a series by `by`
+/// in buckets of `step` seconds: the per-minute lane rollup for whole-minute steps when
+/// `by` and the filters are among its keys, else the hourly one for whole-hour steps.
+fn local_series_source(
+    e: &Engine,
+    p: &Params,
+    by: &str,
+    step: i64,
+    series: &str,
+) -> Option<String> {
+    use apus_store::rollup::{ACCESS_HOUR, ACCESS_MINUTE};
+    if e.dialect() != Dialect::DataFusion || !e.rollups() {
+        return None;
+    }
+    let group: &[&str] = if by == "none" { &[] } else { &[by] };
+    let (level, s) = [ACCESS_MINUTE, ACCESS_HOUR]
+        .into_iter()
+        .filter(|l| (step * 1_000_000) % l.unit_us == 0)
+        .find_map(|l| Some((l, rollup::split_level(l, p, group)?)))?;
+    let d = Dialect::DataFusion;
+    // A rollup row's `ts` is its unit's start, and a bucket holds whole units: bucketing
+    // rollup rows and raw rows alike puts every row in its raw row's bucket.
+    let b = d.bucket(step * 1_000_000);
+    Some(rollup::source_at(
+        level,
+        Table::AccessLog,
+        p,
+        &s,
+        &format!("{b} AS b, {series} AS series, requests, errors, latency_sum_us, hist"),
+        &format!(
+            "{b} AS b, {series} AS series, count(*) AS requests, \
+             sum(CASE WHEN status >= 500 THEN 1 ELSE 0 END) AS errors, \
+             sum(latency_us) AS latency_sum_us, hist_of({lat}) AS hist",
+            lat = d.f64("latency_us"),
+        ),
+        "b, series",
+    ))
 }

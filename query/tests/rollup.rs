@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use apus_query::engine::Limits;
 use apus_query::params::Params;
-use apus_query::{rank, Engine, Searcher};
+use apus_query::{rank, series, Engine, Searcher};
 use apus_schema::{AccessRecord, Micros, Row, SlowSqlRecord, Table};
 use apus_store::local::LocalStore;
 use serde_json::Value;
@@ -245,6 +245,79 @@ async fn rankings_from_rollups_equal_raw() {
 }
 
 #[tokio::test]
+async fn time_series_from_rollups_equal_raw() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = store(dir.path());
+    let (fast, raw) = engines(&s);
+    let opts = ["limit", "order", "metric", "by", "step"];
+    for (from, to) in WINDOWS {
+        // Whole minutes (the lane rollup), whole hours (the hourly one, which has routes),
+        // and a step neither divides (raw rows).
+        for (step, by, dims) in [
+            ("1m", "tag", &[][..]),
+            ("5m", "pool", &[("tag", "gray")][..]),
+            ("15m", "none", &[][..]),
+            ("1h", "route", &[("pool", "pool-1")][..]),
+            ("90s", "tag", &[][..]),
+        ] {
+            // Requests per bucket and series (the first metric asked).
+            let mut sizes = HashMap::new();
+            for metric in [
+                "requests",
+                "errors",
+                "error_rate",
+                "avg_ms",
+                "p50_ms",
+                "p99_ms",
+            ] {
+                let mut v = vec![
+                    ("from".to_string(), from.to_string()),
+                    ("to".to_string(), to.to_string()),
+                    ("step".to_string(), step.to_string()),
+                    ("by".to_string(), by.to_string()),
+                    ("metric".to_string(), metric.to_string()),
+                ];
+                v.extend(dims.iter().map(|(a, b)| (a.to_string(), b.to_string())));
+                let p = Params::parse(&v, rank::ACCESS_DIMS, &opts, T0 + 7 * HOUR).unwrap();
+                let a = series::timeseries(&fast, &p).await.unwrap();
+                let b = series::timeseries(&raw, &p).await.unwrap();
+                let what = format!("{metric} by {by} step {step} {from} {to} {dims:?}");
+                assert!(!b.is_empty(), "{what}");
+                assert_eq!(a.len(), b.len(), "{what}");
+                for (ra, rb) in a.iter().zip(&b) {
+                    // (By `none` the series is the metric's name.)
+                    let series = if by == "none" {
+                        Value::Null
+                    } else {
+                        ra["series"].clone()
+                    };
+                    let key = (ra["ts_us"].to_string(), series.to_string());
+                    assert_eq!((&ra["ts_us"], &ra["series"]), (&rb["ts_us"], &rb["series"]));
+                    match metric {
+                        "requests" | "errors" => assert_eq!(ra["value"], rb["value"], "{what}"),
+                        // The sketch's 2%, and rank differences: the sketch reads the lower
+                        // of two middle ranks, DataFusion interpolates between them. In a
+                        // bucket of tens of rows two neighbours lie ~1/n of the range apart,
+                        // so percentiles are compared where buckets hold hundreds.
+                        "p50_ms" | "p99_ms" if sizes[&key] >= 200.0 => close(
+                            &ra["value"],
+                            &rb["value"],
+                            0.05,
+                            &format!("{what} at {key:?}"),
+                        ),
+                        "p50_ms" | "p99_ms" => {}
+                        _ => close(&ra["value"], &rb["value"], 1e-9, &what),
+                    }
+                    if metric == "requests" {
+                        sizes.insert(key, ra["value"].as_f64().unwrap());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn rollups_survive_reopen_and_are_rebuilt_when_missing() {
     let dir = tempfile::tempdir().unwrap();
     let s = store(dir.path());
@@ -255,11 +328,12 @@ async fn rollups_survive_reopen_and_are_rebuilt_when_missing() {
     drop(s);
     // An older store: no rollups at all. Opening builds them again.
     std::fs::remove_dir_all(dir.path().join("access_log_1h")).unwrap();
+    std::fs::remove_dir_all(dir.path().join("access_log_1m")).unwrap();
     let s = Arc::new(LocalStore::open(dir.path()).unwrap());
-    let n = std::fs::read_dir(dir.path().join("access_log_1h"))
-        .unwrap()
-        .count();
-    assert!(n > 0, "rollups rebuilt on open");
+    for level in ["access_log_1h", "access_log_1m"] {
+        let n = std::fs::read_dir(dir.path().join(level)).unwrap().count();
+        assert!(n > 0, "{level} rebuilt on open");
+    }
     let after = rank::rank(&engines(&s).0, "pool", &p).await.unwrap();
     assert_eq!(before, after);
     let total: f64 = after.iter().map(|r| r["requests"].as_f64().unwrap()).sum();

@@ -377,9 +377,9 @@ pub const MINUTE_STATES: &str = "countState() AS requests, \
      quantilesTimingState(0.5, 0.99)(intDiv(latency_us, 1000)) AS latency";
 
 /// The name of the per-minute lane view.
-pub const MINUTE_VIEW: &str = "access_log_1m";
+pub const MINUTE_VIEW: &str = crate::rollup::ACCESS_MINUTE.name;
 /// Its group keys.
-pub const MINUTE_KEYS: &[&str] = &["project", "env", "pool", "tag"];
+pub const MINUTE_KEYS: &[&str] = crate::rollup::MINUTE_KEYS;
 
 /// The aggregate states of a slow-SQL rollup row, computed over raw rows (`us` is the
 /// row's time in µs): the view's columns and, at a window's edges, the query's.

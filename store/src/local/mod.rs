@@ -136,71 +136,98 @@ impl LocalStore {
         Ok(store)
     }
 
-    /// The rollup file beside raw file `f` of `t`, if `t` has a rollup.
-    fn companion(&self, t: Table, f: &FileMeta) -> Option<PathBuf> {
-        Some(
-            self.dir
-                .join(rollup::name(t)?)
-                .join(hour_dir(f.hour))
-                .join(f.path.file_name()?),
-        )
-    }
-
-    /// Write the rollup of `rows` (the rows of raw file `f`) beside it.
-    fn write_rollup(&self, t: Table, f: &FileMeta, rows: &RecordBatch) -> Result<(), StoreError> {
-        let Some(path) = self.companion(t, f) else {
-            return Ok(());
+    /// The rollup files beside raw file `f` of `t`, one per rollup [`rollup::Level`] of `t`.
+    fn companions(&self, t: Table, f: &FileMeta) -> Vec<(rollup::Level, PathBuf)> {
+        let Some(file) = f.path.file_name() else {
+            return Vec::new();
         };
-        if let Some(b) = rollup::build(t, rows)? {
-            if let Some(d) = path.parent() {
-                fs::create_dir_all(d)?;
-            }
-            write_parquet(&path, &b)?;
-        }
-        Ok(())
+        rollup::levels(t)
+            .iter()
+            .map(|l| (*l, self.dir.join(l.name).join(hour_dir(f.hour)).join(file)))
+            .collect()
     }
 
-    /// Give every committed raw file of `t` its rollup (files written before rollups
+    /// Write each rollup of `rows` (the rows of raw file `f`) beside it; with `ext`, to
+    /// that extension of each path (staging, for a rename later). The written paths.
+    fn write_rollups(
+        &self,
+        t: Table,
+        f: &FileMeta,
+        rows: &RecordBatch,
+        ext: Option<&str>,
+    ) -> Result<Vec<(PathBuf, PathBuf)>, StoreError> {
+        let mut out = Vec::new();
+        for (level, path) in self.companions(t, f) {
+            if let Some(b) = rollup::build_level(t, level, rows)? {
+                if let Some(d) = path.parent() {
+                    fs::create_dir_all(d)?;
+                }
+                let at = ext.map_or_else(|| path.clone(), |x| path.with_extension(x));
+                write_parquet(&at, &b)?;
+                out.push((at, path));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Give every committed raw file of `t` its rollups (files written before a rollup
     /// existed, or whose companion went missing) and delete rollups without a raw file.
     fn repair_rollups(&self, t: Table, files: &[FileMeta]) -> Result<(), StoreError> {
-        let Some(name) = rollup::name(t) else {
+        if rollup::levels(t).is_empty() {
             return Ok(());
-        };
-        let want: std::collections::HashSet<PathBuf> =
-            files.iter().filter_map(|f| self.companion(t, f)).collect();
-        let rdir = self.dir.join(name);
-        fs::create_dir_all(&rdir)?;
-        for day in fs::read_dir(&rdir)? {
-            let day = day?.path();
-            if !day.is_dir() {
-                continue;
-            }
-            for hour in fs::read_dir(&day)? {
-                for f in fs::read_dir(hour?.path())? {
-                    let p = f?.path();
-                    if !want.contains(&p) {
-                        tracing::warn!(file = %p.display(), "removing rollup without its raw file");
-                        fs::remove_file(&p)?;
+        }
+        let want: std::collections::HashSet<PathBuf> = files
+            .iter()
+            .flat_map(|f| self.companions(t, f))
+            .map(|(_, p)| p)
+            .collect();
+        for level in rollup::levels(t) {
+            let rdir = self.dir.join(level.name);
+            fs::create_dir_all(&rdir)?;
+            for day in fs::read_dir(&rdir)? {
+                let day = day?.path();
+                if !day.is_dir() {
+                    continue;
+                }
+                for hour in fs::read_dir(&day)? {
+                    for f in fs::read_dir(hour?.path())? {
+                        let p = f?.path();
+                        if !want.contains(&p) {
+                            tracing::warn!(file = %p.display(), "removing rollup without its raw file");
+                            fs::remove_file(&p)?;
+                        }
                     }
                 }
             }
         }
         let mut built = 0;
         for f in files {
-            if self.companion(t, f).is_some_and(|p| !p.exists()) {
-                let batches = read_parquet(&f.path)?;
-                let all = concat_batches(&t.schema(), &batches)
-                    .map_err(|e| StoreError::Store(e.to_string()))?;
-                self.write_rollup(t, f, &all)?;
-                built += 1;
+            let missing: Vec<rollup::Level> = self
+                .companions(t, f)
+                .into_iter()
+                .filter(|(_, p)| !p.exists())
+                .map(|(l, _)| l)
+                .collect();
+            if missing.is_empty() {
+                continue;
             }
+            let batches = read_parquet(&f.path)?;
+            let all = concat_batches(&t.schema(), &batches)
+                .map_err(|e| StoreError::Store(e.to_string()))?;
+            for (level, path) in self.companions(t, f) {
+                if missing.contains(&level) {
+                    if let Some(b) = rollup::build_level(t, level, &all)? {
+                        if let Some(d) = path.parent() {
+                            fs::create_dir_all(d)?;
+                        }
+                        write_parquet(&path, &b)?;
+                    }
+                }
+            }
+            built += 1;
         }
         if built > 0 {
-            tracing::info!(
-                table = t.name(),
-                files = built,
-                "built missing hourly rollups"
-            );
+            tracing::info!(table = t.name(), files = built, "built missing rollups");
         }
         Ok(())
     }
@@ -292,8 +319,8 @@ impl LocalStore {
                 hour: h,
             };
             let slice = sorted.slice(start, end - start);
-            // The rollup first: a committed raw file always has its companion.
-            self.write_rollup(t, &meta, &slice)?;
+            // The rollups first: a committed raw file always has its companions.
+            self.write_rollups(t, &meta, &slice, None)?;
             write_parquet(&meta.path, &slice)?;
             File::open(&dir)?.sync_all()?;
             new_files.push(meta);
@@ -356,26 +383,22 @@ impl LocalStore {
                 max_seq: hi,
                 hour,
             };
-            let rollup = match (self.companion(t, &merged_meta), rollup::build(t, &sorted)?) {
-                (Some(p), Some(b)) => {
-                    let staging = p.with_extension("cpq");
-                    write_parquet(&staging, &b)?;
-                    Some((staging, p))
-                }
-                _ => None,
-            };
+            let rollups = self.write_rollups(t, &merged_meta, &sorted, Some("cpq"))?;
             let mut g = self.lock();
             let s = g.entry(t).or_default();
             s.files.retain(|f| !files.iter().any(|o| o.path == f.path));
             for f in &files {
                 if f.path != path {
                     s.doomed.push((Instant::now(), f.path.clone()));
-                    s.doomed
-                        .extend(self.companion(t, f).map(|p| (Instant::now(), p)));
+                    s.doomed.extend(
+                        self.companions(t, f)
+                            .into_iter()
+                            .map(|(_, p)| (Instant::now(), p)),
+                    );
                 }
             }
-            // The rollup first: a committed raw file always has its companion.
-            if let Some((staging, p)) = rollup {
+            // The rollups first: a committed raw file always has its companions.
+            for (staging, p) in rollups {
                 fs::rename(staging, p)?;
             }
             fs::rename(staging.with_extension("cpq"), &path)?;
@@ -396,8 +419,11 @@ impl LocalStore {
             s.files = keep;
             removed += old.len();
             for f in old {
-                s.doomed
-                    .extend(self.companion(t, &f).map(|p| (Instant::now(), p)));
+                s.doomed.extend(
+                    self.companions(t, &f)
+                        .into_iter()
+                        .map(|(_, p)| (Instant::now(), p)),
+                );
                 s.doomed.push((Instant::now(), f.path));
             }
             let now = Instant::now();
@@ -417,7 +443,8 @@ impl LocalStore {
     }
 
     /// Register every table in `ctx` as its in-memory rows (`{table}__mem`) plus its Parquet
-    /// files; tables with a rollup also get `{table}_1h`, the rollups of exactly those files
+    /// files; tables with rollups also get each rollup (`access_log_1h`, `access_log_1m`,
+    /// `slow_sql_1h`), the rollups of exactly those files
     /// (rows still in memory are not in it); and the rollup functions `hist_of`/`hist_pct`.
     pub async fn register(&self, ctx: &SessionContext) -> Result<(), StoreError> {
         let e = |e: datafusion::error::DataFusionError| StoreError::Store(e.to_string());
@@ -444,15 +471,21 @@ impl LocalStore {
                 )
             };
             ctx.sql(&sql).await.map_err(e)?;
-            if let (Some(name), Some(rs)) = (rollup::name(t), rollup::schema(t)) {
-                let rpaths: Vec<PathBuf> =
-                    files.iter().filter_map(|f| self.companion(t, f)).collect();
+            for (i, level) in rollup::levels(t).iter().enumerate() {
+                let Some(rs) = rollup::level_schema(t, *level) else {
+                    continue;
+                };
+                let rpaths: Vec<PathBuf> = files
+                    .iter()
+                    .filter_map(|f| self.companions(t, f).into_iter().nth(i))
+                    .map(|(_, p)| p)
+                    .collect();
                 let table: Arc<dyn datafusion::catalog::TableProvider> = if rpaths.is_empty() {
                     Arc::new(MemTable::try_new(rs, vec![vec![]]).map_err(e)?)
                 } else {
                     listing(&rpaths, rs)?
                 };
-                ctx.register_table(name, table).map_err(e)?;
+                ctx.register_table(level.name, table).map_err(e)?;
             }
         }
         Ok(())

@@ -1,13 +1,20 @@
-//! Hourly rollups: the rankings SREs open first (slow SQL TOP N, pool/route/upstream
-//! rankings) read one pre-aggregated row per hour and group instead of every raw row.
+//! Rollups: the rankings SREs open first (slow SQL TOP N, pool/route/upstream rankings)
+//! read one pre-aggregated row per hour and group instead of every raw row, and the
+//! console's charts one row per minute and lane.
 //!
 //! The embedded store builds them when it writes Parquet: each raw file
-//! `{table}/{day}/{HH}/{min}-{max}.parquet` has a companion `{table}_1h/{day}/{HH}/{min}-{max}.parquet`
-//! holding the same rows grouped by hour and the low-cardinality [`keys`] of the table, with
-//! counts, sums, extremes and a latency [`Hist`]. Compaction and retention treat the pair as
-//! one. High-cardinality columns (tenant, client, request id) are not keys: queries that filter
-//! or group on them read raw rows. Rows still in memory are not rolled up; the query tier
-//! reads them raw (see `apus_query::rollup`).
+//! `{table}/{day}/{HH}/{min}-{max}.parquet` has a companion per [`Level`] of its table,
+//! `{level}/{day}/{HH}/{min}-{max}.parquet`, holding the same rows grouped by the level's
+//! time unit and keys, with counts, sums, extremes and a latency [`Hist`]:
+//! - `slow_sql_1h` and `access_log_1h`: per hour, by the low-cardinality [`keys`] of the
+//!   table;
+//! - `access_log_1m`: per minute, by project, env, pool and tag only ([`MINUTE_KEYS`], the
+//!   same keys as ClickHouse's lane view of that name), for time series and onsets.
+//!
+//! Compaction and retention treat a raw file and its companions as one. High-cardinality
+//! columns (tenant, client, request id) are not keys: queries that filter or group on them
+//! read raw rows. Rows still in memory are not rolled up; the query tier reads them raw
+//! (see `apus_query::rollup`).
 
 pub mod hist;
 
@@ -41,7 +48,47 @@ pub const ACCESS_KEYS: &[&str] = &[
     "project", "env", "route", "pool", "upstream", "tag", "host", "method",
 ];
 
-/// The rollup table of `t`, if `t` has one.
+/// Group keys of the per-minute lane rollup of `access_log` (besides the minute): the keys
+/// of the console's charts and of root cause's onset.
+pub const MINUTE_KEYS: &[&str] = &["project", "env", "pool", "tag"];
+
+/// One pre-aggregate of a table: its name, its time unit and its group keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub name: &'static str,
+    pub unit_us: i64,
+    pub keys: &'static [&'static str],
+}
+
+/// `slow_sql_1h`.
+pub const SLOW_SQL_HOUR: Level = Level {
+    name: "slow_sql_1h",
+    unit_us: HOUR_US,
+    keys: SLOW_SQL_KEYS,
+};
+/// `access_log_1h`.
+pub const ACCESS_HOUR: Level = Level {
+    name: "access_log_1h",
+    unit_us: HOUR_US,
+    keys: ACCESS_KEYS,
+};
+/// `access_log_1m`, the lane rollup.
+pub const ACCESS_MINUTE: Level = Level {
+    name: "access_log_1m",
+    unit_us: 60_000_000,
+    keys: MINUTE_KEYS,
+};
+
+/// Every rollup of `t` (none for tables without).
+pub fn levels(t: Table) -> &'static [Level] {
+    match t {
+        Table::SlowSql => &[SLOW_SQL_HOUR],
+        Table::AccessLog => &[ACCESS_HOUR, ACCESS_MINUTE],
+        _ => &[],
+    }
+}
+
+/// The hourly rollup table of `t`, if `t` has one.
 pub fn name(t: Table) -> Option<&'static str> {
     match t {
         Table::SlowSql => Some("slow_sql_1h"),
@@ -50,7 +97,7 @@ pub fn name(t: Table) -> Option<&'static str> {
     }
 }
 
-/// The group keys of `t`'s rollup (empty when it has none).
+/// The group keys of `t`'s hourly rollup (empty when it has none).
 pub fn keys(t: Table) -> &'static [&'static str] {
     match t {
         Table::SlowSql => SLOW_SQL_KEYS,
@@ -86,13 +133,21 @@ const ACCESS_AGGS: [(&str, DataType); 5] = [
     ("hist", DataType::Binary),
 ];
 
-/// The schema of `t`'s rollup: `ts` (the hour), the keys, then the aggregates.
+/// The schema of `t`'s hourly rollup: `ts` (the hour), the keys, then the aggregates.
 pub fn schema(t: Table) -> Option<SchemaRef> {
+    levels(t).first().and_then(|l| level_schema(t, *l))
+}
+
+/// The schema of rollup `level` of `t`: `ts` (the unit's start), the keys, then the
+/// aggregates of `t`'s rollups.
+pub fn level_schema(t: Table, level: Level) -> Option<SchemaRef> {
     static SLOW: OnceLock<SchemaRef> = OnceLock::new();
     static ACCESS: OnceLock<SchemaRef> = OnceLock::new();
-    let (cell, keys, aggs): (_, &[&str], &[(&str, DataType)]) = match t {
-        Table::SlowSql => (&SLOW, SLOW_SQL_KEYS, &SLOW_SQL_AGGS),
-        Table::AccessLog => (&ACCESS, ACCESS_KEYS, &ACCESS_AGGS),
+    static MINUTE: OnceLock<SchemaRef> = OnceLock::new();
+    let (cell, aggs): (_, &[(&str, DataType)]) = match (t, level.name) {
+        (Table::SlowSql, "slow_sql_1h") => (&SLOW, &SLOW_SQL_AGGS),
+        (Table::AccessLog, "access_log_1h") => (&ACCESS, &ACCESS_AGGS),
+        (Table::AccessLog, "access_log_1m") => (&MINUTE, &ACCESS_AGGS),
         _ => return None,
     };
     let make = || {
@@ -101,7 +156,12 @@ pub fn schema(t: Table) -> Option<SchemaRef> {
             DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
             false,
         )];
-        f.extend(keys.iter().map(|k| Field::new(*k, DataType::Utf8, false)));
+        f.extend(
+            level
+                .keys
+                .iter()
+                .map(|k| Field::new(*k, DataType::Utf8, false)),
+        );
         f.extend(aggs.iter().map(|(n, d)| Field::new(*n, d.clone(), false)));
         Arc::new(Schema::new(f))
     };
@@ -110,14 +170,14 @@ pub fn schema(t: Table) -> Option<SchemaRef> {
 
 /// One row's group key, compared by value without copying the strings.
 struct RowKey<'a> {
-    hour: i64,
+    unit: i64,
     row: usize,
     cols: &'a [&'a StringArray],
 }
 
 impl Hash for RowKey<'_> {
     fn hash<H: Hasher>(&self, h: &mut H) {
-        self.hour.hash(h);
+        self.unit.hash(h);
         for c in self.cols {
             c.value(self.row).hash(h);
         }
@@ -126,7 +186,7 @@ impl Hash for RowKey<'_> {
 
 impl PartialEq for RowKey<'_> {
     fn eq(&self, o: &Self) -> bool {
-        self.hour == o.hour
+        self.unit == o.unit
             && self
                 .cols
                 .iter()
@@ -135,14 +195,15 @@ impl PartialEq for RowKey<'_> {
 }
 impl Eq for RowKey<'_> {}
 
-/// Rows grouped by (hour, keys): the group of each row, and each group's hour and first row.
+/// Rows grouped by (time unit, keys): the group of each row, and each group's unit (its
+/// index since the epoch) and first row.
 struct Groups {
     of_row: Vec<u32>,
-    hour: Vec<i64>,
+    unit: Vec<i64>,
     first_row: Vec<u32>,
 }
 
-fn group(batch: &RecordBatch, keys: &[&str]) -> Result<Groups, StoreError> {
+fn group(batch: &RecordBatch, keys: &[&str], unit_us: i64) -> Result<Groups, StoreError> {
     let ts = column(batch, "ts")?.as_primitive::<TimestampMicrosecondType>();
     let cols: Vec<&StringArray> = keys
         .iter()
@@ -156,21 +217,21 @@ fn group(batch: &RecordBatch, keys: &[&str]) -> Result<Groups, StoreError> {
         HashMap::with_hasher(ahash::RandomState::new());
     let mut g = Groups {
         of_row: Vec::with_capacity(batch.num_rows()),
-        hour: Vec::new(),
+        unit: Vec::new(),
         first_row: Vec::new(),
     };
     for row in 0..batch.num_rows() {
-        let hour = ts.value(row).div_euclid(HOUR_US);
-        let next = g.hour.len() as u32;
+        let unit = ts.value(row).div_euclid(unit_us);
+        let next = g.unit.len() as u32;
         let id = *map
             .entry(RowKey {
-                hour,
+                unit,
                 row,
                 cols: &cols,
             })
             .or_insert(next);
         if id == next {
-            g.hour.push(hour);
+            g.unit.push(unit);
             g.first_row.push(row as u32);
         }
         g.of_row.push(id);
@@ -184,16 +245,15 @@ fn column<'a>(batch: &'a RecordBatch, name: &str) -> Result<&'a ArrayRef, StoreE
         .ok_or_else(|| err(format!("batch without column {name}")))
 }
 
-/// `ts` (hour starts) and the key columns of each group.
-fn key_columns(
-    batch: &RecordBatch,
-    keys: &[&str],
-    g: &Groups,
-) -> Result<Vec<ArrayRef>, StoreError> {
+/// `ts` (unit starts) and the key columns of each group.
+fn key_columns(batch: &RecordBatch, level: Level, g: &Groups) -> Result<Vec<ArrayRef>, StoreError> {
     let idx = UInt32Array::from(g.first_row.clone());
+    let keys = level.keys;
     let mut out: Vec<ArrayRef> = vec![Arc::new(
-        TimestampMicrosecondArray::from(g.hour.iter().map(|h| h * HOUR_US).collect::<Vec<_>>())
-            .with_timezone("UTC"),
+        TimestampMicrosecondArray::from(
+            g.unit.iter().map(|u| u * level.unit_us).collect::<Vec<_>>(),
+        )
+        .with_timezone("UTC"),
     )];
     for k in keys {
         out.push(take(column(batch, k)?, &idx, None).map_err(err)?);
@@ -212,17 +272,30 @@ fn hists(h: Vec<Hist>) -> ArrayRef {
     Arc::new(b.finish())
 }
 
-/// The rollup of `batch` (rows of `t`), or `None` if `t` has no rollup or `batch` no rows.
+/// The hourly rollup of `batch` (rows of `t`), or `None` if `t` has no rollup or `batch`
+/// no rows.
 pub fn build(t: Table, batch: &RecordBatch) -> Result<Option<RecordBatch>, StoreError> {
-    let Some(schema) = schema(t) else {
+    match levels(t).first() {
+        Some(l) => build_level(t, *l, batch),
+        None => Ok(None),
+    }
+}
+
+/// Rollup `level` of `batch` (rows of `t`), or `None` if `level` is not one of `t`'s or
+/// `batch` has no rows.
+pub fn build_level(
+    t: Table,
+    level: Level,
+    batch: &RecordBatch,
+) -> Result<Option<RecordBatch>, StoreError> {
+    let Some(schema) = level_schema(t, level) else {
         return Ok(None);
     };
     if batch.num_rows() == 0 {
         return Ok(None);
     }
-    let keys = keys(t);
-    let g = group(batch, keys)?;
-    let mut cols = key_columns(batch, keys, &g)?;
+    let g = group(batch, level.keys, level.unit_us)?;
+    let mut cols = key_columns(batch, level, &g)?;
     cols.extend(match t {
         Table::SlowSql => slow_sql_aggregates(batch, &g)?,
         Table::AccessLog => access_log_aggregates(batch, &g)?,
@@ -234,7 +307,7 @@ pub fn build(t: Table, batch: &RecordBatch) -> Result<Option<RecordBatch>, Store
 /// Per group of a slow-SQL batch: fingerprint, calls, total/min/max time, rows examined,
 /// first/last seen, the slowest sample, and the latency histogram.
 fn slow_sql_aggregates(batch: &RecordBatch, g: &Groups) -> Result<Vec<ArrayRef>, StoreError> {
-    let n = g.hour.len();
+    let n = g.unit.len();
     let qt = column(batch, "query_time")?.as_primitive::<Float64Type>();
     let rx = column(batch, "rows_examined")?.as_primitive::<UInt64Type>();
     let ts = column(batch, "ts")?.as_primitive::<TimestampMicrosecondType>();
@@ -281,7 +354,7 @@ fn slow_sql_aggregates(batch: &RecordBatch, g: &Groups) -> Result<Vec<ArrayRef>,
 
 /// Per group of an access-log batch: requests, 5xx, 4xx, latency sum and histogram.
 fn access_log_aggregates(batch: &RecordBatch, g: &Groups) -> Result<Vec<ArrayRef>, StoreError> {
-    let n = g.hour.len();
+    let n = g.unit.len();
     let lat = column(batch, "latency_us")?.as_primitive::<UInt64Type>();
     let status = column(batch, "status")?.as_primitive::<UInt16Type>();
     let (mut req, mut e5, mut e4) = (vec![0i64; n], vec![0i64; n], vec![0i64; n]);
@@ -397,5 +470,61 @@ mod tests {
         assert_eq!(i64s("errors"), vec![1, 0]);
         assert_eq!(i64s("client_errors"), vec![1, 0]);
         assert!(build(Table::Logs, &b).unwrap().is_none());
+    }
+
+    #[test]
+    fn minute_rollup_groups_by_minute_and_lane_only() {
+        let rec = |ts: i64, route: &str, tag: &str, status: u16| AccessRecord {
+            ts: Micros(ts),
+            pool: "p".into(),
+            route: route.into(),
+            tag: tag.into(),
+            status,
+            latency_us: 1000,
+            ..Default::default()
+        };
+        let b = AccessRecord::to_batch(&[
+            rec(0, "a", "stable", 200),
+            rec(59_999_999, "b", "stable", 500),
+            rec(60_000_000, "a", "stable", 200),
+            rec(10, "a", "gray", 200),
+        ])
+        .unwrap();
+        let r = build_level(Table::AccessLog, ACCESS_MINUTE, &b)
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            r.schema(),
+            level_schema(Table::AccessLog, ACCESS_MINUTE).unwrap()
+        );
+        assert!(r.column_by_name("route").is_none());
+        let ts = r
+            .column_by_name("ts")
+            .unwrap()
+            .as_primitive::<TimestampMicrosecondType>();
+        let tag = r.column_by_name("tag").unwrap().as_string::<i32>();
+        let rows: Vec<(i64, &str, i64, i64)> = (0..r.num_rows())
+            .map(|i| {
+                let n = |c: &str| {
+                    r.column_by_name(c)
+                        .unwrap()
+                        .as_primitive::<datafusion::arrow::datatypes::Int64Type>()
+                        .value(i)
+                };
+                (ts.value(i), tag.value(i), n("requests"), n("errors"))
+            })
+            .collect();
+        assert_eq!(
+            rows,
+            vec![
+                (0, "stable", 2, 1),
+                (60_000_000, "stable", 1, 0),
+                (0, "gray", 1, 0)
+            ]
+        );
+        assert!(build_level(Table::SlowSql, ACCESS_MINUTE, &b)
+            .unwrap()
+            .is_none());
+        assert_eq!(levels(Table::AccessLog), &[ACCESS_HOUR, ACCESS_MINUTE]);
     }
 }
