@@ -116,6 +116,30 @@ fn two_shard_cluster_rankings_and_search_span_both_nodes() {
         .map(|r| r["requests"].as_f64().unwrap())
         .sum();
     assert_eq!(total, 500.0, "{pools}");
+    // Time series, slow-SQL TOP N and root cause read the views through the shards too
+    // (each shard merges its own states per key first): the SQL must run on 18.16 and
+    // the counts must cover both shards.
+    let (st, series) = get(
+        "/api/v1/timeseries?from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z&metric=requests&by=tag&step=5m",
+    )
+    .unwrap();
+    assert_eq!(st, 200, "{series}");
+    let total: f64 = series["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["value"].as_f64().unwrap())
+        .sum();
+    assert_eq!(total, 500.0, "{series}");
+    let (st, top) =
+        get("/api/v1/slow-sql/top?from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z").unwrap();
+    assert_eq!(st, 200, "{top}");
+    let (st, rca) =
+        get("/api/v1/rootcause?from=2026-11-22T07:00:00Z&to=2026-11-22T08:00:00Z").unwrap();
+    assert_eq!(st, 200, "{rca}");
+    let both = rca["current"]["requests"].as_f64().unwrap()
+        + rca["baseline"]["requests"].as_f64().unwrap();
+    assert_eq!(both, 500.0, "{rca}");
     // Search fans out to both ingest nodes and merges; it never answers from one alone.
     wait_until("both indexes committed", Duration::from_secs(20), || {
         get("/api/v1/logs/search?q=checkout&from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z")

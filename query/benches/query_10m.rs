@@ -231,6 +231,13 @@ fn main() {
     // `cargo bench` passes `--bench`; `cargo test --all-targets` runs this binary without
     // it, as a smoke test on a small data set in a temporary directory.
     let bench = std::env::args().any(|a| a == "--bench");
+    // `RUST_LOG=apus_query=debug` prints every generated statement with its time.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let rows: usize = match std::env::var("ROWS").ok().and_then(|v| v.parse().ok()) {
         Some(n) if bench => n,
         _ if bench => 10_000_000,

@@ -225,9 +225,17 @@ impl Engine {
     /// NAME is also a column, because ClickHouse lets an alias shadow a column everywhere
     /// in the query (`max(db) AS db` would break `WHERE db = …`).
     pub async fn rows(&self, sql: &str) -> Result<Vec<Row>, QueryError> {
+        let started = std::time::Instant::now();
         let mut rows = self
             .bounded(async { Ok(self.backend.run(sql, Origin::Generated).await?.rows) })
             .await?;
+        // Each generated statement and its time, for `RUST_LOG=apus_query=debug`.
+        tracing::debug!(
+            ms = started.elapsed().as_secs_f64() * 1000.0,
+            rows = rows.len(),
+            sql,
+            "generated query"
+        );
         if rows
             .first()
             .is_some_and(|r| r.keys().any(|k| k.starts_with("_a_")))

@@ -29,7 +29,9 @@ mod onset;
 mod report;
 
 use apus_store::read::json::{num, rfc3339, text, Row};
-use onset::{find_onset, tag_counts_from_view};
+use onset::{
+    dim_counts_from_view, find_onset, fingerprints_from_view, layer_p99_from_view, layers_from_view,
+};
 use report::{change_suspect, suspect_list};
 pub use report::{Period, Ranked, RootCause, Suspect};
 
@@ -42,6 +44,9 @@ pub const RCA_OPTS: &[&str] = &["metric", "slow_ms", "baseline_from", "lookback"
 
 /// The dimensions whose values Adtributor weighs.
 const EXPLAIN: &[&str] = &["tag", "tenant", "pool", "route", "upstream"];
+
+/// The layers a report shows (worst change of rate first).
+const SHOWN_LAYERS: usize = 50;
 
 /// Change suspects scoring at least this go before the other kinds of suspects.
 const CHANGE_FIRST: f64 = 0.2;
@@ -122,7 +127,7 @@ pub async fn rootcause(e: &Engine, p: &Params) -> Result<RootCause, QueryError> 
         changes: ranked_changes.iter().map(change_suspect).collect(),
         templates: templates.into_iter().map(|t| t.0).collect(),
         slow_sql: fingerprints.into_iter().map(|t| t.0).collect(),
-        layers: layers.into_iter().take(50).collect(),
+        layers: layers.into_iter().take(SHOWN_LAYERS).collect(),
         took_ms: started.elapsed().as_secs_f64() * 1000.0,
     })
 }
@@ -194,10 +199,8 @@ async fn explain(
         .filter(|d| !LAYER_DIMS.contains(d))
         .collect();
     let dim_queries = own.iter().map(|dim| {
-        if *dim == "tag" {
-            if let Some(sql) = tag_counts_from_view(e, s, w) {
-                return e.rows_owned(sql);
-            }
+        if let Some(sql) = dim_counts_from_view(e, s, w, dim) {
+            return e.rows_owned(sql);
         }
         e.rows_owned(format!(
             "SELECT {dim} AS value, sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS bt, \
@@ -344,15 +347,18 @@ async fn novelties(e: &Engine, s: &Setup, w: &Window) -> Result<(Surged, Surged)
         sample = d.arg_max("message", d.us()),
         any = any(d),
     );
-    let sql_scope = scoped(d, span, &["project", "env", "pool"]);
-    let fp_sql = format!(
-        "SELECT fingerprint_id, {any}(fingerprint) AS _a_fingerprint, \
+    let sql_dims = ["project", "env", "pool"];
+    let sql_scope = scoped(d, span, &sql_dims);
+    let fp_sql = fingerprints_from_view(e, s, w, &sql_dims).unwrap_or_else(|| {
+        format!(
+            "SELECT fingerprint_id, {any}(fingerprint) AS _a_fingerprint, \
          sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS cur, \
          sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS base, \
          sum(CASE WHEN {cur} THEN query_time ELSE 0 END) AS cur_total_s \
          FROM {t_slow} WHERE {sql_scope} GROUP BY fingerprint_id",
-        any = any(d),
-    );
+            any = any(d),
+        )
+    });
     let (tpl_rows, fp_rows) =
         futures::future::try_join(e.rows_owned(tpl_sql), e.rows_owned(fp_sql)).await?;
     let templates = surged(&tpl_rows, windows, |r| {
@@ -368,17 +374,21 @@ async fn layers(e: &Engine, s: &Setup, w: &Window) -> Result<Vec<Row>, QueryErro
     let d = e.dialect();
     let t_access = e.table("access_log");
     let (cur, bad, span) = (&w.cur, &s.bad, &s.span);
-    let layer_sql = format!(
-        "SELECT route, pool, upstream, sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS requests, \
+    let from_view = layers_from_view(e, s, w);
+    let from_view_used = from_view.is_some();
+    let layer_sql = from_view.unwrap_or_else(|| {
+        format!(
+            "SELECT route, pool, upstream, sum(CASE WHEN {cur} THEN 1 ELSE 0 END) AS requests, \
          sum(CASE WHEN {cur} THEN {bad} ELSE 0 END) AS bad, \
          sum(CASE WHEN {cur} THEN 0 ELSE 1 END) AS baseline_requests, \
          sum(CASE WHEN {cur} THEN 0 ELSE {bad} END) AS baseline_bad, \
          {p99} / 1000.0 AS p99_ms, {bp99} / 1000.0 AS baseline_p99_ms \
          FROM {t_access} WHERE {} GROUP BY route, pool, upstream",
-        span.conditions(d, &[]),
-        p99 = latency_p99_if(d, cur),
-        bp99 = latency_p99_if(d, &format!("NOT ({cur})")),
-    );
+            span.conditions(d, &[]),
+            p99 = latency_p99_if(d, cur),
+            bp99 = latency_p99_if(d, &format!("NOT ({cur})")),
+        )
+    });
     let mut layers: Vec<Row> = e
         .rows_owned(layer_sql)
         .await?
@@ -395,6 +405,34 @@ async fn layers(e: &Engine, s: &Setup, w: &Window) -> Result<Vec<Row>, QueryErro
         (num(b, "rate") - num(b, "baseline_rate"))
             .total_cmp(&(num(a, "rate") - num(a, "baseline_rate")))
     });
+    if from_view_used {
+        // The view's counts came first; the p99s of the layers shown, now.
+        let shown = &layers[..layers.len().min(SHOWN_LAYERS)];
+        let keys: Vec<(&str, &str, &str)> = shown
+            .iter()
+            .map(|r| (text(r, "route"), text(r, "pool"), text(r, "upstream")))
+            .collect();
+        if let Some(sql) = layer_p99_from_view(e, s, w, &keys) {
+            let key = |r: &Row| ["route", "pool", "upstream"].map(|c| text(r, c).to_string());
+            let p99: std::collections::HashMap<[String; 3], (Value, Value)> = e
+                .rows(&sql)
+                .await?
+                .into_iter()
+                .map(|r| {
+                    let v = (r["p99_ms"].clone(), r["baseline_p99_ms"].clone());
+                    (key(&r), v)
+                })
+                .collect();
+            for r in layers.iter_mut().take(SHOWN_LAYERS) {
+                let (c, b) = p99
+                    .get(&key(r))
+                    .cloned()
+                    .unwrap_or((Value::from(0.0), Value::from(0.0)));
+                r.insert("p99_ms".into(), c);
+                r.insert("baseline_p99_ms".into(), b);
+            }
+        }
+    }
     Ok(layers)
 }
 

@@ -103,13 +103,21 @@ pub fn source_at(
             full.conditions(d, &[])
         ),
     ];
-    parts.extend(edges(d, t.name(), p, s, raw, group));
+    parts.extend(edges(d, t.name(), p, s, raw, group, ""));
     format!("({})", parts.join(" UNION ALL "))
 }
 
 /// The raw rows of the window's partial edges aggregated as `raw` (none when the window
 /// is whole hours).
-fn edges(d: Dialect, table: &str, p: &Params, s: &Split, raw: &str, group: &str) -> Option<String> {
+fn edges(
+    d: Dialect,
+    table: &str,
+    p: &Params,
+    s: &Split,
+    raw: &str,
+    group: &str,
+    filter: &str,
+) -> Option<String> {
     (!s.edges.is_empty()).then(|| {
         let cond = s
             .edges
@@ -117,7 +125,12 @@ fn edges(d: Dialect, table: &str, p: &Params, s: &Split, raw: &str, group: &str)
             .map(|(a, b)| format!("({})", p.with_range(*a, *b).conditions(d, &[])))
             .collect::<Vec<_>>()
             .join(" OR ");
-        format!("SELECT {raw} FROM {table} WHERE {cond} GROUP BY {group}")
+        let filter = if filter.is_empty() {
+            String::new()
+        } else {
+            format!(" AND {filter}")
+        };
+        format!("SELECT {raw} FROM {table} WHERE ({cond}){filter} GROUP BY {group}")
     })
 }
 
@@ -134,6 +147,10 @@ pub struct ChView {
     pub states: &'static str,
     /// Merging `latency` into `[p50, p99]`, and the divisor to milliseconds.
     latency: (&'static str, &'static str),
+    /// On a cluster, whether each shard merges its rows per key before sending them (see
+    /// [`ch_view_source`]); off where the initiator merges costly states for a few keys
+    /// only (the slow-SQL TOP N's percentiles).
+    shard_merge: bool,
 }
 
 impl ChView {
@@ -147,9 +164,16 @@ impl ChView {
             keys: rollup::keys(t),
             states: match t {
                 Table::AccessLog => apus_store::clickhouse::ACCESS_LOG_STATES,
+                Table::SlowSql => {
+                    static SLOW: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+                    SLOW.get_or_init(|| {
+                        apus_store::clickhouse::slow_sql_states(Dialect::ClickHouse.us())
+                    })
+                }
                 _ => "",
             },
             latency: ("quantilesTDigestMerge(0.5, 0.99)(latency)", " / 1000.0"),
+            shard_merge: true,
         }
     }
     /// The access log's per-minute lane view
@@ -162,7 +186,48 @@ impl ChView {
         keys: apus_store::clickhouse::MINUTE_KEYS,
         states: apus_store::clickhouse::MINUTE_STATES,
         latency: ("quantilesTimingMerge(0.5, 0.99)(latency)", ""),
+        shard_merge: true,
     };
+
+    /// The access log's per-minute layers view (route, pool, upstream and tag, the lane
+    /// view's states; [`apus_store::clickhouse::create_root_cause_views`]).
+    pub const ACCESS_LAYERS: ChView = ChView {
+        name: apus_store::clickhouse::LAYERS_VIEW,
+        keys: apus_store::clickhouse::LAYER_KEYS,
+        ..ChView::ACCESS_MINUTE
+    };
+    /// The access log's per-minute tenant view (requests and 5xx only).
+    pub const ACCESS_TENANTS: ChView = ChView {
+        name: apus_store::clickhouse::TENANTS_VIEW,
+        keys: apus_store::clickhouse::TENANT_KEYS,
+        states: apus_store::clickhouse::TENANT_STATES,
+        latency: ("", ""),
+        ..ChView::ACCESS_MINUTE
+    };
+    /// The access log's hourly tenant view (requests and 5xx only).
+    pub const ACCESS_TENANTS_HOUR: ChView = ChView {
+        name: apus_store::clickhouse::TENANTS_HOUR_VIEW,
+        time: "hour",
+        trunc: "toStartOfHour(ts)",
+        unit_us: HOUR_US,
+        ..ChView::ACCESS_TENANTS
+    };
+    /// The slow-SQL per-minute fingerprint view (fingerprint, calls, total time).
+    pub const SLOW_MINUTE: ChView = ChView {
+        name: apus_store::clickhouse::SLOW_MINUTE_VIEW,
+        keys: apus_store::clickhouse::SLOW_MINUTE_KEYS,
+        states: apus_store::clickhouse::SLOW_MINUTE_STATES,
+        latency: ("", ""),
+        ..ChView::ACCESS_MINUTE
+    };
+
+    /// This view with its rows merged at the initiator only (see `shard_merge`).
+    pub fn merged_at_initiator(self) -> ChView {
+        ChView {
+            shard_merge: false,
+            ..self
+        }
+    }
 
     /// The merged latency percentile `i` (1: p50, 2: p99) in milliseconds.
     pub fn pct_ms(&self, i: usize) -> String {
@@ -192,6 +257,23 @@ pub fn ch_view_source(
     raw: &str,
     group: &str,
 ) -> String {
+    ch_view_source_where(table, t, view, p, s, rolled, raw, group, "")
+}
+
+/// [`ch_view_source`] of the rows meeting `filter` too (SQL over the view's keys; empty
+/// for none).
+#[allow(clippy::too_many_arguments)]
+pub fn ch_view_source_where(
+    table: impl Fn(&str) -> String,
+    t: Table,
+    view: ChView,
+    p: &Params,
+    s: &Split,
+    rolled: &str,
+    raw: &str,
+    group: &str,
+    filter: &str,
+) -> String {
     let d = Dialect::ClickHouse;
     let (name, time) = (view.name, view.time);
     let mut cond = vec![format!(
@@ -200,13 +282,93 @@ pub fn ch_view_source(
         s.full.1.div_euclid(1_000_000)
     )];
     cond.extend(p.dims.iter().map(|(k, v)| format!("{k} = {}", d.lit(v))));
-    let mut parts = vec![format!(
-        "SELECT {rolled} FROM {} WHERE {}",
-        table(name),
-        cond.join(" AND ")
-    )];
-    parts.extend(edges(d, &table(t.name()), p, s, raw, group));
+    if !filter.is_empty() {
+        cond.push(filter.to_string());
+    }
+    let from = table(name);
+    let mut parts = vec![if from == name || !view.shard_merge {
+        format!("SELECT {rolled} FROM {from} WHERE {}", cond.join(" AND "))
+    } else {
+        // A cluster: each shard merges its own rows per key first, so states of keys, not
+        // of rows, travel to the initiator (and both shards merge at once).
+        let (cols, keys) = merged_on_shards(view.states, rolled);
+        let by = if keys.is_empty() {
+            String::new()
+        } else {
+            format!(" GROUP BY {}", keys.join(", "))
+        };
+        format!("SELECT {cols} FROM {from} WHERE {}{by}", cond.join(" AND "))
+    }];
+    parts.extend(edges(d, &table(t.name()), p, s, raw, group, filter));
     format!("({})", parts.join(" UNION ALL "))
+}
+
+/// Split `s` at its top-level commas (not those inside parentheses), trimmed.
+fn split_top(s: &str) -> Vec<&str> {
+    let (mut out, mut depth, mut start) = (Vec::new(), 0i32, 0);
+    for (i, c) in s.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                out.push(s[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(s[start..].trim());
+    out.retain(|x| !x.is_empty());
+    out
+}
+
+/// For each state column of a view (`states`: `fState(args) AS col` or
+/// `fState(params)(args) AS col`, as in its definition), the expression merging a group's
+/// states into one state: `fMergeState(col)` or `fMergeState(params)(col)`.
+fn merge_state_exprs(states: &str) -> Vec<(&str, String)> {
+    split_top(states)
+        .into_iter()
+        .filter_map(|item| {
+            let (expr, col) = item.rsplit_once(" AS ")?;
+            let at = expr.find("State(")?;
+            let (name, rest) = (&expr[..at], &expr[at + "State".len()..]);
+            // The first parenthesised group, and whether arguments follow it.
+            let mut depth = 0;
+            let end = rest.char_indices().find_map(|(i, c)| {
+                match c {
+                    '(' => depth += 1,
+                    ')' => depth -= 1,
+                    _ => {}
+                }
+                (depth == 0).then_some(i + 1)
+            })?;
+            let params = if rest[end..].starts_with('(') {
+                &rest[..end]
+            } else {
+                ""
+            };
+            let col = col.trim();
+            Some((col, format!("{name}MergeState{params}({col})")))
+        })
+        .collect()
+}
+
+/// The columns of `rolled` with each of the view's state columns merged per key, and the
+/// keys (the other columns, by alias) to group by.
+fn merged_on_shards(states: &str, rolled: &str) -> (String, Vec<String>) {
+    let merges = merge_state_exprs(states);
+    let (mut cols, mut keys) = (Vec::new(), Vec::new());
+    for item in split_top(rolled) {
+        match merges.iter().find(|(c, _)| *c == item) {
+            Some((c, m)) => cols.push(format!("{m} AS {c}")),
+            None => {
+                cols.push(item.to_string());
+                let alias = item.rsplit_once(" AS ").map_or(item, |(_, a)| a.trim());
+                keys.push(alias.to_string());
+            }
+        }
+    }
+    (cols.join(", "), keys)
 }
 
 #[cfg(test)]
@@ -222,6 +384,65 @@ mod tests {
         ];
         v.extend(dims.iter().map(|(a, b)| (a.to_string(), b.to_string())));
         Params::parse(&v, &["pool", "tenant"], &[], 0).unwrap()
+    }
+
+    #[test]
+    fn cluster_views_merge_states_on_the_shards() {
+        let m = merge_state_exprs(apus_store::clickhouse::MINUTE_STATES);
+        let names: Vec<&str> = m.iter().map(|(c, _)| *c).collect();
+        assert_eq!(
+            names,
+            [
+                "requests",
+                "errors",
+                "client_errors",
+                "latency_sum_us",
+                "latency"
+            ]
+        );
+        assert_eq!(m[1].1, "countIfMergeState(errors)");
+        assert_eq!(m[4].1, "quantilesTimingMergeState(0.5, 0.99)(latency)");
+        let slow = merge_state_exprs(ChView::hourly(Table::SlowSql).states);
+        assert!(slow.contains(&("sample", "argMaxMergeState(sample)".to_string())));
+        assert!(slow.contains(&("p95", "quantileTDigestMergeState(0.95)(p95)".to_string())));
+        assert!(slow.contains(&("first_us", "minMergeState(first_us)".to_string())));
+        let (cols, keys) = merged_on_shards(
+            apus_store::clickhouse::MINUTE_STATES,
+            "pool, minute AS t, requests, latency",
+        );
+        assert_eq!(
+            cols,
+            "pool, minute AS t, countMergeState(requests) AS requests, \
+             quantilesTimingMergeState(0.5, 0.99)(latency) AS latency"
+        );
+        assert_eq!(keys, ["pool", "t"]);
+        // On one server the view's rows are read as they are.
+        let base = 1_790_000_000 / 3600 * 3600 * 1_000_000;
+        let p = params(base, base + 2 * H, &[]);
+        let s = ChView::ACCESS_MINUTE.split(&p, &[]).unwrap();
+        let one = |cluster: bool| {
+            ch_view_source(
+                |t| {
+                    if cluster {
+                        format!("{t}_all")
+                    } else {
+                        t.to_string()
+                    }
+                },
+                Table::AccessLog,
+                ChView::ACCESS_MINUTE,
+                &p,
+                &s,
+                "tag, requests",
+                "tag, countState() AS requests",
+                "tag",
+            )
+        };
+        assert!(one(false).contains("SELECT tag, requests FROM access_log_1m WHERE"));
+        assert!(one(true).contains(
+            "SELECT tag, countMergeState(requests) AS requests FROM access_log_1m_all WHERE"
+        ));
+        assert!(one(true).contains(") GROUP BY tag"), "{}", one(true));
     }
 
     #[test]

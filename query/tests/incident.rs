@@ -280,9 +280,11 @@ fn bad_parameters_are_rejected_with_the_reason() {
     assert!(v.is_string());
 }
 
-/// Root cause asks ClickHouse's lane view for the onset series, the extent and the tag
-/// counts (raw rows at the edges) and the embedded store raw rows: both must find the same
-/// onset and the same counts, for a window on whole minutes and one that is not.
+/// Root cause asks ClickHouse's per-minute views for the onset series, the extent, the tag
+/// and tenant counts, the layers and the slow-SQL fingerprints (raw rows at the edges),
+/// and the embedded store raw rows: both must find the same onset, the same counts, the
+/// same layers (p99 within the two stores' quantile precision) and the same new or surged
+/// fingerprints, for a window on whole minutes and one that is not.
 #[test]
 fn root_cause_agrees_on_both_stores() {
     let (emb, ch) = (embedded_fixture(), clickhouse_fixture());
@@ -315,18 +317,67 @@ fn root_cause_agrees_on_both_stores() {
                     )
                 })
                 .collect();
+            let mut layers: Vec<(String, Vec<Value>, f64)> = v["layers"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|l| {
+                    let key = ["route", "pool", "upstream"].map(|k| l[k].as_str().unwrap());
+                    let counts = ["requests", "bad", "baseline_requests", "baseline_bad"]
+                        .map(|k| Value::from(l[k].as_f64().unwrap()));
+                    (
+                        key.join("/"),
+                        counts.to_vec(),
+                        l["p99_ms"].as_f64().unwrap(),
+                    )
+                })
+                .collect();
+            layers.sort_by(|a, b| a.0.cmp(&b.0));
+            let slow: Vec<Value> = v["slow_sql"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| {
+                    serde_json::json!([
+                        f["fingerprint_id"],
+                        f["fingerprint"],
+                        f["cur"],
+                        f["base"],
+                        format!("{:.3}", f["cur_total_s"].as_f64().unwrap())
+                    ])
+                })
+                .collect();
             (
-                v["onset"].clone(),
-                v["current"].clone(),
-                v["baseline"].clone(),
-                dims,
+                (
+                    v["onset"].clone(),
+                    v["current"].clone(),
+                    v["baseline"].clone(),
+                    dims,
+                ),
+                layers,
+                slow,
             )
         };
         let (a, b) = (run(&emb.engine), run(&ch.engine));
         assert!(
-            !a.3.is_empty(),
+            !a.0 .3.is_empty(),
             "{from}..{to}: no dimension explains anything: {a:?}"
         );
-        assert_eq!(a, b, "{from}..{to}: embedded vs ClickHouse");
+        assert_eq!(a.0, b.0, "{from}..{to}: embedded vs ClickHouse");
+        assert!(!a.2.is_empty(), "{from}..{to}: no new or surged SQL");
+        assert_eq!(a.2, b.2, "{from}..{to}: slow SQL, embedded vs ClickHouse");
+        assert!(a.1.len() >= 2, "{from}..{to}: layers {:?}", a.1);
+        assert_eq!(a.1.len(), b.1.len(), "{from}..{to}: layers");
+        for (x, y) in a.1.iter().zip(&b.1) {
+            assert_eq!((&x.0, &x.1), (&y.0, &y.1), "{from}..{to}: layer counts");
+            // DataFusion's t-digest against quantileTiming's whole milliseconds.
+            assert!(
+                (x.2 - y.2).abs() <= 0.05 * x.2.max(y.2) + 1.0,
+                "{from}..{to}: layer {} p99 {} vs {}",
+                x.0,
+                x.2,
+                y.2
+            );
+        }
     }
 }

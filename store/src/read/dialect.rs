@@ -44,16 +44,25 @@ impl Dialect {
             Dialect::DataFusion => format!(
                 "ts >= to_timestamp_micros({from_us}) AND ts < to_timestamp_micros({to_us})"
             ),
+            // The DateTime column (whole seconds) bounds the scan through the primary key;
+            // a bound off the second also compares the row's microseconds. On a whole
+            // second the DateTime column alone is exact, with no per-row arithmetic.
             Dialect::ClickHouse => {
                 let (lo, hi) = (
                     from_us.div_euclid(1_000_000).max(0),
                     to_us.div_euclid(1_000_000).clamp(0, i64::from(u32::MAX)),
                 );
-                format!(
-                    "ts >= toDateTime({lo}) AND ts <= toDateTime({hi}) AND {us} >= {from_us} \
-                     AND {us} < {to_us}",
-                    us = self.us()
-                )
+                let us = self.us();
+                let mut c = vec![format!("ts >= toDateTime({lo})")];
+                if from_us.rem_euclid(1_000_000) != 0 {
+                    c.push(format!("{us} >= {from_us}"));
+                }
+                if to_us.rem_euclid(1_000_000) == 0 {
+                    c.push(format!("ts < toDateTime({hi})"));
+                } else {
+                    c.push(format!("ts <= toDateTime({hi}) AND {us} < {to_us}"));
+                }
+                c.join(" AND ")
             }
         }
     }
@@ -123,10 +132,18 @@ mod tests {
     fn literals_escape_per_dialect() {
         assert_eq!(Dialect::DataFusion.lit("a'b\\"), "'a''b\\'");
         assert_eq!(Dialect::ClickHouse.lit("a'b\\"), "'a\\'b\\\\'");
-        let r = Dialect::ClickHouse.time_range(1_500_000, 3_000_001);
-        assert!(
-            r.starts_with("ts >= toDateTime(1) AND ts <= toDateTime(3)"),
-            "{r}"
+        let us = "(toInt64(ts) * 1000000 + ts_us)";
+        assert_eq!(
+            Dialect::ClickHouse.time_range(1_500_000, 3_000_001),
+            format!(
+                "ts >= toDateTime(1) AND {us} >= 1500000 AND ts <= toDateTime(3) \
+                 AND {us} < 3000001"
+            )
+        );
+        // Whole seconds: the DateTime column alone.
+        assert_eq!(
+            Dialect::ClickHouse.time_range(1_000_000, 3_000_000),
+            "ts >= toDateTime(1) AND ts < toDateTime(3)"
         );
     }
 }
