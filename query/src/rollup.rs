@@ -486,6 +486,6 @@ mod tests {
             ch.contains("FROM access_log_1h_all WHERE hour >= toDateTime("),
             "{ch}"
         );
-        assert!(ch.contains("FROM access_log_all WHERE (ts >= "), "{ch}");
+        assert!(ch.contains("FROM access_log_all WHERE ((ts >= "), "{ch}");
     }
 }
