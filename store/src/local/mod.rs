@@ -20,6 +20,7 @@ use datafusion::datasource::MemTable;
 use datafusion::prelude::SessionContext;
 
 mod files;
+mod rollups;
 
 use crate::metrics as m;
 use crate::rollup;
@@ -134,102 +135,6 @@ impl LocalStore {
             store.repair_rollups(t, &files)?;
         }
         Ok(store)
-    }
-
-    /// The rollup files beside raw file `f` of `t`, one per rollup [`rollup::Level`] of `t`.
-    fn companions(&self, t: Table, f: &FileMeta) -> Vec<(rollup::Level, PathBuf)> {
-        let Some(file) = f.path.file_name() else {
-            return Vec::new();
-        };
-        rollup::levels(t)
-            .iter()
-            .map(|l| (*l, self.dir.join(l.name).join(hour_dir(f.hour)).join(file)))
-            .collect()
-    }
-
-    /// Write each rollup of `rows` (the rows of raw file `f`) beside it; with `ext`, to
-    /// that extension of each path (staging, for a rename later). The written paths.
-    fn write_rollups(
-        &self,
-        t: Table,
-        f: &FileMeta,
-        rows: &RecordBatch,
-        ext: Option<&str>,
-    ) -> Result<Vec<(PathBuf, PathBuf)>, StoreError> {
-        let mut out = Vec::new();
-        for (level, path) in self.companions(t, f) {
-            if let Some(b) = rollup::build_level(t, level, rows)? {
-                if let Some(d) = path.parent() {
-                    fs::create_dir_all(d)?;
-                }
-                let at = ext.map_or_else(|| path.clone(), |x| path.with_extension(x));
-                write_parquet(&at, &b)?;
-                out.push((at, path));
-            }
-        }
-        Ok(out)
-    }
-
-    /// Give every committed raw file of `t` its rollups (files written before a rollup
-    /// existed, or whose companion went missing) and delete rollups without a raw file.
-    fn repair_rollups(&self, t: Table, files: &[FileMeta]) -> Result<(), StoreError> {
-        if rollup::levels(t).is_empty() {
-            return Ok(());
-        }
-        let want: std::collections::HashSet<PathBuf> = files
-            .iter()
-            .flat_map(|f| self.companions(t, f))
-            .map(|(_, p)| p)
-            .collect();
-        for level in rollup::levels(t) {
-            let rdir = self.dir.join(level.name);
-            fs::create_dir_all(&rdir)?;
-            for day in fs::read_dir(&rdir)? {
-                let day = day?.path();
-                if !day.is_dir() {
-                    continue;
-                }
-                for hour in fs::read_dir(&day)? {
-                    for f in fs::read_dir(hour?.path())? {
-                        let p = f?.path();
-                        if !want.contains(&p) {
-                            tracing::warn!(file = %p.display(), "removing rollup without its raw file");
-                            fs::remove_file(&p)?;
-                        }
-                    }
-                }
-            }
-        }
-        let mut built = 0;
-        for f in files {
-            let missing: Vec<rollup::Level> = self
-                .companions(t, f)
-                .into_iter()
-                .filter(|(_, p)| !p.exists())
-                .map(|(l, _)| l)
-                .collect();
-            if missing.is_empty() {
-                continue;
-            }
-            let batches = read_parquet(&f.path)?;
-            let all = concat_batches(&t.schema(), &batches)
-                .map_err(|e| StoreError::Store(e.to_string()))?;
-            for (level, path) in self.companions(t, f) {
-                if missing.contains(&level) {
-                    if let Some(b) = rollup::build_level(t, level, &all)? {
-                        if let Some(d) = path.parent() {
-                            fs::create_dir_all(d)?;
-                        }
-                        write_parquet(&path, &b)?;
-                    }
-                }
-            }
-            built += 1;
-        }
-        if built > 0 {
-            tracing::info!(table = t.name(), files = built, "built missing rollups");
-        }
-        Ok(())
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Table, TableState>> {
