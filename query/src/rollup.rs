@@ -353,6 +353,14 @@ fn merge_state_exprs(states: &str) -> Vec<(&str, String)> {
         .collect()
 }
 
+/// The definition (`fState(…) AS col`) of state column `col` among a view's `states`.
+pub fn state_of<'a>(states: &'a str, col: &str) -> Option<&'a str> {
+    split_top(states).into_iter().find(|item| {
+        item.rsplit_once(" AS ")
+            .is_some_and(|(_, c)| c.trim() == col)
+    })
+}
+
 /// The columns of `rolled` with each of the view's state columns merged per key, and the
 /// keys (the other columns, by alias) to group by.
 fn merged_on_shards(states: &str, rolled: &str) -> (String, Vec<String>) {
@@ -402,6 +410,10 @@ mod tests {
         );
         assert_eq!(m[1].1, "countIfMergeState(errors)");
         assert_eq!(m[4].1, "quantilesTimingMergeState(0.5, 0.99)(latency)");
+        assert_eq!(
+            state_of(apus_store::clickhouse::MINUTE_STATES, "latency"),
+            Some("quantilesTimingState(0.5, 0.99)(intDiv(latency_us, 1000)) AS latency")
+        );
         let slow = merge_state_exprs(ChView::hourly(Table::SlowSql).states);
         assert!(slow.contains(&("sample", "argMaxMergeState(sample)".to_string())));
         assert!(slow.contains(&("p95", "quantileTDigestMergeState(0.95)(p95)".to_string())));

@@ -14,6 +14,10 @@ use crate::rollup::{self, ChView};
 use crate::rootcause::{onset, Bucket};
 use crate::QueryError;
 
+/// Requests and 5xx as the views' states over raw rows (the tenant views' whole
+/// definition, and the first columns of every access-log view).
+const COUNT_STATES: &str = apus_store::clickhouse::TENANT_STATES;
+
 /// ClickHouse with the error rate: the per-minute lane view answers what needs only its
 /// keys (the onset series, the span's extent, the tag counts), with raw rows for the
 /// partial minutes at the edges; `None` elsewhere (the slow-request share needs each
@@ -189,7 +193,7 @@ pub(super) async fn find_onset(e: &Engine, p: &Params, s: &Setup) -> Result<Wind
             v,
             &s.span,
             "minute, requests, errors",
-            &format!("{minute}, countState() AS requests, countIfState(status >= 500) AS errors"),
+            &format!("{minute}, {COUNT_STATES}"),
             "minute",
         )
     });
@@ -235,7 +239,7 @@ pub(super) fn dim_counts_from_view(e: &Engine, s: &Setup, w: &Window, dim: &str)
         "tenant" => (Some(ChView::ACCESS_TENANTS_HOUR), ChView::ACCESS_TENANTS),
         _ => return None,
     };
-    let raw = format!("{dim}, countState() AS requests, countIfState(status >= 500) AS errors");
+    let raw = format!("{dim}, {COUNT_STATES}");
     let cols = format!("{dim}, requests, errors");
     let (base, cur) = periods(
         e,
@@ -272,7 +276,7 @@ pub(super) fn layers_from_view(e: &Engine, s: &Setup, w: &Window) -> Option<Stri
         w.start,
         (
             &format!("{g}, requests, errors"),
-            &format!("{g}, countState() AS requests, countIfState(status >= 500) AS errors"),
+            &format!("{g}, {COUNT_STATES}"),
             g,
         ),
         "",
@@ -316,7 +320,7 @@ pub(super) fn layer_p99_from_view(
         w.start,
         (
             &format!("{g}, latency"),
-            &format!("{g}, quantilesTimingState(0.5, 0.99)(intDiv(latency_us, 1000)) AS latency"),
+            &format!("{g}, {}", rollup::state_of(view.states, "latency")?),
             g,
         ),
         &filter,
