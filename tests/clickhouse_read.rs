@@ -109,13 +109,11 @@ fn two_shard_cluster_rankings_and_search_span_both_nodes() {
     let (st, pools) =
         get("/api/v1/rank/pools?from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z").unwrap();
     assert_eq!(st, 200, "{pools}");
-    let total: f64 = pools["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["requests"].as_f64().unwrap())
-        .sum();
-    assert_eq!(total, 500.0, "{pools}");
+    let sum = |v: &serde_json::Value, col: &str| -> f64 {
+        let rows = v["rows"].as_array().unwrap().iter();
+        rows.map(|r| r[col].as_f64().unwrap()).sum()
+    };
+    assert_eq!(sum(&pools, "requests"), 500.0, "{pools}");
     // Time series, slow-SQL TOP N and root cause read the views through the shards too
     // (each shard merges its own states per key first): the SQL must run on 18.16 and
     // the counts must cover both shards.
@@ -124,13 +122,7 @@ fn two_shard_cluster_rankings_and_search_span_both_nodes() {
     )
     .unwrap();
     assert_eq!(st, 200, "{series}");
-    let total: f64 = series["rows"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| r["value"].as_f64().unwrap())
-        .sum();
-    assert_eq!(total, 500.0, "{series}");
+    assert_eq!(sum(&series, "value"), 500.0, "{series}");
     let (st, top) =
         get("/api/v1/slow-sql/top?from=2026-11-22T06:00:00Z&to=2026-11-22T08:00:00Z").unwrap();
     assert_eq!(st, 200, "{top}");

@@ -250,14 +250,23 @@ pub(super) fn dim_counts_from_view(e: &Engine, s: &Setup, w: &Window, dim: &str)
         "",
     )?;
     Some(format!(
-        "SELECT value, sum(bt) AS bt, sum(bb) AS bb, sum(ct) AS ct, sum(cb) AS cb FROM (\
-         SELECT {dim} AS value, countMerge(requests) AS bt, countIfMerge(errors) AS bb, \
-         toUInt64(0) AS ct, toUInt64(0) AS cb FROM {base} GROUP BY value \
-         UNION ALL \
-         SELECT {dim} AS value, toUInt64(0) AS bt, toUInt64(0) AS bb, \
-         countMerge(requests) AS ct, countIfMerge(errors) AS cb FROM {cur} GROUP BY value\
-         ) GROUP BY value"
+        "SELECT value, sum(bt) AS bt, sum(bb) AS bb, sum(ct) AS ct, sum(cb) AS cb \
+         FROM {} GROUP BY value",
+        period_counts(&format!("{dim} AS value"), "value", &base, &cur)
     ))
+}
+
+/// Requests and 5xx of the baseline (`bt`, `bb`) and the current period (`ct`, `cb`) per
+/// `group` (selected as `keys`), one row per period and group, from two sources of count
+/// states: a subquery for the caller to sum per group.
+fn period_counts(keys: &str, group: &str, base: &str, cur: &str) -> String {
+    format!(
+        "(SELECT {keys}, countMerge(requests) AS bt, countIfMerge(errors) AS bb, \
+         toUInt64(0) AS ct, toUInt64(0) AS cb FROM {base} GROUP BY {group} \
+         UNION ALL \
+         SELECT {keys}, toUInt64(0) AS bt, toUInt64(0) AS bb, countMerge(requests) AS ct, \
+         countIfMerge(errors) AS cb FROM {cur} GROUP BY {group})"
+    )
 }
 
 /// Step 5's layers from the layers view: requests and 5xx per (route, pool, upstream) in
@@ -283,13 +292,8 @@ pub(super) fn layers_from_view(e: &Engine, s: &Setup, w: &Window) -> Option<Stri
     )?;
     Some(format!(
         "SELECT {g}, sum(ct) AS requests, sum(cb) AS bad, sum(bt) AS baseline_requests, \
-         sum(bb) AS baseline_bad FROM (\
-         SELECT {g}, countMerge(requests) AS bt, countIfMerge(errors) AS bb, \
-         toUInt64(0) AS ct, toUInt64(0) AS cb FROM {base} GROUP BY {g} \
-         UNION ALL \
-         SELECT {g}, toUInt64(0) AS bt, toUInt64(0) AS bb, countMerge(requests) AS ct, \
-         countIfMerge(errors) AS cb FROM {cur} GROUP BY {g}\
-         ) GROUP BY {g}"
+         sum(bb) AS baseline_bad FROM {} GROUP BY {g}",
+        period_counts(g, g, &base, &cur)
     ))
 }
 

@@ -34,18 +34,7 @@ impl LocalStore {
         rows: &RecordBatch,
         ext: Option<&str>,
     ) -> Result<Vec<(PathBuf, PathBuf)>, StoreError> {
-        let mut out = Vec::new();
-        for (level, path) in self.companions(t, f) {
-            if let Some(b) = rollup::build_level(t, level, rows)? {
-                if let Some(d) = path.parent() {
-                    fs::create_dir_all(d)?;
-                }
-                let at = ext.map_or_else(|| path.clone(), |x| path.with_extension(x));
-                write_parquet(&at, &b)?;
-                out.push((at, path));
-            }
-        }
-        Ok(out)
+        write_levels(t, rows, self.companions(t, f), ext)
     }
 
     /// Give every committed raw file of `t` its rollups (files written before a rollup
@@ -80,11 +69,10 @@ impl LocalStore {
         }
         let mut built = 0;
         for f in files {
-            let missing: Vec<rollup::Level> = self
+            let missing: Vec<(rollup::Level, PathBuf)> = self
                 .companions(t, f)
                 .into_iter()
                 .filter(|(_, p)| !p.exists())
-                .map(|(l, _)| l)
                 .collect();
             if missing.is_empty() {
                 continue;
@@ -92,16 +80,7 @@ impl LocalStore {
             let batches = read_parquet(&f.path)?;
             let all = concat_batches(&t.schema(), &batches)
                 .map_err(|e| StoreError::Store(e.to_string()))?;
-            for (level, path) in self.companions(t, f) {
-                if missing.contains(&level) {
-                    if let Some(b) = rollup::build_level(t, level, &all)? {
-                        if let Some(d) = path.parent() {
-                            fs::create_dir_all(d)?;
-                        }
-                        write_parquet(&path, &b)?;
-                    }
-                }
-            }
+            write_levels(t, &all, missing, None)?;
             built += 1;
         }
         if built > 0 {
@@ -109,4 +88,26 @@ impl LocalStore {
         }
         Ok(())
     }
+}
+
+/// Write rollup `level` of `rows` (of `t`) to each target path (or to its `ext` extension,
+/// for a rename later); the written and final paths.
+fn write_levels(
+    t: Table,
+    rows: &RecordBatch,
+    targets: Vec<(rollup::Level, PathBuf)>,
+    ext: Option<&str>,
+) -> Result<Vec<(PathBuf, PathBuf)>, StoreError> {
+    let mut out = Vec::new();
+    for (level, path) in targets {
+        if let Some(b) = rollup::build_level(t, level, rows)? {
+            if let Some(d) = path.parent() {
+                fs::create_dir_all(d)?;
+            }
+            let at = ext.map_or_else(|| path.clone(), |x| path.with_extension(x));
+            write_parquet(&at, &b)?;
+            out.push((at, path));
+        }
+    }
+    Ok(out)
 }
