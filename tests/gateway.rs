@@ -276,6 +276,13 @@ fn rule_flips_under_load_fail_no_request() {
         "failed requests during flips"
     );
     assert!(ok.load(Ordering::Relaxed) > 100);
+    // Each of the two proxy threads accepts from its own SO_REUSEPORT socket (which the
+    // kernel balances), not both from one shared socket.
+    assert_eq!(
+        listening_sockets(s.gw.port),
+        2,
+        "one listener per proxy thread"
+    );
     // Upstream connections were reused across requests on both proxy threads without the
     // race in which a pooled connection is still held by its idle watcher on another
     // thread (one proxy service per thread keeps the watcher on the request's thread).
@@ -289,6 +296,20 @@ fn rule_flips_under_load_fail_no_request() {
             .collect::<Vec<_>>()
             .join("\n")
     );
+}
+
+/// Listening TCP sockets (IPv4) on `port`, from /proc/net/tcp.
+fn listening_sockets(port: u16) -> usize {
+    let local = format!(":{port:04X}");
+    std::fs::read_to_string("/proc/net/tcp")
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            f.len() > 3 && f[1].ends_with(&local) && f[3] == "0A"
+        })
+        .count()
 }
 
 #[test]

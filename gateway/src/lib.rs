@@ -124,11 +124,26 @@ where
         );
         let mut opt = TcpSocketOptions::default();
         opt.so_reuseport = Some(true);
-        svc.add_tcp_with_settings(listen, opt);
+        svc.add_tcp_with_settings(&reuseport_key(addr, i), opt);
         svc.threads = Some(1);
         server.add_service(svc);
     }
     Ok(())
+}
+
+/// The listen address of proxy service `i`: `addr` with `i` leading zeros on its port.
+/// Pingora keeps one table of listening sockets keyed by the address as written (it hands
+/// them to the next process on a graceful upgrade) and gives a service whose address is
+/// already in it that same socket: every service would accept from one socket (woken
+/// together, connections piling on whichever thread wins) instead of each from its own
+/// `SO_REUSEPORT` socket, which the kernel balances. The zeros make each service's key its
+/// own; the address they parse to is the same.
+fn reuseport_key(addr: std::net::SocketAddr, i: usize) -> String {
+    let ip = match addr {
+        std::net::SocketAddr::V4(a) => a.ip().to_string(),
+        std::net::SocketAddr::V6(a) => format!("[{}]", a.ip()),
+    };
+    format!("{ip}:{}{}", "0".repeat(i), addr.port())
 }
 
 /// Build the Pingora server for `cfg` (already validated into `rules`, which seed an empty
@@ -180,10 +195,10 @@ pub fn build(
     control_runtime.spawn(release.clone().sweep_every(Duration::from_secs(1)));
     let tag_header = http::HeaderName::from_bytes(cfg.tag_header.as_bytes())
         .map_err(|e| GatewayError::Config(format!("tag_header: {e}")))?;
-    let tag_header = bytes::Bytes::copy_from_slice(tag_header.as_str().as_bytes());
+    // Once per process: the name lives as long as the gateway.
+    let tag_header: &'static str = Box::leak(tag_header.as_str().into());
     let proxy = GatewayProxy {
         state: release.clone(),
-        pools: pools.clone(),
         trusted: CidrSet::new(&cfg.trusted_nets()),
         tag_header,
         baggage_key: cfg.baggage_key.clone(),

@@ -2,7 +2,6 @@
 //! the context (so retries see the same one), tag the upstream request, retry connect
 //! failures on another server of the same pool, and emit one access record per request.
 
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,18 +18,20 @@ use pingora::{ErrorSource, ErrorType};
 use crate::access_log::AccessLog;
 use crate::metrics as m;
 use crate::pools::Pool;
+use crate::state::Lane;
 use crate::state::{Current, ReleaseState};
-use crate::tagging::{client_ip, forwarded_for, merge_baggage, new_request_id, valid_request_id};
+use crate::tagging::{client_ip, forwarded_for, merge_baggage, valid_request_id, write_request_id};
 use apus_schema::time::now_us;
 
 /// Per-request state. The decision and the rule set it came from live here so that a
 /// retry, the response and the access log all see one decision.
 pub struct Ctx {
     start: Instant,
-    ts_us: i64,
+    /// The rules in force when the request came, and their decision: its lane (pool,
+    /// metrics, tag values) is `rules.lane(decision)`.
     rules: Option<Arc<Current>>,
     decision: Option<Decision>,
-    pool: Option<Arc<Pool>>,
+    /// The tenant it was routed by (kept for the access log only).
     tenant: String,
     client: IpAddr,
     /// The request's ID, kept from the client when valid, as the header value both
@@ -64,10 +65,10 @@ const BAGGAGE: &str = "baggage";
 #[derive(Clone)]
 pub struct GatewayProxy {
     pub(crate) state: Arc<ReleaseState>,
-    pub(crate) pools: Arc<HashMap<String, Arc<Pool>>>,
     pub(crate) trusted: CidrSet,
-    /// The tag header's name, lower case (shared bytes: cloning it is a reference count).
-    pub(crate) tag_header: Bytes,
+    /// The tag header's name, lower case (static: handing it to Pingora copies nothing and
+    /// touches no reference count another thread shares).
+    pub(crate) tag_header: &'static str,
     pub(crate) baggage_key: String,
     pub(crate) max_tries: usize,
     pub(crate) connect_timeout: Duration,
@@ -81,12 +82,22 @@ impl GatewayProxy {
             _ => "",
         }
     }
-    fn lane(ctx: &Ctx) -> Option<&crate::state::Lane> {
-        match (&ctx.rules, ctx.decision) {
-            (Some(c), Some(d)) => Some(c.lane(d)),
-            _ => None,
-        }
+    fn lane(ctx: &Ctx) -> Option<&Lane> {
+        lane_of(&ctx.rules, ctx.decision)
     }
+}
+
+/// The lane of a decision (borrowing only the rules, so the rest of the context stays free).
+fn lane_of(rules: &Option<Arc<Current>>, d: Option<Decision>) -> Option<&Lane> {
+    match (rules, d) {
+        (Some(c), Some(d)) => Some(c.lane(d)),
+        _ => None,
+    }
+}
+
+/// A lane's pool.
+fn pool_of(rules: &Option<Arc<Current>>, d: Option<Decision>) -> Option<&Arc<Pool>> {
+    lane_of(rules, d).and_then(|l| l.pool.as_ref())
 }
 
 #[async_trait]
@@ -100,10 +111,8 @@ impl ProxyHttp for GatewayProxy {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
-            ts_us: now_us(),
             rules: None,
             decision: None,
-            pool: None,
             tenant: String::new(),
             client: IpAddr::V4(Ipv4Addr::UNSPECIFIED),
             request_id: HeaderValue::from_static(""),
@@ -140,7 +149,9 @@ impl ProxyHttp for GatewayProxy {
             ctx.request_id = match req.headers.get(X_REQUEST_ID) {
                 Some(id) if id.to_str().is_ok_and(valid_request_id) => id.clone(),
                 _ => {
-                    HeaderValue::from_str(&new_request_id()).unwrap_or(HeaderValue::from_static(""))
+                    let mut buf = [0u8; 32];
+                    HeaderValue::from_str(write_request_id(&mut buf))
+                        .unwrap_or(HeaderValue::from_static(""))
                 }
             };
             let view = RequestView {
@@ -150,9 +161,11 @@ impl ProxyHttp for GatewayProxy {
                 client_ip: ctx.client,
                 headers: &hv,
             };
+            // The tenant is kept for the access log only: no copy when it is off.
+            let keep_tenant = self.access_log.is_on();
             cur.rules
                 .decide(&view)
-                .map(|(d, t)| (d, t.map(str::to_string)))
+                .map(|(d, t)| (d, t.filter(|_| keep_tenant).map(str::to_string)))
         };
         let Some((d, tenant)) = decided else {
             ctx.status = 404;
@@ -165,17 +178,13 @@ impl ProxyHttp for GatewayProxy {
         if let Some(t) = tenant {
             ctx.tenant = t;
         }
-        let pool_name = cur.rules.pool(d);
-        ctx.pool = self.pools.get(pool_name).cloned();
         ctx.decision = Some(d);
         ctx.rules = Some(cur);
         Ok(false)
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let pool = ctx
-            .pool
-            .as_ref()
+        let pool = pool_of(&ctx.rules, ctx.decision)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "route has no pool"))?;
         let Some(b) = pool.select(&ctx.failed) else {
             metrics::counter!(m::NO_HEALTHY, "pool" => pool.name.clone()).increment(1);
@@ -213,7 +222,7 @@ impl ProxyHttp for GatewayProxy {
             return Ok(());
         };
         upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
-        upstream_request.insert_header(self.tag_header.clone(), lane.tag.clone())?;
+        upstream_request.insert_header(self.tag_header, lane.tag.clone())?;
         // The lane's prebuilt value, unless the client brought baggage to merge with.
         match session.req_header().headers.get(BAGGAGE) {
             None => upstream_request.insert_header(BAGGAGE, lane.baggage.clone())?,
@@ -236,7 +245,7 @@ impl ProxyHttp for GatewayProxy {
         ctx.status = upstream_response.status.as_u16();
         upstream_response.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         if let Some(lane) = Self::lane(ctx) {
-            upstream_response.insert_header(self.tag_header.clone(), lane.tag.clone())?;
+            upstream_response.insert_header(self.tag_header, lane.tag.clone())?;
         }
         Ok(())
     }
@@ -255,7 +264,7 @@ impl ProxyHttp for GatewayProxy {
             st.end(None);
         }
         if ctx.failed.len() < self.max_tries {
-            if let Some(p) = &ctx.pool {
+            if let Some(p) = pool_of(&ctx.rules, ctx.decision) {
                 metrics::counter!(m::RETRIES, "pool" => p.name.clone()).increment(1);
             }
             e.set_retry(true);
@@ -301,7 +310,7 @@ impl ProxyHttp for GatewayProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
         // Passive health: a live request that timed out on its upstream counts against it.
-        if let (Some(pool), Some(addr)) = (&ctx.pool, ctx.upstream) {
+        if let (Some(pool), Some(addr)) = (pool_of(&ctx.rules, ctx.decision), ctx.upstream) {
             let timed_out = e.is_some_and(|e| {
                 matches!(
                     e.etype(),
@@ -345,7 +354,8 @@ impl ProxyHttp for GatewayProxy {
             .or_else(|| req.uri.host())
             .unwrap_or("");
         self.access_log.emit(AccessRecord {
-            ts: Micros(ctx.ts_us),
+            // When it began: now less its latency (one clock read, and only when logging).
+            ts: Micros(now_us() - latency.as_micros() as i64),
             request_id: ctx.request_id.to_str().unwrap_or("").to_string(),
             project: project.to_string(),
             env: env.to_string(),

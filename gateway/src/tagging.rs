@@ -15,7 +15,13 @@ pub fn valid_request_id(s: &str) -> bool {
 
 /// A fresh request ID (UUID v4, 32 hex digits without dashes).
 pub fn new_request_id() -> String {
-    uuid::Uuid::new_v4().simple().to_string()
+    let mut buf = [0u8; 32];
+    write_request_id(&mut buf).to_string()
+}
+
+/// A fresh request ID written into `buf` (the request path's form: no allocation).
+pub fn write_request_id(buf: &mut [u8; 32]) -> &str {
+    uuid::Uuid::new_v4().simple().encode_lower(buf)
 }
 
 /// Largest baggage header we keep (W3C limit).

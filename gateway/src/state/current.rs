@@ -2,12 +2,14 @@
 //! handles and header values ([`Current`]), and the holding pen that frees replaced rule
 //! sets off the proxy threads ([`Retired`]). How changes are made is the parent module.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use apus_control::ReleaseDoc;
 use apus_rules::RuleSet;
 
 use crate::metrics as m;
+use crate::pools::Pool;
 
 /// The rule set in force and its version.
 pub struct Current {
@@ -22,9 +24,11 @@ pub struct Current {
     lanes: Vec<Vec<Lane>>,
 }
 
-/// What the request path needs of a lane, built once per rule version: its metric handles
-/// and the values of the headers that tag its requests.
+/// What the request path needs of a lane, built once per rule version: its pool, its
+/// metric handles and the values of the headers that tag its requests.
 pub struct Lane {
+    /// The pool its requests go to (`None`: a pool this node does not have).
+    pub pool: Option<Arc<Pool>>,
     pub metrics: m::LaneMetrics,
     /// The tag header's value.
     pub tag: http::HeaderValue,
@@ -33,12 +37,16 @@ pub struct Lane {
 }
 
 impl Lane {
-    fn new(route: &str, pool: &str, tag: &str, baggage_key: &str) -> Self {
-        // Tags are validated names; a value that is not a header value still tags nothing
-        // rather than failing every request of the lane.
-        let value =
-            |s: &str| http::HeaderValue::from_str(s).unwrap_or(http::HeaderValue::from_static(""));
+    fn new(
+        route: &str,
+        pool: &str,
+        tag: &str,
+        baggage_key: &str,
+        pools: &HashMap<String, Arc<Pool>>,
+    ) -> Self {
+        let value = |s: &str| http::HeaderValue::from_static(interned(s));
         Lane {
+            pool: pools.get(pool).cloned(),
             metrics: m::LaneMetrics::new(route, pool, tag),
             tag: value(tag),
             baggage: value(&format!("{baggage_key}={tag}")),
@@ -46,10 +54,39 @@ impl Lane {
     }
 }
 
+/// `s` as a static header value, kept once per distinct text for the life of the process.
+/// A static value's clones on the request path copy a pointer, where a shared one bumps a
+/// reference count every proxy thread writes to. The texts are tags and their baggage
+/// members (few, and bounded by the names operators give), so keeping them is cheap. Tags
+/// are validated names; text that is not a header value tags nothing rather than failing
+/// every request of its lane.
+fn interned(s: &str) -> &'static str {
+    static TEXTS: Mutex<Option<std::collections::HashSet<&'static str>>> = Mutex::new(None);
+    if http::HeaderValue::from_str(s).is_err() {
+        return "";
+    }
+    let mut texts = TEXTS.lock().unwrap_or_else(|e| e.into_inner());
+    let texts = texts.get_or_insert_with(Default::default);
+    match texts.get(s) {
+        Some(t) => t,
+        None => {
+            let t: &'static str = Box::leak(s.into());
+            texts.insert(t);
+            t
+        }
+    }
+}
+
 impl Current {
-    /// Wrap a rule set, registering its lanes' metric handles and building their header
-    /// values (`baggage_key` is the gateway's baggage member name).
-    pub fn new(version: u64, rules: RuleSet, doc: Arc<ReleaseDoc>, baggage_key: &str) -> Self {
+    /// Wrap a rule set, resolving its lanes' pools, registering their metric handles and
+    /// building their header values (`baggage_key` is the gateway's baggage member name).
+    pub fn new(
+        version: u64,
+        rules: RuleSet,
+        doc: Arc<ReleaseDoc>,
+        baggage_key: &str,
+        pools: &HashMap<String, Arc<Pool>>,
+    ) -> Self {
         let lanes = rules
             .routes()
             .map(|r| {
@@ -58,11 +95,12 @@ impl Current {
                     &r.stable_pool,
                     apus_rules::STABLE_TAG,
                     baggage_key,
+                    pools,
                 ))
                 .chain(
                     r.gray_rules
                         .iter()
-                        .map(|g| Lane::new(&r.name, &g.pool, &g.tag, baggage_key)),
+                        .map(|g| Lane::new(&r.name, &g.pool, &g.tag, baggage_key, pools)),
                 )
                 .collect()
             })
@@ -115,8 +153,21 @@ impl<T> Retired<T> {
 
 #[cfg(test)]
 mod tests {
-    use super::Retired;
+    use super::{interned, Retired};
     use std::sync::Arc;
+
+    #[test]
+    fn interned_header_texts_are_kept_once() {
+        let a = interned("gray-7");
+        let b = interned(&String::from("gray-7"));
+        assert_eq!(a, "gray-7");
+        assert!(std::ptr::eq(a, b), "one copy per distinct text");
+        assert_eq!(
+            interned("bad\nvalue"),
+            "",
+            "not a header value: tags nothing"
+        );
+    }
 
     #[test]
     fn retired_values_are_freed_by_the_sweeper_not_by_their_last_user() {

@@ -159,6 +159,7 @@ impl ReleaseState {
                 rules,
                 doc.clone(),
                 baggage_key,
+                &pools,
             )),
             pool_names,
             pools,
@@ -309,6 +310,7 @@ impl ReleaseState {
             rules,
             doc.clone(),
             &self.baggage_key,
+            &self.pools,
         )));
         self.retired.retire(old);
         metrics::gauge!(m::RULE_VERSION).set(c.version as f64);
