@@ -5,10 +5,14 @@
 //! and what Apus adds.
 //!
 //!   cargo build --release --example pingora_floor
-//!   target/release/examples/pingora_floor 127.0.0.1:18082 127.0.0.1:18001 1 [tuned|plain]
+//!   target/release/examples/pingora_floor 127.0.0.1:18082 127.0.0.1:18001 1 [tuned|plain|tagged]
 //!
 //! `tuned` (the default) turns the Pingora knobs `apus gateway` turns: one service per
 //! thread on `SO_REUSEPORT`, no downstream modules. `plain` is Pingora's defaults.
+//! `tagged` is `tuned` plus the five headers Apus sets (a fresh `x-request-id`, the tag and
+//! `baggage` upstream; the tag and `x-request-id` on the response), inserted through
+//! Pingora's header API as Apus inserts them: what any Pingora gateway that tags its
+//! requests pays before it routes anything.
 use std::net::SocketAddr;
 
 use async_trait::async_trait;
@@ -23,12 +27,20 @@ struct Floor {
     upstream: SocketAddr,
     /// Pingora's defaults (`plain`) or the knobs `apus gateway` turns (`tuned`).
     tuned: bool,
+    /// Set the five tagging headers (`tagged`).
+    tagged: bool,
 }
+
+const TAG: http::HeaderValue = http::HeaderValue::from_static("stable");
+const BAGGAGE: http::HeaderValue = http::HeaderValue::from_static("env=stable");
 
 #[async_trait]
 impl ProxyHttp for Floor {
-    type CTX = ();
-    fn new_ctx(&self) {}
+    /// The request's ID (when tagged).
+    type CTX = Option<http::HeaderValue>;
+    fn new_ctx(&self) -> Self::CTX {
+        None
+    }
     fn init_downstream_modules(&self, modules: &mut pingora::modules::http::HttpModules) {
         if !self.tuned {
             // Pingora's default: a disabled response-compression module.
@@ -37,8 +49,37 @@ impl ProxyHttp for Floor {
             );
         }
     }
-    async fn upstream_peer(&self, _: &mut Session, _: &mut ()) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _: &mut Session, _: &mut Self::CTX) -> Result<Box<HttpPeer>> {
         Ok(Box::new(HttpPeer::new(self.upstream, false, String::new())))
+    }
+    async fn upstream_request_filter(
+        &self,
+        _: &mut Session,
+        req: &mut RequestHeader,
+        id: &mut Self::CTX,
+    ) -> Result<()> {
+        if self.tagged {
+            let mut buf = [0u8; 32];
+            let v = http::HeaderValue::from_str(apus_gateway::tagging::write_request_id(&mut buf))
+                .unwrap_or(http::HeaderValue::from_static(""));
+            req.insert_header("x-request-id", v.clone())?;
+            req.insert_header("x-env-tag", TAG)?;
+            req.insert_header("baggage", BAGGAGE)?;
+            *id = Some(v);
+        }
+        Ok(())
+    }
+    async fn response_filter(
+        &self,
+        _: &mut Session,
+        resp: &mut ResponseHeader,
+        id: &mut Self::CTX,
+    ) -> Result<()> {
+        if let Some(v) = id.take() {
+            resp.insert_header("x-request-id", v)?;
+            resp.insert_header("x-env-tag", TAG)?;
+        }
+        Ok(())
     }
 }
 
@@ -53,8 +94,14 @@ fn main() {
         std::process::exit(2);
     };
     let threads = args.next().and_then(|t| t.parse().ok()).unwrap_or(1);
-    let tuned = args.next().as_deref() != Some("plain");
-    let floor = Floor { upstream, tuned };
+    let mode = args.next();
+    let tuned = mode.as_deref() != Some("plain");
+    let tagged = mode.as_deref() == Some("tagged");
+    let floor = Floor {
+        upstream,
+        tuned,
+        tagged,
+    };
     // The same server settings as `apus gateway` with its default runtime.
     let conf = apus_gateway::server_conf(threads, false);
     let mut server = Server::new_with_opt_and_conf(None::<Opt>, conf);

@@ -26,6 +26,7 @@ use crate::metrics as m;
 use crate::GatewayError;
 
 type PendingSet = ArcSwap<HashSet<SocketAddr>>;
+type StatsMap = HashMap<SocketAddr, Arc<ServerStats>, foldhash::fast::RandomState>;
 
 /// Service discovery whose membership the admin API edits.
 struct Membership(Arc<ArcSwap<BTreeSet<Backend>>>);
@@ -165,8 +166,9 @@ pub struct Pool {
     eject_after: usize,
     /// How long an ejected server sits out.
     eject_for: Duration,
-    /// Live counts per server.
-    stats: ArcSwap<HashMap<SocketAddr, Arc<ServerStats>>>,
+    /// Live counts per server (read on every request: a fast hash, not SipHash; the keys
+    /// are the pool's own servers, not input).
+    stats: ArcSwap<StatsMap>,
     /// The health check's verdicts, drains aside.
     book: Arc<HealthBook>,
     /// How long the health check takes to call a server healthy (interval × threshold).

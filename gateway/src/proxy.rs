@@ -10,7 +10,8 @@ use apus_rules::{CidrSet, Decision, Headers, RequestView};
 use apus_schema::{AccessRecord, Micros};
 use async_trait::async_trait;
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue};
+use http::header::HOST;
+use http::{HeaderMap, HeaderName, HeaderValue};
 use pingora::prelude::*;
 use pingora::proxy::FailToProxy;
 use pingora::{ErrorSource, ErrorType};
@@ -60,6 +61,14 @@ impl Headers for HeaderView<'_> {
 // title-cased buffer on every call.
 const X_REQUEST_ID: &str = "x-request-id";
 const BAGGAGE: &str = "baggage";
+// The same names parsed once, for lookups: a lookup by text parses the name every time.
+const X_REQUEST_ID_NAME: HeaderName = HeaderName::from_static(X_REQUEST_ID);
+const BAGGAGE_NAME: HeaderName = HeaderName::from_static(BAGGAGE);
+
+/// A header's value as text (`None` if absent or not text).
+fn header_text<'a>(headers: &'a HeaderMap, name: &HeaderName) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
 
 /// The gateway proxy (cloned per proxy thread; the state it routes by is shared).
 #[derive(Clone)]
@@ -146,7 +155,7 @@ impl ProxyHttp for GatewayProxy {
                 )
             };
             ctx.client = client_ip(peer, xff.as_deref(), &self.trusted);
-            ctx.request_id = match req.headers.get(X_REQUEST_ID) {
+            ctx.request_id = match req.headers.get(&X_REQUEST_ID_NAME) {
                 Some(id) if id.to_str().is_ok_and(valid_request_id) => id.clone(),
                 _ => {
                     let mut buf = [0u8; 32];
@@ -155,7 +164,7 @@ impl ProxyHttp for GatewayProxy {
                 }
             };
             let view = RequestView {
-                host: hv.get("host").or_else(|| req.uri.host()),
+                host: header_text(&req.headers, &HOST).or_else(|| req.uri.host()),
                 path: req.uri.path(),
                 query: req.uri.query(),
                 client_ip: ctx.client,
@@ -224,7 +233,7 @@ impl ProxyHttp for GatewayProxy {
         upstream_request.insert_header(X_REQUEST_ID, ctx.request_id.clone())?;
         upstream_request.insert_header(self.tag_header, lane.tag.clone())?;
         // The lane's prebuilt value, unless the client brought baggage to merge with.
-        match session.req_header().headers.get(BAGGAGE) {
+        match session.req_header().headers.get(&BAGGAGE_NAME) {
             None => upstream_request.insert_header(BAGGAGE, lane.baggage.clone())?,
             Some(v) => {
                 let existing = v.to_str().ok();
@@ -347,10 +356,7 @@ impl ProxyHttp for GatewayProxy {
             return;
         }
         let req = session.req_header();
-        let host = req
-            .headers
-            .get("host")
-            .and_then(|v| v.to_str().ok())
+        let host = header_text(&req.headers, &HOST)
             .or_else(|| req.uri.host())
             .unwrap_or("");
         self.access_log.emit(AccessRecord {
