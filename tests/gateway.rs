@@ -194,6 +194,26 @@ fn killed_upstream_leaves_rotation_and_returns() {
         Duration::from_secs(5),
         || state(&c) == "unhealthy",
     );
+    // Out of rotation now: no request tries it first and retries on the other.
+    let retries = || -> String {
+        let body = c
+            .get(gw.admin_url("/metrics"))
+            .send()
+            .unwrap()
+            .text()
+            .unwrap();
+        body.lines()
+            .find(|l| l.starts_with("apus_gateway_upstream_retries_total{pool=\"stable\"}"))
+            .unwrap_or("none")
+            .to_string()
+    };
+    let before = retries();
+    assert!(!seen(20).contains("stable-1"));
+    assert_eq!(
+        retries(),
+        before,
+        "requests still tried the unhealthy server"
+    );
     let _a2 = upstream(s1, "stable-1");
     wait_until("restarted server healthy", Duration::from_secs(5), || {
         state(&c) == "healthy"

@@ -22,8 +22,11 @@ use pingora::services::background::{background_service, GenBackgroundService};
 use serde::Serialize;
 
 use crate::config::{HealthCheckKind, PoolConfig};
+
+mod rotation;
 use crate::metrics as m;
 use crate::GatewayError;
+use rotation::{Rotation, Slot};
 
 type PendingSet = ArcSwap<HashSet<SocketAddr>>;
 type StatsMap = HashMap<SocketAddr, Arc<ServerStats>, foldhash::fast::RandomState>;
@@ -45,6 +48,17 @@ struct AdmittingCheck {
     pending: Arc<PendingSet>,
     pool: String,
     book: Arc<HealthBook>,
+    /// The pool checked, whose rotation an admission or a health flip changes (set once
+    /// the pool exists; weak: the pool owns the check).
+    owner: Arc<std::sync::OnceLock<std::sync::Weak<Pool>>>,
+}
+
+impl AdmittingCheck {
+    fn refresh_rotation(&self) {
+        if let Some(p) = self.owner.get().and_then(std::sync::Weak::upgrade) {
+            p.refresh_rotation();
+        }
+    }
 }
 
 /// What the health check said of each server, whether it is drained or not (the load
@@ -78,6 +92,7 @@ impl HealthCheck for AdmittingCheck {
                         p.remove(&a);
                         p
                     });
+                    self.refresh_rotation();
                     tracing::info!(pool = %self.pool, server = %a, "server passed its first check, admitted");
                 }
             }
@@ -94,6 +109,8 @@ impl HealthCheck for AdmittingCheck {
                 down.insert(a);
             }
         }
+        // Pingora stored the new health before this call.
+        self.refresh_rotation();
         let server = target.addr.to_string();
         metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => self.pool.clone(), "server" => server.clone())
             .set(if healthy { 1.0 } else { 0.0 });
@@ -166,9 +183,11 @@ pub struct Pool {
     eject_after: usize,
     /// How long an ejected server sits out.
     eject_for: Duration,
-    /// Live counts per server (read on every request: a fast hash, not SipHash; the keys
-    /// are the pool's own servers, not input).
+    /// Live counts per server (a fast hash, not SipHash: the keys are the pool's own
+    /// servers, not input).
     stats: ArcSwap<StatsMap>,
+    /// The servers requests go to now, with their counts (rebuilt on every change).
+    rotation: Rotation,
     /// The health check's verdicts, drains aside.
     book: Arc<HealthBook>,
     /// How long the health check takes to call a server healthy (interval × threshold).
@@ -223,11 +242,13 @@ impl Pool {
         let backends = Backends::new(Box::new(Membership(members.clone())));
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
         let book = Arc::new(HealthBook::default());
+        let owner = Arc::new(std::sync::OnceLock::new());
         lb.set_health_check(Box::new(AdmittingCheck {
             inner,
             pending: pending.clone(),
             pool: cfg.name.clone(),
             book: book.clone(),
+            owner: owner.clone(),
         }));
         lb.health_check_frequency = Some(Duration::from_millis(hc.interval_ms));
         lb.parallel_health_check = true;
@@ -250,6 +271,7 @@ impl Pool {
             ejected: ArcSwap::default(),
             eject_after: hc.unhealthy_threshold.max(1),
             stats: ArcSwap::default(),
+            rotation: Rotation::default(),
             book,
             check_period: Duration::from_millis(hc.interval_ms * hc.healthy_threshold as u64),
             // As long as the active check takes to call a server healthy again, at least 1 s.
@@ -261,28 +283,45 @@ impl Pool {
             write_timeout: (cfg.write_timeout_ms > 0)
                 .then(|| std::time::Duration::from_millis(cfg.write_timeout_ms)),
         });
+        let _ = owner.set(Arc::downgrade(&pool));
         Ok((pool, bg))
     }
 
-    /// Pick a ready server (healthy, admitted, not drained), skipping `exclude`.
+    /// Pick a ready server (healthy, admitted, not drained, not ejected), round robin,
+    /// skipping `exclude`; with its live counts.
     #[inline]
-    pub fn select(&self, exclude: &[SocketAddr]) -> Option<Backend> {
-        let pending = self.pending.load();
-        let drained = self.drained.load();
+    pub fn select(&self, exclude: &[SocketAddr]) -> Option<(SocketAddr, Arc<ServerStats>)> {
         let ejected = self.ejected.load();
         let now = (!ejected.is_empty()).then(std::time::Instant::now);
-        self.lb.select_with(b"", 256, |b, ready| {
-            ready
-                && match inet(b) {
-                    Some(a) => {
-                        !exclude.contains(&a)
-                            && (pending.is_empty() || !pending.contains(&a))
-                            && (drained.is_empty() || !drained.contains(&a))
-                            && now.is_none_or(|n| ejected.get(&a).is_none_or(|t| n >= *t))
-                    }
-                    None => true,
-                }
+        self.rotation.pick(|a| {
+            !exclude.contains(&a) && now.is_none_or(|n| ejected.get(&a).is_none_or(|t| n >= *t))
         })
+    }
+
+    /// Rebuild the rotation from the membership, the health check's verdicts, admissions
+    /// and drains: every change to one of them calls this.
+    fn refresh_rotation(&self) {
+        let _g = self
+            .rotation
+            .rebuild
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let pending = self.pending.load();
+        let drained = self.drained.load();
+        let backends = self.lb.backends();
+        let servers = self
+            .members
+            .load()
+            .iter()
+            .filter(|b| backends.ready(b))
+            .filter_map(inet)
+            .filter(|a| !pending.contains(a) && !drained.contains(a))
+            .map(|addr| Slot {
+                addr,
+                stats: self.stats_of(addr),
+            })
+            .collect();
+        self.rotation.set(servers);
     }
 
     /// Passive health: a live request to `addr` timed out (`timed_out`) or was answered.
@@ -427,10 +466,13 @@ impl Pool {
     /// the proxy starts, so the first requests find the servers).
     pub async fn apply(&self) -> Result<(), GatewayError> {
         let _g = self.update_lock.lock().await;
-        self.lb
+        let r = self
+            .lb
             .update()
             .await
-            .map_err(|e| GatewayError::Proxy(e.to_string()))
+            .map_err(|e| GatewayError::Proxy(e.to_string()));
+        self.refresh_rotation();
+        r
     }
 
     /// Put a server on the shelf; it takes traffic after its first passing check.
@@ -468,6 +510,7 @@ impl Pool {
             }
             d
         });
+        self.refresh_rotation();
         Ok(())
     }
 

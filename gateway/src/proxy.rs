@@ -195,20 +195,14 @@ impl ProxyHttp for GatewayProxy {
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let pool = pool_of(&ctx.rules, ctx.decision)
             .ok_or_else(|| Error::explain(ErrorType::HTTPStatus(503), "route has no pool"))?;
-        let Some(b) = pool.select(&ctx.failed) else {
+        let Some((addr, st)) = pool.select(&ctx.failed) else {
             metrics::counter!(m::NO_HEALTHY, "pool" => pool.name.clone()).increment(1);
             return Err(Error::explain(
                 ErrorType::HTTPStatus(503),
                 format!("no healthy server in pool {}", pool.name),
             ));
         };
-        let addr = b
-            .addr
-            .as_inet()
-            .copied()
-            .ok_or_else(|| Error::explain(ErrorType::InternalError, "non-inet backend"))?;
         ctx.upstream = Some(addr);
-        let st = pool.stats_of(addr);
         st.begin();
         if let Some(old) = ctx.server.replace(st) {
             old.end(None);
