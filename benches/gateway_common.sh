@@ -25,6 +25,20 @@ install_peers() {
   [ $missing = 0 ] || apt-get install -y nginx wrk haproxy caddy libnginx-mod-http-lua >/dev/null
 }
 
+# The binaries a bench runs: BIN (`apus`: $APUS_BIN, or built) and FLOOR (the Pingora floor
+# example next to it, built when BIN lives in a cargo release dir).
+find_binaries() {
+  [ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
+  BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
+  local dir
+  dir=$(cd "$(dirname "$BIN")" && pwd)
+  FLOOR=$dir/examples/pingora_floor
+  if [ "$(basename "$dir")" = release ]; then
+    CARGO_TARGET_DIR=$(dirname "$dir") cargo build --release --quiet --example pingora_floor
+  fi
+  [ -x "$FLOOR" ] || { echo "no Pingora floor binary at $FLOOR"; return 1; }
+}
+
 # Kill what a run started: the PIDS array and the daemons' pid files under $W.
 PIDS=()
 cleanup() {

@@ -24,13 +24,7 @@ SECS=${1:-10}
 WORKERS=1
 command -v valgrind >/dev/null || apt-get install -y valgrind >/dev/null
 install_peers
-[ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
-BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
-BINDIR=$(cd "$(dirname "$BIN")" && pwd)
-FLOOR=$BINDIR/examples/pingora_floor
-if [ "$(basename "$BINDIR")" = release ]; then
-  CARGO_TARGET_DIR=$(dirname "$BINDIR") cargo build --release --quiet --example pingora_floor
-fi
+find_binaries
 W=$(mktemp -d /tmp/apus-instr-XXXX)
 trap cleanup EXIT
 gen_rules

@@ -21,14 +21,7 @@ SECS=${2:-10}
 ROUNDS=${3:-3}
 CONNS=${CONNS:-64}
 install_peers
-[ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
-BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
-BINDIR=$(cd "$(dirname "$BIN")" && pwd)
-FLOOR=$BINDIR/examples/pingora_floor
-if [ "$(basename "$BINDIR")" = release ]; then
-  CARGO_TARGET_DIR=$(dirname "$BINDIR") cargo build --release --quiet --example pingora_floor
-fi
-[ -x "$FLOOR" ] || { echo "no Pingora floor binary at $FLOOR"; exit 1; }
+find_binaries
 W=$(mktemp -d /tmp/apus-peers-XXXX)
 trap cleanup EXIT
 gen_rules
