@@ -29,7 +29,6 @@ use crate::GatewayError;
 use rotation::{Rotation, Slot};
 
 type PendingSet = ArcSwap<HashSet<SocketAddr>>;
-type StatsMap = HashMap<SocketAddr, Arc<ServerStats>, foldhash::fast::RandomState>;
 
 /// Service discovery whose membership the admin API edits.
 struct Membership(Arc<ArcSwap<BTreeSet<Backend>>>);
@@ -183,9 +182,8 @@ pub struct Pool {
     eject_after: usize,
     /// How long an ejected server sits out.
     eject_for: Duration,
-    /// Live counts per server (a fast hash, not SipHash: the keys are the pool's own
-    /// servers, not input).
-    stats: ArcSwap<StatsMap>,
+    /// Live counts per server (the rotation carries them to the request path).
+    stats: ArcSwap<HashMap<SocketAddr, Arc<ServerStats>>>,
     /// The servers requests go to now, with their counts (rebuilt on every change).
     rotation: Rotation,
     /// The health check's verdicts, drains aside.
@@ -301,27 +299,22 @@ impl Pool {
     /// Rebuild the rotation from the membership, the health check's verdicts, admissions
     /// and drains: every change to one of them calls this.
     fn refresh_rotation(&self) {
-        let _g = self
-            .rotation
-            .rebuild
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let pending = self.pending.load();
-        let drained = self.drained.load();
-        let backends = self.lb.backends();
-        let servers = self
-            .members
-            .load()
-            .iter()
-            .filter(|b| backends.ready(b))
-            .filter_map(inet)
-            .filter(|a| !pending.contains(a) && !drained.contains(a))
-            .map(|addr| Slot {
-                addr,
-                stats: self.stats_of(addr),
-            })
-            .collect();
-        self.rotation.set(servers);
+        self.rotation.rebuild(|| {
+            let pending = self.pending.load();
+            let drained = self.drained.load();
+            let backends = self.lb.backends();
+            self.members
+                .load()
+                .iter()
+                .filter(|b| backends.ready(b))
+                .filter_map(inet)
+                .filter(|a| !pending.contains(a) && !drained.contains(a))
+                .map(|addr| Slot {
+                    addr,
+                    stats: self.stats_of(addr),
+                })
+                .collect()
+        });
     }
 
     /// Passive health: a live request to `addr` timed out (`timed_out`) or was answered.

@@ -34,7 +34,7 @@ pub(super) struct Rotation {
     servers: ArcSwap<Vec<Slot>>,
     cursors: [Cursor; SLOTS],
     /// Serialises rebuilds, so the last one stored is the last one computed.
-    pub rebuild: Mutex<()>,
+    rebuilding: Mutex<()>,
 }
 
 /// This thread's cursor slot.
@@ -45,9 +45,11 @@ fn thread_slot() -> usize {
 }
 
 impl Rotation {
-    /// Replace the servers in rotation (call with `rebuild` held).
-    pub fn set(&self, servers: Vec<Slot>) {
-        self.servers.store(Arc::new(servers));
+    /// Replace the servers in rotation with what `compute` says now (rebuilds are
+    /// serialised, so a slower, older computation never overwrites a newer one).
+    pub fn rebuild(&self, compute: impl FnOnce() -> Vec<Slot>) {
+        let _g = self.rebuilding.lock().unwrap_or_else(|p| p.into_inner());
+        self.servers.store(Arc::new(compute()));
     }
 
     /// The next server in rotation that `ok` accepts, round robin per thread slot.
@@ -87,11 +89,13 @@ mod tests {
     fn round_robin_skips_what_the_caller_refuses() {
         let r = Rotation::default();
         assert!(r.pick(|_| true).is_none(), "empty rotation");
-        r.set(vec![
-            slot("10.0.0.1:80"),
-            slot("10.0.0.2:80"),
-            slot("10.0.0.3:80"),
-        ]);
+        r.rebuild(|| {
+            vec![
+                slot("10.0.0.1:80"),
+                slot("10.0.0.2:80"),
+                slot("10.0.0.3:80"),
+            ]
+        });
         let picks: Vec<SocketAddr> = (0..6).map(|_| r.pick(|_| true).unwrap().0).collect();
         for a in r.addrs() {
             assert_eq!(picks.iter().filter(|p| **p == a).count(), 2, "{picks:?}");
