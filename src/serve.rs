@@ -77,18 +77,47 @@ pub async fn serve(
             let svc = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let app = app.clone();
                 let req = req.map(|b| axum::body::Body::new(IdleBody::new(b, limits.body_idle)));
-                app.oneshot(req)
+                Box::pin(app.oneshot(req))
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(limits.header_timeout)
-                .serve_connection(TokioIo::new(stream), svc);
-            if let Err(e) = conn.await {
-                tracing::debug!(error = %e, "{what}: connection closed");
+                .serve_connection(TokioIo::new(stream), svc)
+                .without_shutdown();
+            match conn.await {
+                Ok(parts) => linger(parts.io.into_inner(), limits).await,
+                Err(e) => tracing::debug!(error = %e, "{what}: connection closed"),
             }
         });
     }
 }
+
+/// Close a connection the way nginx's `lingering_close` does: send FIN, then read and
+/// discard what the client still sends (a body the server answered early, such as a 413
+/// for an oversized upload) until it closes too, so that the client reads the answer
+/// instead of a reset. Bounded: [`LINGER_IDLE`] without data, [`LINGER_TOTAL`] in all,
+/// one fixed buffer.
+async fn linger(mut stream: tokio::net::TcpStream, limits: HttpLimits) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    if stream.shutdown().await.is_err() {
+        return;
+    }
+    let idle = LINGER_IDLE.min(limits.body_idle);
+    let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
+    let mut buf = vec![0u8; 64 << 10];
+    loop {
+        let wait = deadline.min(tokio::time::Instant::now() + idle);
+        match tokio::time::timeout_at(wait, stream.read(&mut buf)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            _ => return,
+        }
+    }
+}
+
+/// How long a closing connection waits for more of what the client sends.
+const LINGER_IDLE: Duration = Duration::from_secs(5);
+/// The longest a closing connection keeps reading.
+const LINGER_TOTAL: Duration = Duration::from_secs(30);
 
 /// A request body that fails when no data arrives for `idle`.
 struct IdleBody {
@@ -138,5 +167,49 @@ impl HttpBody for IdleBody {
 
     fn size_hint(&self) -> hyper::body::SizeHint {
         self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::extract::DefaultBodyLimit;
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    /// A client that sends its whole oversized body before reading the answer (as
+    /// `reqwest` and `curl` without `Expect` do) gets the 413, not a reset: the server
+    /// answered early, then kept reading until the client was done.
+    #[tokio::test]
+    async fn an_early_413_reaches_a_client_still_sending() {
+        let app = axum::Router::new()
+            .route(
+                "/up",
+                axum::routing::post(|b: axum::body::Bytes| async move { b.len().to_string() }),
+            )
+            .layer(DefaultBodyLimit::max(1 << 20));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = l.local_addr().unwrap();
+        let limits = HttpLimits {
+            header_timeout: Duration::from_secs(5),
+            body_idle: Duration::from_secs(5),
+            max_connections: 8,
+        };
+        tokio::spawn(serve(l, app, "test", limits));
+        let body = vec![b'x'; 16 << 20];
+        let mut c = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let head = format!(
+            "POST /up HTTP/1.1\r\nhost: t\r\ncontent-length: {}\r\n\r\n",
+            body.len()
+        );
+        c.write_all(head.as_bytes()).await.unwrap();
+        // 16 MB does not fit in the socket buffers: this only finishes if the server
+        // reads what it does not want.
+        c.write_all(&body)
+            .await
+            .expect("the server reset the connection instead of lingering");
+        let mut answer = Vec::new();
+        c.read_to_end(&mut answer).await.unwrap();
+        let answer = String::from_utf8_lossy(&answer);
+        assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     }
 }
