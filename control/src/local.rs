@@ -41,12 +41,13 @@ struct Entries {
 }
 
 impl Entries {
-    fn push(&mut self, c: Arc<Change>) {
+    /// Keep `c`, whose encoding in the log takes `size` bytes (what its state costs
+    /// against the byte budget; measured there rather than by encoding it again).
+    fn push(&mut self, c: Arc<Change>, size: usize) {
         self.records.push_back(c.record.clone());
         if self.records.len() > KEEP_RECORDS {
             self.records.pop_front();
         }
-        let size = serde_json::to_vec(&c.state).map_or(0, |v| v.len());
         self.recent.push_back(c);
         self.sizes.push_back(size);
         self.state_bytes += size;
@@ -102,7 +103,9 @@ impl LocalLog {
                     return;
                 }
                 match serde_json::from_slice::<Change>(&payload) {
-                    Ok(c) if c.version == entries.version() + 1 => entries.push(Arc::new(c)),
+                    Ok(c) if c.version == entries.version() + 1 => {
+                        entries.push(Arc::new(c), payload.len())
+                    }
                     Ok(c) => {
                         tracing::error!(
                             seq,
@@ -173,12 +176,13 @@ impl Backend for LocalLog {
         }
         let payload = serde_json::to_vec(&change)
             .map_err(|e| ControlError::Invalid(format!("encode change: {e}")))?;
+        let size = payload.len();
         self.wal
             .append(KIND_CHANGE, Bytes::from(payload), None)
             .await
             .map_err(wal_err)?;
         let change = Arc::new(change);
-        entries.push(change.clone());
+        entries.push(change.clone(), size);
         ::metrics::counter!(m::COMMITS, "outcome" => "ok").increment(1);
         ::metrics::gauge!(m::STORE_VERSION).set(change.version as f64);
         self.tx.send_replace(Some(change));
@@ -258,12 +262,14 @@ mod tests {
             },
         );
         for v in 1..=200u64 {
-            e.push(Arc::new(Change {
+            let c = Change {
                 version: v,
                 base_version: v - 1,
                 record: apus_schema::ChangeRecord::default(),
                 state: doc.clone(),
-            }));
+            };
+            let size = serde_json::to_vec(&c).unwrap().len();
+            e.push(Arc::new(c), size);
         }
         assert!(e.recent.len() < 100, "{}", e.recent.len());
         assert!(e.state_bytes <= KEEP_STATE_BYTES);

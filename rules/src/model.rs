@@ -2,6 +2,8 @@
 //! tenant sources and their ordered gray rules. These are the *specs*; [`crate::RuleSet`]
 //! is what they compile to.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 /// A file holding only routes (the `[[routes]]` part of a gateway config).
@@ -90,15 +92,16 @@ pub struct GrayRuleSpec {
     /// Tag put on matching requests (tag header and baggage); default `gray`.
     #[serde(default = "default_tag")]
     pub tag: String,
-    /// Tenant IDs this rule claims.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub tenants: Vec<String>,
+    /// Tenant IDs this rule claims. Shared: copies of the release state (one per
+    /// version kept, one per edit) share the list instead of copying it.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub tenants: Arc<Vec<String>>,
     /// A file with more tenant IDs, one per line (`#` comments allowed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tenants_file: Option<String>,
-    /// Client IP ranges (IPv4/IPv6 CIDR, or single addresses).
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cidrs: Vec<String>,
+    /// Client IP ranges (IPv4/IPv6 CIDR, or single addresses); shared like `tenants`.
+    #[serde(default, skip_serializing_if = "is_empty")]
+    pub cidrs: Arc<Vec<String>>,
     /// Header condition.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub header: Option<Matcher>,
@@ -110,6 +113,10 @@ pub struct GrayRuleSpec {
     pub percent: Option<f64>,
 }
 
+fn is_empty(v: &Arc<Vec<String>>) -> bool {
+    v.is_empty()
+}
+
 fn default_tag() -> String {
     "gray".into()
 }
@@ -118,5 +125,25 @@ impl RulesFile {
     /// Parse a TOML rules file (syntax only; [`crate::RuleSet::compile`] validates).
     pub fn from_toml(s: &str) -> Result<Self, crate::RuleError> {
         Ok(toml::from_str(s)?)
+    }
+}
+
+impl GrayRuleSpec {
+    /// Share the tenant and CIDR lists of the rule of the same name in `old` where they
+    /// are equal, so that a change sent whole through the API (10k CIDRs resent to move
+    /// one tenant) keeps one copy of each list across the versions kept, and recompiling
+    /// sees at a pointer comparison that they did not change.
+    pub fn share_lists(rules: &mut [GrayRuleSpec], old: &[GrayRuleSpec]) {
+        for r in rules {
+            let Some(o) = old.iter().find(|o| o.name == r.name) else {
+                continue;
+            };
+            if !Arc::ptr_eq(&r.tenants, &o.tenants) && r.tenants == o.tenants {
+                r.tenants = o.tenants.clone();
+            }
+            if !Arc::ptr_eq(&r.cidrs, &o.cidrs) && r.cidrs == o.cidrs {
+                r.cidrs = o.cidrs.clone();
+            }
+        }
     }
 }

@@ -12,6 +12,8 @@
 //! weight, tenants or CIDRs replaces that rule's condition. Abort puts the route's gray
 //! rules back as they were before the rollout, as one change.
 
+use std::sync::Arc;
+
 use serde::{Deserialize, Serialize};
 
 use super::judge::{ErrorTest, LatencyTest, Limits};
@@ -212,17 +214,17 @@ impl RolloutSpec {
             name: self.rule_name(),
             pool: self.pool.clone(),
             tag: self.tag.clone(),
-            tenants: Vec::new(),
+            tenants: Default::default(),
             tenants_file: None,
-            cidrs: Vec::new(),
+            cidrs: Default::default(),
             header: None,
             cookie: None,
             percent: None,
         };
         match step {
             Step::SetWeight(w) => r.percent = Some(f64::from(*w)),
-            Step::SetTenants(t) => r.tenants = t.clone(),
-            Step::SetCidrs(c) => r.cidrs = c.clone(),
+            Step::SetTenants(t) => r.tenants = Arc::new(t.clone()),
+            Step::SetCidrs(c) => r.cidrs = Arc::new(c.clone()),
             _ => return None,
         }
         Some(r)
