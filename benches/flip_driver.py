@@ -4,7 +4,8 @@ benches/gateway_flips.sh), and measure each flip.
 
 Each flip k moves tenant `probe-k` into the gray pool (and `probe-(k-1)` out), the way that
 gateway is changed at run time:
-  apus       PUT /admin/v1/routes/api/rules (a `flip` rule before the generated ones)
+  apus       PATCH /admin/v1/routes/api/rules/flip (moves probe-(k-1) out, probe-k in; the
+             `flip` rule is PUT once, before the generated ones)
   nginx      rewrite the tenant map file, `nginx -s reload`
   haproxy    `add map` / `del map` on the runtime API socket
   nginx_lua  GET /flip on the Lua endpoint (a shared-dict update)
@@ -86,6 +87,22 @@ if kind == "apus":
     apus_conn = http.client.HTTPConnection("127.0.0.1", admin, timeout=10)
 
 
+def apus_call(method, path, body):
+    apus_conn.request(method, path, body=json.dumps(body),
+                      headers={"Authorization": "Bearer " + token, "content-type": "application/json"})
+    r = apus_conn.getresponse()
+    r.read()
+    assert r.status == 200, r.status
+
+
+if kind == "apus":
+    # The rule the flips edit, made once (untimed) the way a release manager would: each
+    # flip then moves one tenant out and the next in, like HAProxy's del map + add map.
+    apus_call("PUT", "/admin/v1/routes/api/rules",
+              {"rules": [{"name": "flip", "pool": "gray", "tenants": ["probe-0"]}] + apus_rules,
+               "reason": "bench: the flip rule"})
+
+
 def haproxy_cmd(cmd):
     s = socket.socket(socket.AF_UNIX)
     s.connect(os.path.join(work, "haproxy.sock"))
@@ -103,13 +120,8 @@ def haproxy_cmd(cmd):
 def flip(k):
     new, old = f"probe-{k}", f"probe-{k - 1}"
     if kind == "apus":
-        body = json.dumps({"rules": [{"name": "flip", "pool": "gray", "tenants": [new]}] + apus_rules,
-                           "reason": f"bench flip {k}"})
-        apus_conn.request("PUT", "/admin/v1/routes/api/rules", body=body,
-                          headers={"Authorization": "Bearer " + token, "content-type": "application/json"})
-        r = apus_conn.getresponse()
-        r.read()
-        assert r.status == 200, r.status
+        apus_call("PATCH", "/admin/v1/routes/api/rules/flip",
+                  {"add_tenants": [new], "remove_tenants": [old], "reason": f"bench flip {k}"})
     elif kind == "nginx":
         with open(os.path.join(work, "nginx-flip.conf"), "w") as f:
             f.write(f"  {new} 1;\n")

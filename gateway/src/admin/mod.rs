@@ -315,6 +315,9 @@ async fn dispatch(s: &AdminState, req: Req<'_>) -> Response<Vec<u8>> {
         ("PUT", ["admin", "v1", "routes", route, "rules"]) => {
             release::set_rules(s, h, route, body).await
         }
+        ("PATCH", ["admin", "v1", "routes", route, "rules", rule]) => {
+            release::patch_rule(s, h, route, rule, body).await
+        }
         ("POST", ["admin", "v1", "rollback"]) => release::rollback(s, h, body).await,
         ("GET", ["admin", "v1", "changes"]) => release::list_changes(s, h).await,
         ("GET", ["admin", "v1", "status"]) => release::status(s, h).await,

@@ -2,7 +2,10 @@
 //! the approvals of changes to protected environments.
 
 use apus_rules::GrayRuleSpec;
-use apus_schema::ChangeKind;
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use apus_schema::{ChangeKind, ChangeRecord};
 use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -86,49 +89,166 @@ pub(super) async fn set_rules(
     let r = async {
         let t = &*authenticate(h, &s.tokens)?;
         let body: SetRules = parse_body(body)?;
-        let base = base_version(h, body.base_version)?;
-        let rules = body.rules.clone();
-        let edit = |cur: &Current| -> Result<Edit, GatewayError> {
-            let mut doc = (*cur.doc).clone();
-            let r = doc
-                .routes
-                .iter_mut()
-                .find(|r| r.name == route)
-                .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
-            may_change(t, &r.project, &r.env)?;
+        let how = How {
+            base: base_version(h, body.base_version)?,
+            reason: &body.reason,
+            emergency: body.emergency,
+            dry_run: body.dry_run,
+        };
+        change_rules(s, t, route, how, |old| {
             // A tenants file is named in the config, never through the API: a rule may
             // keep one its route already uses, not point at a new path.
-            for g in &rules {
+            for g in &body.rules {
                 if let Some(f) = &g.tenants_file {
-                    if !r
-                        .gray_rules
-                        .iter()
-                        .any(|o| o.tenants_file.as_ref() == Some(f))
-                    {
+                    if !old.iter().any(|o| o.tenants_file.as_ref() == Some(f)) {
                         return Err(GatewayError::BadRequest(format!(
                             "rule `{}`: tenants_file `{f}` can be set only in the config \
-                                 file, not through the API (list tenants in `tenants` instead)",
+                             file, not through the API (list tenants in `tenants` instead)",
                             g.name
                         )));
                     }
                 }
             }
-            r.gray_rules = rules.clone();
-            let (project, env) = (r.project.clone(), r.env.clone());
-            let mut e = Edit::new(doc, ChangeKind::GrayRules, &project, &env, route);
-            e.approvals = approvals(s, t, &env, body.emergency)?;
-            e.emergency = body.emergency;
-            Ok(e)
-        };
-        if body.dry_run {
-            return Ok(Err(s.release.preview(&t.name, &body.reason, edit)));
-        }
-        s.release
-            .change(base, &t.name, &body.reason, edit)
-            .await
-            .map(Ok)
+            Ok(body.rules.clone())
+        })
+        .await
     }
     .await;
+    rules_answer(r)
+}
+
+/// Entries to add to and remove from one gray rule's inline tenant and CIDR lists.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PatchRule {
+    #[serde(default)]
+    add_tenants: Vec<String>,
+    #[serde(default)]
+    remove_tenants: Vec<String>,
+    #[serde(default)]
+    add_cidrs: Vec<String>,
+    #[serde(default)]
+    remove_cidrs: Vec<String>,
+    #[serde(default)]
+    reason: String,
+    #[serde(default)]
+    base_version: Option<u64>,
+    #[serde(default)]
+    emergency: bool,
+    #[serde(default)]
+    dry_run: bool,
+}
+
+/// Move single tenants or CIDRs into or out of one rule without resending the route's
+/// rules (what HAProxy's `add map`/`del map` does, but validated, durable and audited).
+/// Adding an entry already listed, or removing one not listed, changes nothing; a rule
+/// whose lists come out unchanged is refused (400), so a retry never makes an empty
+/// version. Removed first, then added, so moving one entry out and another in is one call.
+pub(super) async fn patch_rule(
+    s: &AdminState,
+    h: &HeaderMap,
+    route: &str,
+    rule: &str,
+    body: &[u8],
+) -> ApiResult {
+    let r = async {
+        let t = &*authenticate(h, &s.tokens)?;
+        let body: PatchRule = parse_body(body)?;
+        let how = How {
+            base: base_version(h, body.base_version)?,
+            reason: &body.reason,
+            emergency: body.emergency,
+            dry_run: body.dry_run,
+        };
+        change_rules(s, t, route, how, |old| {
+            let mut rules = old.to_vec();
+            let r = rules
+                .iter_mut()
+                .find(|r| r.name == rule)
+                .ok_or_else(|| GatewayError::NotFound(format!("rule {rule} of route {route}")))?;
+            let t = edit_list(&mut r.tenants, &body.add_tenants, &body.remove_tenants);
+            let c = edit_list(&mut r.cidrs, &body.add_cidrs, &body.remove_cidrs);
+            if !t && !c {
+                return Err(GatewayError::BadRequest(format!(
+                    "rule `{rule}`: nothing to change (every entry to add is listed already, \
+                     none to remove is)"
+                )));
+            }
+            Ok(rules)
+        })
+        .await
+    }
+    .await;
+    rules_answer(r)
+}
+
+/// Remove `remove` from and then append `add` to `list` (keeping its order and no
+/// duplicates); whether it changed. The list is copied only if it does.
+fn edit_list(list: &mut Arc<Vec<String>>, add: &[String], remove: &[String]) -> bool {
+    let gone: HashSet<&str> = remove.iter().map(String::as_str).collect();
+    let listed: HashSet<&str> = list.iter().map(String::as_str).collect();
+    let mut seen = HashSet::new();
+    let new: Vec<String> = add
+        .iter()
+        .filter(|a| !listed.contains(a.as_str()) || gone.contains(a.as_str()))
+        .filter(|a| seen.insert(a.as_str()))
+        .cloned()
+        .collect();
+    if new.is_empty() && !list.iter().any(|e| gone.contains(e.as_str())) {
+        return false;
+    }
+    let v = Arc::make_mut(list);
+    v.retain(|e| !gone.contains(e.as_str()));
+    v.extend(new);
+    true
+}
+
+/// How a rule change is made: the version it is based on, why, and whether it bypasses
+/// approvals or only previews.
+struct How<'a> {
+    base: Option<u64>,
+    reason: &'a str,
+    emergency: bool,
+    dry_run: bool,
+}
+
+/// Change `route`'s gray rules to what `update` makes of the current ones, as `t`.
+async fn change_rules(
+    s: &AdminState,
+    t: &Principal,
+    route: &str,
+    how: How<'_>,
+    update: impl Fn(&[GrayRuleSpec]) -> Result<Vec<GrayRuleSpec>, GatewayError>,
+) -> Result<Result<ChangeRecord, Result<ChangeRecord, GatewayError>>, GatewayError> {
+    let edit = |cur: &Current| -> Result<Edit, GatewayError> {
+        let mut doc = (*cur.doc).clone();
+        let r = doc
+            .routes
+            .iter_mut()
+            .find(|r| r.name == route)
+            .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
+        may_change(t, &r.project, &r.env)?;
+        let mut rules = update(&r.gray_rules)?;
+        GrayRuleSpec::share_lists(&mut rules, &r.gray_rules);
+        r.gray_rules = rules;
+        let (project, env) = (r.project.clone(), r.env.clone());
+        let mut e = Edit::new(doc, ChangeKind::GrayRules, &project, &env, route);
+        e.approvals = approvals(s, t, &env, how.emergency)?;
+        e.emergency = how.emergency;
+        Ok(e)
+    };
+    if how.dry_run {
+        return Ok(Err(s.release.preview(&t.name, how.reason, edit)));
+    }
+    s.release
+        .change(how.base, &t.name, how.reason, edit)
+        .await
+        .map(Ok)
+}
+
+fn rules_answer(
+    r: Result<Result<ChangeRecord, Result<ChangeRecord, GatewayError>>, GatewayError>,
+) -> ApiResult {
     match r {
         Ok(Ok(rec)) => change_answer(ChangeKind::GrayRules, Ok(rec)),
         Ok(Err(preview)) => preview_answer(preview),
@@ -304,4 +424,29 @@ pub(super) async fn decide_pending(
     }
     .await;
     change_answer(kind, r)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn list(v: &[&str]) -> Arc<Vec<String>> {
+        Arc::new(v.iter().map(|s| s.to_string()).collect())
+    }
+    fn strings(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn lists_gain_and_lose_entries_once_and_copy_only_on_change() {
+        let old = list(&["a", "b", "c"]);
+        let mut l = old.clone();
+        // Listed already, duplicated, absent from the list to remove: no change, no copy.
+        assert!(!edit_list(&mut l, &strings(&["a", "b"]), &strings(&["z"])));
+        assert!(Arc::ptr_eq(&l, &old));
+        // Removed first, then added (duplicates once); the old version is untouched.
+        assert!(edit_list(&mut l, &strings(&["d", "d", "a"]), &strings(&["a", "b"])));
+        assert_eq!(*l, strings(&["c", "d", "a"]));
+        assert_eq!(*old, strings(&["a", "b", "c"]));
+    }
 }
