@@ -431,7 +431,10 @@ fn single_tenants_and_cidrs_move_without_resending_the_rules() {
     let c = client();
     let up = |tenant: &str| get(&c, &s.gw.url("/"), &[("x-tenant-id", tenant)]).1;
     let up_from = |ip: &str| get(&c, &s.gw.url("/"), &[("x-forwarded-for", ip)]).1;
-    assert_eq!((up("acme").as_str(), up("initech").as_str()), ("gray-1", "stable-1"));
+    assert_eq!(
+        (up("acme").as_str(), up("initech").as_str()),
+        ("gray-1", "stable-1")
+    );
     // Move initech in and acme out in one call: one version, audited as a rule change.
     let (st, v) = patch_rule(
         &c,
@@ -443,11 +446,23 @@ fn single_tenants_and_cidrs_move_without_resending_the_rules() {
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["change"]["kind"], "gray_rules");
     assert_eq!(v["change"]["to_version"], 2);
-    assert!(v["change"]["summary"].as_str().unwrap().contains("swap"), "{v}");
+    assert!(
+        v["change"]["summary"].as_str().unwrap().contains("swap"),
+        "{v}"
+    );
     // In force when the call returns.
-    assert_eq!((up("acme").as_str(), up("initech").as_str()), ("stable-1", "gray-1"));
+    assert_eq!(
+        (up("acme").as_str(), up("initech").as_str()),
+        ("stable-1", "gray-1")
+    );
     // CIDRs the same way; the other rule's tenants are untouched.
-    let (st, v) = patch_rule(&c, &s.gw, RM_PROD, "office", json!({"add_cidrs": ["11.0.0.0/8"]}));
+    let (st, v) = patch_rule(
+        &c,
+        &s.gw,
+        RM_PROD,
+        "office",
+        json!({"add_cidrs": ["11.0.0.0/8"]}),
+    );
     assert_eq!(st, 200, "{v}");
     assert_eq!(up_from("11.2.3.4"), "gray-1");
     assert_eq!(up("initech"), "gray-1");
@@ -463,8 +478,18 @@ fn single_tenants_and_cidrs_move_without_resending_the_rules() {
     assert_eq!(rules[1]["cidrs"], json!(["10.0.0.0/8", "11.0.0.0/8"]));
     // A retry that changes nothing makes no version; bad input changes nothing.
     for (rule, body, status, why) in [
-        ("beta", json!({"add_tenants": ["initech"]}), 400, "nothing to change"),
-        ("office", json!({"add_cidrs": ["11.0.0.0/33"]}), 400, "bad CIDR"),
+        (
+            "beta",
+            json!({"add_tenants": ["initech"]}),
+            400,
+            "nothing to change",
+        ),
+        (
+            "office",
+            json!({"add_cidrs": ["11.0.0.0/33"]}),
+            400,
+            "bad CIDR",
+        ),
         ("nope", json!({"add_tenants": ["x"]}), 404, "rule nope"),
         ("beta", json!({"add_tenant": ["x"]}), 400, "unknown field"),
     ] {
@@ -484,7 +509,13 @@ fn single_tenants_and_cidrs_move_without_resending_the_rules() {
     // The same scope and roles as a whole change.
     let (st, _) = patch_rule(&c, &s.gw, VIEWER, "beta", json!({"add_tenants": ["x"]}));
     assert_eq!(st, 403);
-    let (st, _) = patch_rule(&c, &s.gw, "wrong-token-xyz", "beta", json!({"add_tenants": ["x"]}));
+    let (st, _) = patch_rule(
+        &c,
+        &s.gw,
+        "wrong-token-xyz",
+        "beta",
+        json!({"add_tenants": ["x"]}),
+    );
     assert_eq!(st, 401);
 }
 

@@ -445,7 +445,11 @@ mod tests {
         assert!(!edit_list(&mut l, &strings(&["a", "b"]), &strings(&["z"])));
         assert!(Arc::ptr_eq(&l, &old));
         // Removed first, then added (duplicates once); the old version is untouched.
-        assert!(edit_list(&mut l, &strings(&["d", "d", "a"]), &strings(&["a", "b"])));
+        assert!(edit_list(
+            &mut l,
+            &strings(&["d", "d", "a"]),
+            &strings(&["a", "b"])
+        ));
         assert_eq!(*l, strings(&["c", "d", "a"]));
         assert_eq!(*old, strings(&["a", "b", "c"]));
     }
