@@ -85,7 +85,17 @@ pub async fn serve(
                 .serve_connection(TokioIo::new(stream), svc)
                 .without_shutdown();
             match conn.await {
-                Ok(parts) => linger(parts.io.into_inner(), limits).await,
+                Ok(parts) => {
+                    // Only the socket lingers: the service and buffer go now.
+                    let hyper::server::conn::http1::Parts {
+                        io,
+                        read_buf,
+                        service,
+                        ..
+                    } = parts;
+                    drop((read_buf, service));
+                    linger(io.into_inner(), limits).await
+                }
                 Err(e) => tracing::debug!(error = %e, "{what}: connection closed"),
             }
         });
@@ -96,7 +106,7 @@ pub async fn serve(
 /// discard what the client still sends (a body the server answered early, such as a 413
 /// for an oversized upload) until it closes too, so that the client reads the answer
 /// instead of a reset. Bounded: [`LINGER_IDLE`] without data, [`LINGER_TOTAL`] in all,
-/// one fixed buffer.
+/// one 4 KiB buffer (nginx's size).
 async fn linger(mut stream: tokio::net::TcpStream, limits: HttpLimits) {
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     if stream.shutdown().await.is_err() {
@@ -104,7 +114,7 @@ async fn linger(mut stream: tokio::net::TcpStream, limits: HttpLimits) {
     }
     let idle = LINGER_IDLE.min(limits.body_idle);
     let deadline = tokio::time::Instant::now() + LINGER_TOTAL;
-    let mut buf = vec![0u8; 64 << 10];
+    let mut buf = [0u8; 4096];
     loop {
         let wait = deadline.min(tokio::time::Instant::now() + idle);
         match tokio::time::timeout_at(wait, stream.read(&mut buf)).await {

@@ -491,6 +491,13 @@ fn single_tenants_and_cidrs_move_without_resending_the_rules() {
             "bad CIDR",
         ),
         ("nope", json!({"add_tenants": ["x"]}), 404, "rule nope"),
+        // Emptying the list would make the rule match every tenant.
+        (
+            "beta",
+            json!({"remove_tenants": ["initech"]}),
+            400,
+            "match every tenant",
+        ),
         ("beta", json!({"add_tenant": ["x"]}), 400, "unknown field"),
     ] {
         let (st, v) = patch_rule(&c, &s.gw, RM_PROD, rule, body);

@@ -23,6 +23,7 @@ mod error;
 mod hash;
 mod matcher;
 mod model;
+mod patch;
 pub mod rollout;
 mod tenant;
 
@@ -34,6 +35,7 @@ pub use error::RuleError;
 pub use hash::{murmur3_32, sticky_bucket, Murmur3};
 pub use matcher::{Decision, HeaderList, Headers, RequestView, RuleSet, TenantLoader};
 pub use model::{GrayRuleSpec, Matcher, RouteSpec, RulesFile, TenantSource};
+pub use patch::Entries;
 pub use tenant::extract_tenant;
 
 /// The tag given to requests that no gray rule claims.

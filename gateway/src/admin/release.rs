@@ -1,10 +1,7 @@
 //! Release handlers: routes and their gray rules, rollback, change history, status, and
 //! the approvals of changes to protected environments.
 
-use apus_rules::GrayRuleSpec;
-use std::collections::HashSet;
-use std::sync::Arc;
-
+use apus_rules::{Entries, GrayRuleSpec};
 use apus_schema::{ChangeKind, ChangeRecord};
 use http::HeaderMap;
 use serde::Deserialize;
@@ -140,10 +137,9 @@ struct PatchRule {
 }
 
 /// Move single tenants or CIDRs into or out of one rule without resending the route's
-/// rules (what HAProxy's `add map`/`del map` does, but validated, durable and audited).
-/// Adding an entry already listed, or removing one not listed, changes nothing; a rule
-/// whose lists come out unchanged is refused (400), so a retry never makes an empty
-/// version. Removed first, then added, so moving one entry out and another in is one call.
+/// rules (what HAProxy's `add map`/`del map` does, but validated, durable and audited;
+/// [`GrayRuleSpec::edit_entries`] says how entries compare). A call that changes nothing
+/// is refused (400), so a retry never makes an empty version.
 pub(super) async fn patch_rule(
     s: &AdminState,
     h: &HeaderMap,
@@ -166,9 +162,18 @@ pub(super) async fn patch_rule(
                 .iter_mut()
                 .find(|r| r.name == rule)
                 .ok_or_else(|| GatewayError::NotFound(format!("rule {rule} of route {route}")))?;
-            let t = edit_list(&mut r.tenants, &body.add_tenants, &body.remove_tenants);
-            let c = edit_list(&mut r.cidrs, &body.add_cidrs, &body.remove_cidrs);
-            if !t && !c {
+            let tenants = Entries {
+                add: &body.add_tenants,
+                remove: &body.remove_tenants,
+            };
+            let cidrs = Entries {
+                add: &body.add_cidrs,
+                remove: &body.remove_cidrs,
+            };
+            let changed = r
+                .edit_entries(tenants, cidrs)
+                .map_err(|e| GatewayError::BadRequest(format!("rule `{rule}`: {e}")))?;
+            if !changed {
                 return Err(GatewayError::BadRequest(format!(
                     "rule `{rule}`: nothing to change (every entry to add is listed already, \
                      none to remove is)"
@@ -180,27 +185,6 @@ pub(super) async fn patch_rule(
     }
     .await;
     rules_answer(r)
-}
-
-/// Remove `remove` from and then append `add` to `list` (keeping its order and no
-/// duplicates); whether it changed. The list is copied only if it does.
-fn edit_list(list: &mut Arc<Vec<String>>, add: &[String], remove: &[String]) -> bool {
-    let gone: HashSet<&str> = remove.iter().map(String::as_str).collect();
-    let listed: HashSet<&str> = list.iter().map(String::as_str).collect();
-    let mut seen = HashSet::new();
-    let new: Vec<String> = add
-        .iter()
-        .filter(|a| !listed.contains(a.as_str()) || gone.contains(a.as_str()))
-        .filter(|a| seen.insert(a.as_str()))
-        .cloned()
-        .collect();
-    if new.is_empty() && !list.iter().any(|e| gone.contains(e.as_str())) {
-        return false;
-    }
-    let v = Arc::make_mut(list);
-    v.retain(|e| !gone.contains(e.as_str()));
-    v.extend(new);
-    true
 }
 
 /// How a rule change is made: the version it is based on, why, and whether it bypasses
@@ -424,33 +408,4 @@ pub(super) async fn decide_pending(
     }
     .await;
     change_answer(kind, r)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn list(v: &[&str]) -> Arc<Vec<String>> {
-        Arc::new(v.iter().map(|s| s.to_string()).collect())
-    }
-    fn strings(v: &[&str]) -> Vec<String> {
-        v.iter().map(|s| s.to_string()).collect()
-    }
-
-    #[test]
-    fn lists_gain_and_lose_entries_once_and_copy_only_on_change() {
-        let old = list(&["a", "b", "c"]);
-        let mut l = old.clone();
-        // Listed already, duplicated, absent from the list to remove: no change, no copy.
-        assert!(!edit_list(&mut l, &strings(&["a", "b"]), &strings(&["z"])));
-        assert!(Arc::ptr_eq(&l, &old));
-        // Removed first, then added (duplicates once); the old version is untouched.
-        assert!(edit_list(
-            &mut l,
-            &strings(&["d", "d", "a"]),
-            &strings(&["a", "b"])
-        ));
-        assert_eq!(*l, strings(&["c", "d", "a"]));
-        assert_eq!(*old, strings(&["a", "b", "c"]));
-    }
 }
