@@ -251,7 +251,10 @@ fn disable_transparent_huge_pages() {
     let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
     if r != 0 {
         // Old kernels lack it: huge pages stay, nothing else changes.
-        eprintln!("apus: could not turn transparent huge pages off: {}", std::io::Error::last_os_error());
+        eprintln!(
+            "apus: could not turn transparent huge pages off: {}",
+            std::io::Error::last_os_error()
+        );
     }
 }
 

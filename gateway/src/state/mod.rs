@@ -24,7 +24,7 @@ use apus_schema::time::now_us;
 use apus_schema::{ChangeKind, ChangeRecord, Micros};
 use arc_swap::ArcSwap;
 
-use crate::config::file_loader;
+use crate::config::CachedFiles;
 use crate::metrics as m;
 use crate::pools::Pool;
 use crate::GatewayError;
@@ -47,7 +47,8 @@ pub struct ReleaseState {
     current: ArcSwap<Current>,
     pool_names: Vec<String>,
     pools: Arc<HashMap<String, Arc<Pool>>>,
-    base_dir: Option<PathBuf>,
+    /// Tenants files, read again only when they change on disk.
+    files: CachedFiles,
     control: ControlStore,
     history_file: Option<PathBuf>,
     /// The baggage member name the proxy sets (its lanes' values are built with it).
@@ -144,8 +145,8 @@ impl ReleaseState {
             }
         };
         let names: Vec<&str> = pool_names.iter().map(String::as_str).collect();
-        let loader = file_loader(base_dir);
-        let rules = RuleSet::compile(&head.state.routes, &names, &loader).map_err(|e| {
+        let files = CachedFiles::new(base_dir);
+        let rules = RuleSet::compile(&head.state.routes, &names, &files).map_err(|e| {
             GatewayError::Config(format!(
                 "the release state at version {} does not compile against this config: {e}",
                 head.version
@@ -163,7 +164,7 @@ impl ReleaseState {
             )),
             pool_names,
             pools,
-            base_dir: base_dir.map(Path::to_path_buf),
+            files,
             control,
             history_file,
             baggage_key: baggage_key.to_string(),
@@ -278,12 +279,11 @@ impl ReleaseState {
     /// (a flip does not rebuild a 100k-tenant set on the cores the proxy runs on).
     fn compile(&self, routes: &[RouteSpec]) -> Result<RuleSet, GatewayError> {
         let pools: Vec<&str> = self.pool_names.iter().map(String::as_str).collect();
-        let loader = file_loader(self.base_dir.as_deref());
         let cur = self.load();
         Ok(RuleSet::compile_after(
             routes,
             &pools,
-            &loader,
+            &self.files,
             Some(&cur.rules),
         )?)
     }

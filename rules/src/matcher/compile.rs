@@ -112,21 +112,30 @@ fn compile_rule(
             ));
         }
     }
-    // The file is read on every compile (it may have changed on disk); the set is rebuilt
-    // only when the file's text or the inline list differs from the previous compile's.
+    // The file is loaded on every compile (it may have changed on disk; a caching loader
+    // reads it only then); the set is rebuilt only when the file's text or the inline list
+    // differs from the previous compile's.
     let file_text = match &r.tenants_file {
-        Some(path) => Some(loader.load(path).map_err(|reason| RuleError::TenantFile {
-            route: rt.into(),
-            rule: rn.into(),
-            path: path.clone(),
-            reason,
-        })?),
+        Some(path) => Some(
+            loader
+                .load_shared(path)
+                .map_err(|reason| RuleError::TenantFile {
+                    route: rt.into(),
+                    rule: rn.into(),
+                    path: path.clone(),
+                    reason,
+                })?,
+        ),
         None => None,
     };
     let has_tenants = !r.tenants.is_empty() || r.tenants_file.is_some();
     let same_tenants = prev.and_then(|(ps, pc)| {
         let t = pc.tenants.as_ref()?;
-        (ps.tenants == r.tenants && t.file_text == file_text).then(|| t.clone())
+        let same_file = match (&t.file_text, &file_text) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (a, b) => a.is_none() && b.is_none(),
+        };
+        (ps.tenants == r.tenants && same_file).then(|| t.clone())
     });
     let tenants = match same_tenants {
         Some(t) => Some(t),
@@ -168,7 +177,7 @@ fn compile_rule(
 
 /// The set of `inline` tenants and the names in `file_text` (one per line; blank lines and
 /// `#` comments skipped).
-fn tenant_set(inline: &[String], file_text: Option<String>) -> Tenants {
+fn tenant_set(inline: &[String], file_text: Option<Arc<str>>) -> Tenants {
     let file_lines = file_text.as_deref().map(|t| {
         t.lines()
             .map(str::trim)
