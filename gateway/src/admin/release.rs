@@ -86,12 +86,13 @@ pub(super) async fn set_rules(
     let r = async {
         let t = &*authenticate(h, &s.tokens)?;
         let body: SetRules = parse_body(body)?;
-        let how = How {
-            base: base_version(h, body.base_version)?,
-            reason: &body.reason,
-            emergency: body.emergency,
-            dry_run: body.dry_run,
-        };
+        let how = How::new(
+            h,
+            body.base_version,
+            &body.reason,
+            body.emergency,
+            body.dry_run,
+        )?;
         change_rules(s, t, route, how, |old| {
             // A tenants file is named in the config, never through the API: a rule may
             // keep one its route already uses, not point at a new path.
@@ -150,12 +151,13 @@ pub(super) async fn patch_rule(
     let r = async {
         let t = &*authenticate(h, &s.tokens)?;
         let body: PatchRule = parse_body(body)?;
-        let how = How {
-            base: base_version(h, body.base_version)?,
-            reason: &body.reason,
-            emergency: body.emergency,
-            dry_run: body.dry_run,
-        };
+        let how = How::new(
+            h,
+            body.base_version,
+            &body.reason,
+            body.emergency,
+            body.dry_run,
+        )?;
         change_rules(s, t, route, how, |old| {
             let mut rules = old.to_vec();
             let r = rules
@@ -194,6 +196,23 @@ struct How<'a> {
     reason: &'a str,
     emergency: bool,
     dry_run: bool,
+}
+
+impl<'a> How<'a> {
+    fn new(
+        h: &HeaderMap,
+        base: Option<u64>,
+        reason: &'a str,
+        emergency: bool,
+        dry_run: bool,
+    ) -> Result<How<'a>, GatewayError> {
+        Ok(How {
+            base: base_version(h, base)?,
+            reason,
+            emergency,
+            dry_run,
+        })
+    }
 }
 
 /// Change `route`'s gray rules to what `update` makes of the current ones, as `t`.
