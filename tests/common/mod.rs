@@ -554,3 +554,24 @@ tenant_sources = [{{ header = "x-tenant-id" }}]
         self.dir.join("data")
     }
 }
+
+/// A gateway with one stable (`stable-1` on `s1`) and one gray (`gray-1` on `g1`) echo
+/// upstream, and `extra_route` (e.g. [`ROUTE`]) after the pools.
+pub struct Setup {
+    pub _ups: Vec<Proc>,
+    pub gw: Gateway,
+    pub s1: u16,
+    pub g1: u16,
+}
+
+pub fn setup(extra_route: &str) -> Setup {
+    let (s1, g1) = (free_port(), free_port());
+    let ups = vec![upstream(s1, "stable-1"), upstream(g1, "gray-1")];
+    let gw = Gateway::start(&format!("{}{}", pools(&[s1], &[g1], 200), extra_route));
+    Setup {
+        _ups: ups,
+        gw,
+        s1,
+        g1,
+    }
+}
