@@ -231,9 +231,7 @@ async fn change_rules(
             .find(|r| r.name == route)
             .ok_or_else(|| GatewayError::NotFound(format!("route {route}")))?;
         may_change(t, &r.project, &r.env)?;
-        let mut rules = update(&r.gray_rules)?;
-        GrayRuleSpec::share_lists(&mut rules, &r.gray_rules);
-        r.gray_rules = rules;
+        r.gray_rules = update(&r.gray_rules)?;
         let (project, env) = (r.project.clone(), r.env.clone());
         let mut e = Edit::new(doc, ChangeKind::GrayRules, &project, &env, route);
         e.approvals = approvals(s, t, &env, how.emergency)?;

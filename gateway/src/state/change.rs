@@ -6,7 +6,7 @@ use std::io::Write;
 use std::time::{Duration, Instant};
 
 use apus_control::{Change, ControlError, Pending, ReleaseDoc};
-use apus_rules::RuleSet;
+use apus_rules::{GrayRuleSpec, RuleSet};
 use apus_schema::time::now_us;
 use apus_schema::{ChangeKind, ChangeRecord, Micros, Touched};
 
@@ -177,6 +177,15 @@ impl ReleaseState {
         actor: &str,
         reason: &str,
     ) -> Result<(Change, RuleSet), GatewayError> {
+        let mut e = e;
+        // Whatever made the edit (a PUT resending 10k CIDRs, a rollout step, a rollback),
+        // lists equal to those in force are shared with them: the versions the control
+        // log keeps hold one copy, and the compile sees them unchanged at a pointer.
+        for r in &mut e.doc.routes {
+            if let Some(o) = cur.doc.routes.iter().find(|o| o.name == r.name) {
+                GrayRuleSpec::share_lists(&mut r.gray_rules, &o.gray_rules);
+            }
+        }
         let after = self.compile(&e.doc.routes)?;
         let diff = cur.rules.diff(&after);
         let diff = if diff.is_empty() {
