@@ -227,6 +227,9 @@ fn run_gateway(
     // A gateway alone has no store to analyze: analysis steps pause and say so.
     gw.start_rollouts(None);
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "gateway starting");
+    // Startup's scratch (parsing the config, the first compile) was freed on this thread,
+    // which now only waits for signals.
+    apus_gateway::release_freed_memory();
     gw.server.run_forever()
 }
 
@@ -258,8 +261,20 @@ fn disable_transparent_huge_pages() {
     }
 }
 
+/// Return the pages this thread's mimalloc heap holds free to the OS (`mi_collect(true)`):
+/// what the gateway calls after a rule change and before it starts serving, since the
+/// threads that compile and free rule sets then sit idle (see
+/// `apus_gateway::release_freed_memory`).
+#[allow(unsafe_code)]
+fn mimalloc_collect() {
+    // SAFETY: mi_collect takes a flag and works on mimalloc's own state (this thread's heap
+    // and the process's arenas); it may be called at any time from any thread.
+    unsafe { libmimalloc_sys::mi_collect(true) }
+}
+
 fn main() -> Result<()> {
     disable_transparent_huge_pages();
+    apus_gateway::on_release_freed_memory(mimalloc_collect);
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run {

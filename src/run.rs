@@ -500,5 +500,8 @@ pub fn run(
     }));
     tracing::info!(listen = %cfg.gateway.listen, admin = %cfg.gateway.admin_listen, "apus run: gateway starting");
     let _keep = rt;
+    // Startup's scratch (parsing the config, the first compile) was freed on this thread,
+    // which now only waits for signals.
+    apus_gateway::release_freed_memory();
     gw.server.run_forever()
 }

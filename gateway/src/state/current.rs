@@ -146,7 +146,10 @@ impl<T> Retired<T> {
             *r = live;
             dead
         };
-        drop(dead);
+        if !dead.is_empty() {
+            drop(dead);
+            crate::release_freed_memory();
+        }
         self.0.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 }
@@ -169,14 +172,26 @@ mod tests {
         );
     }
 
+    thread_local! {
+        static RELEASES: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+    }
+
+    fn count_release() {
+        RELEASES.with(|c| c.set(c.get() + 1));
+    }
+
     #[test]
     fn retired_values_are_freed_by_the_sweeper_not_by_their_last_user() {
+        // Counted per thread: other tests may install rule sets on theirs.
+        crate::on_release_freed_memory(count_release);
+        let releases = || RELEASES.with(|c| c.get());
         let r = Retired::default();
         let old = Arc::new(String::from("rule set v1"));
         let in_flight = old.clone();
         let watch = Arc::downgrade(&old);
         r.retire(old);
         assert_eq!(r.sweep(), 1, "a request still holds it");
+        assert_eq!(releases(), 0, "nothing freed, nothing to hand back");
         drop(in_flight);
         assert!(
             watch.upgrade().is_some(),
@@ -184,5 +199,10 @@ mod tests {
         );
         assert_eq!(r.sweep(), 0);
         assert!(watch.upgrade().is_none(), "the sweep freed it");
+        assert_eq!(
+            releases(),
+            1,
+            "and handed the memory back to the allocator's OS side"
+        );
     }
 }

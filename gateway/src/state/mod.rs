@@ -313,6 +313,9 @@ impl ReleaseState {
             &self.pools,
         )));
         self.retired.retire(old);
+        // The compile's scratch was freed on this thread: return it now, not at the next
+        // change.
+        crate::release_freed_memory();
         metrics::gauge!(m::RULE_VERSION).set(c.version as f64);
         self.installed.send_replace(c.version);
         tracing::info!(version = c.version, kind = %c.record.kind, actor = %c.record.actor, "release state installed");
