@@ -10,8 +10,8 @@
 #
 # Per gateway: errors (non-2xx + socket errors) while flipping, p99 and max latency steady
 # and while flipping, their ratio, the median and worst time from a change accepted to in
-# force (and a probe's own round trip, the floor under it), and peak RSS of the gateway's
-# processes.
+# force (and a probe's own round trip, the floor under it), peak RSS of the gateway's
+# processes, and how much of it the flips added (peak less the RSS when they began).
 # Ends with: RESULT gateway_flips apus_errors=… apus_p99_ratio=… apus_apply_ms=… nginx_errors=…
 #   nginx_p99_ratio=… nginx_apply_ms=… haproxy_… nginx_lua_…
 set -euo pipefail
@@ -61,7 +61,7 @@ root_of() {
   esac
 }
 result="RESULT gateway_flips"
-printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %8s %8s %8s\n' gateway rps errors p99_st_ms p99_fl_ms ratio max_fl_ms call_ms apply_ms probe_ms apply_max rss_mb
+printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %9s %8s %8s %8s %8s\n' gateway rps errors p99_st_ms p99_fl_ms ratio max_st_ms max_fl_ms call_ms apply_ms probe_ms apply_max rss_mb rss_grew
 for g in apus nginx haproxy nginx_lua; do
   root=$(root_of "$g")
   # Warm-up (connections, caches, a fresh process's first allocations) before steady.
@@ -72,15 +72,18 @@ for g in apus nginx haproxy nginx_lua; do
   flips=$(python3 benches/flip_driver.py "$g" "${port[$g]}" "$SECS" "$W" "$(root_of "$g")" "${admin[$g]:-0}")
   wait "$WRK_PID"
   flipping=$(parse_wrk 0 < "$W/$g-flips.wrk")
-  read -r _ p99s _ _ _ <<<"$steady"
+  read -r _ p99s _ maxs _ <<<"$steady"
   read -r rps p99f _ maxf errs <<<"$flipping"
   kv() { echo "$flips" | tr ' ' '\n' | sed -n "s/^$1=//p"; }
   ratio=$(python3 -c "print(round($p99f / $p99s, 3) if $p99s > 0 else -1)")
   # A flip that never routed in 5 s counts as an error of the gateway too.
   errs=$((errs + $(kv missed)))
-  printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %8s %8s %8s\n' "$g" "$rps" "$errs" "$p99s" "$p99f" "$ratio" "$maxf" \
-    "$(kv call_ms_med)" "$(kv apply_ms_med)" "$(kv probe_ms_med)" "$(kv apply_ms_max)" "$(kv rss_peak_mb)"
-  result="$result ${g}_errors=$errs ${g}_p99_ratio=$ratio ${g}_apply_ms=$(kv apply_ms_med) ${g}_probe_ms=$(kv probe_ms_med) ${g}_apply_max_ms=$(kv apply_ms_max) ${g}_call_ms=$(kv call_ms_med) ${g}_rss_mb=$(kv rss_peak_mb)"
+  # What flipping cost in memory: peak during the flips less the RSS when they began
+  # (nginx's reload keeps two generations of workers).
+  grew=$(python3 -c "print(round($(kv rss_peak_mb) - $(kv rss_start_mb), 1))")
+  printf '%-10s %7s %9s %9s %8s %8s %9s %9s %9s %9s %8s %8s %8s %8s\n' "$g" "$rps" "$errs" "$p99s" "$p99f" "$ratio" "$maxs" "$maxf" \
+    "$(kv call_ms_med)" "$(kv apply_ms_med)" "$(kv probe_ms_med)" "$(kv apply_ms_max)" "$(kv rss_peak_mb)" "$grew"
+  result="$result ${g}_errors=$errs ${g}_p99_ratio=$ratio ${g}_max_steady_ms=$maxs ${g}_max_flips_ms=$maxf ${g}_apply_ms=$(kv apply_ms_med) ${g}_probe_ms=$(kv probe_ms_med) ${g}_apply_max_ms=$(kv apply_ms_max) ${g}_call_ms=$(kv call_ms_med) ${g}_rss_mb=$(kv rss_peak_mb) ${g}_rss_grew_mb=$grew"
 done
 echo "workers=$WORKERS seconds=$SECS conns=$CONNS delay_ms=$DELAY_MS (steady, then one flip a second)"
 echo "$result"
