@@ -28,7 +28,7 @@ install_peers() {
 # The binaries a bench runs: BIN (`apus`: $APUS_BIN, or built) and FLOOR (the Pingora floor
 # example next to it, built when BIN lives in a cargo release dir).
 find_binaries() {
-  [ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
+  [ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus --bin apus-gateway
   BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
   local dir
   dir=$(cd "$(dirname "$BIN")" && pwd)
@@ -37,6 +37,16 @@ find_binaries() {
     CARGO_TARGET_DIR=$(dirname "$dir") cargo build --release --quiet --example pingora_floor
   fi
   [ -x "$FLOOR" ] || { echo "no Pingora floor binary at $FLOOR"; return 1; }
+}
+
+# The command that runs Apus's gateway, into the array GW: the slim `apus-gateway` next to
+# $BIN (what a fleet node runs: the gateway without the other roles linked in), else
+# `apus gateway`; APUS_GATEWAY=all-in-one picks the latter. Says which.
+gateway_cmd() {
+  local slim
+  slim=$(dirname "$BIN")/apus-gateway
+  if [ "${APUS_GATEWAY:-slim}" = slim ] && [ -x "$slim" ]; then GW=("$slim"); else GW=("$BIN" gateway); fi
+  echo "apus runs as: ${GW[*]}"
 }
 
 # Kill what a run started: the PIDS array and the daemons' pid files under $W.

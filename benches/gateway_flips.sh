@@ -23,8 +23,9 @@ SECS=${2:-30}
 CONNS=${3:-16}
 DELAY_MS=${4:-4}
 install_peers
-[ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus
+[ -n "${APUS_BIN:-}" ] || cargo build --release --quiet --bin apus --bin apus-gateway
 BIN=${APUS_BIN:-${CARGO_TARGET_DIR:-target}/release/apus}
+gateway_cmd
 W=$(mktemp -d /tmp/apus-flips-XXXX)
 trap cleanup EXIT
 gen_rules
@@ -46,7 +47,7 @@ nginx -c "$W/upstream.conf"
 nginx -c "$W/nginx.conf"
 nginx -c "$W/nginx-lua.conf"
 haproxy -D -f "$W/haproxy.cfg"
-APUS_LOG=warn "$BIN" gateway --config "$W/apus.toml" --data-dir "$W/apus-data" 2>"$W/apus.log" &
+APUS_LOG=warn "${GW[@]}" --config "$W/apus.toml" --data-dir "$W/apus-data" 2>"$W/apus.log" &
 APUS_PID=$!; PIDS+=("$APUS_PID")
 for p in 18080 18081 18083 18084; do wait_port "$p" && check_routing "$p"; done
 

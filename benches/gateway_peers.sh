@@ -22,6 +22,7 @@ ROUNDS=${3:-3}
 CONNS=${CONNS:-64}
 install_peers
 find_binaries
+gateway_cmd
 W=$(mktemp -d /tmp/apus-peers-XXXX)
 trap cleanup EXIT
 gen_rules
@@ -39,7 +40,7 @@ nginx -c "$W/nginx-lua.conf"
 haproxy -D -f "$W/haproxy.cfg"
 GOMAXPROCS=$WORKERS caddy run --adapter caddyfile --config "$W/Caddyfile" >"$W/caddy.log" 2>&1 &
 CADDY_PID=$!; PIDS+=("$CADDY_PID")
-APUS_LOG=warn "$BIN" gateway --config "$W/apus.toml" --data-dir "$W/apus-data" 2>"$W/apus.log" &
+APUS_LOG=warn "${GW[@]}" --config "$W/apus.toml" --data-dir "$W/apus-data" 2>"$W/apus.log" &
 APUS_PID=$!; PIDS+=("$APUS_PID")
 "$FLOOR" 127.0.0.1:18082 127.0.0.1:$UP_STABLE "$WORKERS" tuned 2>"$W/floor.log" &
 FLOOR_PID=$!; PIDS+=("$FLOOR_PID")

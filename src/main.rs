@@ -4,6 +4,7 @@ mod alarms;
 mod config_cmd;
 mod demo;
 mod logs_cmd;
+mod process;
 mod rules_cmd;
 mod run;
 mod serve;
@@ -13,6 +14,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
+use process::{init_tracing, install_metrics};
 
 #[global_allocator]
 static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
@@ -94,20 +96,7 @@ enum Cmd {
         auth: run::AuthArgs,
     },
     /// Run the gateway alone (proxy + admin API).
-    Gateway {
-        /// Gateway config file (TOML).
-        #[arg(long)]
-        config: PathBuf,
-        /// Data directory: the embedded control log (`--control local`) or the last
-        /// snapshot of the etcd state.
-        #[arg(long, default_value = "data")]
-        data_dir: PathBuf,
-        /// `local` or `etcd://HOST:PORT[,HOST:PORT]/PREFIX`; overrides the config's `control`.
-        #[arg(long)]
-        control: Option<String>,
-        #[command(flatten)]
-        auth: run::AuthArgs,
-    },
+    Gateway(process::GatewayArgs),
     /// Start demo upstreams (stable and gray), a gateway in front of them and demo traffic.
     Demo {
         /// Stop after this many seconds (default: run until interrupted).
@@ -158,81 +147,6 @@ enum Cmd {
     },
 }
 
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("APUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .init();
-}
-
-/// Install the Prometheus recorder. Latency metrics (`*_seconds`) are histograms with
-/// fixed buckets; an upkeep thread drains recorded samples every few seconds so memory
-/// stays bounded whether or not anyone scrapes `/metrics`.
-fn install_metrics() -> Result<metrics_exporter_prometheus::PrometheusHandle> {
-    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
-    let handle = PrometheusBuilder::new()
-        .set_buckets_for_metric(
-            Matcher::Suffix("_seconds".into()),
-            &[
-                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
-                10.0,
-            ],
-        )
-        .context("histogram buckets")?
-        .install_recorder()
-        .context("install metrics recorder")?;
-    let h = handle.clone();
-    std::thread::Builder::new()
-        .name("apus-metrics-upkeep".into())
-        .spawn(move || loop {
-            std::thread::sleep(std::time::Duration::from_secs(5));
-            h.run_upkeep();
-        })?;
-    Ok(handle)
-}
-
-fn run_gateway(
-    config: &Path,
-    data_dir: &Path,
-    control: Option<String>,
-    auth: &run::AuthArgs,
-) -> Result<()> {
-    let (mut cfg, rules) = apus_gateway::GatewayConfig::load(config)?;
-    if let Some(c) = control {
-        cfg.control = c;
-    }
-    let tokens = run::tokens(
-        auth,
-        cfg.tokens.clone(),
-        data_dir,
-        &[&cfg.admin_listen],
-        None,
-    )?;
-    let access_log = apus_gateway::AccessLog::from_config(
-        &cfg.access_log,
-        cfg.access_log_capacity,
-        cfg.ingest_token(),
-    )?;
-    let gw = apus_gateway::build(
-        &cfg,
-        rules,
-        config.parent(),
-        data_dir,
-        access_log,
-        Some(run::render(install_metrics()?)),
-        (*tokens).clone(),
-    )?;
-    // A gateway alone has no store to analyze: analysis steps pause and say so.
-    gw.start_rollouts(None);
-    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "gateway starting");
-    // Startup's scratch (parsing the config, the first compile) was freed on this thread,
-    // which now only waits for signals.
-    apus_gateway::release_freed_memory();
-    gw.server.run_forever()
-}
-
 fn run_collect(config: &Path) -> Result<()> {
     let text = std::fs::read_to_string(config).with_context(|| format!("{}", config.display()))?;
     let cfg: apus_ingest::collect::CollectConfig =
@@ -240,41 +154,8 @@ fn run_collect(config: &Path) -> Result<()> {
     Ok(apus_ingest::collect::run(cfg, None)?)
 }
 
-/// Turn transparent huge pages off for this process, as Redis does (`disable-thp`):
-/// mimalloc asks for them on its arenas (`MADV_HUGEPAGE`), and a gateway node's sparse heap
-/// then holds whole 2 MiB pages: 68 MB resident instead of 41 under the flips bench.
-/// `APUS_ALLOW_THP=1` keeps them (a query node scanning large batches may prefer them).
-#[allow(unsafe_code)]
-fn disable_transparent_huge_pages() {
-    if std::env::var_os("APUS_ALLOW_THP").is_some_and(|v| v == "1") {
-        return;
-    }
-    // SAFETY: prctl with PR_SET_THP_DISABLE takes integer arguments only and changes a
-    // flag of this process; it touches no memory of ours.
-    let r = unsafe { libc::prctl(libc::PR_SET_THP_DISABLE, 1, 0, 0, 0) };
-    if r != 0 {
-        // Old kernels lack it: huge pages stay, nothing else changes.
-        eprintln!(
-            "apus: could not turn transparent huge pages off: {}",
-            std::io::Error::last_os_error()
-        );
-    }
-}
-
-/// Return the pages this thread's mimalloc heap holds free to the OS (`mi_collect(true)`):
-/// what the gateway calls after a rule change and before it starts serving, since the
-/// threads that compile and free rule sets then sit idle (see
-/// `apus_gateway::release_freed_memory`).
-#[allow(unsafe_code)]
-fn mimalloc_collect() {
-    // SAFETY: mi_collect takes a flag and works on mimalloc's own state (this thread's heap
-    // and the process's arenas); it may be called at any time from any thread.
-    unsafe { libmimalloc_sys::mi_collect(true) }
-}
-
 fn main() -> Result<()> {
-    disable_transparent_huge_pages();
-    apus_gateway::on_release_freed_memory(mimalloc_collect);
+    process::start();
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Run {
@@ -327,14 +208,9 @@ fn main() -> Result<()> {
             init_tracing();
             run_collect(&config)
         }
-        Cmd::Gateway {
-            config,
-            data_dir,
-            control,
-            auth,
-        } => {
+        Cmd::Gateway(args) => {
             init_tracing();
-            run_gateway(&config, &data_dir, control, &auth)
+            process::run_gateway(&args)
         }
         Cmd::Demo {
             seconds,

@@ -18,6 +18,7 @@ use apus_store::StoreUrl;
 use serde::Deserialize;
 
 use crate::alarms::AlarmWiring;
+pub use crate::process::{render, tokens, AuthArgs};
 
 /// A `landed` receiver that never changes (a process with no ingest of its own).
 fn never_landed() -> tokio::sync::watch::Receiver<u64> {
@@ -39,63 +40,6 @@ pub struct RunConfig {
     /// The query API and dashboards (listener, limits).
     #[serde(default)]
     pub query: QueryConfig,
-}
-
-/// Authentication flags shared by every long-running command.
-#[derive(clap::Args, Debug, Clone, Default)]
-pub struct AuthArgs {
-    /// A tokens file (TOML, `[[tokens]]` with name, token, role, scopes), added to the
-    /// config's tokens. With no token anywhere, the data dir's admin token is used (created
-    /// and printed on first start).
-    #[arg(long)]
-    pub tokens: Option<PathBuf>,
-    /// Turn authentication off. Allowed only when every listener is on loopback; warned
-    /// about every minute.
-    #[arg(long)]
-    pub no_auth: bool,
-}
-
-/// Decide the tokens of this process and tell the operator how to get in.
-pub fn tokens(
-    args: &AuthArgs,
-    mut configured: Vec<apus_auth::TokenConfig>,
-    data_dir: &Path,
-    listeners: &[&str],
-    console: Option<&str>,
-) -> Result<Arc<apus_auth::Tokens>> {
-    if let Some(f) = &args.tokens {
-        configured.extend(apus_auth::load_file(f)?);
-    }
-    let (tokens, origin) = apus_auth::resolve(configured, data_dir, args.no_auth, listeners)?;
-    let console = console
-        .map(|c| format!("\n  console: http://{c}/ (log in with the token)"))
-        .unwrap_or_default();
-    match origin {
-        apus_auth::Origin::Configured => {
-            tracing::info!(tokens = tokens.len(), "authentication: configured tokens")
-        }
-        apus_auth::Origin::Created { token, path } => println!(
-            "apus: no token was configured, so an admin token was created and kept in {} \
-             (mode 0600). It is shown once:\n  {token}{console}",
-            path.display()
-        ),
-        apus_auth::Origin::Existing { path } => println!(
-            "apus: using the admin token kept in {}{console}",
-            path.display()
-        ),
-        apus_auth::Origin::Open => {
-            std::thread::Builder::new()
-                .name("apus-no-auth-warning".into())
-                .spawn(|| loop {
-                    tracing::warn!(
-                        "authentication is OFF (--no-auth): anyone who reaches the listeners \
-                         may read and change everything"
-                    );
-                    std::thread::sleep(Duration::from_secs(60));
-                })?;
-        }
-    }
-    Ok(Arc::new(tokens))
 }
 
 /// A multi-threaded runtime for one role.
@@ -339,10 +283,6 @@ impl AccessLogSink for InProcessSink {
         }
         Err(std::io::Error::other("ingest overloaded for too long"))
     }
-}
-
-pub fn render(h: metrics_exporter_prometheus::PrometheusHandle) -> MetricsRender {
-    Arc::new(move || h.render())
 }
 
 /// `apus ingest`.

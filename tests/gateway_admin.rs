@@ -207,3 +207,31 @@ fn release_manager_scope_is_enforced() {
         "{body}"
     );
 }
+
+/// `apus-gateway`, the gateway-only binary a fleet node runs, is `apus gateway`: it routes
+/// and tags, guards its admin API with the same tokens and puts a change in force when the
+/// call returns; and it carries none of the other roles (a fraction of `apus`'s size).
+#[test]
+fn the_slim_gateway_binary_routes_tags_and_takes_changes() {
+    let (s1, g1) = (free_port(), free_port());
+    let _ups = [upstream(s1, "stable-1"), upstream(g1, "gray-1")];
+    let gw = Gateway::start_slim(&format!("{}{}", pools(&[s1], &[g1], 200), ROUTE));
+    let c = client();
+    let (st, up, tag, body) = get(&c, &gw.url("/orders"), &[("x-tenant-id", "acme")]);
+    assert_eq!((st, up.as_str(), tag.as_str()), (200, "gray-1", "gray"));
+    assert_eq!(body["baggage"], "env=gray");
+    let (_, up, _, _) = get(&c, &gw.url("/orders"), &[("x-tenant-id", "initech")]);
+    assert_eq!(up, "stable-1");
+    let rules = json!([{ "name": "beta", "pool": "gray", "tenants": ["initech"] }]);
+    assert_eq!(set_rules(&c, &gw, "wrong-token-xyz", rules.clone()).0, 401);
+    assert_eq!(set_rules(&c, &gw, ADMIN, rules).0, 200);
+    let (_, up, _, _) = get(&c, &gw.url("/orders"), &[("x-tenant-id", "initech")]);
+    assert_eq!(up, "gray-1", "in force when the call returned");
+    let size = |p: &str| std::fs::metadata(p).unwrap().len();
+    assert!(
+        size(GATEWAY_BIN) * 4 < size(BIN),
+        "apus-gateway ({} bytes) links more than the gateway: apus is {} bytes",
+        size(GATEWAY_BIN),
+        size(BIN)
+    );
+}

@@ -10,6 +10,8 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_apus");
+/// The slim gateway-only binary (`apus-gateway`: `apus gateway` without the other roles).
+pub const GATEWAY_BIN: &str = env!("CARGO_BIN_EXE_apus-gateway");
 
 #[allow(unused_imports)]
 pub use apus_testkit::{free_port, wait_until, Etcd, Hook, Proc, TempDir};
@@ -100,6 +102,32 @@ impl Gateway {
         admin: u16,
         extra: &[&str],
     ) -> Gateway {
+        Self::start_cmd(
+            Command::new(BIN).arg("gateway"),
+            body,
+            dir,
+            port,
+            admin,
+            extra,
+        )
+    }
+
+    /// The same as [`Self::start`], run by the slim `apus-gateway` binary.
+    pub fn start_slim(body: &str) -> Gateway {
+        let (port, admin) = (free_port(), free_port());
+        let dir = std::env::temp_dir().join(format!("apus-test-{}-{}", std::process::id(), port));
+        std::fs::create_dir_all(&dir).unwrap();
+        Self::start_cmd(&mut Command::new(GATEWAY_BIN), body, &dir, port, admin, &[])
+    }
+
+    fn start_cmd(
+        cmd: &mut Command,
+        body: &str,
+        dir: &std::path::Path,
+        port: u16,
+        admin: u16,
+        extra: &[&str],
+    ) -> Gateway {
         let dir = dir.to_path_buf();
         let cfg = format!(
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\naccess_log = \"{}\"\ntrusted_proxies = [\"127.0.0.1\"]\n{body}\n{TOKENS}",
@@ -113,8 +141,8 @@ impl Gateway {
             .append(true)
             .open(dir.join("gateway.log"))
             .unwrap();
-        let child = Command::new(BIN)
-            .args(["gateway", "--config", path.to_str().unwrap()])
+        let child = cmd
+            .args(["--config", path.to_str().unwrap()])
             .env("APUS_INGEST_TOKEN", ADMIN)
             .args(["--data-dir", data.to_str().unwrap()])
             .args(extra)
