@@ -18,7 +18,8 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::RequestHeader;
-use pingora::services::background::{background_service, GenBackgroundService};
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use serde::Serialize;
 
 use crate::config::{HealthCheckKind, PoolConfig};
@@ -198,9 +199,7 @@ pub struct Pool {
 
 impl Pool {
     /// Build a pool and the background service that health-checks it.
-    pub fn new(
-        cfg: &PoolConfig,
-    ) -> Result<(Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>), GatewayError> {
+    pub fn new(cfg: &PoolConfig) -> Result<Arc<Pool>, GatewayError> {
         let mut set = BTreeSet::new();
         for s in &cfg.servers {
             set.insert(
@@ -256,10 +255,9 @@ impl Pool {
             metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => cfg.name.clone(), "server" => s.clone())
                 .set(1.0);
         }
-        let bg = background_service(&format!("health check {}", cfg.name), lb);
         let pool = Arc::new(Pool {
             name: cfg.name.clone(),
-            lb: bg.task(),
+            lb: Arc::new(lb),
             members,
             pending,
             drained: ArcSwap::from_pointee(HashSet::new()),
@@ -282,7 +280,7 @@ impl Pool {
                 .then(|| std::time::Duration::from_millis(cfg.write_timeout_ms)),
         });
         let _ = owner.set(Arc::downgrade(&pool));
-        Ok((pool, bg))
+        Ok(pool)
     }
 
     /// Pick a ready server (healthy, admitted, not drained, not ejected), round robin,
@@ -559,5 +557,18 @@ impl Pool {
         addr.parse::<SocketAddr>()
             .map(|a| a.to_string())
             .map_err(|_| GatewayError::BadRequest(format!("`{addr}` is not ip:port")))
+    }
+}
+
+/// Every pool's active health checks, run as one Pingora background service: one thread
+/// (and one allocator heap) for all pools, where a service per pool made a thread per pool.
+/// Each pool's checks keep their own interval, and one pool's slow probes do not hold up
+/// another's: the loops run side by side.
+pub struct HealthChecks(pub Vec<Arc<Pool>>);
+
+#[async_trait]
+impl BackgroundService for HealthChecks {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        futures::future::join_all(self.0.iter().map(|p| p.lb.start(shutdown.clone()))).await;
     }
 }

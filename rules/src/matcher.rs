@@ -1,6 +1,5 @@
 //! Compilation of rule specs into a [`RuleSet`] and the per-request decision.
 
-use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -100,9 +99,7 @@ impl NamedTest {
 /// of hashing 100k names again.
 #[derive(Debug)]
 struct Tenants {
-    /// foldhash, seeded per process: the set is built from a release manager's list and only
-    /// looked up with request values, so it needs speed, not SipHash's flood resistance.
-    set: HashSet<Box<str>, foldhash::fast::RandomState>,
+    set: TenantSet,
     /// The `tenants_file` text the set was built from.
     file_text: Option<Arc<str>>,
 }
@@ -261,6 +258,9 @@ fn rule_matches(name: &str, r: &CompiledRule, req: &RequestView<'_>, tenant: Opt
 
 mod compile;
 mod diff;
+mod tenant_set;
+
+use tenant_set::TenantSet;
 
 #[cfg(test)]
 mod tests;

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use regex::Regex;
 
-use super::{CompiledRoute, CompiledRule, NamedTest, RuleSet, TenantLoader, Tenants, ValueTest};
+use super::{
+    CompiledRoute, CompiledRule, NamedTest, RuleSet, TenantLoader, TenantSet, Tenants, ValueTest,
+};
 use crate::cidr::CidrSet;
 use crate::model::{GrayRuleSpec, Matcher, RouteSpec};
 use crate::RuleError;
@@ -178,20 +180,10 @@ fn compile_rule(
 /// The set of `inline` tenants and the names in `file_text` (one per line; blank lines and
 /// `#` comments skipped).
 fn tenant_set(inline: &[String], file_text: Option<Arc<str>>) -> Tenants {
-    let file_lines = file_text.as_deref().map(|t| {
-        t.lines()
-            .map(str::trim)
-            .filter(|l| !l.is_empty() && !l.starts_with('#'))
-    });
-    let mut set = HashSet::with_capacity_and_hasher(
-        inline.len() + file_text.as_deref().map_or(0, |t| t.lines().count()),
-        foldhash::fast::RandomState::default(),
-    );
-    set.extend(inline.iter().map(|t| t.trim().into()));
-    if let Some(lines) = file_lines {
-        set.extend(lines.map(Into::into));
+    Tenants {
+        set: TenantSet::new(inline, file_text.as_ref()),
+        file_text,
     }
-    Tenants { set, file_text }
 }
 
 impl RuleSet {
