@@ -25,6 +25,7 @@ WORKERS=1
 command -v valgrind >/dev/null || apt-get install -y valgrind >/dev/null
 install_peers
 find_binaries
+gateway_cmd
 W=$(mktemp -d /tmp/apus-instr-XXXX)
 trap cleanup EXIT
 gen_rules
@@ -58,7 +59,7 @@ count() {
 }
 read -r fr fi < <(count floor 18482 "$FLOOR" 127.0.0.1:18482 "127.0.0.1:$UP_STABLE" 1 tuned)
 read -r tr ti < <(count floor_tagged 18483 "$FLOOR" 127.0.0.1:18483 "127.0.0.1:$UP_STABLE" 1 tagged)
-read -r ar ai < <(APUS_LOG=warn count apus 18481 "$BIN" gateway --config "$W/apus.toml" --data-dir "$W/apus-data")
+read -r ar ai < <(APUS_LOG=warn count apus 18481 "${GW[@]}" --config "$W/apus.toml" --data-dir "$W/apus-data")
 printf '%-13s %9s %12s\n' target requests ir_per_req floor "$fr" "$fi" floor_tagged "$tr" "$ti" apus "$ar" "$ai"
 echo "profiles: $W/*.cg (callgrind_annotate --inclusive=yes FILE)"
 trap - EXIT
