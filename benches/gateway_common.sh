@@ -45,7 +45,13 @@ find_binaries() {
 gateway_cmd() {
   local slim
   slim=$(dirname "$BIN")/apus-gateway
-  if [ "${APUS_GATEWAY:-slim}" = slim ] && [ -x "$slim" ]; then GW=("$slim"); else GW=("$BIN" gateway); fi
+  # Only a slim binary built with $BIN or later: a leftover from an older build would
+  # silently stand in for the build under test.
+  if [ "${APUS_GATEWAY:-slim}" = slim ] && [ -x "$slim" ] && ! [ "$slim" -ot "$BIN" ]; then
+    GW=("$slim")
+  else
+    GW=("$BIN" gateway)
+  fi
   echo "apus runs as: ${GW[*]}"
 }
 

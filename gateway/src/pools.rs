@@ -198,7 +198,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Build a pool and the background service that health-checks it.
+    /// Build a pool; its active health checks run in [`HealthChecks`].
     pub fn new(cfg: &PoolConfig) -> Result<Arc<Pool>, GatewayError> {
         let mut set = BTreeSet::new();
         for s in &cfg.servers {

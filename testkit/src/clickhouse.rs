@@ -56,7 +56,7 @@ impl ClickHouse {
 
     /// Start (again) on the same data and ports.
     pub fn up(&mut self) {
-        let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/clickhouse-start");
+        let script = repo_script("clickhouse-start");
         let out = Command::new(script)
             .arg(&self.dir)
             .arg(self.http.to_string())
@@ -114,4 +114,18 @@ impl Drop for ClickHouse {
         self.down();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// `scripts/NAME` of the checkout under test, found from the running test's package dir
+/// (cargo sets `CARGO_MANIFEST_DIR` for it) rather than the path this crate was compiled
+/// at: a shared target dir may hold a build of testkit made from another checkout.
+fn repo_script(name: &str) -> std::path::PathBuf {
+    let compiled = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let here = std::env::var_os("CARGO_MANIFEST_DIR").map(std::path::PathBuf::from);
+    here.iter()
+        .flat_map(|d| d.ancestors())
+        .chain(compiled.ancestors())
+        .map(|d| d.join("scripts").join(name))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| compiled.join("scripts").join(name))
 }

@@ -280,12 +280,11 @@ impl ReleaseState {
     fn compile(&self, routes: &[RouteSpec]) -> Result<RuleSet, GatewayError> {
         let pools: Vec<&str> = self.pool_names.iter().map(String::as_str).collect();
         let cur = self.load();
-        Ok(RuleSet::compile_after(
-            routes,
-            &pools,
-            &self.files,
-            Some(&cur.rules),
-        )?)
+        let rules = RuleSet::compile_after(routes, &pools, &self.files, Some(&cur.rules));
+        // The compile's scratch was freed on this thread, which may sit idle until the next
+        // change: hand it back now (before any await moves the caller to another thread).
+        crate::release_freed_memory();
+        Ok(rules?)
     }
 
     /// Install a change seen in the store (from any node) if it is newer than ours.
@@ -313,9 +312,6 @@ impl ReleaseState {
             &self.pools,
         )));
         self.retired.retire(old);
-        // The compile's scratch was freed on this thread: return it now, not at the next
-        // change.
-        crate::release_freed_memory();
         metrics::gauge!(m::RULE_VERSION).set(c.version as f64);
         self.installed.send_replace(c.version);
         tracing::info!(version = c.version, kind = %c.record.kind, actor = %c.record.actor, "release state installed");

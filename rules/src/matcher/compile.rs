@@ -141,7 +141,7 @@ fn compile_rule(
     });
     let tenants = match same_tenants {
         Some(t) => Some(t),
-        None if has_tenants => Some(Arc::new(tenant_set(&r.tenants, file_text))),
+        None if has_tenants => Some(Arc::new(tenant_set((rt, rn), &r.tenants, file_text)?)),
         None => None,
     };
     let same_cidrs = prev.and_then(|(ps, pc)| {
@@ -179,11 +179,14 @@ fn compile_rule(
 
 /// The set of `inline` tenants and the names in `file_text` (one per line; blank lines and
 /// `#` comments skipped).
-fn tenant_set(inline: &[String], file_text: Option<Arc<str>>) -> Tenants {
-    Tenants {
-        set: TenantSet::new(inline, file_text.as_ref()),
-        file_text,
-    }
+fn tenant_set(
+    (rt, rn): (&str, &str),
+    inline: &[String],
+    file_text: Option<Arc<str>>,
+) -> Result<Tenants, RuleError> {
+    let set = TenantSet::new(inline, file_text.as_ref())
+        .map_err(|reason| RuleError::invalid(rt, Some(rn), "tenants", reason))?;
+    Ok(Tenants { set, file_text })
 }
 
 impl RuleSet {
