@@ -45,11 +45,14 @@ find_binaries() {
 gateway_cmd() {
   local slim
   slim=$(dirname "$BIN")/apus-gateway
-  # Only a slim binary built with $BIN or later: a leftover from an older build would
-  # silently stand in for the build under test.
-  if [ "${APUS_GATEWAY:-slim}" = slim ] && [ -x "$slim" ] && ! [ "$slim" -ot "$BIN" ]; then
+  # Only a slim binary linked by the same build as $BIN (within 10 minutes of it): a
+  # leftover from an older build would silently stand in for the build under test.
+  local age=999999
+  [ -x "$slim" ] && age=$(($(stat -c %Y "$BIN") - $(stat -c %Y "$slim")))
+  if [ "${APUS_GATEWAY:-slim}" = slim ] && [ "$age" -le 600 ]; then
     GW=("$slim")
   else
+    [ -x "$slim" ] && [ "${APUS_GATEWAY:-slim}" = slim ] && echo "ignoring $slim: older than $BIN"
     GW=("$BIN" gateway)
   fi
   echo "apus runs as: ${GW[*]}"
