@@ -113,9 +113,11 @@ const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 /// and a purge that is due runs only when a thread next calls the allocator, so pages freed
 /// by a burst stayed resident): 31 against 22 MB under a saturating load, and 24.7 (10 ms)
 /// or 25.3 MB (100 ms) against 23.1 MB under the flips bench. The purge runs on the freeing
-/// thread, proxy threads included; no throughput cost was measured (faster in 4 of 5
-/// interleaved rounds at saturation, and CPU per request unchanged at ~3k rps). An operator's
-/// `MIMALLOC_PURGE_DELAY` (or its old name `MIMALLOC_RESET_DELAY`, any case) still decides.
+/// thread, proxy threads included. Its cost at saturation is within this host's noise: one
+/// A/B of interleaved rounds had it ahead in 4 of 5, another behind in 4 of 4 (~4.6 % more
+/// CPU per request); at ~3k rps CPU per request did not change. An operator who prefers the
+/// last few percent to ~8 MB sets `MIMALLOC_PURGE_DELAY=1000` (mimalloc's default; its old
+/// name `MIMALLOC_RESET_DELAY` and any case count too), which this then leaves alone.
 #[allow(unsafe_code)]
 fn purge_freed_memory_at_once() {
     let set_by_operator = std::env::vars_os().any(|(k, _)| {
