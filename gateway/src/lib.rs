@@ -185,12 +185,10 @@ pub fn build(
 
     let mut pools = HashMap::new();
     for p in &cfg.pools {
-        pools.insert(p.name.clone(), Pool::new(p)?);
+        let (pool, hc) = Pool::new(p)?;
+        pools.insert(p.name.clone(), pool);
+        server.add_service(hc);
     }
-    server.add_service(pingora::services::background::background_service(
-        "health checks",
-        pools::HealthChecks(pools.values().cloned().collect()),
-    ));
     let pools = Arc::new(pools);
     let control_runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)

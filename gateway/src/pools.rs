@@ -18,8 +18,7 @@ use pingora::lb::health_check::{HealthCheck, HttpHealthCheck, TcpHealthCheck};
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::RequestHeader;
-use pingora::server::ShutdownWatch;
-use pingora::services::background::BackgroundService;
+use pingora::services::background::{background_service, GenBackgroundService};
 use serde::Serialize;
 
 use crate::config::{HealthCheckKind, PoolConfig};
@@ -198,8 +197,10 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Build a pool; its active health checks run in [`HealthChecks`].
-    pub fn new(cfg: &PoolConfig) -> Result<Arc<Pool>, GatewayError> {
+    /// Build a pool and the background service that health-checks it.
+    pub fn new(
+        cfg: &PoolConfig,
+    ) -> Result<(Arc<Pool>, GenBackgroundService<LoadBalancer<RoundRobin>>), GatewayError> {
         let mut set = BTreeSet::new();
         for s in &cfg.servers {
             set.insert(
@@ -255,9 +256,10 @@ impl Pool {
             metrics::gauge!(m::UPSTREAM_HEALTHY, "pool" => cfg.name.clone(), "server" => s.clone())
                 .set(1.0);
         }
+        let bg = background_service(&format!("health check {}", cfg.name), lb);
         let pool = Arc::new(Pool {
             name: cfg.name.clone(),
-            lb: Arc::new(lb),
+            lb: bg.task(),
             members,
             pending,
             drained: ArcSwap::from_pointee(HashSet::new()),
@@ -280,7 +282,7 @@ impl Pool {
                 .then(|| std::time::Duration::from_millis(cfg.write_timeout_ms)),
         });
         let _ = owner.set(Arc::downgrade(&pool));
-        Ok(pool)
+        Ok((pool, bg))
     }
 
     /// Pick a ready server (healthy, admitted, not drained, not ejected), round robin,
@@ -557,18 +559,5 @@ impl Pool {
         addr.parse::<SocketAddr>()
             .map(|a| a.to_string())
             .map_err(|_| GatewayError::BadRequest(format!("`{addr}` is not ip:port")))
-    }
-}
-
-/// Every pool's active health checks, run as one Pingora background service: one thread
-/// (and one allocator heap) for all pools, where a service per pool made a thread per pool.
-/// Each pool's checks keep their own interval, and one pool's slow probes do not hold up
-/// another's: the loops run side by side.
-pub struct HealthChecks(pub Vec<Arc<Pool>>);
-
-#[async_trait]
-impl BackgroundService for HealthChecks {
-    async fn start(&self, shutdown: ShutdownWatch) {
-        futures::future::join_all(self.0.iter().map(|p| p.lb.start(shutdown.clone()))).await;
     }
 }
