@@ -94,22 +94,13 @@ impl NamedTest {
     }
 }
 
-/// A rule's tenants: the set the proxy looks up, and the text it was built from (the inline
-/// list is in the spec), so a later compile whose inputs are unchanged shares the set instead
-/// of hashing 100k names again.
-#[derive(Debug)]
-struct Tenants {
-    set: TenantSet,
-    /// The `tenants_file` text the set was built from.
-    file_text: Option<Arc<str>>,
-}
-
 #[derive(Debug)]
 struct CompiledRule {
     pool: String,
-    /// Shared with the previous rule set when the rule's tenants (inline and file) did not
-    /// change; likewise the CIDR set when its list did not.
-    tenants: Option<Arc<Tenants>>,
+    /// Shared with the previous rule set when the rule's tenants (inline and file text) did
+    /// not change, so an unchanged 100k-name set is not hashed again; likewise the CIDR set
+    /// when its list did not.
+    tenants: Option<Arc<TenantSet>>,
     cidrs: Option<Arc<CidrSet>>,
     header: Option<NamedTest>,
     cookie: Option<NamedTest>,
@@ -213,7 +204,7 @@ fn strip_port(h: &str) -> &str {
 #[inline]
 fn rule_matches(name: &str, r: &CompiledRule, req: &RequestView<'_>, tenant: Option<&str>) -> bool {
     if let Some(set) = &r.tenants {
-        if !tenant.is_some_and(|t| set.set.contains(t)) {
+        if !tenant.is_some_and(|t| set.contains(t)) {
             return false;
         }
     }

@@ -9,9 +9,7 @@ use std::sync::Arc;
 use ipnet::IpNet;
 use regex::Regex;
 
-use super::{
-    CompiledRoute, CompiledRule, NamedTest, RuleSet, TenantLoader, TenantSet, Tenants, ValueTest,
-};
+use super::{CompiledRoute, CompiledRule, NamedTest, RuleSet, TenantLoader, TenantSet, ValueTest};
 use crate::cidr::CidrSet;
 use crate::model::{GrayRuleSpec, Matcher, RouteSpec};
 use crate::RuleError;
@@ -133,7 +131,7 @@ fn compile_rule(
     let has_tenants = !r.tenants.is_empty() || r.tenants_file.is_some();
     let same_tenants = prev.and_then(|(ps, pc)| {
         let t = pc.tenants.as_ref()?;
-        let same_file = match (&t.file_text, &file_text) {
+        let same_file = match (t.file(), &file_text) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
             (a, b) => a.is_none() && b.is_none(),
         };
@@ -141,7 +139,10 @@ fn compile_rule(
     });
     let tenants = match same_tenants {
         Some(t) => Some(t),
-        None if has_tenants => Some(Arc::new(tenant_set((rt, rn), &r.tenants, file_text)?)),
+        None if has_tenants => Some(Arc::new(
+            TenantSet::new(&r.tenants, file_text.as_ref())
+                .map_err(|reason| RuleError::invalid(rt, Some(rn), "tenants", reason))?,
+        )),
         None => None,
     };
     let same_cidrs = prev.and_then(|(ps, pc)| {
@@ -175,18 +176,6 @@ fn compile_rule(
             .transpose()?,
         percent: r.percent,
     })
-}
-
-/// The set of `inline` tenants and the names in `file_text` (one per line; blank lines and
-/// `#` comments skipped).
-fn tenant_set(
-    (rt, rn): (&str, &str),
-    inline: &[String],
-    file_text: Option<Arc<str>>,
-) -> Result<Tenants, RuleError> {
-    let set = TenantSet::new(inline, file_text.as_ref())
-        .map_err(|reason| RuleError::invalid(rt, Some(rn), "tenants", reason))?;
-    Ok(Tenants { set, file_text })
 }
 
 impl RuleSet {

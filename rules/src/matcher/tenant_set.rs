@@ -49,21 +49,21 @@ impl TenantSet {
         inline: &[String],
         file_text: Option<&Arc<str>>,
     ) -> Result<TenantSet, String> {
-        let total: usize = inline.iter().map(|t| t.trim().len()).sum();
-        let file_len = file_text.map_or(0, |t| t.len());
-        if total > MAX_TEXT || file_len > MAX_TEXT {
-            return Err(format!(
-                "{} bytes of tenant names, over {MAX_TEXT}",
-                total.max(file_len)
-            ));
-        }
-        let mut block = String::with_capacity(total);
-        let mut spans: Vec<(u32, u32)> = Vec::with_capacity(inline.len());
-        for t in inline {
-            let t = t.trim();
-            spans.push((block.len() as u32 | INLINE, t.len() as u32));
+        let mut block = String::new();
+        let mut spans: Vec<(usize, usize)> = Vec::with_capacity(inline.len());
+        for t in inline.iter().map(|t| t.trim()) {
+            spans.push((block.len(), t.len()));
             block.push_str(t);
         }
+        let longest = block.len().max(file_text.map_or(0, |t| t.len()));
+        if longest > MAX_TEXT {
+            return Err(format!("{longest} bytes of tenant names, over {MAX_TEXT}"));
+        }
+        // Both blocks are under MAX_TEXT: every offset and length fits below INLINE.
+        let mut spans: Vec<(u32, u32)> = spans
+            .into_iter()
+            .map(|(s, l)| (s as u32 | INLINE, l as u32))
+            .collect();
         if let Some(text) = file_text {
             let base = text.as_ptr() as usize;
             spans.extend(
@@ -89,6 +89,12 @@ impl TenantSet {
             }
         }
         Ok(set)
+    }
+
+    /// The `tenants_file` text the names were cut from (compared by the next compile to
+    /// tell whether the file changed).
+    pub(super) fn file(&self) -> &Option<Arc<str>> {
+        &self.file
     }
 
     /// The name a slot points at.
